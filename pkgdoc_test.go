@@ -1,0 +1,91 @@
+package egressd_test
+
+import (
+	"go/build"
+	"go/parser"
+	"go/token"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// packages lists every package directory of the module (except testdata).
+func packages(t *testing.T) []string {
+	t.Helper()
+	var dirs []string
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		name := d.Name()
+		if path != "." && (strings.HasPrefix(name, ".") || name == "testdata" || name == "vendor") {
+			return filepath.SkipDir
+		}
+		if _, err := build.ImportDir(path, 0); err == nil {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dirs
+}
+
+// TestPackageDocs checks that every package states its job in a doc comment.
+func TestPackageDocs(t *testing.T) {
+	for _, dir := range packages(t) {
+		if dir == "." {
+			continue
+		}
+		fset := token.NewFileSet()
+		pkgs, err := parser.ParseDir(fset, dir, func(fi os.FileInfo) bool {
+			return !strings.HasSuffix(fi.Name(), "_test.go")
+		}, parser.ParseComments|parser.PackageClauseOnly)
+		if err != nil {
+			t.Fatalf("parse %s: %v", dir, err)
+		}
+		for name, pkg := range pkgs {
+			documented := false
+			for _, f := range pkg.Files {
+				if f.Doc != nil && len(strings.TrimSpace(f.Doc.Text())) > 20 {
+					documented = true
+				}
+			}
+			if !documented {
+				t.Errorf("package %s (%s) has no package doc comment", name, dir)
+			}
+		}
+	}
+}
+
+// TestDependencyDirection keeps the layering of DESIGN.md: rules and l7 know
+// nothing of BPF, and l7 does not reach into redirect.
+func TestDependencyDirection(t *testing.T) {
+	forbidden := map[string][]string{
+		"./rules/...": {"github.com/cilium/ebpf", "github.com/egressd/egressd/redirect", "github.com/egressd/egressd/l7", "github.com/egressd/egressd/bpf"},
+		"./l7/...":    {"github.com/cilium/ebpf", "github.com/egressd/egressd/redirect", "github.com/egressd/egressd/bpf"},
+	}
+	for pattern, bad := range forbidden {
+		if _, err := os.Stat(strings.TrimSuffix(pattern, "/...")); err != nil {
+			continue // package not written yet
+		}
+		out, err := exec.Command("go", "list", "-deps", pattern).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", pattern, err, out)
+		}
+		deps := strings.Fields(string(out))
+		for _, d := range deps {
+			for _, b := range bad {
+				if d == b || strings.HasPrefix(d, b+"/") {
+					t.Errorf("%s depends on %s; DESIGN.md keeps it free of that", pattern, d)
+				}
+			}
+		}
+	}
+}
