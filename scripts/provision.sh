@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# provision.sh installs what egressd needs to build, test and demo on a
+# Debian or Ubuntu machine. It is shared by .ci/run, scripts/demo.sh,
+# scripts/test.sh and the Vagrantfile, so the three never drift apart.
+#
+# Run as root. Idempotent: packages already installed are not touched, and
+# `apt-get update` runs at most once, only when something is missing.
+#
+# Go: if `go` is missing or older than go.mod's `go` line, the matching
+# toolchain is fetched from the Go module proxy ($GOPROXY, default
+# proxy.golang.org) as the module golang.org/toolchain — the same archive the
+# go command itself downloads when it switches toolchains — and its h1: hash
+# is checked against the checksum database as served through that proxy
+# (/sumdb/sum.golang.org/lookup). It is unpacked to /usr/local/go<version> and
+# linked into /usr/local/bin. Debian's own golang (1.19 in bookworm) is too
+# old to build egressd, which is why it is not used.
+set -euo pipefail
+
+# The Debian packages, one per line. Add a package here (and nowhere else)
+# when a script or test starts to need it.
+PACKAGES=(
+	clang
+	llvm
+	libbpf-dev
+	bpftool
+	linux-libc-dev
+	curl
+	nghttp2-client
+	squid
+	nginx-light
+	haproxy
+	dnsmasq-base
+	wrk
+	iproute2
+	vagrant
+	openssl
+	ca-certificates
+	unzip
+)
+
+log() { printf 'provision: %s\n' "$*" >&2; }
+
+repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
+
+install_packages() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+			missing+=("$p")
+		fi
+	done
+	if [ "${#missing[@]}" -eq 0 ]; then
+		log "all ${#PACKAGES[@]} packages present"
+		return
+	fi
+	log "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	# A package the distribution does not carry (bpftool and vagrant are not in
+	# every Ubuntu release) is reported and skipped instead of failing the lot.
+	local available=()
+	for p in "${missing[@]}"; do
+		if apt-cache show "$p" >/dev/null 2>&1; then
+			available+=("$p")
+		else
+			log "WARNING: package $p is not available here; skipping it"
+		fi
+	done
+	if [ "${#available[@]}" -gt 0 ]; then
+		apt-get install -y -q --no-install-recommends "${available[@]}"
+	fi
+}
+
+# version_ge A B: is Go version A (e.g. 1.26.8) >= B?
+version_ge() {
+	[ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" = "$2" ]
+}
+
+go_wanted() {
+	awk '$1 == "go" { print $2; exit }' "$(repo_root)/go.mod"
+}
+
+# h1_hash DIR prints Go's dirhash "h1:" of the files below DIR, named by their
+# path relative to DIR (golang.org/x/mod/sumdb/dirhash.Hash1).
+h1_hash() {
+	local dir=$1
+	(
+		cd "$dir"
+		find . -type f | sed 's|^\./||' | LC_ALL=C sort | while IFS= read -r f; do
+			printf '%s  %s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "$f"
+		done
+	) | openssl dgst -sha256 -binary | base64 | sed 's/^/h1:/'
+}
+
+install_go() {
+	local want=$1 arch
+	case "$(uname -m)" in
+	x86_64) arch=amd64 ;;
+	aarch64) arch=arm64 ;;
+	*) log "no Go toolchain for $(uname -m); install Go >= $want by hand"; exit 1 ;;
+	esac
+	local proxy=${GOPROXY:-https://proxy.golang.org}
+	proxy=${proxy%%,*}
+	proxy=${proxy%%|*}
+	if [ "$proxy" = direct ] || [ "$proxy" = off ]; then proxy=https://proxy.golang.org; fi
+	local mod=golang.org/toolchain ver=v0.0.1-go$want.linux-$arch
+	local tmp
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' RETURN
+	log "fetching Go $want from $proxy"
+	curl -fsSL -o "$tmp/go.zip" "$proxy/$mod/@v/$ver.zip"
+	local want_hash got_hash
+	want_hash=$(curl -fsSL "$proxy/sumdb/sum.golang.org/lookup/$mod@$ver" |
+		awk -v m="$mod" -v v="$ver" '$1 == m && $2 == v { print $3; exit }')
+	unzip -q "$tmp/go.zip" -d "$tmp/x"
+	got_hash=$(h1_hash "$tmp/x")
+	if [ -z "$want_hash" ] || [ "$want_hash" != "$got_hash" ]; then
+		log "checksum mismatch for $mod@$ver: sumdb says '${want_hash}', archive is '$got_hash'"
+		exit 1
+	fi
+	local dest=/usr/local/go$want
+	rm -rf "$dest"
+	mv "$tmp/x/$mod@$ver" "$dest"
+	# Module zips do not keep the executable bits.
+	chmod +x "$dest"/bin/* "$dest"/pkg/tool/*/*
+	ln -sf "$dest/bin/go" /usr/local/bin/go
+	ln -sf "$dest/bin/gofmt" /usr/local/bin/gofmt
+	log "installed Go $want in $dest (linked from /usr/local/bin)"
+}
+
+ensure_go() {
+	local want have=""
+	want=$(go_wanted)
+	if command -v go >/dev/null 2>&1; then
+		have=$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || go version | awk '{print $3}')
+		have=${have#go}
+	fi
+	if [ -n "$have" ] && version_ge "$have" "$want"; then
+		log "go $have present (need >= $want)"
+		return
+	fi
+	log "go ${have:-missing}, need >= $want"
+	install_go "$want"
+}
+
+main() {
+	if [ "$(id -u)" -ne 0 ]; then
+		log "run me as root (apt-get, /usr/local)"
+		exit 1
+	fi
+	install_packages
+	ensure_go
+}
+
+main "$@"

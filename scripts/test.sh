@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# test.sh runs egressd's whole test suite — unit, kernel and end-to-end tests —
+# the way CI does. Run it as root on Debian/Ubuntu:
+#
+#	sudo scripts/test.sh            # provisions first, then go test ./...
+#	sudo scripts/test.sh -run TestE2E ./e2e/   # extra arguments go to go test
+#
+# EGRESSD_E2E defaults to "require": a kernel or end-to-end test that would
+# skip (not root, no cgroup v2, no BPF) fails instead. Set EGRESSD_E2E= (empty)
+# to let them skip. EGRESSD_SKIP_PROVISION=1 skips scripts/provision.sh (.ci/run
+# has already provisioned).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "${EGRESSD_SKIP_PROVISION:-}" != 1 ]; then
+	scripts/provision.sh
+fi
+# provision.sh may have just linked Go into /usr/local/bin.
+export PATH=$PATH:/usr/local/bin:/usr/local/go/bin
+export EGRESSD_E2E=${EGRESSD_E2E-require}
+
+args=("$@")
+if [ "${#args[@]}" -eq 0 ]; then
+	args=(./...)
+fi
+# -count=1: never serve kernel results from the test cache.
+# -p 2: at most two packages at once; the kernel tests share one machine.
+exec go test -count=1 -p 2 -timeout 12m "${args[@]}"
