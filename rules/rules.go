@@ -1,12 +1,9 @@
-// Package rules is egressd's model of Istio's EgressRule: it decodes rule files,
-// validates them, and compiles them into a Set that answers which rule (if any)
-// allows a host and port.
-//
-// PLACEHOLDER API (to be replaced by the rules implementation): the exported
-// names below are the contract other packages code against.
 package rules
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Protocol is the protocol of an external service port.
 type Protocol uint8
@@ -19,6 +16,7 @@ const (
 	HTTP2
 )
 
+// String returns the protocol's canonical upper-case name ("HTTPS").
 func (p Protocol) String() string {
 	switch p {
 	case HTTP:
@@ -33,6 +31,21 @@ func (p Protocol) String() string {
 	return "UNKNOWN"
 }
 
+// ParseProtocol parses a protocol name in any case: "http", "Https", "GRPC", "http2".
+func ParseProtocol(s string) (Protocol, error) {
+	switch strings.ToUpper(s) {
+	case "HTTP":
+		return HTTP, nil
+	case "HTTPS":
+		return HTTPS, nil
+	case "GRPC":
+		return GRPC, nil
+	case "HTTP2":
+		return HTTP2, nil
+	}
+	return 0, fmt.Errorf("unknown protocol %q", s)
+}
+
 // Port is one port of an external service and its protocol.
 type Port struct {
 	Number   uint16
@@ -42,7 +55,7 @@ type Port struct {
 // Rule is one validated, normalized EgressRule.
 type Rule struct {
 	Name           string // metadata.name, or the file:line of the document when unnamed
-	Service        string // destination.service, lower-cased, without trailing dot
+	Service        string // destination.service, lower-cased, IDNA-converted, without trailing dot
 	Ports          []Port
 	UseEgressProxy bool
 	Source         string // "file:line" of the document
@@ -51,31 +64,6 @@ type Rule struct {
 // Match is the answer of Set.Match for an allowed host and port.
 type Match struct {
 	Rule           *Rule
-	Port           Port
+	Port           Port // the rule's entry for the requested port
 	UseEgressProxy bool
-}
-
-// Set is a compiled, immutable set of rules. It is safe for concurrent use.
-type Set struct{ rules []*Rule }
-
-// Compile builds a Set from already-validated rules.
-func Compile(rs []*Rule) (*Set, error) { return &Set{rules: rs}, nil }
-
-// Len reports the number of rules.
-func (s *Set) Len() int { return len(s.rules) }
-
-// Match reports the rule that allows host on port, if any. host may carry a
-// port and a trailing dot; matching is case-insensitive.
-func (s *Set) Match(host string, port uint16) (Match, bool) {
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	for _, r := range s.rules {
-		if r.Service == host || r.Service == "*" {
-			for _, p := range r.Ports {
-				if p.Number == port {
-					return Match{Rule: r, Port: p, UseEgressProxy: r.UseEgressProxy}, true
-				}
-			}
-		}
-	}
-	return Match{}, false
 }

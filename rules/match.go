@@ -1,0 +1,202 @@
+package rules
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Set is a compiled, immutable set of rules. It is safe for concurrent use.
+type Set struct {
+	rules []*Rule
+	files []string // the files the rules were read from, for reporting
+	sum   [32]byte // digest of the files' names and contents (zero when compiled directly)
+
+	exact      map[string]*domain // "api.foo.com"
+	suffix     map[string]*domain // "*.foo.com" under ".foo.com"
+	suffixLens []int              // distinct suffix key lengths, longest first
+	prefix     map[string]*domain // "foo.*" under "foo."
+	prefixLens []int              // distinct prefix key lengths, longest first
+	any        *domain            // "*"
+}
+
+// domain holds, for one normalized service name, the rule that allows each
+// port, sorted by port number.
+type domain struct {
+	ports []portRule
+}
+
+type portRule struct {
+	port Port
+	rule *Rule
+}
+
+// find returns the rule allowing port, by binary search.
+func (d *domain) find(port uint16) (portRule, bool) {
+	lo, hi := 0, len(d.ports)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if d.ports[m].port.Number < port {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(d.ports) && d.ports[lo].port.Number == port {
+		return d.ports[lo], true
+	}
+	return portRule{}, false
+}
+
+// Compile builds a Set from rules. It normalizes each rule's service for
+// the index (the Rules themselves are not modified and are the ones Match
+// returns) and refuses what Load would refuse: an invalid service, no ports,
+// a port 0 or unknown protocol, and two rules giving one port of one
+// service different protocols or egress proxy settings.
+func Compile(rs []*Rule) (*Set, error) {
+	s := &Set{
+		rules:  rs,
+		exact:  make(map[string]*domain),
+		suffix: make(map[string]*domain),
+		prefix: make(map[string]*domain),
+	}
+	var errs []string
+	for _, r := range rs {
+		if err := s.add(r); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", ruleRef(r), err))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("compile rules: %s", strings.Join(errs, "; "))
+	}
+	s.suffixLens = keyLens(s.suffix)
+	s.prefixLens = keyLens(s.prefix)
+	return s, nil
+}
+
+func ruleRef(r *Rule) string {
+	if r.Source != "" {
+		return r.Source
+	}
+	return fmt.Sprintf("rule %q", r.Name)
+}
+
+// add indexes one rule.
+func (s *Set) add(r *Rule) error {
+	_, kind, key, err := normalizeService(r.Service)
+	if err != nil {
+		return fmt.Errorf("service: %w", err)
+	}
+	if len(r.Ports) == 0 {
+		return fmt.Errorf("ports: none; list at least one")
+	}
+	var d *domain
+	switch kind {
+	case kindAny:
+		if s.any == nil {
+			s.any = &domain{}
+		}
+		d = s.any
+	default:
+		m := s.exact
+		if kind == kindSuffix {
+			m = s.suffix
+		} else if kind == kindPrefix {
+			m = s.prefix
+		}
+		if d = m[key]; d == nil {
+			d = &domain{}
+			m[key] = d
+		}
+	}
+	for _, p := range r.Ports {
+		if p.Number == 0 {
+			return fmt.Errorf("ports: port 0 is not a valid port")
+		}
+		if p.Protocol.String() == "UNKNOWN" {
+			return fmt.Errorf("ports: port %d has no valid protocol", p.Number)
+		}
+		i, found := slices.BinarySearchFunc(d.ports, p.Number, func(pr portRule, n uint16) int { return int(pr.port.Number) - int(n) })
+		if !found {
+			d.ports = slices.Insert(d.ports, i, portRule{port: p, rule: r})
+			continue
+		}
+		if prev := d.ports[i]; prev.port.Protocol != p.Protocol || prev.rule.UseEgressProxy != r.UseEgressProxy {
+			return fmt.Errorf("ports: port %d of %s conflicts with %s", p.Number, r.Service, ruleRef(prev.rule))
+		}
+	}
+	return nil
+}
+
+// keyLens lists the distinct lengths of m's keys, longest first.
+func keyLens(m map[string]*domain) []int {
+	var ls []int
+	for k := range m {
+		if !slices.Contains(ls, len(k)) {
+			ls = append(ls, len(k))
+		}
+	}
+	slices.Sort(ls)
+	slices.Reverse(ls)
+	return ls
+}
+
+// Len reports the number of rules.
+func (s *Set) Len() int { return len(s.rules) }
+
+// Rules returns the rules in the order they were read. Do not modify them.
+func (s *Set) Rules() []*Rule { return s.rules }
+
+// Files returns the files the rules were read from (none for a Set built by
+// Compile).
+func (s *Set) Files() []string { return s.files }
+
+// Match reports the rule that allows host on port, if any. host may carry a
+// port (ignored: the port that counts is the port argument, the connection's
+// original destination port), a trailing dot, any case, and an IPv6 literal
+// in brackets. See the package doc for the precedence. It does not allocate.
+func (s *Set) Match(host string, port uint16) (Match, bool) {
+	var buf [maxHost]byte
+	h, ok := canonicalHost(&buf, host)
+	if !ok || s == nil {
+		return Match{}, false
+	}
+	if pr, ok := s.lookup(h, port); ok {
+		return Match{Rule: pr.rule, Port: pr.port, UseEgressProxy: pr.rule.UseEgressProxy}, true
+	}
+	return Match{}, false
+}
+
+// lookup walks the domains matching h from the most specific to the least
+// and returns the first one that allows port.
+func (s *Set) lookup(h []byte, port uint16) (portRule, bool) {
+	if d := s.exact[string(h)]; d != nil {
+		if pr, ok := d.find(port); ok {
+			return pr, true
+		}
+	}
+	for _, n := range s.suffixLens {
+		if n >= len(h) { // '*' stands for at least one byte
+			continue
+		}
+		if d := s.suffix[string(h[len(h)-n:])]; d != nil {
+			if pr, ok := d.find(port); ok {
+				return pr, true
+			}
+		}
+	}
+	for _, n := range s.prefixLens {
+		if n >= len(h) {
+			continue
+		}
+		if d := s.prefix[string(h[:n])]; d != nil {
+			if pr, ok := d.find(port); ok {
+				return pr, true
+			}
+		}
+	}
+	if s.any != nil {
+		return s.any.find(port)
+	}
+	return portRule{}, false
+}
