@@ -1,0 +1,67 @@
+package l7
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Protocol names in the access log and the "protocol" metric label.
+const (
+	protoNameHTTP1   = "http/1.1"
+	protoNameHTTP10  = "http/1.0"
+	protoNameH2C     = "h2c"
+	protoNameGRPC    = "grpc"
+	protoNameTLSPass = "tls-passthrough"
+)
+
+// accessEntry is one request's access-log record and metrics observation.
+// Every protocol handler fills one per request (or stream) and passes it to
+// p.finish.
+type accessEntry struct {
+	start    time.Time
+	client   netip.AddrPort
+	orig     netip.AddrPort
+	host     string // effective authority as requested ("" when unknown)
+	port     uint16 // original destination port, matched against the rules
+	protocol string // protoName*
+	upstream string // "http" or "https" (TLS originated) for allowed requests
+	rule     string // matching rule name; "" when none
+	decision string // decision*
+	status   int    // status sent to the client (0: none, connection dropped)
+	bytesIn  int64  // request body bytes from the client
+	bytesOut int64  // response body bytes to the client
+	reason   string // why a request was refused or failed ("" for success)
+}
+
+// finish writes e's access-log line and records its metrics.
+func (p *Proxy) finish(e *accessEntry) {
+	d := time.Since(e.start)
+	p.metrics.requests.WithLabelValues(e.decision, e.rule, e.protocol).Inc()
+	p.metrics.duration.WithLabelValues(e.decision).Observe(d.Seconds())
+	ctx := context.Background()
+	if !p.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	attrs := [...]slog.Attr{
+		slog.String("client", e.client.String()),
+		slog.String("orig_dst", e.orig.String()),
+		slog.String("host", e.host),
+		slog.Int("port", int(e.port)),
+		slog.String("protocol", e.protocol),
+		slog.String("upstream", e.upstream),
+		slog.String("rule", e.rule),
+		slog.String("decision", e.decision),
+		slog.Int("status", e.status),
+		slog.Int64("bytes_in", e.bytesIn),
+		slog.Int64("bytes_out", e.bytesOut),
+		slog.Duration("duration", d),
+		slog.String("reason", e.reason),
+	}
+	n := len(attrs)
+	if e.reason == "" {
+		n--
+	}
+	p.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)
+}

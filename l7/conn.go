@@ -1,0 +1,163 @@
+package l7
+
+import (
+	"bufio"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+var errTooManyFiles = syscall.EMFILE
+
+// Connection states, for Shutdown.
+const (
+	stateActive int32 = iota // reading or serving a request: left alone by Shutdown
+	stateIdle                // waiting for the next request: Shutdown may close it
+	stateClosed              // closed by Shutdown
+)
+
+// clientConn is one accepted client connection. The serving goroutine owns
+// it; only the state, onShutdown and the close methods are touched by others.
+type clientConn struct {
+	nc     net.Conn
+	br     *bufio.Reader  // reads nc; holds the sniffed first bytes
+	bw     *bufio.Writer  // writes nc (HTTP/1.x path); nil until used
+	client netip.AddrPort // remote address of nc
+	local  netip.AddrPort // local address of nc (the proxy port)
+	orig   netip.AddrPort // original destination, from Config.OriginalDst
+	start  time.Time      // accept time
+
+	state atomic.Int32
+	// onShutdown, when set by a protocol handler (h2c: send GOAWAY), is
+	// called once by Shutdown instead of closing the connection while it is
+	// active. It must not block.
+	onShutdown func()
+	closeOnce  sync.Once
+}
+
+func newClientConn(nc net.Conn) *clientConn {
+	c := &clientConn{nc: nc, start: time.Now()}
+	c.state.Store(stateActive)
+	c.client = addrPort(nc.RemoteAddr())
+	c.local = addrPort(nc.LocalAddr())
+	return c
+}
+
+// addrPort converts a net.Addr to a netip.AddrPort, unmapping IPv4-in-IPv6.
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// setIdle marks c idle (Shutdown may close it); it reports false when
+// Shutdown is already under way and the caller must stop serving.
+func (c *clientConn) setIdle() bool { return c.state.CompareAndSwap(stateActive, stateIdle) }
+
+// setActive marks c busy; false: Shutdown closed it meanwhile.
+func (c *clientConn) setActive() bool { return c.state.CompareAndSwap(stateIdle, stateActive) }
+
+func (c *clientConn) closeIfIdle() {
+	if c.state.CompareAndSwap(stateIdle, stateClosed) {
+		c.close()
+		return
+	}
+	if f := c.onShutdown; f != nil {
+		c.closeOnce.Do(f)
+	}
+}
+
+func (c *clientConn) forceClose() {
+	c.state.Store(stateClosed)
+	c.close()
+}
+
+func (c *clientConn) close() { c.nc.Close() }
+
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+
+// h2Preface is the HTTP/2 client connection preface (prior knowledge, h2c).
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// serveConn runs one accepted connection to its end.
+func (p *Proxy) serveConn(c *clientConn) {
+	defer p.trackConn(c, false)
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic serving connection", "client", c.client, "orig", c.orig, "panic", r, "stack", string(debug.Stack()))
+		}
+		c.close()
+		if c.br != nil {
+			c.br.Reset(nil)
+			readerPool.Put(c.br)
+		}
+		if c.bw != nil {
+			c.bw.Reset(nil)
+			writerPool.Put(c.bw)
+		}
+	}()
+	orig, ok := p.cfg.OriginalDst.Lookup(c.client, c.local)
+	if !ok {
+		p.metrics.origMisses.Inc()
+		p.log.Warn("no original destination: closing", "client", c.client, "local", c.local)
+		return
+	}
+	c.orig = orig
+	c.br = readerPool.Get().(*bufio.Reader)
+	c.br.Reset(c.nc)
+	switch p.sniff(c) {
+	case protoH2C:
+		p.serveH2C(c)
+	case protoTLS:
+		p.serveTLSPassthrough(c)
+	case protoHTTP1:
+		p.serveHTTP1(c)
+	}
+}
+
+type sniffed int
+
+const (
+	protoNone sniffed = iota
+	protoHTTP1
+	protoH2C
+	protoTLS
+)
+
+// sniff waits (IdleTimeout) for the first bytes and classifies them without
+// consuming any: a TLS handshake record, the h2c preface, or else HTTP/1.x.
+func (p *Proxy) sniff(c *clientConn) sniffed {
+	c.nc.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
+	defer c.nc.SetReadDeadline(time.Time{})
+	b, err := c.br.Peek(1)
+	if err != nil {
+		return protoNone
+	}
+	switch b[0] {
+	case 0x16:
+		return protoTLS
+	case 'P':
+	default:
+		return protoHTTP1
+	}
+	// Compare byte by byte as they arrive: a short "PUT" request must not
+	// wait for 24 bytes that never come.
+	for n := 1; n <= len(h2Preface); n++ {
+		b, err := c.br.Peek(n)
+		if err != nil {
+			return protoHTTP1 // let the HTTP/1 reader report what is there
+		}
+		if string(b) != h2Preface[:n] {
+			return protoHTTP1
+		}
+	}
+	return protoH2C
+}

@@ -1,0 +1,167 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// decide reports the rule that allows host (an authority: it may carry a
+// port, which is ignored) on the original destination port.
+func (p *Proxy) decide(host string, port uint16) (rules.Match, bool) {
+	set := p.cfg.Rules.Current()
+	if set == nil {
+		return rules.Match{}, false
+	}
+	return set.Match(hostOnly(host), port)
+}
+
+// hostOnly strips a port and IPv6 brackets from an authority.
+func hostOnly(authority string) string {
+	if authority == "" {
+		return ""
+	}
+	if authority[0] == '[' {
+		if i := indexByte(authority, ']'); i > 0 {
+			return authority[1:i]
+		}
+		return authority
+	}
+	if i := lastIndexByte(authority, ':'); i >= 0 && indexByte(authority, ':') == i {
+		return authority[:i]
+	}
+	return authority
+}
+
+func indexByte(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func lastIndexByte(s string, c byte) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// errNoEgressProxy: a rule demands the egress proxy but none is configured.
+var errNoEgressProxy = errors.New("rule requires the egress proxy, and none is configured")
+
+// dialUpstream dials plain TCP to the upstream of an allowed request: host
+// (resolved, DialResolve) or the original destination IP (DialOriginal), on
+// the original port, with Config.Mark and ConnectTimeout. Rules with
+// UseEgressProxy never go direct. TLS is layered by the caller.
+func (p *Proxy) dialUpstream(ctx context.Context, m rules.Match, host string, orig netip.AddrPort) (net.Conn, error) {
+	if m.UseEgressProxy {
+		return p.dialViaEgressProxy(ctx, hostOnly(host), orig.Port())
+	}
+	return p.dialDirect(ctx, hostOnly(host), orig)
+}
+
+// dialTarget is the address dialUpstream dials for host (port excluded from
+// host) in the configured mode; it is also part of the pool key.
+func (p *Proxy) dialTarget(host string, orig netip.AddrPort) string {
+	if p.cfg.DialMode == DialOriginal {
+		return orig.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(orig.Port())))
+}
+
+func (p *Proxy) dialDirect(ctx context.Context, host string, orig netip.AddrPort) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	addr := p.dialTarget(host, orig)
+	nc, err := p.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return nc, nil
+}
+
+// dialViaEgressProxy is the place for issue 7 (CONNECT through
+// Config.EgressProxy). Until then such rules fail closed.
+func (p *Proxy) dialViaEgressProxy(ctx context.Context, host string, port uint16) (net.Conn, error) {
+	if p.cfg.EgressProxy == nil {
+		return nil, errNoEgressProxy
+	}
+	return nil, errors.New("egress proxy chaining not implemented yet")
+}
+
+// markControl returns a net.Dialer Control function that puts SO_MARK mark on
+// the socket before connect; nil for mark 0.
+func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	if mark == 0 {
+		return nil
+	}
+	return func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fmt.Errorf("set SO_MARK %#x: %w", mark, err)
+		}
+		return nil
+	}
+}
+
+// tlsConfig is the client TLS configuration for originating TLS to
+// serverName: the chain and the name are verified against the system roots
+// and Config.RootCAs; there is no way to skip verification.
+func (p *Proxy) tlsConfig(serverName string, alpn []string) *tls.Config {
+	return &tls.Config{
+		ServerName:         serverName,
+		NextProtos:         alpn,
+		MinVersion:         tls.VersionTLS12,
+		ClientSessionCache: p.tlsSess,
+		// Verification is done in VerifyConnection (never skipped) so that
+		// both the system pool and RootCAs are tried.
+		InsecureSkipVerify: true,
+		VerifyConnection:   p.verifyPeer,
+	}
+}
+
+// verifyPeer verifies the server's chain and name against the system roots,
+// then against Config.RootCAs.
+func (p *Proxy) verifyPeer(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("tls: server sent no certificate")
+	}
+	opts := x509.VerifyOptions{DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(opts)
+	if err == nil || p.cfg.RootCAs == nil {
+		return err
+	}
+	opts.Roots = p.cfg.RootCAs
+	if _, err2 := cs.PeerCertificates[0].Verify(opts); err2 != nil {
+		var hn x509.HostnameError
+		if errors.As(err2, &hn) {
+			return err2
+		}
+		return err
+	}
+	return nil
+}

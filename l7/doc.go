@@ -1,0 +1,30 @@
+// Package l7 is egressd's proxy: it accepts the connections that the BPF
+// connect hooks redirected to it, recovers each one's original destination,
+// sniffs the protocol, decides every request against the egress rules by its
+// effective authority (Host, absolute-form URI or :authority) and the original
+// destination port, and then forwards it (originating TLS on HTTPS ports) or
+// answers 403.
+//
+// Lifecycle: New validates a Config and registers the metrics; Serve runs an
+// accept loop per listener (IPv4 and IPv6 listeners may share one Proxy);
+// Shutdown stops accepting, lets requests in flight finish, closes idle client
+// and upstream connections and makes every Serve return ErrProxyClosed.
+//
+// Traps:
+//   - A connection whose original destination is unknown is closed at once:
+//     the proxy must never become an open proxy.
+//   - Every HTTP/1.x request on a keep-alive connection is decided on its own;
+//     the previous request's decision is never reused.
+//   - Requests with ambiguous framing (no or several Host headers, conflicting
+//     Content-Length, Content-Length with Transfer-Encoding, bare LF, invalid
+//     chunks) are refused with 400 and the connection is closed.
+//   - Upstream sockets carry Config.Mark so that the BPF programs let them go
+//     out instead of redirecting them back to the proxy.
+//   - A Proxy's Metrics registerer receives its collectors once; use one
+//     registry per Proxy.
+//
+// Files: proxy.go (Config, New, Serve, Shutdown), conn.go (accept path and
+// protocol sniffing), http1*.go, head.go, body.go (the HTTP/1.x path), dial.go
+// and pool.go (upstream connections), accesslog.go, metrics.go, errors.go.
+// h2c*.go, passthrough*.go and sniff*.go hold HTTP/2, gRPC and TLS passthrough.
+package l7

@@ -1,0 +1,61 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"os"
+)
+
+// upstreamFailure classifies an error met while dialing or talking to an
+// upstream: the status for the client (502, or 504 for timeouts), the kind
+// for egressd_upstream_errors_total, and a reason for the client and the log.
+// It is the one place where upstream errors become statuses.
+func upstreamFailure(err error) (status int, kind, reason string) {
+	var (
+		dnsErr  *net.DNSError
+		certErr *tls.CertificateVerificationError
+		hostErr x509.HostnameError
+		uaErr   x509.UnknownAuthorityError
+		ciErr   x509.CertificateInvalidError
+		recErr  tls.RecordHeaderError
+		alert   tls.AlertError
+		ne      net.Error
+	)
+	switch {
+	case errors.Is(err, errNoEgressProxy):
+		return 502, "egress_proxy", err.Error()
+	case errors.As(err, &certErr), errors.As(err, &hostErr), errors.As(err, &uaErr), errors.As(err, &ciErr):
+		return 502, "tls", "upstream certificate rejected: " + err.Error()
+	case errors.As(err, &recErr), errors.As(err, &alert):
+		return 502, "tls", "upstream TLS handshake failed: " + err.Error()
+	case errors.As(err, &dnsErr):
+		if dnsErr.IsTimeout {
+			return 504, "dns", "resolving upstream timed out: " + err.Error()
+		}
+		return 502, "dns", "resolving upstream failed: " + err.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return 504, "timeout", "upstream timed out: " + err.Error()
+	case errors.Is(err, errUpstreamProtocol):
+		return 502, "protocol", "invalid upstream response: " + err.Error()
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return 502, "connect", "connecting to upstream failed: " + err.Error()
+	}
+	return 502, "io", "upstream connection failed: " + err.Error()
+}
+
+// errUpstreamProtocol wraps malformed upstream responses.
+var errUpstreamProtocol = errors.New("malformed response")
+
+// upstreamError counts err by kind and returns the status and reason for the
+// client. Helper for every protocol handler.
+func (p *Proxy) upstreamError(err error) (status int, reason string) {
+	status, kind, reason := upstreamFailure(err)
+	p.metrics.upstreamErrors.WithLabelValues(kind).Inc()
+	return status, reason
+}

@@ -1,0 +1,277 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// ErrProxyClosed is returned by Serve after Shutdown.
+var ErrProxyClosed = errors.New("l7: proxy closed")
+
+// OriginalDst recovers where an accepted connection was originally going.
+type OriginalDst interface {
+	// Lookup is given the accepted connection's remote (client) and local
+	// addresses as the proxy sees them. ok=false: not redirected by us → close.
+	Lookup(client, local netip.AddrPort) (orig netip.AddrPort, ok bool)
+}
+
+// DialMode chooses the address an allowed request is sent to.
+type DialMode int
+
+const (
+	// DialResolve resolves the matched host with Config.Resolver and dials
+	// that: a forged Host cannot reach an address of the app's choosing.
+	DialResolve DialMode = iota
+	// DialOriginal dials the original destination IP the app connected to.
+	DialOriginal
+)
+
+// ParseDialMode parses the --dial flag value: "resolve" or "original".
+func ParseDialMode(s string) (DialMode, error) {
+	switch s {
+	case "resolve", "":
+		return DialResolve, nil
+	case "original":
+		return DialOriginal, nil
+	}
+	return 0, fmt.Errorf("dial mode %q: want resolve or original", s)
+}
+
+func (m DialMode) String() string {
+	if m == DialOriginal {
+		return "original"
+	}
+	return "resolve"
+}
+
+// Defaults of the Config limits and timeouts (used where the field is zero).
+const (
+	DefaultMaxHeaderBytes    = 32 << 10
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultConnectTimeout    = 5 * time.Second
+	DefaultResponseTimeout   = 60 * time.Second
+	DefaultMaxIdlePerHost    = 64
+	DefaultUpstreamIdle      = 30 * time.Second
+)
+
+// Config configures a Proxy. Rules and OriginalDst are required; every other
+// field has a documented default for its zero value.
+type Config struct {
+	Rules       interface{ Current() *rules.Set } // required; a nil *Set denies everything
+	OriginalDst OriginalDst                       // required
+	DialMode    DialMode                          // zero: DialResolve
+	Resolver    *net.Resolver                     // nil: net.DefaultResolver
+	Mark        uint32                            // SO_MARK on every upstream socket; 0: none
+	// Dial opens upstream TCP connections. nil: a net.Dialer with Resolver,
+	// Mark and ConnectTimeout. It receives "host:port" in DialResolve mode and
+	// "ip:port" in DialOriginal mode.
+	Dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	RootCAs     *x509.CertPool        // trusted for TLS origination in addition to the system roots; nil: system roots only
+	EgressProxy *url.URL              // for rules with useEgressProxy; nil: such requests fail with 502, never go direct
+	Logger      *slog.Logger          // access log and errors; nil: discard
+	Metrics     prometheus.Registerer // nil: metrics are kept but not registered
+
+	MaxHeaderBytes    int           // request/response head size limit (431 / 502); 0: DefaultMaxHeaderBytes
+	ReadHeaderTimeout time.Duration // time to read a request head once it started (slowloris); 0: DefaultReadHeaderTimeout
+	IdleTimeout       time.Duration // keep-alive wait for the next request, and longest stall while reading a body; 0: DefaultIdleTimeout
+	ConnectTimeout    time.Duration // upstream TCP connect plus TLS handshake; 0: DefaultConnectTimeout
+	ResponseTimeout   time.Duration // wait for the upstream response head, and longest stall in a response body; 0: DefaultResponseTimeout
+	MaxIdlePerHost    int           // idle upstream connections kept per (protocol, host, port, target); 0: DefaultMaxIdlePerHost
+	UpstreamIdle      time.Duration // how long an idle upstream connection is kept; 0: DefaultUpstreamIdle
+}
+
+// Proxy is the L7 egress proxy. It is safe for concurrent use.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	pool    *upstreamPool
+	tlsSess tls.ClientSessionCache
+
+	closing  atomic.Bool
+	mu       sync.Mutex
+	lns      map[*net.Listener]struct{}
+	conns    map[*clientConn]struct{}
+	connsWG  sync.WaitGroup
+	shutdown chan struct{} // closed by Shutdown
+}
+
+// New checks cfg, fills in defaults and registers the metrics.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Rules == nil {
+		return nil, errors.New("l7: config: Rules is required")
+	}
+	if cfg.OriginalDst == nil {
+		return nil, errors.New("l7: config: OriginalDst is required")
+	}
+	if cfg.DialMode != DialResolve && cfg.DialMode != DialOriginal {
+		return nil, fmt.Errorf("l7: config: unknown DialMode %d", cfg.DialMode)
+	}
+	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&cfg.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&cfg.ResponseTimeout, DefaultResponseTimeout)
+	setDefault(&cfg.MaxIdlePerHost, DefaultMaxIdlePerHost)
+	setDefault(&cfg.UpstreamIdle, DefaultUpstreamIdle)
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	p := &Proxy{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		tlsSess:  tls.NewLRUClientSessionCache(256),
+		lns:      make(map[*net.Listener]struct{}),
+		conns:    make(map[*clientConn]struct{}),
+		shutdown: make(chan struct{}),
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	p.dial = cfg.Dial
+	if p.dial == nil {
+		d := &net.Dialer{Timeout: cfg.ConnectTimeout, Resolver: cfg.Resolver, Control: markControl(cfg.Mark)}
+		p.dial = d.DialContext
+	}
+	p.pool = newUpstreamPool(cfg.MaxIdlePerHost, cfg.UpstreamIdle)
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	p.metrics = m
+	return p, nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Serve accepts connections on ln until Shutdown (then it returns
+// ErrProxyClosed) or until ln fails. It may be called for several listeners.
+func (p *Proxy) Serve(ln net.Listener) error {
+	if !p.trackListener(&ln, true) {
+		return ErrProxyClosed
+	}
+	defer p.trackListener(&ln, false)
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if p.closing.Load() {
+				return ErrProxyClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				p.log.Warn("accept", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("l7: accept: %w", err)
+		}
+		backoff = 0
+		c := newClientConn(nc)
+		if !p.trackConn(c, true) {
+			nc.Close()
+			return ErrProxyClosed
+		}
+		go p.serveConn(c)
+	}
+}
+
+func (p *Proxy) trackListener(ln *net.Listener, add bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if add {
+		if p.closing.Load() {
+			return false
+		}
+		p.lns[ln] = struct{}{}
+	} else {
+		delete(p.lns, ln)
+	}
+	return true
+}
+
+func (p *Proxy) trackConn(c *clientConn, add bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if add {
+		if p.closing.Load() {
+			return false
+		}
+		p.conns[c] = struct{}{}
+		p.connsWG.Add(1)
+		p.metrics.openConns.Inc()
+	} else {
+		delete(p.conns, c)
+		p.connsWG.Done()
+		p.metrics.openConns.Dec()
+	}
+	return true
+}
+
+// Shutdown stops accepting, closes idle client connections, waits for the
+// requests in flight to finish and closes the idle upstream connections. When
+// ctx ends first, the remaining connections are closed and ctx's error is
+// returned.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.closing.Swap(true) {
+		close(p.shutdown)
+	}
+	for ln := range p.lns {
+		(*ln).Close()
+	}
+	p.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { p.connsWG.Wait(); close(done) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	defer p.pool.closeAll()
+	for {
+		p.closeIdleConns(false)
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			p.closeIdleConns(true)
+			<-done
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func (p *Proxy) closeIdleConns(all bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if all {
+			c.forceClose()
+		} else {
+			c.closeIfIdle()
+		}
+	}
+}
