@@ -113,7 +113,7 @@ func normalizeService(s string) (norm string, kind int, key string, err error) {
 	}
 	key, err = normalizeName(key, kind)
 	if err != nil {
-		return "", 0, "", fmt.Errorf("%q: %w", s, err)
+		return "", 0, "", fmt.Errorf("%q %w", s, err)
 	}
 	switch kind {
 	case kindSuffix:
@@ -141,13 +141,13 @@ func normalizeName(name string, kind int) (string, error) {
 		if !isASCII(l) {
 			a, err := idna.Lookup.ToASCII(l)
 			if err != nil {
-				return "", fmt.Errorf("label %q is not a valid internationalized name: %v", l, err)
+				return "", fmt.Errorf("has the label %q, not a valid internationalized name (%v)", l, err)
 			}
 			l = a
 		}
 		l = strings.ToLower(l)
 		if len(l) > 63 {
-			return "", fmt.Errorf("label %q is longer than 63 bytes; DNS names cannot have it", l)
+			return "", fmt.Errorf("has the label %q, longer than the 63 bytes DNS allows", l)
 		}
 		for j := 0; j < len(l); j++ {
 			c := l[j]

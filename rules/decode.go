@@ -1,0 +1,223 @@
+package rules
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// unquotedWildcard finds a block-style "service: *.foo.com" whose value is
+// not quoted. YAML reads "*.foo.com" as an alias to an anchor named
+// ".foo.com", but the reference page writes it that way, and users copy it.
+var unquotedWildcard = regexp.MustCompile(`(?m)^([ \t]*(?:-[ \t]+)?service[ \t]*:[ \t]+)(\*[^\s#]*)([ \t]*(?:#.*)?)$`)
+
+// quoteServiceWildcards quotes such values, keeping every line where it is.
+func quoteServiceWildcards(data []byte) []byte {
+	return unquotedWildcard.ReplaceAll(data, []byte(`$1"$2"$3`))
+}
+
+// yamlLine finds the line in a yaml.v3 error message.
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// decodeFile decodes every document of one file.
+func (l *loader) decodeFile(file string, data []byte) {
+	dec := yaml.NewDecoder(bytes.NewReader(quoteServiceWildcards(data)))
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			l.yamlError(file, err)
+			return // the parser cannot resume after a syntax error
+		}
+		l.decodeDocument(file, &doc)
+	}
+}
+
+func (l *loader) yamlError(file string, err error) {
+	for _, msg := range strings.Split(err.Error(), "\n") {
+		msg = strings.TrimSpace(strings.TrimPrefix(msg, "yaml: unmarshal errors:"))
+		if msg == "" {
+			continue
+		}
+		if m := yamlLine.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			l.problem(file, line, "", "invalid YAML: %s", m[2])
+			continue
+		}
+		l.problem(file, 0, "", "invalid YAML: %s", strings.TrimPrefix(msg, "yaml: "))
+	}
+}
+
+// decodeDocument decodes one document: an EgressRule, a document of another
+// kind (skipped with a warning), an empty document, or a list of documents.
+func (l *loader) decodeDocument(file string, doc *yaml.Node) {
+	n := doc
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return
+		}
+		n = n.Content[0]
+	}
+	n = resolve(n)
+	switch {
+	case n.Kind == yaml.ScalarNode && n.Tag == "!!null":
+		return // an empty document, e.g. after a trailing "---"
+	case n.Kind == yaml.SequenceNode:
+		for _, item := range n.Content {
+			l.decodeDocument(file, item)
+		}
+		return
+	case n.Kind != yaml.MappingNode:
+		l.problem(file, n.Line, "", "a document must be a mapping with kind: EgressRule, found %s", describe(n))
+		return
+	}
+	kind := mappingValue(n, "kind")
+	if kind == nil {
+		l.problem(file, n.Line, "kind", "missing; add kind: EgressRule")
+		return
+	}
+	if k := l.str(file, kind, "kind"); k != "EgressRule" {
+		if k != "" {
+			l.warn(file, kind.Line, "kind", "%s is not an EgressRule; document skipped", k)
+		}
+		return
+	}
+	top := l.fields(file, n, "", "apiVersion", "kind", "metadata", "spec")
+	if v, ok := top["apiVersion"]; ok {
+		if av := l.str(file, v, "apiVersion"); av != "" && av != "config.istio.io/v1alpha2" {
+			l.warn(file, v.Line, "apiVersion", "%q is not config.istio.io/v1alpha2; read as an EgressRule anyway", av)
+		}
+	}
+	r := &loadedRule{rule: &Rule{Source: file + ":" + strconv.Itoa(n.Line)}, file: file}
+	if md, ok := top["metadata"]; ok {
+		r.rule.Name = l.metadata(file, md)
+	}
+	if r.rule.Name == "" {
+		r.rule.Name = r.rule.Source
+	}
+	spec, ok := top["spec"]
+	if !ok {
+		l.problem(file, n.Line, "spec", "missing; add spec: with destination: and ports:")
+		return
+	}
+	if l.spec(file, spec, r) {
+		l.rules = append(l.rules, *r)
+	}
+}
+
+// metadataFields are the fields of a Kubernetes ObjectMeta; only name is used.
+var metadataFields = []string{
+	"name", "generateName", "namespace", "selfLink", "uid", "resourceVersion",
+	"generation", "creationTimestamp", "deletionTimestamp",
+	"deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences",
+	"finalizers", "managedFields",
+}
+
+func (l *loader) metadata(file string, md *yaml.Node) string {
+	fs := l.fields(file, md, "metadata", metadataFields...)
+	if n, ok := fs["name"]; ok {
+		return l.str(file, n, "metadata.name")
+	}
+	return ""
+}
+
+// mappingValue returns the value of key in mapping n, or nil.
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return resolve(n.Content[i+1])
+		}
+	}
+	return nil
+}
+
+// resolve follows YAML aliases.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	return "the value " + strconv.Quote(n.Value)
+}
+
+// fields returns the value nodes of mapping n by key, reporting a non-mapping,
+// unknown keys (with a suggestion) and repeated keys.
+func (l *loader) fields(file string, n *yaml.Node, path string, known ...string) map[string]*yaml.Node {
+	n = resolve(n)
+	out := make(map[string]*yaml.Node)
+	if n.Kind != yaml.MappingNode {
+		l.problem(file, n.Line, path, "must be a mapping of fields, found %s", describe(n))
+		return out
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], resolve(n.Content[i+1])
+		field := join(path, k.Value)
+		if _, dup := out[k.Value]; dup {
+			l.problem(file, k.Line, field, "appears twice; keep one")
+			continue
+		}
+		if !contains(known, k.Value) {
+			l.problem(file, k.Line, field, "unknown field%s", suggest(k.Value, known))
+			continue
+		}
+		out[k.Value] = v
+	}
+	return out
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// suggest names the known field an unknown one was probably meant to be
+// ("use_egress_proxy", "UseEgressProxy" → "useEgressProxy"), else lists them.
+func suggest(got string, known []string) string {
+	fold := func(s string) string { return strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(s)) }
+	for _, k := range known {
+		if fold(k) == fold(got) {
+			return "; did you mean " + k + "?"
+		}
+	}
+	if len(known) > 6 {
+		return ""
+	}
+	return "; valid fields here: " + strings.Join(known, ", ")
+}
+
+// str returns the value of a scalar node, reporting anything else.
+func (l *loader) str(file string, n *yaml.Node, field string) string {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		l.problem(file, n.Line, field, "must be a string, found %s", describe(n))
+		return ""
+	}
+	return n.Value
+}
