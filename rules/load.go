@@ -62,6 +62,12 @@ func (e *Error) Error() string {
 // read twice). On invalid rules the error is an *Error holding every
 // problem; warnings are returned in both cases.
 func Load(paths ...string) (*Set, []Warning, error) {
+	s, warnings, _, err := load(paths)
+	return s, warnings, err
+}
+
+// load is Load that also returns the digest of the files read, valid or not.
+func load(paths []string) (*Set, []Warning, [32]byte, error) {
 	l := &loader{sum: sha256.New(), seen: make(map[string]bool)}
 	if len(paths) == 0 {
 		l.problem("", 0, "", "no rule files given; name a file or a directory")
@@ -69,13 +75,15 @@ func Load(paths ...string) (*Set, []Warning, error) {
 	for _, p := range paths {
 		l.loadPath(p)
 	}
+	var sum [32]byte
+	copy(sum[:], l.sum.Sum(nil))
 	l.checkConflicts()
 	sort.SliceStable(l.problems, func(i, j int) bool {
 		a, b := l.problems[i], l.problems[j]
 		return a.File < b.File || a.File == b.File && a.Line < b.Line
 	})
 	if len(l.problems) > 0 {
-		return nil, l.warnings, &Error{Problems: l.problems}
+		return nil, l.warnings, sum, &Error{Problems: l.problems}
 	}
 	rs := make([]*Rule, len(l.rules))
 	for i, r := range l.rules {
@@ -83,14 +91,13 @@ func Load(paths ...string) (*Set, []Warning, error) {
 	}
 	s, err := Compile(rs)
 	if err != nil { // validation above refuses all Compile refuses
-		return nil, l.warnings, &Error{Problems: []Problem{{Message: err.Error()}}}
+		return nil, l.warnings, sum, &Error{Problems: []Problem{{Message: err.Error()}}}
 	}
 	if len(rs) == 0 {
 		l.warn("", 0, "", "no EgressRule found: every egress connection will be denied")
 	}
 	s.files = l.files
-	copy(s.sum[:], l.sum.Sum(nil))
-	return s, l.warnings, nil
+	return s, l.warnings, sum, nil
 }
 
 // loader accumulates what Load finds across files.

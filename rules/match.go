@@ -10,7 +10,6 @@ import (
 type Set struct {
 	rules []*Rule
 	files []string // the files the rules were read from, for reporting
-	sum   [32]byte // digest of the files' names and contents (zero when compiled directly)
 
 	exact      map[string]*domain // "api.foo.com"
 	suffix     map[string]*domain // "*.foo.com" under ".foo.com"

@@ -1,0 +1,211 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// ReloaderOptions configures a Reloader. The zero value is ready to use.
+type ReloaderOptions struct {
+	// Logger receives reloads, refused versions with each of their problems,
+	// and warnings. nil: logs are discarded.
+	Logger *slog.Logger
+	// OnReload, if not nil, is called after each reload attempt that read a
+	// new version of the files: with nil when the new rules are in force, or
+	// with the *Error that kept the previous ones. cmd feeds metrics with it.
+	// It runs on the goroutine that reloaded and must not block.
+	OnReload func(err error)
+	// Debounce is how long Watch waits after the last file event before it
+	// reloads, so that a burst of writes is read once. 0: 100ms.
+	Debounce time.Duration
+}
+
+// Reloader holds the current rules and replaces them when their files
+// change. Readers call Current, which is lock-free. A version with problems
+// never replaces a valid one: it is logged, counted and reported to
+// OnReload, and the previous rules stay in force.
+type Reloader struct {
+	paths []string
+	opts  ReloaderOptions
+	log   *slog.Logger
+	cur   atomic.Pointer[Set]
+
+	mu         sync.Mutex // serializes reloads
+	curSum     [32]byte   // digest of the files behind cur
+	failedSum  [32]byte   // digest of the last refused version
+	reloads    atomic.Uint64
+	failures   atomic.Uint64
+	lastFailed atomic.Bool
+
+	watching func() // tests: called once Watch watches every directory
+}
+
+// ReloadStats counts reload outcomes since NewReloader.
+type ReloadStats struct {
+	Reloads    uint64 // new versions put in force
+	Failures   uint64 // new versions refused
+	LastFailed bool   // the latest version read was refused
+}
+
+// NewReloader loads the rules at paths (see Load). An error here is meant to
+// be fatal for the caller: there are no previous rules to keep.
+func NewReloader(paths []string, opts ReloaderOptions) (*Reloader, error) {
+	r := &Reloader{paths: paths, opts: opts, log: opts.Logger}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.opts.Debounce <= 0 {
+		r.opts.Debounce = 100 * time.Millisecond
+	}
+	s, warnings, sum, err := load(paths)
+	r.logWarnings(warnings)
+	if err != nil {
+		return nil, fmt.Errorf("load rules: %w", err)
+	}
+	r.cur.Store(s)
+	r.curSum = sum
+	r.log.Info("rules loaded", "rules", s.Len(), "files", len(s.Files()))
+	return r, nil
+}
+
+// Current returns the rules in force. It never returns nil.
+func (r *Reloader) Current() *Set { return r.cur.Load() }
+
+// Stats returns the reload counters.
+func (r *Reloader) Stats() ReloadStats {
+	return ReloadStats{Reloads: r.reloads.Load(), Failures: r.failures.Load(), LastFailed: r.lastFailed.Load()}
+}
+
+// Reload reads the files now (on SIGHUP, say) and puts a valid version in
+// force. It returns the problems of a refused version, which it also logs
+// and counts even when it is the same version as last time.
+func (r *Reloader) Reload() error { return r.reload(true) }
+
+// reload loads and swaps. Without force, a version equal to the one in
+// force or to the last refused one is ignored: file events often come in
+// bursts that change nothing.
+func (r *Reloader) reload(force bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, warnings, sum, err := load(r.paths)
+	if !force && (sum == r.curSum || err != nil && sum == r.failedSum) {
+		return nil
+	}
+	if force && err == nil && sum == r.curSum {
+		r.log.Info("rules unchanged", "rules", s.Len())
+		return nil
+	}
+	r.logWarnings(warnings)
+	if err != nil {
+		r.failedSum = sum
+		r.failures.Add(1)
+		r.lastFailed.Store(true)
+		r.logRefused(err)
+	} else {
+		r.cur.Store(s)
+		r.curSum = sum
+		r.reloads.Add(1)
+		r.lastFailed.Store(false)
+		r.log.Info("rules reloaded", "rules", s.Len(), "files", len(s.Files()))
+	}
+	if r.opts.OnReload != nil {
+		r.opts.OnReload(err)
+	}
+	return err
+}
+
+func (r *Reloader) logRefused(err error) {
+	var le *Error
+	if !errors.As(err, &le) {
+		r.log.Error("rules reload refused; the previous rules stay in force", "err", err)
+		return
+	}
+	r.log.Error("rules reload refused; the previous rules stay in force", "problems", len(le.Problems))
+	for _, p := range le.Problems {
+		r.log.Error("rule problem", "problem", p.String())
+	}
+}
+
+func (r *Reloader) logWarnings(ws []Warning) {
+	for _, w := range ws {
+		r.log.Warn("rule warning", "warning", w.String())
+	}
+}
+
+// Watch reloads the rules whenever their files change, until ctx is done;
+// it then returns nil. It watches each directory given, and the directory
+// holding each file given, which catches editors that write a new file and
+// rename it over the old one, and the way Kubernetes updates a mounted
+// ConfigMap: new files in a hidden ..<timestamp> directory, then an atomic
+// rename of the ..data symlink pointing to it. Events are debounced. An
+// error is returned only when watching cannot start.
+func (r *Reloader) Watch(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch rules: %w", err)
+	}
+	defer w.Close()
+	dirs := r.watchDirs()
+	for _, d := range dirs {
+		if err := w.Add(d); err != nil {
+			return fmt.Errorf("watch rules in %s: %w", d, err)
+		}
+	}
+	if r.watching != nil {
+		r.watching()
+	}
+	timer := time.NewTimer(r.opts.Debounce)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if ev.Op != fsnotify.Chmod {
+				timer.Reset(r.opts.Debounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			r.log.Warn("watching rule files", "err", err)
+			timer.Reset(r.opts.Debounce) // events may have been lost
+		case <-timer.C:
+			for _, d := range dirs { // again, in case a directory was replaced
+				_ = w.Add(d)
+			}
+			_ = r.reload(false) // logged, counted and reported by reload
+		}
+	}
+}
+
+// watchDirs lists the directories to watch: each directory path, and the
+// parent of each file path.
+func (r *Reloader) watchDirs() []string {
+	var dirs []string
+	seen := map[string]bool{}
+	for _, p := range r.paths {
+		d := p
+		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+			d = filepath.Dir(p)
+		}
+		if !seen[d] {
+			seen[d] = true
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
+}

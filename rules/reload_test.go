@@ -1,0 +1,237 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// configMap lays out a directory the way the kubelet updates a mounted
+// ConfigMap: the files in a hidden ..<timestamp> directory, a ..data symlink
+// to it, and a visible symlink per file into ..data. publish swaps ..data
+// atomically to a new version, then removes the old one.
+type configMap struct {
+	t   *testing.T
+	dir string
+	n   int
+	cur string
+}
+
+func newConfigMap(t *testing.T) *configMap {
+	return &configMap{t: t, dir: t.TempDir()}
+}
+
+func (c *configMap) publish(files map[string]string) {
+	t := c.t
+	t.Helper()
+	c.n++
+	version := fmt.Sprintf("..2024_06_01_12_00_%02d.%09d", c.n, c.n)
+	if err := os.Mkdir(filepath.Join(c.dir, version), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range files {
+		writeFile(t, filepath.Join(c.dir, version), name, content)
+	}
+	tmp := filepath.Join(c.dir, "..data_tmp")
+	if err := os.Symlink(version, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(c.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for name := range files {
+		link := filepath.Join(c.dir, name)
+		if _, err := os.Lstat(link); errors.Is(err, os.ErrNotExist) {
+			if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if c.cur != "" {
+		if err := os.RemoveAll(filepath.Join(c.dir, c.cur)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.cur = version
+}
+
+func hostRule(host string) string {
+	return fmt.Sprintf("kind: EgressRule\nmetadata: {name: %s}\nspec:\n  destination: {service: %s}\n  ports: [{port: 80, protocol: HTTP}]\n", host, host)
+}
+
+const invalidRule = "kind: EgressRule\nspec:\n  destination: {service: a..test}\n  ports: [{port: 80, protocol: HTTP}]\n"
+
+func TestLoadConfigMapDirReadsEachFileOnce(t *testing.T) {
+	cm := newConfigMap(t)
+	cm.publish(map[string]string{"a.yaml": hostRule("a.test"), "b.json": `{"kind": "EgressRule", "spec": {"destination": {"service": "b.test"}, "ports": [{"port": 80, "protocol": "HTTP"}]}}`})
+	writeFile(t, cm.dir, ".a.yaml.swp", "not yaml: [")
+	writeFile(t, cm.dir, "README.md", "not yaml: [")
+	s, warns, err := Load(cm.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(cm.dir, "a.yaml"), filepath.Join(cm.dir, "b.json")}
+	if fmt.Sprint(s.Files()) != fmt.Sprint(want) || s.Len() != 2 || len(warns) != 0 {
+		t.Fatalf("Files = %v, Len = %d, warnings %v; want %v, 2, none", s.Files(), s.Len(), warns, want)
+	}
+}
+
+// reloadEvents collects OnReload calls.
+type reloadEvents chan error
+
+func (ev reloadEvents) next(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-ev:
+		return err
+	case <-time.After(20 * time.Second): // a bound against hanging, not a speed assertion
+		t.Fatal("no reload happened")
+		return nil
+	}
+}
+
+func allows(s *Set, host string) bool {
+	_, ok := s.Match(host, 80)
+	return ok
+}
+
+func TestReloaderWatchConfigMap(t *testing.T) {
+	cm := newConfigMap(t)
+	cm.publish(map[string]string{"rules.yaml": hostRule("v1.test")})
+	events := make(reloadEvents, 10)
+	r, err := NewReloader([]string{cm.dir}, ReloaderOptions{OnReload: func(err error) { events <- err }, Debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	r.watching = func() { close(ready) }
+	ctx, cancel := context.WithCancel(context.Background())
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- r.Watch(ctx) }()
+	<-ready
+
+	// Readers run throughout: every set they see is a complete valid version.
+	var wg sync.WaitGroup
+	readErr := make(chan string, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				s := r.Current()
+				if s == nil || s.Len() != 1 || allows(s, "v1.test") == allows(s, "v3.test") {
+					readErr <- fmt.Sprintf("reader saw an inconsistent set: %v", s)
+					return
+				}
+			}
+		}()
+	}
+
+	cm.publish(map[string]string{"rules.yaml": invalidRule})
+	var le *Error
+	if err := events.next(t); !errors.As(err, &le) {
+		t.Fatalf("reload of a bad version: err = %v, want *Error", err)
+	}
+	if !allows(r.Current(), "v1.test") {
+		t.Fatal("a bad version replaced the good one")
+	}
+	if st := r.Stats(); st.Failures != 1 || st.Reloads != 0 || !st.LastFailed {
+		t.Errorf("Stats = %+v after a bad version", st)
+	}
+
+	cm.publish(map[string]string{"rules.yaml": hostRule("v3.test")})
+	if err := events.next(t); err != nil {
+		t.Fatalf("reload of a good version: %v", err)
+	}
+	if s := r.Current(); !allows(s, "v3.test") || allows(s, "v1.test") {
+		t.Fatal("the good version is not in force")
+	}
+	if st := r.Stats(); st.Failures != 1 || st.Reloads != 1 || st.LastFailed {
+		t.Errorf("Stats = %+v after a good version", st)
+	}
+
+	if err := r.Reload(); err != nil { // SIGHUP with nothing changed
+		t.Errorf("Reload unchanged: %v", err)
+	}
+	cancel()
+	wg.Wait()
+	if err := <-watchDone; err != nil {
+		t.Errorf("Watch returned %v", err)
+	}
+	select {
+	case msg := <-readErr:
+		t.Error(msg)
+	default:
+	}
+	select {
+	case err := <-events:
+		t.Errorf("unexpected reload: %v", err)
+	default:
+	}
+}
+
+// TestReloaderWatchFileRenameWrite watches a single file that an editor
+// replaces by writing a temporary file and renaming it over the old one.
+func TestReloaderWatchFileRenameWrite(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "rules.yaml", hostRule("v1.test"))
+	events := make(reloadEvents, 10)
+	r, err := NewReloader([]string{path}, ReloaderOptions{OnReload: func(err error) { events <- err }, Debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	r.watching = func() { close(ready) }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Watch(ctx)
+	<-ready
+
+	tmp := writeFile(t, dir, ".rules.yaml.tmp", hostRule("v2.test"))
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := events.next(t); err != nil {
+		t.Fatal(err)
+	}
+	if !allows(r.Current(), "v2.test") {
+		t.Fatal("the renamed-over version is not in force")
+	}
+}
+
+func TestReloaderReload(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "rules.yaml", hostRule("v1.test"))
+	var calls []error
+	r, err := NewReloader([]string{path}, ReloaderOptions{OnReload: func(err error) { calls = append(calls, err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "rules.yaml", invalidRule)
+	for range 2 { // an explicit reload reports a bad version every time
+		if err := r.Reload(); err == nil {
+			t.Fatal("Reload of a bad version returned nil")
+		}
+	}
+	if !allows(r.Current(), "v1.test") || len(calls) != 2 || r.Stats().Failures != 2 {
+		t.Fatalf("after bad reloads: calls %v, stats %+v", calls, r.Stats())
+	}
+	writeFile(t, dir, "rules.yaml", hostRule("v2.test"))
+	if err := r.Reload(); err != nil || !allows(r.Current(), "v2.test") {
+		t.Fatalf("Reload of a good version: %v", err)
+	}
+}
+
+func TestNewReloaderFailsOnBadRules(t *testing.T) {
+	path := writeFile(t, t.TempDir(), "rules.yaml", invalidRule)
+	_, err := NewReloader([]string{path}, ReloaderOptions{})
+	var le *Error
+	if !errors.As(err, &le) || len(le.Problems) != 1 {
+		t.Fatalf("NewReloader error = %v, want one problem", err)
+	}
+}
