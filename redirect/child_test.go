@@ -1,0 +1,176 @@
+package redirect
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/internal/kerneltest"
+)
+
+// The kernel tests run their clients as children (this test binary
+// re-executed) placed in the test cgroup and network namespace: the test
+// process itself must stay outside the cgroup.
+const childEnv = "EGRESSD_REDIRECT_CHILD"
+
+// job is what a child does: N connects (or datagrams) to Addr.
+type job struct {
+	Network string // tcp4, tcp6, udp4, udp6, or tcp6-mapped (IPv4 through an IPv6 socket)
+	Addr    string
+	N       int
+	Mark    uint32        // SO_MARK on the socket
+	For     time.Duration // with N: keep going until both are reached
+	Unconn  bool          // UDP: unconnected socket, WriteTo (sendmsg hook)
+}
+
+// outcome tallies what the connections answered (the first line the
+// server wrote) and how they failed.
+type outcome struct {
+	Replies   map[string]int
+	Errors    map[string]int
+	NsPerConn float64
+}
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		var j job
+		if err := json.Unmarshal([]byte(spec), &j); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		_ = json.NewEncoder(os.Stdout).Encode(j.run())
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func (j job) run() outcome {
+	o := outcome{Replies: map[string]int{}, Errors: map[string]int{}}
+	start := time.Now()
+	n := 0
+	for ; n < j.N || time.Since(start) < j.For; n++ {
+		reply, err := j.once()
+		if err != nil {
+			o.Errors[errName(err)]++
+			continue
+		}
+		o.Replies[reply]++
+	}
+	o.NsPerConn = float64(time.Since(start).Nanoseconds()) / float64(max(n, 1))
+	return o
+}
+
+func (j job) once() (string, error) {
+	d := net.Dialer{Timeout: 3 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if j.Mark != 0 {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(j.Mark))
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	var c net.Conn
+	var err error
+	switch {
+	case j.Network == "tcp6-mapped":
+		c, err = dialMapped(j.Addr)
+	case j.Unconn:
+		c, err = j.sendTo(d)
+	default:
+		c, err = d.Dial(j.Network, j.Addr)
+	}
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if strings.HasPrefix(j.Network, "udp") && !j.Unconn {
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			return "", err
+		}
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line), err
+}
+
+// sendTo sends from an unconnected UDP socket and returns it for reading
+// the echo.
+func (j job) sendTo(d net.Dialer) (net.Conn, error) {
+	lc := net.ListenConfig{Control: d.Control}
+	pc, err := lc.ListenPacket(nil, j.Network, "")
+	if err != nil {
+		return nil, err
+	}
+	ua, err := net.ResolveUDPAddr(j.Network, j.Addr)
+	if err == nil {
+		_, err = pc.WriteTo([]byte("ping\n"), ua)
+	}
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
+}
+
+// dialMapped connects an IPv6 socket to an IPv4 address in its v4-mapped
+// form, which Go's dialer does not do.
+func dialMapped(addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "mapped")
+	defer f.Close()
+	sa := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: netip.AddrFrom4(ap.Addr().As4()).As16()}
+	if err := unix.Connect(fd, sa); err != nil {
+		return nil, err
+	}
+	return net.FileConn(f)
+}
+
+// errName reduces an error to its errno where there is one.
+func errName(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return unix.ErrnoName(errno)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return "timeout"
+	}
+	return err.Error()
+}
+
+// runChild runs j in cgroup (or none) and netns (nil: host) and returns
+// its outcome.
+func runChild(t testing.TB, cgroup string, ns *kerneltest.NS, j job) outcome {
+	t.Helper()
+	spec, _ := json.Marshal(j)
+	cmd := kerneltest.Command(t, cgroup, ns, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child %+v: %v\n%s", j, err, stderr.String())
+	}
+	var o outcome
+	if err := json.Unmarshal(out, &o); err != nil {
+		t.Fatalf("child %+v: %v: %q", j, err, out)
+	}
+	return o
+}

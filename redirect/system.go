@@ -1,0 +1,136 @@
+package redirect
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/internal/mounts"
+)
+
+// Sentinel errors, wrapped by Attach and Uninstall.
+var (
+	// ErrNotRoot: the agent lacks the privileges to load BPF programs.
+	ErrNotRoot = errors.New("not running as root")
+	// ErrNoCgroupV2: cgroup v2 is not mounted, or a path is not on it.
+	ErrNoCgroupV2 = errors.New("no cgroup v2")
+	// ErrUnsupported: BPF is disabled or the kernel is too old.
+	ErrUnsupported = errors.New("kernel can't redirect")
+)
+
+// defaultBPFFS is where bpffs is mounted when no mount exists.
+const defaultBPFFS = "/sys/fs/bpf"
+
+// CgroupV2Mount returns where cgroup v2 is mounted, from /proc/mounts
+// (/sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid ones).
+func CgroupV2Mount() (string, error) {
+	p, err := mounts.Find("cgroup2")
+	if errors.Is(err, mounts.ErrNotMounted) {
+		return "", fmt.Errorf("%w: no cgroup2 mount in /proc/mounts", ErrNoCgroupV2)
+	}
+	return p, err
+}
+
+// checkCgroup makes sure dir is a cgroup v2 directory.
+func checkCgroup(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("cgroup %s: %w", dir, err)
+	}
+	if st.Type != unix.CGROUP2_SUPER_MAGIC {
+		if _, err := CgroupV2Mount(); err != nil {
+			return fmt.Errorf("cgroup %s: %w", dir, err)
+		}
+		return fmt.Errorf("cgroup %s: %w: not on the cgroup2 filesystem", dir, ErrNoCgroupV2)
+	}
+	return nil
+}
+
+// pinDir returns dir, or the default under the bpffs mount, after making
+// sure it is on bpffs. With mount, bpffs is mounted if it is not.
+func pinDir(dir string, mount bool) (string, error) {
+	if dir == "" {
+		fs, err := mounts.Find("bpf")
+		switch {
+		case errors.Is(err, mounts.ErrNotMounted) && mount:
+			if err := mountBPFFS(defaultBPFFS); err != nil {
+				return "", err
+			}
+			fs = defaultBPFFS
+		case err != nil:
+			return "", err
+		}
+		dir = filepath.Join(fs, "egressd")
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Dir(dir), &st); err != nil {
+		return "", fmt.Errorf("pin directory %s: %w", dir, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return "", fmt.Errorf("pin directory %s: not on bpffs", dir)
+	}
+	return dir, nil
+}
+
+func mountBPFFS(at string) error {
+	if err := os.MkdirAll(at, 0o700); err != nil {
+		return fmt.Errorf("mount bpffs: %w", err)
+	}
+	if err := unix.Mount("bpf", at, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mount bpffs at %s: %w", at, err)
+	}
+	return nil
+}
+
+// preflight turns a missing capability into an error naming it, before
+// loading fails with a less helpful one.
+func preflight() error {
+	if os.Geteuid() != 0 {
+		return ErrNotRoot
+	}
+	probes := []struct {
+		what string
+		err  func() error
+	}{
+		{"cgroup sock_addr programs (Linux 4.17)", func() error { return features.HaveProgramType(ebpf.CGroupSockAddr) }},
+		{"sockops programs (Linux 4.13)", func() error { return features.HaveProgramType(ebpf.SockOps) }},
+		{"LRU hash maps (Linux 4.10)", func() error { return features.HaveMapType(ebpf.LRUHash) }},
+		{"LPM trie maps (Linux 4.11)", func() error { return features.HaveMapType(ebpf.LPMTrie) }},
+		{"bpf_get_netns_cookie in sock_addr programs (Linux 5.7)", func() error {
+			return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnGetNetnsCookie)
+		}},
+	}
+	for _, p := range probes {
+		if err := p.err(); err != nil {
+			if errors.Is(err, ebpf.ErrNotSupported) {
+				return fmt.Errorf("%w: needs %s: %v", ErrUnsupported, p.what, err)
+			}
+			return fmt.Errorf("probe %s: %w (is BPF disabled?)", p.what, err)
+		}
+	}
+	return nil
+}
+
+// hostNetnsCookie returns the cookie of the agent's network namespace,
+// which the programs compare sockets against.
+func hostNetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("netns cookie: %w", err)
+	}
+	defer unix.Close(fd)
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if errors.Is(err, unix.ENOPROTOOPT) {
+		return 0, fmt.Errorf("%w: needs SO_NETNS_COOKIE (Linux 5.14)", ErrUnsupported)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("netns cookie: %w", err)
+	}
+	return c, nil
+}
