@@ -1,6 +1,150 @@
 package l7
 
-// serveHTTP1 serves HTTP/1.x requests on c until the connection ends.
+import (
+	"bufio"
+	"errors"
+	"net"
+	"os"
+	"time"
+)
+
+// h1conn is the HTTP/1.x state of one client connection, reused for every
+// request on it.
+type h1conn struct {
+	p       *Proxy
+	c       *clientConn
+	req     request
+	resp    head
+	entry   accessEntry
+	scratch []byte   // body of the proxy's own responses
+	num     [24]byte // number formatting
+}
+
+// serveHTTP1 serves HTTP/1.x requests on c, one after the other (pipelined
+// ones too), each decided on its own, until the connection ends.
 func (p *Proxy) serveHTTP1(c *clientConn) {
-	p.log.Warn("http/1 not implemented yet: closing", "client", c.client, "orig", c.orig)
+	c.bw = writerPool.Get().(*bufio.Writer)
+	c.bw.Reset(c.nc)
+	s := &h1conn{p: p, c: c}
+	for s.serveOne() && !p.closing.Load() {
+	}
+}
+
+// serveOne reads, decides and answers one request; false: close.
+func (s *h1conn) serveOne() bool {
+	c, p := s.c, s.p
+	if c.br.Buffered() == 0 {
+		if !c.setIdle() {
+			return false
+		}
+		c.nc.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
+		_, err := c.br.Peek(1)
+		if !c.setActive() || err != nil {
+			return false
+		}
+	}
+	c.nc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
+	s.req.method = span{}
+	s.entry = accessEntry{start: time.Now(), client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1}
+	err := s.req.readHead(c.br, p.cfg.MaxHeaderBytes)
+	if err == nil {
+		err = s.req.parse()
+	}
+	if err != nil {
+		return s.refuseHead(err)
+	}
+	if s.req.minor == 0 {
+		s.entry.protocol = protoNameHTTP10
+	}
+	if status, reason := s.req.check(); status != 0 {
+		s.entry.decision = decisionInvalid
+		s.local(status, reason, markerInvalid, true)
+		return false
+	}
+	s.entry.host = string(s.req.bytes(s.req.authority))
+	m, ok := p.decide(s.entry.host, s.entry.port)
+	if !ok {
+		return s.deny()
+	}
+	s.entry.decision = decisionAllow
+	s.entry.rule = m.Rule.Name
+	return s.forward(m)
+}
+
+// refuseHead answers a head that could not be read or parsed, and closes.
+func (s *h1conn) refuseHead(err error) bool {
+	var status int
+	var reason string
+	var ne net.Error
+	switch {
+	case errors.Is(err, errHeadTooLarge):
+		status, reason = 431, "request head larger than the limit"
+	case errors.Is(err, errBareLF):
+		status, reason = 400, "request head lines must end in CRLF"
+	case errors.Is(err, errVersion):
+		status, reason = 505, "only HTTP/1.0 and HTTP/1.1 are supported here"
+	case errors.Is(err, errMalformed):
+		status, reason = 400, "malformed request head"
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		status, reason = 408, "request head not received in time"
+	default:
+		return false // the client went away
+	}
+	s.entry.decision = decisionInvalid
+	s.local(status, reason, markerInvalid, true)
+	return false
+}
+
+// keepAlive reports whether the client connection may carry another
+// request after this one, as far as the request is concerned.
+func (s *h1conn) keepAlive() bool {
+	return s.req.minor == 1 && !s.req.connClose
+}
+
+func (r *request) hasBody() bool { return r.chunked || r.contentLength > 0 }
+
+// maxDiscard is the most request body the proxy reads and drops to keep a
+// connection usable after answering without forwarding.
+const maxDiscard = 256 << 10
+
+// deny answers 403: no rule allows the host on this port.
+func (s *h1conn) deny() bool {
+	s.entry.decision = decisionDeny
+	s.entry.reason = "no egress rule allows the host and port"
+	keep := s.keepAlive() && s.discardBody()
+	b := append(s.scratch[:0], "egressd: no egress rule allows "...)
+	b = append(b, hostOnly(s.entry.host)...)
+	b = append(b, " on port "...)
+	b = appendUint(b, uint64(s.entry.port))
+	b = append(b, '\n')
+	s.scratch = b
+	s.writeLocal(403, b, markerDenied, !keep)
+	return keep
+}
+
+// discardBody reads and drops a small request body; false: the connection
+// cannot be reused (the body is too large, awaits 100-continue, or broken).
+func (s *h1conn) discardBody() bool {
+	r := &s.req
+	if !r.hasBody() {
+		return true
+	}
+	if r.expectContinue || r.contentLength > maxDiscard {
+		return false
+	}
+	pm := s.clientPump(nil)
+	pm.limit = maxDiscard
+	var err error
+	if r.chunked {
+		err = pm.copyChunked(false)
+	} else {
+		err = pm.copyN(r.contentLength)
+	}
+	s.entry.bytesIn = pm.n
+	return err == nil
+}
+
+// clientPump reads the request body from the client into dst.
+func (s *h1conn) clientPump(dst *bufio.Writer) pump {
+	return pump{dst: dst, src: s.c.br, srcConn: s.c.nc, stall: s.p.cfg.IdleTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
 }

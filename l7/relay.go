@@ -1,0 +1,145 @@
+package l7
+
+import (
+	"bufio"
+	"errors"
+	"syscall"
+)
+
+var (
+	errConnReset  = syscall.ECONNRESET
+	errBrokenPipe = syscall.EPIPE
+)
+
+// Response body framings (RFC 9112 6.3).
+const (
+	bodyNone = iota
+	bodyLength
+	bodyChunked
+	bodyUntilClose
+)
+
+// relayResponse writes the final response head and body to the client and
+// returns uc to the pool when it can carry another request.
+func (s *h1conn) relayResponse(uc *upConn) bool {
+	r, resp := &s.req, &s.resp
+	framing := bodyUntilClose
+	switch {
+	case string(r.bytes(r.method)) == "HEAD" || resp.status == 204 || resp.status == 304:
+		framing = bodyNone
+	case resp.chunked && !resp.teOther:
+		framing = bodyChunked
+	case resp.teOther:
+		framing = bodyUntilClose
+	case resp.contentLength >= 0:
+		framing = bodyLength
+	}
+	reframe := framing == bodyChunked && r.minor == 1
+	keep := s.keepAlive() && framing != bodyUntilClose && (framing != bodyChunked || reframe)
+	reusable := framing != bodyUntilClose && !resp.connClose && resp.minor == 1
+	s.writeResponseHead(reframe, !keep)
+
+	pm := pump{dst: s.c.bw, src: uc.br, srcConn: uc.nc, stall: s.p.cfg.ResponseTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
+	var err error
+	switch framing {
+	case bodyLength:
+		err = pm.copyN(resp.contentLength)
+	case bodyChunked:
+		err = pm.copyChunked(reframe)
+	case bodyUntilClose:
+		err = pm.copyUntilEOF()
+	}
+	if err == nil {
+		err = s.c.bw.Flush()
+	}
+	s.entry.status = resp.status
+	s.entry.bytesOut = pm.n
+	if err != nil {
+		uc.nc.Close()
+		var ce *copyError
+		if errors.As(err, &ce) && !ce.write {
+			_, reason := s.p.upstreamError(err)
+			s.entry.reason = "response body cut: " + reason
+		} else {
+			s.entry.reason = "client went away during the response body"
+		}
+		s.p.finish(&s.entry)
+		return false
+	}
+	if reusable {
+		s.p.pool.put(uc)
+	} else {
+		uc.nc.Close()
+	}
+	s.p.finish(&s.entry)
+	return keep
+}
+
+// writeResponseHead writes the status line and the end-to-end fields of
+// s.resp to the client, with framing fields of its own.
+func (s *h1conn) writeResponseHead(chunked, close bool) {
+	bw, resp := s.c.bw, &s.resp
+	bw.WriteString("HTTP/1.1 ")
+	bw.Write(resp.bytes(resp.reason))
+	bw.WriteString("\r\n")
+	writeFields(bw, resp)
+	if resp.status == 101 {
+		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		bw.Write(resp.bytes(resp.upgrade))
+		bw.WriteString("\r\n")
+	}
+	if chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	} else if resp.contentLength >= 0 && !resp.chunked && resp.status >= 200 {
+		bw.WriteString("Content-Length: ")
+		bw.Write(appendUint(s.num[:0], uint64(resp.contentLength)))
+		bw.WriteString("\r\n")
+	}
+	if close {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+// writeFields writes the fields of h that are forwarded as they are.
+func writeFields(bw *bufio.Writer, h *head) {
+	for i := range h.fields {
+		f := &h.fields[i]
+		if f.kind == fieldOther {
+			bw.Write(h.buf[f.name.lo:f.value.hi])
+			bw.WriteString("\r\n")
+		}
+	}
+}
+
+// writeRequestHead writes the request to send upstream: origin-form target,
+// Host = the effective authority, end-to-end fields, and framing of its own.
+func (s *h1conn) writeRequestHead(bw *bufio.Writer) {
+	r := &s.req
+	bw.Write(r.bytes(r.method))
+	bw.WriteByte(' ')
+	if path := r.bytes(r.path); len(path) == 0 || path[0] != '/' && path[0] != '*' {
+		bw.WriteByte('/')
+	}
+	bw.Write(r.bytes(r.path))
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.Write(r.bytes(r.authority))
+	bw.WriteString("\r\n")
+	writeFields(bw, &r.head)
+	if r.teTrailers {
+		bw.WriteString("TE: trailers\r\n")
+	}
+	if r.connUpgrade && !r.upgrade.empty() {
+		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		bw.Write(r.bytes(r.upgrade))
+		bw.WriteString("\r\n")
+	}
+	if r.chunked {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	} else if r.contentLength >= 0 {
+		bw.WriteString("Content-Length: ")
+		bw.Write(appendUint(s.num[:0], uint64(r.contentLength)))
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString("\r\n")
+}
