@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -22,6 +23,9 @@ type Redirector struct {
 	links  []link.Link
 	pinDir string
 	log    *slog.Logger
+
+	closeMu sync.Mutex
+	closed  bool
 }
 
 // hook is one program and where it attaches in a cgroup.

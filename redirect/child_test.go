@@ -159,18 +159,30 @@ func errName(err error) string {
 // its outcome.
 func runChild(t testing.TB, cgroup string, ns *kerneltest.NS, j job) outcome {
 	t.Helper()
+	return startChild(t, cgroup, ns, j)()
+}
+
+// startChild starts j like runChild; the returned func waits for its
+// outcome.
+func startChild(t testing.TB, cgroup string, ns *kerneltest.NS, j job) (wait func() outcome) {
+	t.Helper()
 	spec, _ := json.Marshal(j)
 	cmd := kerneltest.Command(t, cgroup, ns, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("child %+v: %v\n%s", j, err, stderr.String())
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("child %+v: %v", j, err)
 	}
-	var o outcome
-	if err := json.Unmarshal(out, &o); err != nil {
-		t.Fatalf("child %+v: %v: %q", j, err, out)
+	return func() outcome {
+		t.Helper()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("child %+v: %v\n%s", j, err, stderr.String())
+		}
+		var o outcome
+		if err := json.Unmarshal([]byte(stdout.String()), &o); err != nil {
+			t.Fatalf("child %+v: %v: %q", j, err, stdout.String())
+		}
+		return o
 	}
-	return o
 }

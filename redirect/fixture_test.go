@@ -55,9 +55,9 @@ func newTopo(t *testing.T) *topo {
 			t.Fatal(err)
 		}
 	}
-	tp.proxy = startProxy(t, nil, "[::]:0", nil)
-	tp.extPort = startProxy(t, tp.ext, "[::]:0", nil).port()
-	tp.loopback = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), startProxy(t, nil, "127.0.0.1:0", nil).port())
+	tp.proxy = startProxy(t, nil, "proxy", "[::]:0")
+	tp.extPort = startProxy(t, tp.ext, "direct", "[::]:0").port()
+	tp.loopback = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), startProxy(t, nil, "loopback", "127.0.0.1:0").port())
 	for _, port := range []int{53, 443, 5353} {
 		startUDPEcho(t, tp.ext, port)
 	}
@@ -107,16 +107,17 @@ func testPinDir(t *testing.T) string {
 
 // proxy accepts connections and answers each with one line: "orig ADDR"
 // when the Redirector in use knows the connection, "miss" when it does
-// not, "direct" without a Redirector (a plain server).
+// not, its name without a Redirector (a plain server).
 type proxy struct {
-	ln net.Listener
-	mu sync.RWMutex // held for writing while the Redirector is swapped
-	r  *Redirector
+	name string
+	ln   net.Listener
+	mu   sync.RWMutex // held for writing while the Redirector is swapped
+	r    *Redirector
 }
 
-func startProxy(t testing.TB, ns *kerneltest.NS, addr string, r *Redirector) *proxy {
+func startProxy(t testing.TB, ns *kerneltest.NS, name, addr string) *proxy {
 	t.Helper()
-	p := &proxy{r: r}
+	p := &proxy{name: name}
 	err := ns.Do(func() (err error) {
 		p.ln, err = net.Listen("tcp", addr)
 		return err
@@ -148,7 +149,7 @@ func (p *proxy) serve() {
 		client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort()
 		p.mu.RLock()
-		reply := "direct"
+		reply := p.name
 		if p.r != nil {
 			reply = "miss"
 			if orig, ok := p.r.Lookup(client, local); ok {

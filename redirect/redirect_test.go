@@ -46,7 +46,7 @@ func TestRedirect(t *testing.T) {
 		{"pod ipv6", true, job{Network: "tcp6", Addr: ext6}, "orig " + ext6},
 		{"pod v4-mapped", true, job{Network: "tcp6-mapped", Addr: ext4}, "orig " + ext4},
 		{"marked", false, job{Network: "tcp4", Addr: ext4, Mark: DefaultMark}, "direct"},
-		{"loopback", false, job{Network: "tcp4", Addr: tp.loopback.String()}, "direct"},
+		{"loopback", false, job{Network: "tcp4", Addr: tp.loopback.String()}, "loopback"},
 		{"excluded ipv4", false, job{Network: "tcp4", Addr: hostPort(excludedAddr4, tp.extPort)}, "direct"},
 		{"excluded ipv6", false, job{Network: "tcp6", Addr: hostPort(excludedAddr6, tp.extPort)}, "direct"},
 	}
@@ -70,5 +70,64 @@ func TestRedirect(t *testing.T) {
 	t.Logf("stats: %+v", s)
 	if s.Redirected != 18 || s.Tracked != 18 || s.SkippedMark != 3 || s.SkippedLoopback != 3 || s.SkippedExcluded != 6 {
 		t.Errorf("stats %+v: want 18 redirected and tracked, 3 marked, 3 loopback, 6 excluded", s)
+	}
+}
+
+func TestUDP(t *testing.T) {
+	tp := newTopo(t)
+	tp.attach(t, tp.options())
+	udp := func(port int) string { return hostPort(extAddr4, uint16(port)) }
+	udp6 := func(port int) string { return hostPort(extAddr6, uint16(port)) }
+	for _, tt := range []struct {
+		name string
+		j    job
+		want string // reply, or errno
+	}{
+		{"dns", job{Network: "udp4", Addr: udp(53)}, "echo 53"},
+		{"dns ipv6", job{Network: "udp6", Addr: udp6(53)}, "echo 53"},
+		{"dns unconnected", job{Network: "udp4", Addr: udp(53), Unconn: true}, "echo 53"},
+		{"quic", job{Network: "udp4", Addr: udp(443)}, "EPERM"},
+		{"quic ipv6", job{Network: "udp6", Addr: udp6(443)}, "EPERM"},
+		{"quic unconnected", job{Network: "udp4", Addr: udp(443), Unconn: true}, "EPERM"},
+		{"quic unconnected ipv6", job{Network: "udp6", Addr: udp6(443), Unconn: true}, "EPERM"},
+		{"other", job{Network: "udp4", Addr: udp(5353)}, "echo 5353"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.j.N = 2
+			o := runChild(t, tp.cg, nil, tt.j)
+			if tt.want == "EPERM" {
+				wantErr(t, tt.name, o, "EPERM")
+			} else {
+				want(t, tt.name, o, tt.want)
+			}
+		})
+	}
+
+	// A new agent with DenyUDP takes over: only DNS is left.
+	opts := tp.options()
+	opts.DenyUDP = true
+	tp.attach(t, opts)
+	wantErr(t, "deny-udp other", runChild(t, tp.cg, nil, job{Network: "udp4", Addr: udp(5353), N: 2}), "EPERM")
+	wantErr(t, "deny-udp other unconnected", runChild(t, tp.cg, nil, job{Network: "udp6", Addr: udp6(5353), N: 2, Unconn: true}), "EPERM")
+	want(t, "deny-udp dns", runChild(t, tp.cg, nil, job{Network: "udp4", Addr: udp(53), N: 2}), "echo 53")
+}
+
+func TestPodWithoutNodeAddrFailsClosed(t *testing.T) {
+	tp := newTopo(t)
+	opts := tp.options()
+	opts.NodeAddrs = []netip.Addr{nodeAddr4} // IPv4 only
+	r := tp.attach(t, opts)
+	want(t, "pod ipv4", runChild(t, tp.cg, tp.pod, job{Network: "tcp4", Addr: hostPort(extAddr4, tp.extPort), N: 2}),
+		"orig "+hostPort(extAddr4, tp.extPort))
+	wantErr(t, "pod ipv6", runChild(t, tp.cg, tp.pod, job{Network: "tcp6", Addr: hostPort(extAddr6, tp.extPort), N: 2}), "EPERM")
+
+	opts.NodeAddrs = nil
+	tp.attach(t, opts)
+	wantErr(t, "pod ipv4 no node", runChild(t, tp.cg, tp.pod, job{Network: "tcp4", Addr: hostPort(extAddr4, tp.extPort), N: 2}), "EPERM")
+	// The host namespace still goes to loopback.
+	want(t, "host ipv4", runChild(t, tp.cg, nil, job{Network: "tcp4", Addr: hostPort(extAddr4, tp.extPort), N: 2}),
+		"orig "+hostPort(extAddr4, tp.extPort))
+	if s, err := r.Stats(); err != nil || s.FailClosed != 4 {
+		t.Errorf("stats %+v, %v: want 4 fail-closed", s, err)
 	}
 }

@@ -16,7 +16,14 @@ import (
 // them the attached programs and their maps: connects from the cgroups are
 // still redirected (and refused while no proxy listens). Use Uninstall to
 // detach.
+// Close may be called more than once.
 func (r *Redirector) Close() error {
+	r.closeMu.Lock()
+	defer r.closeMu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
 	var errs []error
 	for _, l := range r.links {
 		errs = append(errs, l.Close())

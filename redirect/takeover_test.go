@@ -1,0 +1,139 @@
+package redirect
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/egressd/egressd/internal/kerneltest"
+)
+
+// Agents replacing each other while a client connects in a loop: every
+// connection reaches the proxy, which finds its original destination.
+func TestTakeoverHasNoGap(t *testing.T) {
+	tp := newTopo(t)
+	opts := tp.options()
+	r := tp.attach(t, opts)
+	ext4 := hostPort(extAddr4, tp.extPort)
+
+	wait := startChild(t, tp.cg, nil, job{Network: "tcp4", Addr: ext4, N: 100, For: 1500 * time.Millisecond})
+	for range 5 {
+		time.Sleep(200 * time.Millisecond)
+		next := tp.attach(t, opts)
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		r = next
+	}
+	o := wait()
+	want(t, "during takeovers", o, "orig "+ext4)
+	t.Logf("%d connections across 5 takeovers", o.Replies["orig "+ext4])
+
+	// No agent: the programs stay attached. The proxy port answers
+	// without knowing the connection, and once closed it refuses.
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tp.proxy.use(nil)
+	want(t, "no agent", runChild(t, tp.cg, nil, job{Network: "tcp4", Addr: ext4, N: 2}), "proxy")
+	tp.proxy.ln.Close()
+	wantErr(t, "no agent, no proxy", runChild(t, tp.cg, nil, job{Network: "tcp4", Addr: ext4, N: 2}), "ECONNREFUSED")
+}
+
+// 10,000 redirected connections leave no original destination behind.
+func TestLookupMapsDrain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 connections")
+	}
+	tp := newTopo(t)
+	r := tp.attach(t, tp.options())
+	ext4 := hostPort(extAddr4, tp.extPort)
+	want(t, "10k", runChild(t, tp.cg, nil, job{Network: "tcp4", Addr: ext4, N: 10000}), "orig "+ext4)
+	for _, m := range []struct {
+		name string
+		n    int
+	}{{"pending", countEntries(t, r.objs.Pending)}, {"orig_dsts", countEntries(t, r.objs.OrigDsts)}} {
+		if m.n != 0 {
+			t.Errorf("%s holds %d entries after 10,000 connections; want 0", m.name, m.n)
+		}
+	}
+	if s, _ := r.Stats(); s.Tracked != 10000 {
+		t.Errorf("tracked %d connections, want 10000", s.Tracked)
+	}
+}
+
+func countEntries(t *testing.T, m *ebpf.Map) int {
+	t.Helper()
+	n := 0
+	var k, v []byte
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Attach/Close cycles leak no file descriptors; Uninstall detaches every
+// program and removes every pin.
+func TestUninstall(t *testing.T) {
+	tp := newTopo(t)
+	cg2 := kerneltest.Cgroup(t)
+	opts := tp.options()
+	opts.Cgroups = []string{tp.cg, cg2}
+	ext4 := hostPort(extAddr4, tp.extPort)
+
+	cycle := func() {
+		r, err := Attach(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle() // warm caches (feature probes)
+	fds := countFDs(t)
+	for range 3 {
+		cycle()
+	}
+	if n := countFDs(t); n != fds {
+		t.Errorf("%d open fds after 3 attach/close cycles, %d before", n, fds)
+	}
+	links, _ := os.ReadDir(filepath.Join(tp.pinDir, "links"))
+	if len(links) != 2*len(hooks) {
+		t.Errorf("%d pinned links, want %d", len(links), 2*len(hooks))
+	}
+
+	// Dropping a cgroup from the options detaches it.
+	opts.Cgroups = []string{tp.cg}
+	cycle()
+	want(t, "dropped cgroup", runChild(t, cg2, nil, job{Network: "tcp4", Addr: ext4, N: 2}), "direct")
+	want(t, "kept cgroup", runChild(t, tp.cg, nil, job{Network: "tcp4", Addr: ext4, N: 2}), "proxy")
+
+	if err := Uninstall(tp.pinDir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tp.pinDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pin directory after uninstall: %v", err)
+	}
+	want(t, "uninstalled", runChild(t, tp.cg, nil, job{Network: "tcp4", Addr: ext4, N: 2}), "direct")
+	if err := Uninstall(tp.pinDir); err != nil {
+		t.Errorf("second uninstall: %v", err)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
+}
