@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -227,7 +228,7 @@ func newUpstream(t testing.TB, h http.HandlerFunc) *upstream {
 		t.Fatal(err)
 	}
 	u := &upstream{ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port), reqs: make(chan *seenRequest, 100)}
-	u.srv = &http.Server{Handler: u.record(h), ErrorLog: nil}
+	u.srv = &http.Server{Handler: u.record(h), ErrorLog: log.New(io.Discard, "", 0)}
 	go u.srv.Serve(ln)
 	t.Cleanup(func() { u.srv.Close() })
 	return u

@@ -1,0 +1,160 @@
+package l7
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// testCA is a certificate authority generated for one test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t testing.TB) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "egressd test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// leaf issues a server certificate for names.
+func (ca *testCA) leaf(t testing.TB, names ...string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// newTLSUpstream is an HTTPS upstream presenting cert.
+func newTLSUpstream(t testing.TB, cert tls.Certificate) *upstream {
+	t.Helper()
+	u := newUpstream(t, nil)
+	u.srv.Close() // restart it behind TLS on a fresh listener
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.port = uint16(ln.Addr().(*net.TCPAddr).Port)
+	u.srv = &http.Server{Handler: u.record(nil), ErrorLog: log.New(io.Discard, "", 0)}
+	tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
+	go u.srv.Serve(tln)
+	t.Cleanup(func() { u.srv.Close() })
+	return u
+}
+
+func httpsEnv(t *testing.T, u *upstream, ca *testCA) *env {
+	return newEnv(t, Config{
+		Rules: compileRules(t, &rules.Rule{Name: "secure", Service: "*.allowed.test",
+			Ports: []rules.Port{{Number: u.port, Protocol: rules.HTTPS}}}),
+		OriginalDst: fixedOrig{u.orig()},
+		RootCAs:     ca.pool,
+	})
+}
+
+func TestTLSOriginationWithSNI(t *testing.T) {
+	ca := newTestCA(t)
+	u := newTLSUpstream(t, ca.leaf(t, "secure.allowed.test"))
+	e := httpsEnv(t, u, ca)
+	rc := e.dial()
+	for i := 0; i < 3; i++ { // the second and third reuse the pooled TLS connection
+		rc.send("GET /s HTTP/1.1\r\nHost: secure.allowed.test\r\n\r\n")
+		resp, body := rc.read("GET")
+		if resp.StatusCode != 200 || body != "hello secure.allowed.test/s" {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+		if got := u.next(t); got.SNI != "secure.allowed.test" {
+			t.Fatalf("upstream saw SNI %q", got.SNI)
+		}
+	}
+	mustContain(t, e.logs.String(), `"upstream":"https"`)
+}
+
+func TestTLSOriginationRejectsBadCertificates(t *testing.T) {
+	ca, other := newTestCA(t), newTestCA(t)
+	cases := []struct {
+		name   string
+		cert   tls.Certificate
+		reason string
+	}{
+		{"unknown authority", other.leaf(t, "secure.allowed.test"), "certificate"},
+		{"wrong name", ca.leaf(t, "somewhere.else.test"), "somewhere.else.test"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newTLSUpstream(t, tc.cert)
+			e := httpsEnv(t, u, ca)
+			rc := e.dial()
+			rc.send("GET / HTTP/1.1\r\nHost: secure.allowed.test\r\n\r\n")
+			resp, body := rc.read("GET")
+			if resp.StatusCode != 502 || resp.Header.Get("X-Egressd") != "error" {
+				t.Fatalf("got %d %q, want 502", resp.StatusCode, body)
+			}
+			mustContain(t, body, "certificate")
+			mustContain(t, body, tc.reason)
+			u.none(t)
+			if n := e.counter("egressd_upstream_errors_total", "kind", "tls"); n != 1 {
+				t.Errorf("tls error counter = %v", n)
+			}
+		})
+	}
+}
+
+func TestTLSOriginationNeverFallsBackToPlain(t *testing.T) {
+	ca := newTestCA(t)
+	u := newUpstream(t, nil) // plain HTTP on a port the rule marks HTTPS
+	e := httpsEnv(t, u, ca)
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: secure.allowed.test\r\n\r\n")
+	if resp, body := rc.read("GET"); resp.StatusCode != 502 {
+		t.Fatalf("got %d %q, want 502", resp.StatusCode, body)
+	}
+	u.none(t)
+}

@@ -1,0 +1,159 @@
+package l7
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/rules"
+)
+
+func TestUpstreamFailuresMapTo502And504(t *testing.T) {
+	// A port where nothing listens.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadPort := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	slow := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(2 * time.Second):
+		case <-r.Context().Done():
+		}
+	})
+	cases := []struct {
+		name   string
+		orig   uint16
+		rule   *rules.Rule
+		status int
+		reason string
+	}{
+		{"connection refused", deadPort, httpRule("dead", "*.allowed.test", deadPort), 502, "connecting to upstream failed"},
+		{"response timeout", slow.port, httpRule("slow", "*.allowed.test", slow.port), 504, "timed out"},
+		{"egress proxy required but none configured", slow.port,
+			&rules.Rule{Name: "via", Service: "*.allowed.test", UseEgressProxy: true, Ports: []rules.Port{{Number: slow.port, Protocol: rules.HTTP}}},
+			502, "egress proxy"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, Config{
+				Rules:           compileRules(t, tc.rule),
+				OriginalDst:     fixedOrig{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), tc.orig)},
+				ResponseTimeout: 200 * time.Millisecond,
+			})
+			rc := e.dial()
+			rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+			resp, body := rc.read("GET")
+			if resp.StatusCode != tc.status || resp.Header.Get("X-Egressd") != "error" {
+				t.Fatalf("got %d %q, want %d", resp.StatusCode, body, tc.status)
+			}
+			mustContain(t, body, tc.reason)
+			// The client connection is still usable.
+			rc.send("GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n")
+			if resp, _ := rc.read("GET"); resp.StatusCode != 403 {
+				t.Fatalf("next request: %d", resp.StatusCode)
+			}
+		})
+	}
+}
+
+func TestHTTP10ClientGetsADecodedBodyAndClose(t *testing.T) {
+	e, _ := allowEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("chunk-one "))
+		w.(http.Flusher).Flush() // forces a chunked response
+		w.Write([]byte("chunk-two"))
+	})
+	rc := e.dial()
+	rc.send("GET / HTTP/1.0\r\nHost: a.allowed.test\r\n\r\n")
+	resp, body := rc.read("GET")
+	if resp.StatusCode != 200 || body != "chunk-one chunk-two" || len(resp.TransferEncoding) != 0 {
+		t.Fatalf("got %d %q %v", resp.StatusCode, body, resp.TransferEncoding)
+	}
+	if !rc.closed() {
+		t.Error("HTTP/1.0 connection left open")
+	}
+}
+
+func TestResponseWithoutLengthIsReadUntilClose(t *testing.T) {
+	u := newRawUpstream(t, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nstreamed until close")
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, httpRule("raw", "*.allowed.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+	})
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	resp, body := rc.read("GET")
+	if resp.StatusCode != 200 || body != "streamed until close" || !resp.Close {
+		t.Fatalf("got %d %q close=%v", resp.StatusCode, body, resp.Close)
+	}
+	mustContain(t, <-u.got, "GET / HTTP/1.1\r\nHost: a.allowed.test\r\n")
+}
+
+func TestShutdownFinishesRequestsInFlight(t *testing.T) {
+	release := make(chan struct{})
+	e, _ := allowEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Write([]byte("finished"))
+	})
+	idle := e.dial()
+	idle.send("GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n")
+	idle.read("GET")
+	busy := e.dial()
+	busy.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	time.Sleep(50 * time.Millisecond) // let the request reach the upstream
+	done := make(chan error, 1)
+	go func() { done <- e.p.Shutdown(context.Background()) }()
+	if !idle.closed() {
+		t.Error("idle connection not closed by Shutdown")
+	}
+	close(release)
+	resp, body := busy.read("GET")
+	if resp.StatusCode != 200 || body != "finished" {
+		t.Fatalf("in-flight request: %d %q", resp.StatusCode, body)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if _, err := net.Dial("tcp", e.addr); err == nil {
+		t.Error("still accepting after Shutdown")
+	}
+}
+
+// rawUpstream answers every connection with one canned response and
+// reports the request head it received.
+type rawUpstream struct {
+	port uint16
+	got  chan string
+}
+
+func newRawUpstream(t testing.TB, response string) *rawUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &rawUpstream{port: uint16(ln.Addr().(*net.TCPAddr).Port), got: make(chan string, 16)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 4096)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _ := c.Read(buf)
+			u.got <- string(buf[:n])
+			c.Write([]byte(response))
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return u
+}
+
+func (u *rawUpstream) orig() netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), u.port)
+}
