@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// markdown renders the medians as BENCHMARKS.md-ready tables, with ratios
+// against direct and nginx, and links to the plots.
+func (r *report) markdown(plots []string, o *options) string {
+	var b strings.Builder
+	m := r.Machine
+	fmt.Fprintf(&b, "Run of %s on %d × %s, kernel %s, %s; %s; %s; %s.\n", m.Date, m.CPUs, m.CPU, m.Kernel, m.Go, m.Nginx, m.HAProxy, m.H2load)
+	fmt.Fprintf(&b, "Medians of %v repetitions of %v per run, tests and cases interleaved and rotated. Latencies in µs.\n\n", r.Options["reps"], r.Options["duration"])
+	for c, why := range r.Skipped {
+		fmt.Fprintf(&b, "- case **%s** did not run: %s\n", c, why)
+	}
+	if len(r.Skipped) > 0 {
+		b.WriteString("\n")
+	}
+	for _, tn := range r.Tests {
+		ts, _ := parseTest(tn)
+		switch {
+		case ts.rate > 0:
+			r.mdLatency(&b, tn)
+		case ts.hold:
+			r.mdMemory(&b, tn)
+		default:
+			r.mdThroughput(&b, tn, ts)
+		}
+	}
+	mdDir := filepath.Dir(o.mdFile)
+	for _, p := range plots {
+		rel, err := filepath.Rel(mdDir, p)
+		if err != nil {
+			rel = p
+		}
+		fmt.Fprintf(&b, "![%s](%s)\n\n", strings.TrimSuffix(filepath.Base(p), ".svg"), rel)
+	}
+	return b.String()
+}
+
+// mdLatency: open-loop latency, added latency over direct, ratio to nginx.
+func (r *report) mdLatency(b *strings.Builder, tn string) {
+	fmt.Fprintf(b, "### %s: open loop at %s req/s, keep-alive\n\n", tn, strings.TrimPrefix(tn, "lat"))
+	b.WriteString("| case | achieved req/s | p50 / p90 / p99 / p99.9 | added p50 / p99 vs direct | p50 × nginx | proxy CPU µs/req | errors / non-2xx |\n|---|---|---|---|---|---|---|\n")
+	d, hasD := r.find(tn, "direct")
+	n, hasN := r.find(tn, "nginx")
+	for _, m := range r.rows(tn) {
+		c := m.Case
+		added, vsN := "–", "–"
+		if hasD && c != "direct" {
+			added = fmt.Sprintf("%+.0f / %+.0f", m.P50-d.P50, m.P99-d.P99)
+		}
+		if hasN && c != "nginx" && n.P50 > 0 {
+			vsN = fmt.Sprintf("%.2f", m.P50/n.P50)
+		}
+		fmt.Fprintf(b, "| %s | %.0f | %.0f / %.0f / %.0f / %.0f | %s | %s | %s | %d / %d |\n", c, m.Rate,
+			m.P50, m.P90, m.P99, m.P999, added, vsN, opt(m.CPUPerReq, "%.0f"), m.Errors, m.Non2xx)
+	}
+	b.WriteString("\n")
+}
+
+// mdThroughput: closed-loop rate with ratios to direct and nginx.
+func (r *report) mdThroughput(b *strings.Builder, tn string, ts test) {
+	what := fmt.Sprintf("%d connections back to back", ts.conns)
+	switch {
+	case ts.h2c:
+		what = fmt.Sprintf("h2load, h2c prior knowledge, %d clients × 10 streams (h2load reports mean and max only)", ts.conns)
+	case ts.newConn:
+		what += ", a new connection per request"
+	default:
+		what += ", keep-alive"
+	}
+	fmt.Fprintf(b, "### %s: %s\n\n", tn, what)
+	b.WriteString("| case | req/s | × direct | × nginx | p50 / p99 (closed loop) | mean | proxy CPU µs/req | errors / non-2xx |\n|---|---|---|---|---|---|---|---|\n")
+	d, hasD := r.find(tn, "direct")
+	n, hasN := r.find(tn, "nginx")
+	for _, m := range r.rows(tn) {
+		c := m.Case
+		vsD, vsN := "–", "–"
+		if hasD && d.Rate > 0 {
+			vsD = fmt.Sprintf("%.2f", m.Rate/d.Rate)
+		}
+		if hasN && n.Rate > 0 {
+			vsN = fmt.Sprintf("%.2f", m.Rate/n.Rate)
+		}
+		fmt.Fprintf(b, "| %s | %.0f | %s | %s | %s / %s | %.0f | %s | %d / %d |\n", c, m.Rate, vsD, vsN,
+			us(m.P50), us(m.P99), m.Mean, opt(m.CPUPerReq, "%.0f"), m.Errors, m.Non2xx)
+	}
+	b.WriteString("\n")
+}
+
+// mdMemory: peak proxy RSS while holding many open client connections.
+func (r *report) mdMemory(b *strings.Builder, tn string) {
+	ts, _ := parseTest(tn)
+	fmt.Fprintf(b, "### %s: peak proxy RSS with %d open keep-alive client connections\n\n", tn, ts.conns)
+	b.WriteString("| case | peak RSS MiB (process tree) | connections answered | errors |\n|---|---|---|---|\n")
+	for _, m := range r.rows(tn) {
+		c := m.Case
+		answered := int64(0)
+		for _, rec := range r.Runs {
+			if rec.Test == tn && rec.Case == c && rec.Result != nil {
+				answered = rec.Result.Responses
+			}
+		}
+		fmt.Fprintf(b, "| %s | %.1f | %d | %d |\n", c, m.PeakRSSKiB/1024, answered, m.Errors)
+	}
+	b.WriteString("\n")
+}
+
+// rows returns the medians of test tn in case order.
+func (r *report) rows(tn string) []median {
+	var out []median
+	for _, c := range r.Cases {
+		if m, ok := r.find(tn, c); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}

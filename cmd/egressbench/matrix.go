@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/egressd/egressd/internal/loadgen"
+)
+
+// record is one load run of one test against one case.
+type record struct {
+	Test        string          `json:"test"`
+	Case        string          `json:"case"`
+	Rep         int             `json:"rep"`
+	Result      *loadgen.Result `json:"result,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	ProxyCPUus  float64         `json:"proxy_cpu_us"`         // proxy CPU time consumed during the run
+	CPUPerReqUS float64         `json:"proxy_cpu_us_per_req"` // ProxyCPUus / responses
+	PeakRSSKiB  int64           `json:"proxy_peak_rss_kib"`   // sampled every 100 ms
+	BusyBefore  float64         `json:"machine_busy_before"`  // busy fraction when the run started
+	Busy        float64         `json:"machine_busy_during"`  // busy fraction during the run
+	Meta        map[string]any  `json:"meta,omitempty"`
+}
+
+// applies reports whether a test makes sense for a case.
+func applies(t *target, ts test) bool {
+	switch {
+	case ts.h2c:
+		return t.name == "direct" || t.name == "egressd"
+	case ts.hold:
+		return t.proxy != nil && (t.tests == nil || t.name == "egressd-100k")
+	case t.tests == nil:
+		return true
+	}
+	return ts.rate > 0 || t.tests[ts.name]
+}
+
+// runMatrix runs repetition → test → case, rotating the case order every
+// repetition, so that slow drifts of a shared machine spread over all cases.
+func (e *env) runMatrix(ctx context.Context) (*report, error) {
+	rep := &report{Machine: e.machine, Skipped: e.skipped, Options: e.optionsJSON()}
+	for _, t := range e.targets {
+		rep.Cases = append(rep.Cases, t.name)
+	}
+	total := 0
+	var tests []test
+	for _, name := range e.o.tests {
+		ts, _ := parseTest(name)
+		tests = append(tests, ts)
+		for _, t := range e.targets {
+			if applies(t, ts) {
+				total++
+			}
+		}
+		rep.Tests = append(rep.Tests, name)
+	}
+	total *= e.o.reps
+	n := 0
+	for r := 0; r < e.o.reps; r++ {
+		for _, ts := range tests {
+			for i := range e.targets {
+				t := e.targets[(i+r)%len(e.targets)]
+				if !applies(t, ts) {
+					continue
+				}
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				n++
+				fmt.Fprintf(e.stderr, "\r\033[K[%d/%d] rep %d %s %s\n", n, total, r+1, ts.name, t.name)
+				rec := e.runOne(ctx, ts, t, r)
+				if rec.Error != "" {
+					fmt.Fprintf(e.stderr, "  error: %s\n", rec.Error)
+				}
+				rep.Runs = append(rep.Runs, rec)
+			}
+		}
+	}
+	return rep, nil
+}
+
+// runOne waits for the machine to calm down, then runs the load while
+// measuring the proxy's CPU time and peak memory and the machine's load.
+func (e *env) runOne(ctx context.Context, ts test, t *target, r int) record {
+	rec := record{Test: ts.name, Case: t.name, Rep: r + 1}
+	rec.BusyBefore = waitIdle(ctx, e.o.idleWait)
+	pid := 0
+	if t.proxy != nil {
+		pid = t.proxy.pid()
+	}
+	var cpu0 time.Duration
+	if pid != 0 {
+		cpu0 = treeCPU(pid)
+	}
+	stopRSS := sampleRSS(pid, &rec.PeakRSSKiB)
+	b0, j0 := cpuTimes()
+	var err error
+	if ts.h2c {
+		rec.Result, rec.Meta, err = runH2load(ctx, t, ts, e.o.duration)
+	} else {
+		rec.Result, err = runWorker(ctx, e.spec(ts, t), t.cgroup)
+	}
+	b1, j1 := cpuTimes()
+	stopRSS()
+	if j1 > j0 {
+		rec.Busy = float64(b1-b0) / float64(j1-j0)
+	}
+	if pid != 0 {
+		rec.ProxyCPUus = float64((treeCPU(pid) - cpu0).Microseconds())
+		if rec.Result != nil && rec.Result.Responses > 0 {
+			rec.CPUPerReqUS = rec.ProxyCPUus / float64(rec.Result.Responses)
+		}
+	}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	return rec
+}
+
+// spec is the worker spec of one HTTP/1.1 run.
+func (e *env) spec(ts test, t *target) workerSpec {
+	s := workerSpec{
+		Label: ts.name + " " + t.name, Target: t.addr, Host: loadHost, Rate: ts.rate,
+		Conns: ts.conns, MaxConns: 512, Duration: e.o.duration, Timeout: 5 * time.Second,
+		NewConn: ts.newConn, Hold: ts.hold,
+	}
+	if ts.hold {
+		s.Duration = 2 * time.Second
+	}
+	return s
+}
+
+// h2Addr is where h2c load goes: the upstream's HTTP2 port.
+func h2Addr(t *target) string {
+	host, _, _ := net.SplitHostPort(t.addr)
+	return net.JoinHostPort(host, "8080")
+}
+
+// sampleRSS records the peak RSS of pid every 100 ms until the returned stop
+// function is called.
+func sampleRSS(pid int, peak *int64) (stop func()) {
+	if pid == 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if v := treeRSS(pid); v > *peak {
+				*peak = v
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func (e *env) optionsJSON() map[string]any {
+	return map[string]any{
+		"cases": strings.Join(e.o.cases, ","), "tests": strings.Join(e.o.tests, ","),
+		"reps": e.o.reps, "duration": e.o.duration.String(), "big_rules": e.o.bigRules,
+	}
+}

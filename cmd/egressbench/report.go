@@ -1,0 +1,211 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// report is everything a run produced: the raw runs and their medians.
+type report struct {
+	Machine machineInfo       `json:"machine"`
+	Options map[string]any    `json:"options"`
+	Cases   []string          `json:"cases"`
+	Tests   []string          `json:"tests"`
+	Skipped map[string]string `json:"skipped,omitempty"` // case -> reason
+	Runs    []record          `json:"runs"`
+	Medians []median          `json:"medians"`
+	Profile *profileSummary   `json:"profile,omitempty"`
+}
+
+// median is the per-metric median over the repetitions of one test and case.
+type median struct {
+	Test       string    `json:"test"`
+	Case       string    `json:"case"`
+	Reps       int       `json:"reps"` // successful repetitions
+	Rate       float64   `json:"achieved_rate"`
+	P50        float64   `json:"p50_us"`
+	P90        float64   `json:"p90_us"`
+	P99        float64   `json:"p99_us"`
+	P999       float64   `json:"p99_9_us"`
+	Max        float64   `json:"max_us"`
+	Mean       float64   `json:"mean_us"`
+	Errors     int64     `json:"errors"` // summed over repetitions
+	Non2xx     int64     `json:"non2xx"` // summed over repetitions
+	CPUPerReq  float64   `json:"proxy_cpu_us_per_req"`
+	PeakRSSKiB float64   `json:"proxy_peak_rss_kib"`
+	Busy       float64   `json:"machine_busy"`
+	Curve      []int64   `json:"curve_us,omitempty"` // median latency at loadgen.CurveQuantiles
+	Rates      []float64 `json:"rates_per_rep"`
+}
+
+// machineInfo says where the figures come from.
+type machineInfo struct {
+	Date    string `json:"date"`
+	CPU     string `json:"cpu"`
+	CPUs    int    `json:"cpus"`
+	Kernel  string `json:"kernel"`
+	Go      string `json:"go"`
+	Nginx   string `json:"nginx,omitempty"`
+	HAProxy string `json:"haproxy,omitempty"`
+	H2load  string `json:"h2load,omitempty"`
+	Egressd string `json:"egressd,omitempty"`
+}
+
+func readMachine(o *options) machineInfo {
+	m := machineInfo{Date: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	m.Nginx = firstLine("nginx", "-v")
+	m.HAProxy = firstLine("haproxy", "-v")
+	m.H2load = firstLine("h2load", "--version")
+	if fi, err := os.Stat(o.egressd); err == nil {
+		m.Egressd = filepath.Base(o.egressd) + " built " + fi.ModTime().UTC().Format(time.RFC3339)
+	}
+	return m
+}
+
+// firstLine runs a version command and returns its first output line.
+func firstLine(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return ""
+	}
+	l, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return l
+}
+
+// summarize computes the medians of every test and case.
+func (r *report) summarize() {
+	r.Medians = nil
+	for _, tn := range r.Tests {
+		for _, cn := range r.Cases {
+			var rs []record
+			for _, rec := range r.Runs {
+				if rec.Test == tn && rec.Case == cn && rec.Result != nil {
+					rs = append(rs, rec)
+				}
+			}
+			if len(rs) == 0 {
+				continue
+			}
+			r.Medians = append(r.Medians, medianOf(tn, cn, rs))
+		}
+	}
+}
+
+func medianOf(tn, cn string, rs []record) median {
+	m := median{Test: tn, Case: cn, Reps: len(rs)}
+	pick := func(f func(record) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, rec := range rs {
+			v[i] = f(rec)
+		}
+		sort.Float64s(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	m.Rate = pick(func(x record) float64 { return x.Result.AchievedRate })
+	m.P50 = pick(func(x record) float64 { return float64(x.Result.Latency.P50) })
+	m.P90 = pick(func(x record) float64 { return float64(x.Result.Latency.P90) })
+	m.P99 = pick(func(x record) float64 { return float64(x.Result.Latency.P99) })
+	m.P999 = pick(func(x record) float64 { return float64(x.Result.Latency.P999) })
+	m.Max = pick(func(x record) float64 { return float64(x.Result.Latency.Max) })
+	m.Mean = pick(func(x record) float64 { return float64(x.Result.Latency.Mean) })
+	m.CPUPerReq = pick(func(x record) float64 { return x.CPUPerReqUS })
+	m.PeakRSSKiB = pick(func(x record) float64 { return float64(x.PeakRSSKiB) })
+	m.Busy = pick(func(x record) float64 { return x.Busy })
+	for _, rec := range rs {
+		m.Errors += rec.Result.ErrorCount
+		m.Non2xx += rec.Result.Non2xx
+		m.Rates = append(m.Rates, rec.Result.AchievedRate)
+	}
+	if n := len(rs[0].Result.Latency.Curve); n > 0 {
+		for i := 0; i < n; i++ {
+			m.Curve = append(m.Curve, int64(pick(func(x record) float64 {
+				if i < len(x.Result.Latency.Curve) {
+					return float64(x.Result.Latency.Curve[i])
+				}
+				return 0
+			})))
+		}
+	}
+	return m
+}
+
+// find returns the median of a test and case.
+func (r *report) find(tn, cn string) (median, bool) {
+	for _, m := range r.Medians {
+		if m.Test == tn && m.Case == cn {
+			return m, true
+		}
+	}
+	return median{}, false
+}
+
+// writeTable prints the medians as an aligned table.
+func (r *report) writeTable(w io.Writer) {
+	fmt.Fprintf(w, "\negressbench: %s, %d CPUs (%s), kernel %s; medians of %v repetitions\n",
+		r.Machine.Date, r.Machine.CPUs, r.Machine.CPU, r.Machine.Kernel, r.Options["reps"])
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "test\tcase\treq/s\tp50\tp90\tp99\tp99.9\tmax\terrors\tnon-2xx\tproxy µs/req\tproxy RSS MiB\tbusy %\t")
+	for _, m := range r.Medians {
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%.0f\t\n", m.Test, m.Case, m.Rate,
+			us(m.P50), us(m.P90), us(m.P99), us(m.P999), us(m.Max), m.Errors, m.Non2xx,
+			opt(m.CPUPerReq, "%.0f"), opt(m.PeakRSSKiB/1024, "%.1f"), 100*m.Busy)
+	}
+	tw.Flush()
+	for c, why := range r.Skipped {
+		fmt.Fprintf(w, "skipped %s: %s\n", c, why)
+	}
+}
+
+// us formats a latency in µs; 0 (not measured, e.g. h2load percentiles) as "-".
+func us(v float64) string { return opt(v, "%.0f") }
+
+func opt(v float64, format string) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+// writeFiles writes the JSON, markdown and SVG outputs that were asked for.
+func (r *report) writeFiles(o *options) error {
+	if o.jsonFile != "" {
+		if err := writeJSON(o.jsonFile, r); err != nil {
+			return fmt.Errorf("write json: %w", err)
+		}
+	}
+	var plots []string
+	if o.svgDir != "" {
+		var err error
+		if plots, err = r.writePlots(o.svgDir); err != nil {
+			return fmt.Errorf("write plots: %w", err)
+		}
+	}
+	if o.mdFile != "" {
+		if err := os.WriteFile(o.mdFile, []byte(r.markdown(plots, o)), 0o644); err != nil {
+			return fmt.Errorf("write markdown: %w", err)
+		}
+	}
+	return nil
+}

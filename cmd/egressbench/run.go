@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// options are the flags of "egressbench run".
+type options struct {
+	egressd  string        // egressd binary
+	peerDir  string        // nginx.conf / haproxy.cfg templates
+	cases    []string      // case names to run
+	tests    []string      // test names to run
+	reps     int           // repetitions (medians are reported)
+	duration time.Duration // per load run
+	idleWait time.Duration // longest wait for the machine to calm down before a run
+	bigRules int           // rule count of the egressd-100k case
+	jsonFile string
+	mdFile   string
+	svgDir   string
+	profile  string // directory for egressd CPU/alloc profiles ("" none)
+	keep     bool   // keep the run directory
+}
+
+// allCases lists every case; "egressd-l7" is egressd's proxy without BPF
+// (not in the default set: the BPF cases measure the real thing).
+var allCases = []string{"direct", "nginx", "haproxy", "egressd", "egressd-https", "egressd-100k", "egressd-l7"}
+
+var defaultCases = "direct,nginx,haproxy,egressd,egressd-https,egressd-100k"
+
+const allTests = "lat1000,lat2000,rtt,max-ka,max-close,h2c,conns1000"
+
+func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	self, _ := os.Executable()
+	fs.StringVar(&o.egressd, "egressd", filepath.Join(filepath.Dir(self), "egressd"), "egressd `binary`")
+	fs.StringVar(&o.peerDir, "peers", "bench", "`directory` holding nginx.conf and haproxy.cfg templates")
+	cases := fs.String("cases", defaultCases, "comma-separated `cases` (of "+strings.Join(allCases, ",")+")")
+	tests := fs.String("tests", allTests, "comma-separated `tests`: latRATE (open loop, keep-alive), rtt (1 connection back to back), "+
+		"max-ka and max-close (32 connections back to back, keep-alive / new connection per request), h2c (h2load), conns1000 (RSS with 1,000 open connections)")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions; tests and cases are interleaved and rotated, medians reported")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each load run")
+	fs.DurationVar(&o.idleWait, "idle-wait", 10*time.Second, "longest wait for the machine to drop under 15% busy before each run")
+	fs.IntVar(&o.bigRules, "big-rules", 100000, "number of rules of the egressd-100k case")
+	fs.StringVar(&o.jsonFile, "json", "", "write every run and the medians as JSON to `file`")
+	fs.StringVar(&o.mdFile, "markdown", "", "write BENCHMARKS.md-ready tables to `file`")
+	fs.StringVar(&o.svgDir, "svg", "", "write a latency percentile plot per open-loop test into `dir`")
+	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of egressd under max-ka load into `dir`")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary run directory (configs, logs)")
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	o.cases = splitList(*cases)
+	o.tests = splitList(*tests)
+	for _, c := range o.cases {
+		if !contains(allCases, c) {
+			return nil, fmt.Errorf("unknown case %q (have %s): %w", c, strings.Join(allCases, ","), errUsage)
+		}
+	}
+	for _, t := range o.tests {
+		if _, err := parseTest(t); err != nil {
+			return nil, fmt.Errorf("%v: %w", err, errUsage)
+		}
+	}
+	if o.reps < 1 || o.duration <= 0 {
+		return nil, fmt.Errorf("reps and duration must be positive: %w", errUsage)
+	}
+	return o, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// test is one load shape.
+type test struct {
+	name    string
+	rate    float64 // open loop when > 0
+	conns   int
+	newConn bool
+	h2c     bool // h2load instead of the HTTP/1.1 generator
+	hold    bool // conns1000: hold connections open and read the proxy's RSS
+}
+
+func parseTest(name string) (test, error) {
+	switch name {
+	case "rtt":
+		return test{name: name, conns: 1}, nil
+	case "max-ka":
+		return test{name: name, conns: 32}, nil
+	case "max-close":
+		return test{name: name, conns: 32, newConn: true}, nil
+	case "h2c":
+		return test{name: name, conns: 8, h2c: true}, nil
+	case "conns1000":
+		return test{name: name, conns: 1000, hold: true}, nil
+	}
+	if r, ok := strings.CutPrefix(name, "lat"); ok {
+		if rate, err := strconv.ParseFloat(r, 64); err == nil && rate > 0 {
+			return test{name: name, rate: rate, conns: 8}, nil
+		}
+	}
+	return test{}, fmt.Errorf("unknown test %q", name)
+}
+
+// runCmd is "egressbench run": set up, run the interleaved matrix, report.
+func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseRunFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("run needs root (network namespace, cgroup, BPF)")
+	}
+	env, err := setup(ctx, o, stderr)
+	if env != nil {
+		defer env.Close()
+	}
+	if err != nil {
+		return err
+	}
+	rep, err := env.runMatrix(ctx)
+	if err != nil {
+		return err
+	}
+	if o.profile != "" {
+		if err := env.profile(ctx, rep); err != nil {
+			fmt.Fprintf(stderr, "egressbench: profile: %v\n", err)
+		}
+	}
+	rep.summarize()
+	rep.writeTable(stdout)
+	return rep.writeFiles(o)
+}
+
+// writeJSON writes v indented to path.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
