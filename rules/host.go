@@ -20,13 +20,12 @@ const maxHost = 255
 // long host. It does not allocate.
 func canonicalHost(buf *[maxHost]byte, host string) ([]byte, bool) {
 	name, v6 := splitHost(host)
-	if v6 {
-		if strings.IndexByte(name, '%') < 0 {
-			if a, err := netip.ParseAddr(name); err == nil && a.Is6() {
-				return a.AppendTo(buf[:0]), true
-			}
+	if v6 && strings.IndexByte(name, '%') < 0 {
+		if a, err := netip.ParseAddr(name); err == nil && a.Is6() {
+			return a.AppendTo(buf[:0]), true
 		}
-	} else if n := len(name); n > 0 && name[n-1] == '.' {
+	}
+	if n := len(name); n > 0 && name[n-1] == '.' {
 		name = name[:n-1]
 	}
 	if name == "" || len(name) > maxHost {

@@ -77,13 +77,19 @@ func load(paths []string) (*Set, []Warning, [32]byte, error) {
 	}
 	var sum [32]byte
 	copy(sum[:], l.sum.Sum(nil))
+	s, err := l.finish()
+	return s, l.warnings, sum, err
+}
+
+// finish checks what spans rules and compiles them.
+func (l *loader) finish() (*Set, error) {
 	l.checkConflicts()
 	sort.SliceStable(l.problems, func(i, j int) bool {
 		a, b := l.problems[i], l.problems[j]
 		return a.File < b.File || a.File == b.File && a.Line < b.Line
 	})
 	if len(l.problems) > 0 {
-		return nil, l.warnings, sum, &Error{Problems: l.problems}
+		return nil, &Error{Problems: l.problems}
 	}
 	rs := make([]*Rule, len(l.rules))
 	for i, r := range l.rules {
@@ -91,13 +97,13 @@ func load(paths []string) (*Set, []Warning, [32]byte, error) {
 	}
 	s, err := Compile(rs)
 	if err != nil { // validation above refuses all Compile refuses
-		return nil, l.warnings, sum, &Error{Problems: []Problem{{Message: err.Error()}}}
+		return nil, &Error{Problems: []Problem{{Message: err.Error()}}}
 	}
 	if len(rs) == 0 {
 		l.warn("", 0, "", "no EgressRule found: every egress connection will be denied")
 	}
 	s.files = l.files
-	return s, l.warnings, sum, nil
+	return s, nil
 }
 
 // loader accumulates what Load finds across files.
