@@ -14,12 +14,20 @@ import (
 // unquotedWildcard finds a block-style "service: *.foo.com" whose value is
 // not quoted. YAML reads "*.foo.com" as an alias to an anchor named
 // ".foo.com", but the reference page writes it that way, and users copy it.
-var unquotedWildcard = regexp.MustCompile(`(?m)^([ \t]*(?:-[ \t]+)?service[ \t]*:[ \t]+)(\*[^\s#]*)([ \t]*(?:#.*)?)$`)
+// flowWildcard is the same in flow style: "{service: *.foo.com}".
+var (
+	unquotedWildcard = regexp.MustCompile(`(?m)^([ \t]*(?:-[ \t]+)?service[ \t]*:[ \t]+)(\*[^\s#]*)([ \t]*(?:#.*)?)$`)
+	flowWildcard     = regexp.MustCompile(`([{,][ \t]*service[ \t]*:[ \t]+)(\*[^\s#,{}\[\]]*)`)
+)
 
 // quoteServiceWildcards quotes such values, keeping every line where it is.
 func quoteServiceWildcards(data []byte) []byte {
-	return unquotedWildcard.ReplaceAll(data, []byte(`$1"$2"$3`))
+	data = unquotedWildcard.ReplaceAll(data, []byte(`$1"$2"$3`))
+	return flowWildcard.ReplaceAll(data, []byte(`$1"$2"`))
 }
+
+// unknownAnchor finds the alias in yaml.v3's error for an undefined one.
+var unknownAnchor = regexp.MustCompile(`^yaml: unknown anchor '(.*)' referenced$`)
 
 // yamlLine finds the line in a yaml.v3 error message.
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -34,14 +42,22 @@ func (l *loader) decodeFile(file string, data []byte) {
 			return
 		}
 		if err != nil {
-			l.yamlError(file, err)
+			l.yamlError(file, data, err)
 			return // the parser cannot resume after a syntax error
 		}
 		l.decodeDocument(file, &doc)
 	}
 }
 
-func (l *loader) yamlError(file string, err error) {
+func (l *loader) yamlError(file string, data []byte, err error) {
+	if m := unknownAnchor.FindStringSubmatch(err.Error()); m != nil {
+		line := 0
+		if i := bytes.Index(data, []byte("*"+m[1])); i >= 0 {
+			line = 1 + bytes.Count(data[:i], []byte("\n"))
+		}
+		l.problem(file, line, "", "invalid YAML: *%s reads as an alias to an undefined anchor; quote a wildcard: \"*%s\"", m[1], m[1])
+		return
+	}
 	for _, msg := range strings.Split(err.Error(), "\n") {
 		msg = strings.TrimSpace(strings.TrimPrefix(msg, "yaml: unmarshal errors:"))
 		if msg == "" {

@@ -2,6 +2,23 @@
 // files, validates them, compiles them into a Set that answers which rule (if
 // any) allows a host and port, and reloads them when they change.
 //
+// # Files
+//
+// Load reads files, or directories of *.yaml, *.yml and *.json files (not
+// recursively; hidden entries are skipped, so a mounted ConfigMap's ..data
+// and ..<timestamp> entries are not read twice). A file holds one or more
+// documents of kind: EgressRule, with or without apiVersion
+// (config.istio.io/v1alpha2) and metadata; documents of other kinds are
+// skipped with a warning. The reference page's own example writes
+// "service: *.foo.com" unquoted, which YAML reads as an alias; such a value
+// is quoted before parsing, so the example loads as pasted. Decoding is
+// strict: an unknown field is an error. Every problem of a run comes back at
+// once in an *Error, each as "file:line: field: what is wrong and how to fix
+// it". Besides malformed fields, two rules that give one port of one service
+// different protocols, or different useEgressProxy settings, are refused;
+// identical duplicates are fine. destination.name, namespace, domain and
+// labels are accepted with a warning, as Istio ignored them.
+//
 // # Matching
 //
 // A rule's destination.service is an exact host name ("api.foo.com"), an IP
@@ -11,8 +28,9 @@
 // "a.b.foo.com" but not "foo.com", and "*-bar.foo.com" matches
 // "baz-bar.foo.com" but not "-bar.foo.com". Names are compared without case
 // (rules are lower-cased and IDNA-converted at load; a Host is ASCII
-// lower-cased at lookup), without a port in the Host and without a trailing
-// dot.
+// lower-cased at lookup, so a Host must already be in A-label form
+// "xn--..."), without a port in the Host and without a trailing dot. IPv6
+// literals are compared in canonical form, with or without brackets.
 //
 // Precedence follows Envoy: an exact name, then the longest suffix
 // wildcard, then the longest prefix wildcard, then "*". The decision is made
@@ -26,5 +44,17 @@
 //
 // Set.Match does not allocate and its cost does not grow with the number of
 // rules: one map lookup for the exact name, then one per distinct wildcard
-// length shorter than the host. A Host longer than 255 bytes is denied.
+// length shorter than the host. An empty Host, or one longer than 255 bytes,
+// is denied.
+//
+// # Lifecycle
+//
+// A Set never changes; a Reloader swaps whole Sets atomically, so a reader
+// that calls Current once per request sees one consistent version. Only the
+// first load (NewReloader) can fail the caller; afterwards a version with
+// problems is logged, counted (Stats) and reported to OnReload, and the last
+// good Set stays in force. Watch blocks until its context ends: run it on its
+// own goroutine, and call Reload on SIGHUP. Compile does not modify the Rules
+// it is given (their Service is kept as written, the index is normalized),
+// and Match returns those same pointers.
 package rules

@@ -79,6 +79,7 @@ func TestLoadForms(t *testing.T) {
 		{"identical duplicates", "kind: EgressRule\nspec: {destination: {service: a.test}, ports: [{port: 80, protocol: HTTP}, {port: 80, protocol: http}]}\n---\nkind: EgressRule\nspec: {destination: {service: A.test}, ports: [{port: 80, protocol: HTTP}]}\n", 2, ""},
 		{"anchors", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports: &p [{port: 80, protocol: HTTP}]\n---\nkind: EgressRule\nspec:\n  destination: {service: b.test}\n  ports: *p\n", 2, ""},
 		{"empty file", "", 0, "no EgressRule found"},
+		{"flow style wildcard", "kind: EgressRule\nspec: {destination: {service: *.foo.com}, ports: [{port: 80, protocol: HTTP}]}\n", 1, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -135,6 +136,7 @@ func TestLoadProblems(t *testing.T) {
 		{"snake case field", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports: [{port: 80, protocol: HTTP}]\n  use_egress_proxy: true\n", []string{"5: spec.use_egress_proxy: unknown field; did you mean useEgressProxy?"}},
 		{"duplicate key", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports: [{port: 80, protocol: HTTP}]\n  ports: [{port: 81, protocol: HTTP}]\n", []string{"5: spec.ports: appears twice"}},
 		{"unknown metadata field", "kind: EgressRule\nmetadata: {name: a, nmae: b}\nspec: {destination: {service: a.test}, ports: [{port: 80, protocol: HTTP}]}\n", []string{"2: metadata.nmae: unknown field"}},
+		{"undefined alias", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports: *nope\n", []string{`4: invalid YAML: *nope reads as an alias to an undefined anchor; quote a wildcard: "*nope"`}},
 		{"syntax error", "kind: EgressRule\nspec:\n  destination: {service: [a\n", []string{"2: invalid YAML"}},
 		{"two problems in two documents", "kind: EgressRule\nspec: {destination: {service: a.test}, ports: [{port: 0, protocol: HTTP}]}\n---\nkind: EgressRule\nspec: {destination: {service: b..test}, ports: [{port: 80, protocol: HTTP}]}\n", []string{"2: spec.ports[0].port: 0 is out of range", "5: spec.destination.service: \"b..test\" has an empty label"}},
 		{"conflicting protocols", ok + "---\nkind: EgressRule\nmetadata: {name: other}\nspec:\n  destination: {service: OK.test.}\n  ports:\n  - port: 80\n    protocol: HTTPS\n", []string{"14: spec.ports[0]: port 80 of ok.test is HTTPS here but HTTP in %s:6 (rule %s:1); give both rules the same protocol"}},

@@ -140,20 +140,36 @@ func keyLens(m map[string]*domain) []int {
 	return ls
 }
 
-// Len reports the number of rules.
-func (s *Set) Len() int { return len(s.rules) }
+// Len reports the number of rules. A nil Set has none.
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.rules)
+}
 
 // Rules returns the rules in the order they were read. Do not modify them.
-func (s *Set) Rules() []*Rule { return s.rules }
+func (s *Set) Rules() []*Rule {
+	if s == nil {
+		return nil
+	}
+	return s.rules
+}
 
 // Files returns the files the rules were read from (none for a Set built by
 // Compile).
-func (s *Set) Files() []string { return s.files }
+func (s *Set) Files() []string {
+	if s == nil {
+		return nil
+	}
+	return s.files
+}
 
 // Match reports the rule that allows host on port, if any. host may carry a
 // port (ignored: the port that counts is the port argument, the connection's
 // original destination port), a trailing dot, any case, and an IPv6 literal
 // in brackets. See the package doc for the precedence. It does not allocate.
+// A nil Set matches nothing.
 func (s *Set) Match(host string, port uint16) (Match, bool) {
 	var buf [maxHost]byte
 	h, ok := canonicalHost(&buf, host)

@@ -166,3 +166,10 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+func TestNilSet(t *testing.T) {
+	var s *Set
+	if _, ok := s.Match("a.test", 80); ok || s.Len() != 0 || s.Rules() != nil || s.Files() != nil {
+		t.Fatal("a nil Set is not empty")
+	}
+}
