@@ -38,7 +38,7 @@ type topo struct {
 	loopback netip.AddrPort
 }
 
-func newTopo(t *testing.T) *topo {
+func newTopo(t testing.TB) *topo {
 	t.Helper()
 	kerneltest.Require(t)
 	tp := &topo{cg: kerneltest.Cgroup(t), ext: kerneltest.Netns(t), pod: kerneltest.Netns(t), pinDir: testPinDir(t)}
@@ -75,7 +75,7 @@ func (tp *topo) options() Options {
 	}
 }
 
-func (tp *topo) attach(t *testing.T, opts Options) *Redirector {
+func (tp *topo) attach(t testing.TB, opts Options) *Redirector {
 	t.Helper()
 	r, err := Attach(opts)
 	if err != nil {
@@ -88,7 +88,7 @@ func (tp *topo) attach(t *testing.T, opts Options) *Redirector {
 
 // testPinDir returns a fresh pin directory on bpffs, uninstalled on
 // cleanup.
-func testPinDir(t *testing.T) string {
+func testPinDir(t testing.TB) string {
 	fs, err := mounts.Find("bpf")
 	if err != nil {
 		if err := mountBPFFS(defaultBPFFS); err != nil {
