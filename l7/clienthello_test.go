@@ -118,8 +118,8 @@ func TestPeekClientHelloRejectsBadNames(t *testing.T) {
 }
 
 // FuzzClientHello feeds arbitrary bytes to the parser: it must never panic,
-// never consume, and agree with crypto/tls on the server name of any hello
-// crypto/tls itself accepts.
+// never consume, and agree with crypto/tls on the server name of every hello
+// both accept. (Rejecting what crypto/tls would accept only denies.)
 func FuzzClientHello(f *testing.F) {
 	f.Add(recordHello(f, &tls.Config{ServerName: "api.example.com", NextProtos: []string{"h2"}}))
 	f.Add(recordHello(f, &tls.Config{InsecureSkipVerify: true}))

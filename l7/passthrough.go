@@ -1,8 +1,94 @@
 package l7
 
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"time"
+)
+
 // serveTLSPassthrough serves a connection that starts with a TLS handshake:
-// it reads the SNI from the ClientHello (still unread in c.br), decides it and
-// splices the bytes to the upstream. STUB: helper H replaces this file.
+// the app does its own TLS. The SNI of its ClientHello (still unread in c.br)
+// and the original port are decided against the rules; an allowed connection
+// is spliced byte for byte to the upstream, anything else (no SNI, no rule,
+// not a ClientHello) is closed. Nothing is decrypted. One access-log entry
+// covers the whole connection.
 func (p *Proxy) serveTLSPassthrough(c *clientConn) {
-	p.log.Warn("tls passthrough not implemented yet: closing", "client", c.client, "orig", c.orig)
+	e := accessEntry{
+		start:    time.Now(),
+		client:   c.client,
+		orig:     c.orig,
+		port:     c.orig.Port(),
+		protocol: protoNameTLSPass,
+		decision: decisionInvalid,
+	}
+	defer p.finish(&e)
+	c.nc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
+	hello, br, err := peekClientHello(c.br)
+	c.nc.SetReadDeadline(time.Time{})
+	if err != nil {
+		e.reason = err.Error()
+		return
+	}
+	e.host = hello.serverName
+	if hello.serverName == "" {
+		e.decision = decisionDeny
+		e.reason = "tls client hello without server name (SNI)"
+		return
+	}
+	m, ok := p.decide(hello.serverName, e.port)
+	if !ok {
+		e.decision = decisionDeny
+		e.reason = "no rule allows " + hello.serverName + " on port " + strconv.Itoa(int(e.port))
+		return
+	}
+	e.decision, e.rule, e.upstream = decisionAllow, m.Rule.Name, "tls"
+	up, err := p.dialUpstream(context.Background(), m, hello.serverName, c.orig)
+	if err != nil {
+		_, e.reason = p.upstreamError(err)
+		return
+	}
+	defer up.Close()
+	e.bytesIn, e.bytesOut, err = splice(c.nc, br, up)
+	if err != nil {
+		e.reason = "spliced connection failed: " + err.Error()
+	}
+}
+
+// splice copies client→upstream (starting with what is buffered in clientR)
+// and upstream→client until both directions end. A direction that reaches
+// EOF half-closes its destination, so the other may go on; one that fails
+// closes both connections, so the other cannot hang. It returns the bytes
+// sent each way and the first failure.
+func splice(client net.Conn, clientR io.Reader, up net.Conn) (in, out int64, err error) {
+	inErr := make(chan error, 1)
+	go func() {
+		var err error
+		in, err = io.Copy(up, clientR)
+		endDirection(up, err, client)
+		inErr <- err
+	}()
+	out, outErr := io.Copy(client, up)
+	endDirection(client, outErr, up)
+	// A direction that found its connection closed was stopped by the
+	// other's failure (the one to report) or by Shutdown.
+	for _, err := range [...]error{<-inErr, outErr} {
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			return in, out, err
+		}
+	}
+	return in, out, nil
+}
+
+// endDirection half-closes dst after a clean EOF, or closes both ends
+// after a failure.
+func endDirection(dst net.Conn, err error, src net.Conn) {
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
+		_ = cw.CloseWrite()
+		return
+	}
+	dst.Close()
+	src.Close()
 }

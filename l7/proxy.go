@@ -103,6 +103,7 @@ type Proxy struct {
 	metrics *metrics
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	pool    *upstreamPool
+	h2      h2cProxy // h2c.go: HTTP/2 server and transport shared by h2c connections
 	tlsSess tls.ClientSessionCache
 
 	closing  atomic.Bool
@@ -250,6 +251,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	defer p.pool.closeAll()
+	defer p.h2.closeIdle()
 	for {
 		p.closeIdleConns(false)
 		select {

@@ -1,0 +1,229 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// newH2Transport builds the transport that carries allowed h2c streams
+// upstream. x/net pools its connections by the request URL's host:port; the
+// proxy puts a key there (h2UpstreamKey) naming everything the dial depends
+// on, and hands the dial its inputs through the request context.
+func (p *Proxy) newH2Transport() *http2.Transport {
+	return &http2.Transport{
+		AllowHTTP:         true, // h2c upstreams: DialTLSContext returns plain TCP for them
+		DialTLSContext:    p.dialH2Upstream,
+		IdleConnTimeout:   p.cfg.UpstreamIdle,
+		MaxHeaderListSize: uint32(p.cfg.MaxHeaderBytes),
+	}
+}
+
+// h2Dial is what dialH2Upstream needs to open one upstream connection.
+type h2Dial struct {
+	m    rules.Match
+	host string // authority as requested (port ignored by the dial)
+	orig netip.AddrPort
+	tls  bool // originate TLS (ALPN h2): the rule marks the port HTTPS
+}
+
+type h2DialKey struct{}
+
+// h2UpstreamKey names the upstream connection pool of d: streams with equal
+// keys may share a connection. It has the form of a host:port because x/net
+// parses it as one; it is never resolved.
+func (p *Proxy) h2UpstreamKey(d *h2Dial) string {
+	var b strings.Builder
+	b.Grow(len(d.host) + 48)
+	if d.tls {
+		b.WriteString("tls.")
+	}
+	if d.m.UseEgressProxy {
+		b.WriteString("via-proxy.")
+	}
+	if p.cfg.DialMode == DialOriginal {
+		// Colons of an IPv6 address would split the host:port form.
+		b.WriteString(strings.ReplaceAll(d.orig.Addr().String(), ":", "-"))
+		b.WriteString(".ip.")
+	}
+	b.WriteString(strings.ToLower(hostOnly(d.host)))
+	b.WriteByte(':')
+	b.WriteString(strconv.Itoa(int(d.orig.Port())))
+	return b.String()
+}
+
+// dialH2Upstream opens an upstream connection for the first stream of a pool
+// key: plain TCP for h2c, or TLS with ALPN h2 for HTTPS ports. ctx is that
+// stream's request context, carrying its h2Dial.
+func (p *Proxy) dialH2Upstream(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+	d, ok := ctx.Value(h2DialKey{}).(*h2Dial)
+	if !ok {
+		return nil, errors.New("h2 upstream dial without its parameters")
+	}
+	nc, err := p.dialUpstream(ctx, d.m, d.host, d.orig)
+	if err != nil || !d.tls {
+		return nc, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	tc := tls.Client(nc, p.tlsConfig(hostOnly(d.host), []string{http2.NextProtoTLS}))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w", hostOnly(d.host), err)
+	}
+	if proto := tc.ConnectionState().NegotiatedProtocol; proto != http2.NextProtoTLS {
+		tc.Close()
+		return nil, fmt.Errorf("%w: %s negotiated ALPN %q, not h2", errUpstreamProtocol, hostOnly(d.host), proto)
+	}
+	return tc, nil
+}
+
+// forwardH2 sends an allowed stream upstream and streams the response back:
+// both bodies flow as they come (flushed after every write, so gRPC streams
+// in both directions), trailers follow, flow control is x/net's.
+func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match, grpc bool, e *accessEntry) {
+	d := &h2Dial{m: m, host: r.Host, orig: e.orig, tls: m.Port.Protocol == rules.HTTPS}
+	e.upstream = "http"
+	scheme := "http"
+	if d.tls {
+		e.upstream, scheme = "https", "https"
+	}
+	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), h2DialKey{}, d))
+	defer cancel(nil)
+	out := r.WithContext(ctx) // shallow copy: the upstream request
+	u := *r.URL
+	u.Scheme, u.Host = scheme, p.h2UpstreamKey(d)
+	out.URL, out.RequestURI, out.Close = &u, "", false
+	removeH2HopHeaders(out.Header)
+	var body *countingBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &countingBody{rc: r.Body}
+		out.Body = body
+	}
+	var headTimer *time.Timer
+	if !grpc {
+		// gRPC calls carry their own deadline (grpc-timeout); a long stream
+		// may rightly wait for its first response.
+		headTimer = time.AfterFunc(p.cfg.ResponseTimeout, func() { cancel(errResponseTimeout) })
+	}
+	res, err := p.h2c().tr.RoundTrip(out)
+	if headTimer != nil {
+		headTimer.Stop()
+	}
+	if body != nil {
+		defer func() { e.bytesIn = body.n.Load() }()
+	}
+	if err != nil {
+		p.failH2(ctx, w, r, err, grpc, e)
+		return
+	}
+	defer res.Body.Close()
+	e.status = res.StatusCode
+	copyH2Response(w, res, e)
+}
+
+var errResponseTimeout = fmt.Errorf("no response head within the response timeout: %w", context.DeadlineExceeded)
+
+// failH2 answers a stream whose upstream exchange failed before a response
+// head: 502/504 (gRPC: UNAVAILABLE/DEADLINE_EXCEEDED), or nothing when the
+// client is gone.
+func (p *Proxy) failH2(ctx context.Context, w http.ResponseWriter, r *http.Request, err error, grpc bool, e *accessEntry) {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause // our response timeout, not the transport's wrapping of it
+	}
+	if r.Context().Err() != nil {
+		e.reason = "client cancelled the stream: " + err.Error()
+		return
+	}
+	status, reason := p.upstreamError(err)
+	e.reason = reason
+	e.status = writeRefusal(w, grpc, status, reason)
+}
+
+// copyH2Response writes res to w: head (flushed at once unless the body is
+// known to be empty, so that trailers-only gRPC answers stay one HEADERS
+// frame), then the body flushed per read, then the trailers.
+func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry) {
+	h := w.Header()
+	for k, vv := range res.Header {
+		h[k] = vv
+	}
+	removeH2HopHeaders(h)
+	w.WriteHeader(res.StatusCode)
+	fl, _ := w.(http.Flusher)
+	if res.ContentLength != 0 && fl != nil {
+		fl.Flush()
+	}
+	bufp := h2BufPool.Get().(*[]byte)
+	defer h2BufPool.Put(bufp)
+	buf := *bufp
+	for {
+		n, err := res.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				e.reason = "client stream closed: " + werr.Error()
+				return
+			}
+			e.bytesOut += int64(n)
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			// Reset the client's stream: ending it cleanly would pass a
+			// truncated response (or one without trailers) as complete.
+			e.reason = "upstream stream failed: " + err.Error()
+			panic(http.ErrAbortHandler)
+		}
+	}
+	for k, vv := range res.Trailer {
+		h[http.TrailerPrefix+k] = vv
+	}
+}
+
+var h2BufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// removeH2HopHeaders deletes the hop-by-hop fields that must not cross the
+// proxy. HTTP/2 already forbids the connection-specific ones; "TE: trailers"
+// is end to end (gRPC needs it) and stays.
+func removeH2HopHeaders(h http.Header) {
+	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Transfer-Encoding", "Upgrade"} {
+		delete(h, k)
+	}
+	if te, ok := h["Te"]; ok && !(len(te) == 1 && strings.EqualFold(te[0], "trailers")) {
+		delete(h, "Te")
+	}
+}
+
+// countingBody counts the request body bytes the transport sends upstream;
+// the count is read after the transport may still be writing.
+type countingBody struct {
+	rc io.ReadCloser
+	n  atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func (b *countingBody) Close() error { return b.rc.Close() }
