@@ -16,12 +16,15 @@ import (
 type pump struct {
 	dst      *bufio.Writer
 	src      *bufio.Reader
-	srcConn  net.Conn
+	srcConn  deadliner // the connection under src
 	stall    time.Duration
 	maxLines int   // size limit of chunk lines and trailer section
 	limit    int64 // most body bytes accepted; 0: no limit
 	n        int64 // body bytes moved
 }
+
+// deadliner is the part of net.Conn a pump needs.
+type deadliner interface{ SetReadDeadline(time.Time) error }
 
 // copyError tells which side of a pump failed.
 type copyError struct {
