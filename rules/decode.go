@@ -106,7 +106,7 @@ func (l *loader) decodeDocument(file string, doc *yaml.Node) {
 		}
 		return
 	}
-	top := l.fields(file, n, "", "apiVersion", "kind", "metadata", "spec")
+	top, _ := l.fields(file, n, "", "apiVersion", "kind", "metadata", "spec")
 	if v, ok := top["apiVersion"]; ok {
 		if av := l.str(file, v, "apiVersion"); av != "" && av != "config.istio.io/v1alpha2" {
 			l.warn(file, v.Line, "apiVersion", "%q is not config.istio.io/v1alpha2; read as an EgressRule anyway", av)
@@ -138,7 +138,7 @@ var metadataFields = []string{
 }
 
 func (l *loader) metadata(file string, md *yaml.Node) string {
-	fs := l.fields(file, md, "metadata", metadataFields...)
+	fs, _ := l.fields(file, md, "metadata", metadataFields...)
 	if n, ok := fs["name"]; ok {
 		return l.str(file, n, "metadata.name")
 	}
@@ -164,6 +164,9 @@ func resolve(n *yaml.Node) *yaml.Node {
 }
 
 func describe(n *yaml.Node) string {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return "nothing"
+	}
 	switch n.Kind {
 	case yaml.MappingNode:
 		return "a mapping"
@@ -173,14 +176,15 @@ func describe(n *yaml.Node) string {
 	return "the value " + strconv.Quote(n.Value)
 }
 
-// fields returns the value nodes of mapping n by key, reporting a non-mapping,
-// unknown keys (with a suggestion) and repeated keys.
-func (l *loader) fields(file string, n *yaml.Node, path string, known ...string) map[string]*yaml.Node {
+// fields returns the value nodes of mapping n by key, reporting unknown
+// keys (with a suggestion) and repeated keys. ok is false, with a problem
+// reported, when n is not a mapping.
+func (l *loader) fields(file string, n *yaml.Node, path string, known ...string) (fs map[string]*yaml.Node, ok bool) {
 	n = resolve(n)
 	out := make(map[string]*yaml.Node)
 	if n.Kind != yaml.MappingNode {
 		l.problem(file, n.Line, path, "must be a mapping of fields, found %s", describe(n))
-		return out
+		return out, false
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], resolve(n.Content[i+1])
@@ -195,7 +199,7 @@ func (l *loader) fields(file string, n *yaml.Node, path string, known ...string)
 		}
 		out[k.Value] = v
 	}
-	return out
+	return out, true
 }
 
 func join(path, field string) string {

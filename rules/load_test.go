@@ -115,6 +115,8 @@ func TestLoadProblems(t *testing.T) {
 		{"no kind", "spec: {}\n", []string{"1: kind: missing; add kind: EgressRule"}},
 		{"not a mapping", "just a string\n", []string{"1: a document must be a mapping"}},
 		{"no spec", "kind: EgressRule\n", []string{"1: spec: missing"}},
+		{"empty spec", "kind: EgressRule\nspec:\n", []string{"2: spec: must be a mapping of fields, found nothing"}},
+		{"port not a mapping", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports: [80]\n", []string{"4: spec.ports[0]: must be a mapping of fields, found the value \"80\""}},
 		{"unknown top field", "kind: EgressRule\nspc: {}\n", []string{"2: spc: unknown field", "1: spec: missing"}},
 		{"no destination", "kind: EgressRule\nspec:\n  ports: [{port: 80, protocol: HTTP}]\n", []string{"3: spec.destination: missing"}},
 		{"no service", "kind: EgressRule\nspec:\n  destination: {name: x}\n  ports: [{port: 80, protocol: HTTP}]\n", []string{"3: spec.destination.service: missing"}},

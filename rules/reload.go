@@ -163,6 +163,7 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	if r.watching != nil {
 		r.watching()
 	}
+	_ = r.reload(false) // catch changes made before the watches existed
 	timer := time.NewTimer(r.opts.Debounce)
 	timer.Stop()
 	defer timer.Stop()

@@ -15,7 +15,10 @@ var ignoredDestination = []string{"name", "namespace", "domain", "labels"}
 // It reports whether the rule is valid.
 func (l *loader) spec(file string, n *yaml.Node, r *loadedRule) bool {
 	before := len(l.problems)
-	fs := l.fields(file, n, "spec", "destination", "ports", "useEgressProxy")
+	fs, ok := l.fields(file, n, "spec", "destination", "ports", "useEgressProxy")
+	if !ok {
+		return false
+	}
 	if d, ok := fs["destination"]; ok {
 		l.destination(file, d, r.rule)
 	} else {
@@ -37,7 +40,10 @@ func (l *loader) spec(file string, n *yaml.Node, r *loadedRule) bool {
 }
 
 func (l *loader) destination(file string, n *yaml.Node, r *Rule) {
-	fs := l.fields(file, n, "spec.destination", append([]string{"service"}, ignoredDestination...)...)
+	fs, ok := l.fields(file, n, "spec.destination", append([]string{"service"}, ignoredDestination...)...)
+	if !ok {
+		return
+	}
 	for _, f := range ignoredDestination {
 		if v, ok := fs[f]; ok {
 			l.warn(file, v.Line, "spec.destination."+f, "ignored: only service is used for egress rules")
@@ -76,11 +82,14 @@ func (l *loader) ports(file string, n *yaml.Node, r *loadedRule) {
 	}
 	for i, item := range n.Content {
 		path := "spec.ports[" + strconv.Itoa(i) + "]"
-		fs := l.fields(file, item, path, "port", "protocol")
+		fs, ok := l.fields(file, item, path, "port", "protocol")
+		if !ok {
+			continue
+		}
 		var p Port
 		if v, ok := fs["port"]; ok {
 			p.Number = l.portNumber(file, v, path+".port")
-		} else if resolve(item).Kind == yaml.MappingNode {
+		} else {
 			l.problem(file, item.Line, path+".port", "missing; add port: with a number from 1 to 65535")
 		}
 		if v, ok := fs["protocol"]; ok {
@@ -91,7 +100,7 @@ func (l *loader) ports(file string, n *yaml.Node, r *loadedRule) {
 				}
 				p.Protocol = proto
 			}
-		} else if resolve(item).Kind == yaml.MappingNode {
+		} else {
 			l.problem(file, item.Line, path+".protocol", "missing; add protocol: HTTP, HTTPS, GRPC or HTTP2")
 		}
 		for j, q := range r.rule.Ports {
