@@ -68,9 +68,16 @@ func pinDir(dir string, mount bool) (string, error) {
 		}
 		dir = filepath.Join(fs, "egressd")
 	}
+	// The nearest existing ancestor tells the filesystem dir will be on.
 	var st unix.Statfs_t
-	if err := unix.Statfs(filepath.Dir(dir), &st); err != nil {
-		return "", fmt.Errorf("pin directory %s: %w", dir, err)
+	for p := dir; ; p = filepath.Dir(p) {
+		err := unix.Statfs(p, &st)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.ENOENT) || p == filepath.Dir(p) {
+			return "", fmt.Errorf("pin directory %s: %w", dir, err)
+		}
 	}
 	if st.Type != unix.BPF_FS_MAGIC {
 		return "", fmt.Errorf("pin directory %s: not on bpffs", dir)
