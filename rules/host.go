@@ -137,6 +137,9 @@ func normalizeName(name string, kind int) (string, error) {
 			}
 			return "", fmt.Errorf("has an empty label (two dots in a row, or a leading or trailing dot); remove the extra dot")
 		}
+		if !isASCII(l) && wild {
+			return "", fmt.Errorf("has non-ASCII characters in the label that holds the '*'; a wildcard cannot be IDNA-converted, write the whole label in its xn-- form")
+		}
 		if !isASCII(l) {
 			a, err := idna.Lookup.ToASCII(l)
 			if err != nil {

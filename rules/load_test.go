@@ -193,6 +193,7 @@ func TestServiceValidation(t *testing.T) {
 		{"*", "*"},
 		{"bücher.example", "xn--bcher-kva.example"},
 		{"*.BÜCHER.example", "*.xn--bcher-kva.example"},
+		{"*ü.example", ""},
 		{"198.18.0.1", "198.18.0.1"},
 		{"2001:0002::1", "2001:2::1"},
 		{"[2001:2::1]", "2001:2::1"},
