@@ -128,8 +128,8 @@ func (e *env) spec(ts test, t *target) workerSpec {
 		Conns: ts.conns, MaxConns: 512, Duration: e.o.duration, Timeout: 5 * time.Second,
 		NewConn: ts.newConn, Hold: ts.hold,
 	}
-	if ts.hold {
-		s.Duration = 2 * time.Second
+	if ts.hold { // long enough for several RSS samples
+		s.Duration = max(s.Duration, 500*time.Millisecond)
 	}
 	return s
 }

@@ -29,6 +29,7 @@ type options struct {
 	svgDir   string
 	profile  string // directory for egressd CPU/alloc profiles ("" none)
 	keep     bool   // keep the run directory
+	strict   bool   // fail unless every case ran every test and got answers
 }
 
 // allCases lists every case; "egressd-l7" is egressd's proxy without BPF
@@ -58,6 +59,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.svgDir, "svg", "", "write a latency percentile plot per open-loop test into `dir`")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of egressd under max-ka load into `dir`")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary run directory (configs, logs)")
+	fs.BoolVar(&o.strict, "strict", false, "exit 1 unless every case started and every run got 2xx answers (CI smoke; no timing checks)")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -156,7 +158,34 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	rep.summarize()
 	rep.writeTable(stdout)
-	return rep.writeFiles(o)
+	if err := rep.writeFiles(o); err != nil {
+		return err
+	}
+	if o.strict {
+		return rep.complete()
+	}
+	return nil
+}
+
+// complete reports every case that was skipped and every run that failed or
+// got no successful answer.
+func (r *report) complete() error {
+	var bad []string
+	for c, why := range r.Skipped {
+		bad = append(bad, fmt.Sprintf("case %s skipped: %s", c, why))
+	}
+	for _, rec := range r.Runs {
+		switch {
+		case rec.Error != "":
+			bad = append(bad, fmt.Sprintf("%s %s: %s", rec.Test, rec.Case, rec.Error))
+		case rec.Result == nil || rec.Result.Responses-rec.Result.Non2xx == 0:
+			bad = append(bad, fmt.Sprintf("%s %s: no 2xx answers", rec.Test, rec.Case))
+		}
+	}
+	if len(bad) > 0 {
+		return errors.New("incomplete run:\n  " + strings.Join(bad, "\n  "))
+	}
+	return nil
 }
 
 // writeJSON writes v indented to path.

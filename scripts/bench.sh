@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# bench.sh builds egressd and egressbench and runs the standard comparison:
+# the direct path, egressd (real BPF redirect; plain, HTTPS origination and
+# 100,000 rules), nginx and HAProxy with an equivalent Host whitelist, side by
+# side in one run (tests and cases interleaved, order rotated, medians).
+# Run as root from anywhere in a clone (after scripts/provision.sh):
+#
+#	scripts/bench.sh           # ~6 minutes: 3 repetitions of 4 s per run, plus a profile of egressd
+#	scripts/bench.sh --quick   # < 1 minute: the same scenarios, 1 repetition of 1 s
+#	scripts/bench.sh --smoke   # seconds: every scenario runs and yields numbers (CI); no timing checks
+#
+# Extra arguments go to "egressbench run" (e.g. --cases direct,nginx,egressd).
+# Results: $BENCH_OUT (default bench/out): results.md (BENCHMARKS.md-ready
+# tables, ratios vs direct and nginx), results.json (every run), lat*.svg
+# (latency percentile plots), profile/ (egressd CPU and allocation profiles).
+# Keep the machine otherwise idle: the figures are shares of its CPUs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH=$PATH:/usr/local/bin:/usr/local/go/bin
+
+mode=standard
+case "${1:-}" in
+--quick) mode=quick; shift ;;
+--smoke) mode=smoke; shift ;;
+esac
+
+out=${BENCH_OUT:-bench/out}
+mkdir -p "$out" bin
+go build -o bin/egressd ./cmd/egressd
+go build -o bin/egressbench ./cmd/egressbench
+
+tests=lat1000,lat2000,rtt,max-ka,max-close,h2c,conns1000
+case $mode in
+standard) args=(--reps 3 --duration 4s --idle-wait 10s --tests "$tests" --profile "$out/profile"); limit=900 ;;
+quick) args=(--reps 1 --duration 1s --idle-wait 1s --tests "$tests"); limit=120 ;;
+smoke) args=(--reps 1 --duration 300ms --idle-wait 0s --tests lat200,rtt,max-ka,max-close,h2c,conns1000 --big-rules 1000 --strict); limit=120 ;;
+esac
+
+# timeout: a hung run must not hang CI; egressbench cleans up on SIGTERM.
+timeout --kill-after=20 "$limit" bin/egressbench run --egressd bin/egressd --peers bench \
+	--json "$out/results.json" --markdown "$out/results.md" --svg "$out" "${args[@]}" "$@"
+echo "bench.sh: markdown in $out/results.md, JSON in $out/results.json, plots in $out/"
