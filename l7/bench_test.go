@@ -1,0 +1,197 @@
+package l7
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// benchUpstream is a minimal keep-alive HTTP/1.1 server answering every
+// request head with a fixed 100-byte body, so that the benchmarks measure
+// the proxy rather than the upstream.
+func benchUpstream(b *testing.B) netip.AddrPort {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n" + strings.Repeat("x", 100))
+	done := make(chan struct{})
+	var conns []net.Conn
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+			go func() {
+				br := bufio.NewReader(c)
+				for {
+					if err := skipHead(br); err != nil {
+						c.Close()
+						return
+					}
+					if _, err := c.Write(resp); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	b.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+// skipHead reads a message head and returns its Content-Length (0: none).
+func skipHead(br *bufio.Reader) error {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) == 2 {
+			return nil
+		}
+	}
+}
+
+// roundTrip writes req and reads one response with a Content-Length body.
+func roundTrip(b *testing.B, c net.Conn, br *bufio.Reader, req []byte) {
+	if _, err := c.Write(req); err != nil {
+		b.Fatal(err)
+	}
+	n := -1
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(line) == 2 {
+			break
+		}
+		if bytes.HasPrefix(line, []byte("Content-Length: ")) {
+			n = 0
+			for _, d := range line[16 : len(line)-2] {
+				n = n*10 + int(d-'0')
+			}
+		}
+	}
+	if n < 0 {
+		b.Fatal("response without Content-Length")
+	}
+	if _, err := br.Discard(n); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func benchProxy(b *testing.B, up netip.AddrPort, logger *slog.Logger) *env {
+	return newEnv(b, Config{
+		Rules: compileRules(b,
+			httpRule("wild", "*.allowed.test", up.Port()),
+			httpRule("exact", "exact.whitelisted.test", up.Port())),
+		OriginalDst: fixedOrig{up},
+		DialMode:    DialOriginal,
+		Logger:      logger,
+	})
+}
+
+const benchRequest = "GET /bench HTTP/1.1\r\nHost: api.allowed.test\r\nUser-Agent: bench/1\r\nAccept: */*\r\n\r\n"
+
+func runKeepAlive(b *testing.B, addr, req string) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	r := []byte(req)
+	roundTrip(b, c, br, r) // warm the upstream pool
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		roundTrip(b, c, br, r)
+	}
+}
+
+// BenchmarkDirect is the floor: the client talks to the upstream itself.
+func BenchmarkDirect(b *testing.B) {
+	up := benchUpstream(b)
+	runKeepAlive(b, up.String(), benchRequest)
+}
+
+// BenchmarkProxyAllowedKeepAlive: allowed requests on one keep-alive client
+// connection through the proxy to a pooled upstream connection.
+func BenchmarkProxyAllowedKeepAlive(b *testing.B) {
+	b.Run("log=off", func(b *testing.B) {
+		e := benchProxy(b, benchUpstream(b), slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		runKeepAlive(b, e.addr, benchRequest)
+	})
+	b.Run("log=json", func(b *testing.B) {
+		e := benchProxy(b, benchUpstream(b), slog.New(slog.NewJSONHandler(io.Discard, nil)))
+		runKeepAlive(b, e.addr, benchRequest)
+	})
+}
+
+// BenchmarkProxyDenied: denied requests answered by the proxy itself.
+func BenchmarkProxyDenied(b *testing.B) {
+	e := benchProxy(b, benchUpstream(b), slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	runKeepAlive(b, e.addr, strings.Replace(benchRequest, "api.allowed.test", "evil.example.test", 1))
+}
+
+// BenchmarkProxyAllowedParallel: several client connections at once.
+func BenchmarkProxyAllowedParallel(b *testing.B) {
+	e := benchProxy(b, benchUpstream(b), slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		r := []byte(benchRequest)
+		for pb.Next() {
+			roundTrip(b, c, br, r)
+		}
+	})
+}
+
+// BenchmarkReadRequest: the request-head reader, parser and checks.
+func BenchmarkReadRequest(b *testing.B) {
+	req := []byte("GET /api/v1/items?limit=10 HTTP/1.1\r\nHost: api.allowed.test\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n" +
+		"Accept: application/json\r\nAccept-Encoding: gzip, deflate\r\nAccept-Language: en-US,en;q=0.9\r\n" +
+		"Connection: keep-alive\r\nCookie: session=0123456789abcdef\r\nX-Request-Id: 5f0c6a8e-4d7b-4a8e-9c1f-2b3c4d5e6f70\r\n\r\n")
+	rd := bytes.NewReader(req)
+	br := bufio.NewReader(rd)
+	var r request
+	b.ReportAllocs()
+	b.SetBytes(int64(len(req)))
+	for i := 0; i < b.N; i++ {
+		rd.Reset(req)
+		br.Reset(rd)
+		if err := r.readHead(br, DefaultMaxHeaderBytes); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.parse(); err != nil {
+			b.Fatal(err)
+		}
+		if st, reason := r.check(); st != 0 {
+			b.Fatal(reason)
+		}
+	}
+}
