@@ -60,7 +60,7 @@ func (p *Proxy) h2UpstreamKey(d *h2Dial) string {
 		b.WriteString(strings.ReplaceAll(d.orig.Addr().String(), ":", "-"))
 		b.WriteString(".ip.")
 	}
-	b.WriteString(strings.ToLower(hostOnly(d.host)))
+	b.WriteString(strings.ToLower(strings.TrimSuffix(hostOnly(d.host), ".")))
 	b.WriteByte(':')
 	b.WriteString(strconv.Itoa(int(d.orig.Port())))
 	return b.String()

@@ -1,0 +1,248 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// newH2CUpstream starts an upstream speaking HTTP/1.1 and h2c (prior
+// knowledge) that records each request; conns counts its accepted
+// connections.
+func newH2CUpstream(t testing.TB, h http.HandlerFunc) (*upstream, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int32
+	u := &upstream{ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port), reqs: make(chan *seenRequest, 100)}
+	handler := u.record(h)
+	if h != nil && strings.HasPrefix(t.Name(), "TestH2CStream") {
+		handler = h // streaming tests must not have their body read first
+	}
+	u.srv = &http.Server{
+		Handler:  handler,
+		ErrorLog: log.New(io.Discard, "", 0),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				conns.Add(1)
+			}
+		},
+		Protocols: new(http.Protocols),
+	}
+	u.srv.Protocols.SetHTTP1(true)
+	u.srv.Protocols.SetUnencryptedHTTP2(true)
+	go u.srv.Serve(ln)
+	t.Cleanup(func() { u.srv.Close() })
+	return u, &conns
+}
+
+// protoRule allows service on port with protocol proto.
+func protoRule(name, service string, port uint16, proto rules.Protocol) *rules.Rule {
+	return &rules.Rule{Name: name, Service: service, Ports: []rules.Port{{Number: port, Protocol: proto}}}
+}
+
+// h2cEnv starts an h2c upstream and a proxy whose connections all look
+// redirected from it; api.allowed.test is allowed there as HTTP2.
+func h2cEnv(t *testing.T, h http.HandlerFunc) (*env, *upstream, *atomic.Int32) {
+	t.Helper()
+	u, conns := newH2CUpstream(t, h)
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, protoRule("h2-api", "api.allowed.test", u.port, rules.HTTP2)),
+		OriginalDst: fixedOrig{u.orig()},
+	})
+	return e, u, conns
+}
+
+// h2cClient is a Go HTTP/2 client speaking h2c to the proxy; dials counts
+// the client connections it opened.
+func h2cClient(t testing.TB, e *env) (*http.Client, *atomic.Int32) {
+	t.Helper()
+	var dials atomic.Int32
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, _ string, _ *tls.Config) (net.Conn, error) {
+			dials.Add(1)
+			var d net.Dialer
+			return d.DialContext(ctx, network, e.addr)
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}, &dials
+}
+
+func TestH2CCurlAllowAndDeny(t *testing.T) {
+	e, u, _ := h2cEnv(t, nil)
+	code, body := curl(t, e, fmt.Sprintf("http://api.allowed.test:%d/h2?q=1", u.port),
+		"--http2-prior-knowledge", "--data-binary", "payload", "-H", "X-Test: yes")
+	want := fmt.Sprintf("hello api.allowed.test:%d/h2", u.port)
+	if code != 200 || body != want {
+		t.Fatalf("allowed: %d %q, want 200 %q", code, body, want)
+	}
+	got := u.next(t)
+	if got.Proto != "HTTP/2.0" || got.Method != "POST" || got.URI != "/h2?q=1" || got.Body != "payload" ||
+		got.Header.Get("X-Test") != "yes" || got.Host != fmt.Sprintf("api.allowed.test:%d", u.port) {
+		t.Fatalf("upstream got %+v", got)
+	}
+	code, body = curl(t, e, fmt.Sprintf("http://denied.test:%d/", u.port), "--http2-prior-knowledge")
+	if code != 403 {
+		t.Fatalf("denied: %d %q, want 403", code, body)
+	}
+	mustContain(t, body, "no rule allows denied.test on port")
+	u.none(t)
+	if n := e.counter("egressd_requests_total", "decision", "deny", "protocol", "h2c"); n != 1 {
+		t.Errorf("deny counter %v, want 1", n)
+	}
+	if n := e.counter("egressd_requests_total", "decision", "allow", "protocol", "h2c", "rule", "h2-api"); n != 1 {
+		t.Errorf("allow counter %v, want 1", n)
+	}
+	mustContain(t, e.logs.String(), `"protocol":"h2c","upstream":"http","rule":"h2-api","decision":"allow","status":200,"bytes_in":7`)
+}
+
+// Streams on one client connection are decided one by one; allowed ones
+// share one upstream connection.
+func TestH2CMixedStreamsOnOneConnection(t *testing.T) {
+	e, u, upConns := h2cEnv(t, nil)
+	client, dials := h2cClient(t, e)
+	hosts := []string{"api.allowed.test", "denied.test", "API.Allowed.Test.", "other.test", "api.allowed.test"}
+	var wg sync.WaitGroup
+	codes := make([]int, len(hosts))
+	for i, host := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("GET", fmt.Sprintf("http://proxy/s%d", i), nil)
+			req.Host = host
+			res, err := client.Do(req)
+			if err != nil {
+				t.Errorf("%s: %v", host, err)
+				return
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			codes[i] = res.StatusCode
+		}()
+	}
+	wg.Wait()
+	if want := []int{200, 403, 200, 403, 200}; fmt.Sprint(codes) != fmt.Sprint(want) {
+		t.Fatalf("statuses %v, want %v", codes, want)
+	}
+	for range 3 {
+		u.next(t)
+	}
+	u.none(t)
+	if dials.Load() != 1 || upConns.Load() != 1 {
+		t.Errorf("client connections %d, upstream connections %d; want 1 and 1", dials.Load(), upConns.Load())
+	}
+}
+
+// nghttp runs Debian's nghttp (h2c prior knowledge) against the proxy with
+// :authority overridden, and returns the :status of every stream.
+func nghttp(t *testing.T, e *env, authority string, paths ...string) []string {
+	t.Helper()
+	bin, err := exec.LookPath("nghttp")
+	if err != nil {
+		t.Skip("nghttp is not installed (apt-get install nghttp2-client)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	args := []string{"-nv", "-H", ":authority: " + authority}
+	for _, p := range paths {
+		args = append(args, "http://"+e.addr+p)
+	}
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nghttp %v: %v\n%s", args, err, out)
+	}
+	var statuses []string
+	for _, m := range regexp.MustCompile(`recv \(stream_id=\d+\) :status: (\d+)`).FindAllStringSubmatch(string(out), -1) {
+		statuses = append(statuses, m[1])
+	}
+	return statuses
+}
+
+func TestH2CNghttp(t *testing.T) {
+	e, u, upConns := h2cEnv(t, nil)
+	got := nghttp(t, e, fmt.Sprintf("api.allowed.test:%d", u.port), "/a", "/b", "/c", "/d")
+	if strings.Join(got, " ") != "200 200 200 200" {
+		t.Fatalf("allowed statuses %v", got)
+	}
+	seen := map[string]bool{}
+	for range 4 {
+		seen[u.next(t).URI] = true
+	}
+	if len(seen) != 4 {
+		t.Errorf("upstream saw %v", seen)
+	}
+	got = nghttp(t, e, "evil.test", "/x", "/y")
+	if strings.Join(got, " ") != "403 403" {
+		t.Fatalf("denied statuses %v", got)
+	}
+	u.none(t)
+	if upConns.Load() != 1 {
+		t.Errorf("upstream connections %d, want 1 (shared across streams)", upConns.Load())
+	}
+}
+
+// A stream flows both ways at once: every chunk the client sends comes back
+// before the client sends the next one; trailers cross in both directions.
+func TestH2CStreamFullDuplexAndTrailers(t *testing.T) {
+	e, u, _ := h2cEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Lines")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		sc := bufio.NewScanner(r.Body)
+		n := 0
+		for sc.Scan() {
+			fmt.Fprintf(w, "echo %s\n", sc.Text())
+			w.(http.Flusher).Flush()
+			n++
+		}
+		w.Header().Set("X-Lines", fmt.Sprint(n))
+		w.Header().Set(http.TrailerPrefix+"X-Req-Trailer", r.Trailer.Get("X-Req-Trailer"))
+	})
+	_ = u
+	client, _ := h2cClient(t, e)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", "http://proxy/stream", pr)
+	req.Host = "api.allowed.test"
+	req.Trailer = http.Header{"X-Req-Trailer": nil}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	br := bufio.NewReader(res.Body)
+	for i := range 3 {
+		fmt.Fprintf(pw, "line %d\n", i)
+		got, err := br.ReadString('\n')
+		if want := fmt.Sprintf("echo line %d\n", i); got != want || err != nil {
+			t.Fatalf("read %q, %v; want %q", got, err, want)
+		}
+	}
+	req.Trailer.Set("X-Req-Trailer", "sent-last")
+	pw.Close()
+	if rest, err := io.ReadAll(br); len(rest) != 0 || err != nil {
+		t.Fatalf("rest %q, %v", rest, err)
+	}
+	if res.Trailer.Get("X-Lines") != "3" || res.Trailer.Get("X-Req-Trailer") != "sent-last" {
+		t.Fatalf("trailers %v", res.Trailer)
+	}
+}
