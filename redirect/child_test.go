@@ -25,7 +25,7 @@ const childEnv = "EGRESSD_REDIRECT_CHILD"
 
 // job is what a child does: N connects (or datagrams) to Addr.
 type job struct {
-	Network string // tcp4, tcp6, udp4, udp6, or tcp6-mapped (IPv4 through an IPv6 socket)
+	Network string // tcp4, tcp6, udp4, udp6; tcp6-mapped (IPv4 through an IPv6 socket); tcp4-fastopen (TFO sendto)
 	Addr    string
 	N       int
 	Mark    uint32        // SO_MARK on the socket
@@ -85,6 +85,8 @@ func (j job) once() (string, error) {
 	switch {
 	case j.Network == "tcp6-mapped":
 		c, err = dialMapped(j.Addr)
+	case j.Network == "tcp4-fastopen":
+		c, err = dialFastOpen(j.Addr)
 	case j.Unconn:
 		c, err = j.sendTo(d)
 	default:
@@ -138,6 +140,26 @@ func dialMapped(addr string) (net.Conn, error) {
 	defer f.Close()
 	sa := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: netip.AddrFrom4(ap.Addr().As4()).As16()}
 	if err := unix.Connect(fd, sa); err != nil {
+		return nil, err
+	}
+	return net.FileConn(f)
+}
+
+// dialFastOpen connects with TCP Fast Open: sendto(MSG_FASTOPEN) on an
+// unconnected socket, no connect call.
+func dialFastOpen(addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "fastopen")
+	defer f.Close()
+	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	if err := unix.Sendto(fd, []byte("hello\n"), unix.MSG_FASTOPEN, sa); err != nil {
 		return nil, err
 	}
 	return net.FileConn(f)

@@ -42,6 +42,7 @@ func TestRedirect(t *testing.T) {
 		{"ipv4", false, job{Network: "tcp4", Addr: ext4}, "orig " + ext4},
 		{"ipv6", false, job{Network: "tcp6", Addr: ext6}, "orig " + ext6},
 		{"v4-mapped", false, job{Network: "tcp6-mapped", Addr: ext4}, "orig " + ext4},
+		{"fast open", false, job{Network: "tcp4-fastopen", Addr: ext4}, "orig " + ext4},
 		{"pod ipv4", true, job{Network: "tcp4", Addr: ext4}, "orig " + ext4},
 		{"pod ipv6", true, job{Network: "tcp6", Addr: ext6}, "orig " + ext6},
 		{"pod v4-mapped", true, job{Network: "tcp6-mapped", Addr: ext4}, "orig " + ext4},
@@ -68,8 +69,8 @@ func TestRedirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("stats: %+v", s)
-	if s.Redirected != 18 || s.Tracked != 18 || s.SkippedMark != 3 || s.SkippedLoopback != 3 || s.SkippedExcluded != 6 {
-		t.Errorf("stats %+v: want 18 redirected and tracked, 3 marked, 3 loopback, 6 excluded", s)
+	if s.Redirected != 21 || s.Tracked != 21 || s.SkippedMark != 3 || s.SkippedLoopback != 3 || s.SkippedExcluded != 6 {
+		t.Errorf("stats %+v: want 21 redirected and tracked, 3 marked, 3 loopback, 6 excluded", s)
 	}
 }
 
