@@ -9,7 +9,8 @@
  *
  * Entry points are thin; the decisions live in the static helpers below.
  * A sock_addr program returns VERDICT_ALLOW (the syscall proceeds, maybe
- * with a rewritten address) or VERDICT_REJECT (it fails with EPERM).
+ * with a rewritten address) or VERDICT_REJECT (it fails with EPERM: used
+ * for refused UDP).
  */
 
 #include "egressd.h"
@@ -19,6 +20,8 @@
 #define VERDICT_ALLOW 1
 /* Internal: the connect is to be rewritten to the proxy. */
 #define VERDICT_REDIRECT 2
+/* Internal: the connect is to be failed closed (see fail_closed4). */
+#define VERDICT_FAIL_CLOSED 3
 
 #define INADDR_LOOPBACK 0x7f000001
 
@@ -145,10 +148,8 @@ static __always_inline int policy(struct bpf_sock_addr *ctx, const __u32 a[4], _
 	}
 	/* Stream protocols other than TCP (MPTCP, SCTP) can't be tracked to
 	 * the proxy: refuse them rather than let them bypass it. */
-	if (ctx->protocol != IPPROTO_TCP) {
-		count(COUNTER_FAIL_CLOSED);
-		return VERDICT_REJECT;
-	}
+	if (ctx->protocol != IPPROTO_TCP)
+		return VERDICT_FAIL_CLOSED;
 	/* DNS over TCP (truncated answers) is allowed like UDP DNS; it opens
 	 * nothing UDP/53 does not. */
 	if (port == 53) {
@@ -163,10 +164,32 @@ static __always_inline int in_host_netns(struct bpf_sock_addr *ctx)
 	return bpf_get_netns_cookie(ctx) == host_netns_cookie;
 }
 
-static __always_inline int fail_closed(void)
+/*
+ * Fail closed: a connect that can't go to the proxy goes to port 0 on
+ * loopback, where nothing can listen, and fails with ECONNREFUSED. It
+ * never passes through unredirected.
+ */
+static __always_inline int fail_closed4(struct bpf_sock_addr *ctx)
 {
+	ctx->user_ip4 = bpf_htonl(INADDR_LOOPBACK);
+	ctx->user_port = 0;
 	count(COUNTER_FAIL_CLOSED);
-	return VERDICT_REJECT;
+	return VERDICT_ALLOW;
+}
+
+static __always_inline int fail_closed6(struct bpf_sock_addr *ctx, const __u32 a[4])
+{
+	__u32 lo[4] = { 0, 0, 0, bpf_htonl(1) };
+
+	if (is_v4mapped(a))
+		set_v4mapped(lo, bpf_htonl(INADDR_LOOPBACK));
+	ctx->user_ip6[0] = lo[0];
+	ctx->user_ip6[1] = lo[1];
+	ctx->user_ip6[2] = lo[2];
+	ctx->user_ip6[3] = lo[3];
+	ctx->user_port = 0;
+	count(COUNTER_FAIL_CLOSED);
+	return VERDICT_ALLOW;
 }
 
 /* record remembers the original destination under the socket cookie until
@@ -189,6 +212,8 @@ int connect4(struct bpf_sock_addr *ctx)
 
 	set_v4mapped(a, ctx->user_ip4);
 	v = policy(ctx, a, port);
+	if (v == VERDICT_FAIL_CLOSED)
+		return fail_closed4(ctx);
 	if (v != VERDICT_REDIRECT)
 		return v;
 
@@ -197,10 +222,10 @@ int connect4(struct bpf_sock_addr *ctx)
 	else if (node_ip4)
 		target = node_ip4;
 	else
-		return fail_closed(); /* a pod, and nowhere to send it */
+		return fail_closed4(ctx); /* a pod, and nowhere to send it */
 
 	if (!record(ctx, a, port))
-		return fail_closed(); /* the proxy could not serve it */
+		return fail_closed4(ctx); /* the proxy could not serve it */
 	ctx->user_ip4 = target;
 	ctx->user_port = bpf_htons(proxy_port);
 	count(COUNTER_REDIRECTED);
@@ -246,13 +271,15 @@ int connect6(struct bpf_sock_addr *ctx)
 	a[2] = ctx->user_ip6[2];
 	a[3] = ctx->user_ip6[3];
 	v = policy(ctx, a, port);
+	if (v == VERDICT_FAIL_CLOSED)
+		return fail_closed6(ctx, a);
 	if (v != VERDICT_REDIRECT)
 		return v;
 
 	if (!target6(ctx, a, t))
-		return fail_closed(); /* a pod, and nowhere to send it */
+		return fail_closed6(ctx, a); /* a pod, and nowhere to send it */
 	if (!record(ctx, a, port))
-		return fail_closed();
+		return fail_closed6(ctx, a); /* the proxy could not serve it */
 	ctx->user_ip6[0] = t[0];
 	ctx->user_ip6[1] = t[1];
 	ctx->user_ip6[2] = t[2];

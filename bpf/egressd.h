@@ -60,8 +60,8 @@ enum counter {
 	COUNTER_SKIP_OTHER,       /* not TCP nor UDP (raw, ping): not ours */
 	COUNTER_UDP_ALLOWED,      /* UDP allowed (DNS, or any without DenyUDP) */
 	COUNTER_UDP_REFUSED,      /* UDP refused (443 always, others with DenyUDP) */
-	COUNTER_FAIL_CLOSED,      /* connect refused: no target (no node address,
-	                           * non-TCP stream, pending map full) */
+	COUNTER_FAIL_CLOSED,      /* connect sent to loopback port 0 (refused): no
+	                           * node address, non-TCP stream, map full */
 	COUNTER_TRACKED,          /* sockops moved an entry to orig_dsts */
 	COUNTER_TRACK_FAILED,     /* sockops could not store it (proxy will miss) */
 	COUNTER_MAX,

@@ -120,15 +120,16 @@ func TestPodWithoutNodeAddrFailsClosed(t *testing.T) {
 	r := tp.attach(t, opts)
 	want(t, "pod ipv4", runChild(t, tp.cg, tp.pod, job{Network: "tcp4", Addr: hostPort(extAddr4, tp.extPort), N: 2}),
 		"orig "+hostPort(extAddr4, tp.extPort))
-	wantErr(t, "pod ipv6", runChild(t, tp.cg, tp.pod, job{Network: "tcp6", Addr: hostPort(extAddr6, tp.extPort), N: 2}), "EPERM")
+	wantErr(t, "pod ipv6", runChild(t, tp.cg, tp.pod, job{Network: "tcp6", Addr: hostPort(extAddr6, tp.extPort), N: 2}), "ECONNREFUSED")
 
 	opts.NodeAddrs = nil
 	tp.attach(t, opts)
-	wantErr(t, "pod ipv4 no node", runChild(t, tp.cg, tp.pod, job{Network: "tcp4", Addr: hostPort(extAddr4, tp.extPort), N: 2}), "EPERM")
+	wantErr(t, "pod ipv4 no node", runChild(t, tp.cg, tp.pod, job{Network: "tcp4", Addr: hostPort(extAddr4, tp.extPort), N: 2}), "ECONNREFUSED")
+	wantErr(t, "pod v4-mapped no node", runChild(t, tp.cg, tp.pod, job{Network: "tcp6-mapped", Addr: hostPort(extAddr4, tp.extPort), N: 2}), "ECONNREFUSED")
 	// The host namespace still goes to loopback.
 	want(t, "host ipv4", runChild(t, tp.cg, nil, job{Network: "tcp4", Addr: hostPort(extAddr4, tp.extPort), N: 2}),
 		"orig "+hostPort(extAddr4, tp.extPort))
-	if s, err := r.Stats(); err != nil || s.FailClosed != 4 {
-		t.Errorf("stats %+v, %v: want 4 fail-closed", s, err)
+	if s, err := r.Stats(); err != nil || s.FailClosed != 6 {
+		t.Errorf("stats %+v, %v: want 6 fail-closed", s, err)
 	}
 }
