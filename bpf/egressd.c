@@ -146,8 +146,9 @@ static __always_inline int policy(struct bpf_sock_addr *ctx, const __u32 a[4], _
 		count(COUNTER_SKIP_OTHER);
 		return VERDICT_ALLOW;
 	}
-	/* Stream protocols other than TCP (MPTCP, SCTP) can't be tracked to
-	 * the proxy: refuse them rather than let them bypass it. */
+	/* Stream protocols other than TCP (SCTP) can't be tracked to the
+	 * proxy: refuse them rather than let them bypass it. (MPTCP is fine:
+	 * its first subflow, a TCP socket, connects through these hooks.) */
 	if (ctx->protocol != IPPROTO_TCP)
 		return VERDICT_FAIL_CLOSED;
 	/* DNS over TCP (truncated answers) is allowed like UDP DNS; it opens

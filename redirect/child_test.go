@@ -25,7 +25,7 @@ const childEnv = "EGRESSD_REDIRECT_CHILD"
 
 // job is what a child does: N connects (or datagrams) to Addr.
 type job struct {
-	Network string // tcp4, tcp6, udp4, udp6; tcp6-mapped (IPv4 through an IPv6 socket); tcp4-fastopen (TFO sendto)
+	Network string // tcp4, tcp6, udp4, udp6; tcp6-mapped (IPv4 through an IPv6 socket); tcp4-fastopen (TFO sendto); mptcp4
 	Addr    string
 	N       int
 	Mark    uint32        // SO_MARK on the socket
@@ -89,6 +89,9 @@ func (j job) once() (string, error) {
 		c, err = dialFastOpen(j.Addr)
 	case j.Unconn:
 		c, err = j.sendTo(d)
+	case j.Network == "mptcp4":
+		d.SetMultipathTCP(true)
+		c, err = d.Dial("tcp4", j.Addr)
 	default:
 		c, err = d.Dial(j.Network, j.Addr)
 	}

@@ -11,10 +11,10 @@
 // TCP; DNS (port 53) is always allowed; Options.DenyUDP refuses the rest.
 //
 // Fail closed: a pod socket with no node address of its family, a stream
-// socket that is not TCP (MPTCP, SCTP), or a connect that can't be
-// recorded is sent to port 0 on loopback and fails with ECONNREFUSED;
-// never does it pass through unredirected. Refused UDP fails with EPERM.
-// With no agent running the programs stay attached and redirected
+// socket that is not TCP (SCTP; MPTCP subflows are TCP), or a connect that
+// can't be recorded is sent to port 0 on loopback and fails with
+// ECONNREFUSED; never does it pass through unredirected. Refused UDP fails
+// with EPERM. With no agent running the programs stay attached and redirected
 // connects are refused by the closed proxy port.
 //
 // # Lifecycle

@@ -43,6 +43,8 @@ func TestRedirect(t *testing.T) {
 		{"ipv6", false, job{Network: "tcp6", Addr: ext6}, "orig " + ext6},
 		{"v4-mapped", false, job{Network: "tcp6-mapped", Addr: ext4}, "orig " + ext4},
 		{"fast open", false, job{Network: "tcp4-fastopen", Addr: ext4}, "orig " + ext4},
+		// MPTCP connects its first subflow, a TCP socket, through the hooks.
+		{"mptcp", false, job{Network: "mptcp4", Addr: ext4}, "orig " + ext4},
 		{"pod ipv4", true, job{Network: "tcp4", Addr: ext4}, "orig " + ext4},
 		{"pod ipv6", true, job{Network: "tcp6", Addr: ext6}, "orig " + ext6},
 		{"pod v4-mapped", true, job{Network: "tcp6-mapped", Addr: ext4}, "orig " + ext4},
@@ -69,8 +71,8 @@ func TestRedirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("stats: %+v", s)
-	if s.Redirected != 21 || s.Tracked != 21 || s.SkippedMark != 3 || s.SkippedLoopback != 3 || s.SkippedExcluded != 6 {
-		t.Errorf("stats %+v: want 21 redirected and tracked, 3 marked, 3 loopback, 6 excluded", s)
+	if s.Redirected != 24 || s.Tracked != 24 || s.SkippedMark != 3 || s.SkippedLoopback != 3 || s.SkippedExcluded != 6 {
+		t.Errorf("stats %+v: want 24 redirected and tracked, 3 marked, 3 loopback, 6 excluded", s)
 	}
 }
 
