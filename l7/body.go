@@ -11,10 +11,11 @@ import (
 
 // A pump moves one message body from src to dst. Before every read that
 // would block it flushes dst (so streams and unknown lengths reach the other
-// side as they come) and sets src's read deadline (the longest stall). A nil
-// dst discards.
+// side as they come) and sets src's read deadline and dst's write deadline
+// (the longest stall either side may cause). A nil dst discards.
 type pump struct {
 	dst      *bufio.Writer
+	dstConn  writeDeadliner // the connection under dst; nil with dst
 	src      *bufio.Reader
 	srcConn  deadliner // the connection under src
 	stall    time.Duration
@@ -25,6 +26,8 @@ type pump struct {
 
 // deadliner is the part of net.Conn a pump needs.
 type deadliner interface{ SetReadDeadline(time.Time) error }
+
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
 // copyError tells which side of a pump failed.
 type copyError struct {
@@ -45,12 +48,14 @@ func (p *pump) fill() error {
 	if p.src.Buffered() > 0 {
 		return nil
 	}
+	deadline := time.Now().Add(p.stall)
 	if p.dst != nil {
+		p.dstConn.SetWriteDeadline(deadline)
 		if err := p.dst.Flush(); err != nil {
 			return &copyError{write: true, err: err}
 		}
 	}
-	p.srcConn.SetReadDeadline(time.Now().Add(p.stall))
+	p.srcConn.SetReadDeadline(deadline)
 	if _, err := p.src.Peek(1); err != nil {
 		return &copyError{err: err}
 	}

@@ -223,12 +223,21 @@ type seenRequest struct {
 
 func newUpstream(t testing.TB, h http.HandlerFunc) *upstream {
 	t.Helper()
+	return newUpstreamWith(t, h, nil)
+}
+
+// newUpstreamWith lets configure adjust the server before it serves.
+func newUpstreamWith(t testing.TB, h http.HandlerFunc, configure func(*http.Server)) *upstream {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := &upstream{ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port), reqs: make(chan *seenRequest, 100)}
 	u.srv = &http.Server{Handler: u.record(h), ErrorLog: log.New(io.Discard, "", 0)}
+	if configure != nil {
+		configure(u.srv)
+	}
 	go u.srv.Serve(ln)
 	t.Cleanup(func() { u.srv.Close() })
 	return u

@@ -30,6 +30,10 @@ func (s *h1conn) forward(m rules.Match) bool {
 	}
 	for attempt := 0; ; attempt++ {
 		uc := p.pool.get(key)
+		for uc != nil && s.req.hasBody() && !uc.alive() {
+			uc.nc.Close() // a body cannot be retried: do not risk it on a dead connection
+			uc = p.pool.get(key)
+		}
 		if uc == nil {
 			var err error
 			if uc, err = p.connectUpstream(key, m, s.c.orig); err != nil {
@@ -97,6 +101,7 @@ func (s *h1conn) upstreamFailed(err error, bodyRead bool) bool {
 // anything was consumed, and the request may be sent again on a new one.
 func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 	r := &s.req
+	uc.nc.SetWriteDeadline(time.Now().Add(s.p.cfg.ResponseTimeout))
 	s.writeRequestHead(uc.bw)
 	bodyRead := !r.hasBody()
 	if r.hasBody() {
@@ -104,7 +109,7 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 			s.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 			s.c.bw.Flush()
 		}
-		pm := s.clientPump(uc.bw)
+		pm := s.clientPump(uc)
 		var err error
 		if r.chunked {
 			err = pm.copyChunked(true)

@@ -144,7 +144,11 @@ func (s *h1conn) discardBody() bool {
 	return err == nil
 }
 
-// clientPump reads the request body from the client into dst.
-func (s *h1conn) clientPump(dst *bufio.Writer) pump {
-	return pump{dst: dst, src: s.c.br, srcConn: s.c.nc, stall: s.p.cfg.IdleTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
+// clientPump reads the request body from the client into uc (nil: discard).
+func (s *h1conn) clientPump(uc *upConn) pump {
+	pm := pump{src: s.c.br, srcConn: s.c.nc, stall: s.p.cfg.IdleTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
+	if uc != nil {
+		pm.dst, pm.dstConn = uc.bw, uc.nc
+	}
+	return pm
 }

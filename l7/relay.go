@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"syscall"
+	"time"
 )
 
 var (
@@ -36,10 +37,11 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 	}
 	reframe := framing == bodyChunked && r.minor == 1
 	keep := s.keepAlive() && framing != bodyUntilClose && (framing != bodyChunked || reframe)
-	reusable := framing != bodyUntilClose && !resp.connClose && resp.minor == 1
+	reusable := framing != bodyUntilClose && !resp.connClose && resp.minor == 1 &&
+		!(resp.chunked && resp.contentLength >= 0) // ambiguous framing: do not trust the rest
 	s.writeResponseHead(reframe, !keep)
 
-	pm := pump{dst: s.c.bw, src: uc.br, srcConn: uc.nc, stall: s.p.cfg.ResponseTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
+	pm := pump{dst: s.c.bw, dstConn: s.c.nc, src: uc.br, srcConn: uc.nc, stall: s.p.cfg.ResponseTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
 	var err error
 	switch framing {
 	case bodyLength:
@@ -79,6 +81,7 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 // s.resp to the client, with framing fields of its own.
 func (s *h1conn) writeResponseHead(chunked, close bool) {
 	bw, resp := s.c.bw, &s.resp
+	s.c.nc.SetWriteDeadline(time.Now().Add(s.p.cfg.IdleTimeout))
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(resp.bytes(resp.reason))
 	bw.WriteString("\r\n")

@@ -3,6 +3,7 @@ package l7
 import (
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // Values of the X-Egressd header on responses the proxy makes itself.
@@ -26,6 +27,7 @@ func (s *h1conn) local(status int, reason, marker string, close bool) {
 // request. close adds "Connection: close" (the caller then closes).
 func (s *h1conn) writeLocal(status int, body []byte, marker string, close bool) {
 	bw := s.c.bw
+	s.c.nc.SetWriteDeadline(time.Now().Add(s.p.cfg.IdleTimeout))
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(appendUint(s.num[:0], uint64(status)))
 	bw.WriteByte(' ')

@@ -15,8 +15,8 @@ func (s *h1conn) splice(uc *upConn) {
 		s.p.finish(&s.entry)
 		return
 	}
-	s.c.nc.SetReadDeadline(time.Time{})
-	uc.nc.SetReadDeadline(time.Time{})
+	s.c.nc.SetDeadline(time.Time{})
+	uc.nc.SetDeadline(time.Time{})
 	up := make(chan int64, 1)
 	go func() {
 		n, _ := s.c.br.WriteTo(uc.nc) // buffered bytes first, then the socket

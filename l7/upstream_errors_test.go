@@ -157,3 +157,25 @@ func newRawUpstream(t testing.TB, response string) *rawUpstream {
 func (u *rawUpstream) orig() netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), u.port)
 }
+
+func TestStalePooledConnectionIsNotUsedForABody(t *testing.T) {
+	// The upstream drops idle keep-alive connections after 50ms.
+	u := newUpstreamWith(t, nil, func(s *http.Server) { s.IdleTimeout = 50 * time.Millisecond })
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+	})
+	rc := e.dial()
+	for i, req := range []string{
+		"GET /1 HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n",
+		"POST /2 HTTP/1.1\r\nHost: a.allowed.test\r\nContent-Length: 4\r\n\r\nbody",
+		"GET /3 HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n",
+	} {
+		rc.send(req)
+		if resp, body := rc.read("GET"); resp.StatusCode != 200 {
+			t.Fatalf("request %d after the upstream closed its idle connection: %d %q", i+1, resp.StatusCode, body)
+		}
+		u.next(t)
+		time.Sleep(150 * time.Millisecond)
+	}
+}
