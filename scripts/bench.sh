@@ -5,7 +5,7 @@
 # side in one run (tests and cases interleaved, order rotated, medians).
 # Run as root from anywhere in a clone (after scripts/provision.sh):
 #
-#	scripts/bench.sh           # ~6 minutes: 3 repetitions of 4 s per run, plus a profile of egressd
+#	scripts/bench.sh           # ~5 minutes: 3 repetitions of 3 s per run, plus a profile of egressd
 #	scripts/bench.sh --quick   # < 1 minute: the same scenarios, 1 repetition of 1 s
 #	scripts/bench.sh --smoke   # seconds: every scenario runs and yields numbers (CI); no timing checks
 #
@@ -31,7 +31,7 @@ go build -o bin/egressbench ./cmd/egressbench
 
 tests=lat1000,lat2000,rtt,max-ka,max-close,h2c,conns1000
 case $mode in
-standard) args=(--reps 3 --duration 4s --idle-wait 10s --tests "$tests" --profile "$out/profile"); limit=900 ;;
+standard) args=(--reps 3 --duration 3s --idle-wait 3s --tests "$tests" --profile "$out/profile"); limit=900 ;;
 quick) args=(--reps 1 --duration 1s --idle-wait 1s --tests "$tests"); limit=120 ;;
 smoke) args=(--reps 1 --duration 300ms --idle-wait 0s --tests lat200,rtt,max-ka,max-close,h2c,conns1000 --big-rules 1000 --strict); limit=120 ;;
 esac

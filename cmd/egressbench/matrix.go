@@ -32,7 +32,7 @@ func applies(t *target, ts test) bool {
 	case ts.h2c:
 		return t.name == "direct" || t.name == "egressd"
 	case ts.hold:
-		return t.proxy != nil && (t.tests == nil || t.name == "egressd-100k")
+		return t.proxy != nil && t.tests == nil
 	case t.tests == nil:
 		return true
 	}
@@ -129,7 +129,7 @@ func (e *env) spec(ts test, t *target) workerSpec {
 		NewConn: ts.newConn, Hold: ts.hold,
 	}
 	if ts.hold { // long enough for several RSS samples
-		s.Duration = max(s.Duration, 500*time.Millisecond)
+		s.Duration = time.Second
 	}
 	return s
 }

@@ -63,13 +63,17 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Target: spec.Target, Host: spec.Host, Rate: spec.Rate, Conns: spec.Conns,
 		MaxConns: spec.MaxConns, Duration: spec.Duration, Timeout: spec.Timeout,
 		NewConnPerRequest: spec.NewConn,
-		Progress: func(s loadgen.Snapshot) {
+	}
+	if isTerminal(os.Stderr) {
+		cfg.Progress = func(s loadgen.Snapshot) {
 			fmt.Fprintf(stderr, "\r\033[K  %-32s %5.1fs/%.0fs  %8d ok  %5d err  %4d dials",
 				spec.Label, s.Elapsed.Seconds(), spec.Duration.Seconds(), s.Done, s.Errors, s.Conns)
-		},
+		}
 	}
 	res, err := loadgen.Run(ctx, cfg)
-	fmt.Fprint(stderr, "\r\033[K")
+	if cfg.Progress != nil {
+		fmt.Fprint(stderr, "\r\033[K")
+	}
 	if err != nil {
 		return err
 	}
@@ -159,4 +163,11 @@ func inCgroup(cmd *exec.Cmd, fd int) {
 		return
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+}
+
+// isTerminal reports whether f is a terminal: the progress line is only
+// drawn there (in CI logs it would be hundreds of lines).
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
