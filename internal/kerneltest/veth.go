@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Veth joins namespaces a and b (nil: the host) with a veth pair, assigns
@@ -14,8 +15,10 @@ import (
 // removed on cleanup (and with either namespace).
 func Veth(t testing.TB, a *NS, aAddrs []netip.Prefix, b *NS, bAddrs []netip.Prefix) (aIf, bIf string) {
 	t.Helper()
-	n := nsSeq.Add(1)
-	aIf, bIf = fmt.Sprintf("ekt%da", n), fmt.Sprintf("ekt%db", n)
+	// Unique across test processes (host-side names share one namespace)
+	// and within IFNAMSIZ: "e<pid>-<seq>a".
+	base := fmt.Sprintf("e%x-%x", unix.Getpid(), nsSeq.Add(1))
+	aIf, bIf = base+"a", base+"b"
 	h, err := a.netlink()
 	if err != nil {
 		t.Fatalf("veth: %v", err)
