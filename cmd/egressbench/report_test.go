@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/xml"
+	"strings"
+	"testing"
+
+	"github.com/egressd/egressd/internal/loadgen"
+)
+
+const h2loadOutput = `finished in 1.00s, 37031.00 req/s, 4.31MB/s
+requests: 37031 total, 37039 started, 37031 done, 37029 succeeded, 2 failed, 2 errored, 0 timeout
+status codes: 37000 2xx, 0 3xx, 29 4xx, 0 5xx
+traffic: 4.31MB (4518030) total, 144.76KB (148238) headers (space savings 95.12%), 3.53MB (3703100) data
+                     min         max         mean         sd        +/- sd
+time for request:       29us     31.16ms       209us       323us    97.71%
+time for connect:       54us        76us        65us        15us   100.00%
+`
+
+func TestParseH2load(t *testing.T) {
+	r, err := parseH2load([]byte(h2loadOutput))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.AchievedRate != 37031 || r.Responses != 37029 || r.Non2xx != 29 || r.ErrorCount != 2 {
+		t.Errorf("rate %v responses %d non2xx %d errors %d", r.AchievedRate, r.Responses, r.Non2xx, r.ErrorCount)
+	}
+	if r.Latency.Max != 31160 || r.Latency.Mean != 209 {
+		t.Errorf("latency max %d mean %d, want 31160 and 209", r.Latency.Max, r.Latency.Mean)
+	}
+	if _, err := parseH2load([]byte("connect failed")); err == nil {
+		t.Error("garbage parsed without error")
+	}
+}
+
+// sampleReport is a report with three repetitions of two tests.
+func sampleReport() *report {
+	r := &report{Cases: []string{"direct", "nginx", "egressd"}, Tests: []string{"lat2000", "max-ka"},
+		Options: map[string]any{"reps": 3, "duration": "1s"}, Skipped: map[string]string{"haproxy": "not installed"}}
+	for rep := 1; rep <= 3; rep++ {
+		for i, c := range r.Cases {
+			base := int64(100 * (i + 1) * rep)
+			curve := make([]int64, len(loadgen.CurveQuantiles))
+			for j := range curve {
+				curve[j] = base + int64(j*10)
+			}
+			r.Runs = append(r.Runs,
+				record{Test: "lat2000", Case: c, Rep: rep, Result: &loadgen.Result{AchievedRate: 2000, Responses: 2000,
+					Latency: loadgen.Latency{P50: base, P90: 2 * base, P99: 3 * base, P999: 4 * base, Max: 5 * base, Curve: curve}}},
+				record{Test: "max-ka", Case: c, Rep: rep, CPUPerReqUS: 20, Result: &loadgen.Result{AchievedRate: float64(30000 / (i + 1) * rep), Responses: 1}})
+		}
+	}
+	r.summarize()
+	return r
+}
+
+func TestMediansAndMarkdown(t *testing.T) {
+	r := sampleReport()
+	m, ok := r.find("lat2000", "nginx")
+	if !ok || m.P50 != 400 || m.Reps != 3 { // nginx p50 per rep: 200, 400, 600
+		t.Fatalf("median nginx lat2000 = %+v", m)
+	}
+	md := r.markdown(nil, &options{mdFile: "x/results.md"})
+	for _, want := range []string{
+		"| egressd | 2000 | 600 / 1200 / 1800 / 2400 | +400 / +1200 | 1.50 |", // added vs direct (200 / 600), × nginx
+		"| nginx | 30000 | 0.50 | 1.00 |",                                     // max-ka ratios: 15000×2 median vs 30000×2
+		"case **haproxy** did not run: not installed",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+func TestPlotIsWellFormedSVG(t *testing.T) {
+	r := sampleReport()
+	m, _ := r.find("lat2000", "egressd")
+	svg := percentilePlot("test", []plotSeries{{name: "egressd", us: m.Curve}})
+	d := xml.NewDecoder(strings.NewReader(svg))
+	for {
+		_, err := d.Token()
+		if err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("invalid SVG: %v", err)
+			}
+			break
+		}
+	}
+	if !strings.Contains(svg, "<polyline") || !strings.Contains(svg, ">egressd</text>") {
+		t.Error("plot lacks the series or its legend")
+	}
+}
