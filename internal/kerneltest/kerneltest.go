@@ -13,6 +13,8 @@
 //   - A socket keeps the network namespace it was created in. Create
 //     listeners inside (*NS).Do; goroutines started there run in the
 //     caller's namespace, not the NS.
+//   - Tests that add host addresses or routes (Veth with a host end) hold
+//     LockHost, so kernel tests of different packages take turns.
 //   - The test process itself must stay outside test cgroups (attached BPF
 //     programs would apply to it); put child processes there with Command.
 package kerneltest

@@ -12,9 +12,13 @@ import (
 // Veth joins namespaces a and b (nil: the host) with a veth pair, assigns
 // aAddrs and bAddrs (with their prefix lengths, so the connected routes
 // appear) and sets both ends up. It returns the interface names. The pair is
-// removed on cleanup (and with either namespace).
+// removed on cleanup (and with either namespace). With an end in the host
+// namespace it holds LockHost for the rest of the test.
 func Veth(t testing.TB, a *NS, aAddrs []netip.Prefix, b *NS, bAddrs []netip.Prefix) (aIf, bIf string) {
 	t.Helper()
+	if a == nil || b == nil {
+		LockHost(t)
+	}
 	// Unique across test processes (host-side names share one namespace)
 	// and within IFNAMSIZ: "e<pid>-<seq>a".
 	base := fmt.Sprintf("e%x-%x", unix.Getpid(), nsSeq.Add(1))
