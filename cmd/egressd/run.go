@@ -2,11 +2,226 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/l7"
+	"github.com/egressd/egressd/redirect"
+	"github.com/egressd/egressd/rules"
 )
 
-// runCmd is a placeholder until the subcommand lands.
+// runCmd is `egressd run`: the agent.
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("run: not implemented yet")
+	cfg, err := parseRunFlags(args, os.LookupEnv, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogFormat, stderr)
+	if cfg.Uninstall {
+		if err := redirect.Uninstall(cfg.PinDir); err != nil {
+			return err
+		}
+		log.Info("uninstalled: programs detached, pins removed")
+		return nil
+	}
+	return runAgent(ctx, cfg, log)
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+// runAgent loads the rules, serves the admin endpoints, listens, attaches
+// the BPF programs and proxies until ctx ends (SIGTERM/SIGINT), then drains.
+//
+// Order matters: the proxy port is bound before the programs are attached,
+// so a redirected connect never meets a closed port because of us; the
+// readiness flags follow the real state.
+func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
+	// Catch SIGHUP from the start: its default action would kill the agent.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	reloader, err := rules.NewReloader([]string{cfg.Rules}, rules.ReloaderOptions{Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := l7.CheckEgressProxy(reloader.Current(), cfg.EgressProxy); err != nil {
+		return fmt.Errorf("rules: %w", err)
+	}
+	mark := cfg.SocketMark
+	if mark == 0 {
+		mark = redirect.DefaultMark
+	}
+	proxyCfg, err := proxyConfig(cfg, reloader, mark, log)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		rulesCollector{reloader})
+	proxyCfg.Metrics = reg
+	var ready readiness
+	admin, err := startAdmin(cfg.Admin, adminHandler(reg, &ready, log), log)
+	if err != nil {
+		return err
+	}
+	defer admin.shutdown(context.Background())
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(int(cfg.ProxyPort)))) // dual stack
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	defer ln.Close()
+	red, err := redirect.Attach(redirect.Options{
+		Cgroups: cfg.Cgroups, ProxyPort: cfg.ProxyPort, NodeAddrs: cfg.NodeAddrs,
+		ExcludeCIDRs: cfg.ExcludeCIDRs, Mark: mark, PinDir: cfg.PinDir, DenyUDP: cfg.DenyUDP, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer red.Close() // keeps the pins: connects stay redirected (and refused) until the next agent
+	ready.attached.Store(true)
+	reg.MustRegister(redirectCollector{red})
+
+	proxyCfg.OriginalDst = red
+	proxy, err := l7.New(proxyCfg)
+	if err != nil {
+		return err
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- proxy.Serve(ln) }()
+	ready.listening.Store(true)
+	log.Info("egressd running", "proxy", ln.Addr().String(), "admin", admin.addr.String(),
+		"cgroups", cfg.Cgroups, "rules", reloader.Current().Len(), "dial", cfg.Dial)
+
+	return serve(ctx, cfg, reloader, proxy, serveErr, hup, &ready, log)
+}
+
+// serve reloads rules on change and SIGHUP until ctx ends or the proxy
+// fails, then shuts the proxy down gracefully.
+func serve(ctx context.Context, cfg *runConfig, reloader *rules.Reloader, proxy *l7.Proxy,
+	serveErr <-chan error, hup <-chan os.Signal, ready *readiness, log *slog.Logger) error {
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		if err := reloader.Watch(watchCtx); err != nil {
+			log.Error("rules: watching for changes failed; SIGHUP still reloads", "err", err)
+		}
+	}()
+	for {
+		select {
+		case <-hup:
+			log.Info("SIGHUP: reloading rules")
+			_ = reloader.Reload() // logs and counts a refused version itself
+		case err := <-serveErr:
+			ready.listening.Store(false)
+			return fmt.Errorf("proxy: %w", err)
+		case <-ctx.Done():
+			return drain(cfg, proxy, serveErr, ready, log)
+		}
+	}
+}
+
+// drain stops accepting and waits for requests in flight, at most
+// --shutdown-timeout.
+func drain(cfg *runConfig, proxy *l7.Proxy, serveErr <-chan error, ready *readiness, log *slog.Logger) error {
+	ready.stopping.Store(true)
+	log.Info("shutting down: no new connections, finishing requests in flight", "timeout", cfg.ShutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	err := proxy.Shutdown(ctx)
+	if serr := <-serveErr; !errors.Is(serr, l7.ErrProxyClosed) {
+		log.Warn("proxy stopped with an error", "err", serr)
+	}
+	if err != nil {
+		return fmt.Errorf("shutdown: connections still open after %v were cut: %w", cfg.ShutdownTimeout, err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// proxyConfig builds the l7 configuration from the flags (OriginalDst and
+// Metrics are filled in later).
+func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, log *slog.Logger) (l7.Config, error) {
+	dial, err := l7.ParseDialMode(cfg.Dial)
+	if err != nil {
+		return l7.Config{}, err
+	}
+	roots, err := loadRootCAs(cfg.CAFile)
+	if err != nil {
+		return l7.Config{}, err
+	}
+	pc := l7.Config{
+		Rules:             reloader,
+		DialMode:          dial,
+		Mark:              mark,
+		RootCAs:           roots,
+		EgressProxy:       cfg.EgressProxy,
+		Logger:            log,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		ConnectTimeout:    cfg.ConnectTimeout,
+		ResponseTimeout:   cfg.ResponseTimeout,
+	}
+	if cfg.DNS != "" {
+		pc.Resolver = dnsResolver(cfg.DNS, mark)
+	}
+	return pc, nil
+}
+
+// loadRootCAs reads --ca-file: extra roots trusted for TLS origination
+// (l7 keeps trusting the system roots too). nil when no file is given.
+func loadRootCAs(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("ca file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca file %s: no PEM certificate in it", file)
+	}
+	return pool, nil
+}
+
+// dnsResolver resolves through the server at addr (host:port) only. Its
+// sockets carry the mark, so they are never redirected even when the agent
+// runs inside an attached cgroup.
+func dnsResolver(addr string, mark uint32) *net.Resolver {
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		},
+	}
 }

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// readiness is what /readyz reports: ready only while the BPF programs are
+// attached and the proxy listens, and not once shutdown has begun.
+type readiness struct {
+	attached  atomic.Bool
+	listening atomic.Bool
+	stopping  atomic.Bool
+}
+
+// notReady says why the agent is not ready, or "" when it is.
+func (r *readiness) notReady() string {
+	switch {
+	case r.stopping.Load():
+		return "shutting down"
+	case !r.attached.Load():
+		return "BPF programs not attached"
+	case !r.listening.Load():
+		return "proxy not listening"
+	}
+	return ""
+}
+
+// adminHandler serves /metrics from reg, /healthz (the process is alive and
+// serving HTTP) and /readyz.
+func adminHandler(reg *prometheus.Registry, ready *readiness, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),
+		Registry: reg, // counts its own scrapes and errors
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if why := ready.notReady(); why != "" {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// adminServer is the running admin HTTP server.
+type adminServer struct {
+	srv      *http.Server
+	addr     net.Addr
+	done     chan struct{} // closed when Serve has returned
+	serveErr error
+}
+
+// startAdmin listens on addr and serves h in the background.
+func startAdmin(addr string, h http.Handler, log *slog.Logger) (*adminServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	a := &adminServer{
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+		addr: ln.Addr(),
+		done: make(chan struct{}),
+	}
+	go func() {
+		a.serveErr = a.srv.Serve(ln)
+		close(a.done)
+	}()
+	return a, nil
+}
+
+// shutdown stops the server, waiting for scrapes in flight up to ctx. It may
+// be called more than once.
+func (a *adminServer) shutdown(ctx context.Context) error {
+	err := a.srv.Shutdown(ctx)
+	<-a.done
+	if !errors.Is(a.serveErr, http.ErrServerClosed) && err == nil {
+		err = a.serveErr
+	}
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// envPrefix names every flag's environment twin: --proxy-port is
+// EGRESSD_PROXY_PORT. Repeatable flags take a comma-separated list there.
+const envPrefix = "EGRESSD_"
+
+// runConfig is the parsed command line of `egressd run`.
+type runConfig struct {
+	Rules        string
+	Cgroups      []string
+	ProxyPort    uint16
+	Admin        string
+	NodeAddrs    []netip.Addr
+	ExcludeCIDRs []netip.Prefix
+	EgressProxy  *url.URL
+	CAFile       string
+	DNS          string // host:port of the resolver; "" for the system's
+	Dial         string // resolve | original
+	LogFormat    string // text | json
+	SocketMark   uint32
+	PinDir       string
+	DenyUDP      bool
+	Uninstall    bool
+
+	ShutdownTimeout   time.Duration
+	ConnectTimeout    time.Duration
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	ResponseTimeout   time.Duration
+	MaxHeaderBytes    int
+}
+
+// Defaults of run's flags that cmd owns (the proxy's own limits default in l7).
+const (
+	defaultProxyPort       = 15001
+	defaultAdmin           = "127.0.0.1:15090"
+	defaultShutdownTimeout = 25 * time.Second // under Kubernetes' 30 s grace period
+)
+
+// newRunFlags declares run's flags on a fresh FlagSet writing into cfg.
+func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("egressd run", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "usage: egressd run --rules PATH --cgroup PATH... [flags]\n"+
+			"       egressd run --uninstall [--pin-dir DIR]\n\n"+
+			"Every flag can also be set by its environment twin, e.g. --proxy-port by\n"+
+			"EGRESSD_PROXY_PORT (repeatable flags: a comma-separated list there).\n"+
+			"A flag given on the command line wins over the environment.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.Rules, "rules", "", "EgressRule `file or directory` (required)")
+	fs.Var(listFlag(&cfg.Cgroups, func(s string) (string, error) { return s, nil }), "cgroup",
+		"cgroup v2 `directory` whose processes are redirected (repeatable; required)")
+	fs.Var(portFlag{&cfg.ProxyPort}, "proxy-port", "`port` the proxy listens on, IPv4 and IPv6 (default 15001)")
+	fs.StringVar(&cfg.Admin, "admin", defaultAdmin, "`address` of /metrics, /healthz and /readyz")
+	fs.Var(listFlag(&cfg.NodeAddrs, netip.ParseAddr), "node-addr",
+		"this node's `address` that pods' connections are sent to (repeatable: one IPv4, one IPv6); none: pods fail closed")
+	fs.Var(listFlag(&cfg.ExcludeCIDRs, netip.ParsePrefix), "exclude-cidr",
+		"`CIDR` never redirected, e.g. the cluster's pod and service ranges (repeatable)")
+	fs.Var(urlFlag{&cfg.EgressProxy}, "egress-proxy", "`URL` of the egress proxy for rules with useEgressProxy (http[s]://[user:pass@]host[:port])")
+	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM `file` of extra root CAs for TLS origination")
+	fs.StringVar(&cfg.DNS, "dns", "", "DNS server `host[:port]` to resolve upstream names with (default: the system's)")
+	fs.StringVar(&cfg.Dial, "dial", "resolve", "upstream address: `resolve` the matched host, or dial the original destination IP")
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
+	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on egressd's own sockets, which the BPF programs skip (default redirect's)")
+	fs.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs `directory` of the pinned programs and maps (default <bpffs>/egressd)")
+	fs.BoolVar(&cfg.DenyUDP, "deny-udp", false, "refuse all UDP from the cgroups but DNS (UDP to port 443 is always refused)")
+	fs.BoolVar(&cfg.Uninstall, "uninstall", false, "detach the programs, remove every pin, and exit")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long requests in flight may take to finish")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 0, "upstream connect plus TLS handshake (0: proxy default, 5s)")
+	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", 0, "time to read a request head (0: proxy default, 10s)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "keep-alive wait for a client's next request (0: proxy default, 2m)")
+	fs.DurationVar(&cfg.ResponseTimeout, "response-timeout", 0, "wait for an upstream response head (0: proxy default, 1m)")
+	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", 0, "request/response head size limit (0: proxy default, 32 KiB)")
+	return fs
+}
+
+// parseRunFlags parses args, then fills every flag not given on the command
+// line from its environment twin (looked up with getenv). A bad value in
+// either place is a usage error.
+func parseRunFlags(args []string, getenv func(string) (string, bool), out io.Writer) (*runConfig, error) {
+	cfg := &runConfig{ProxyPort: defaultProxyPort}
+	fs := newRunFlags(cfg, out)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, exitError{exitOK}
+		}
+		return nil, exitError{exitUsage} // the flag package has printed the error and usage
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return cfg, nil
+}
+
+// envName is the environment twin of a flag name.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func applyEnv(fs *flag.FlagSet, getenv func(string) (string, bool)) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || given[f.Name] {
+			return
+		}
+		v, ok := getenv(envName(f.Name))
+		if !ok {
+			return
+		}
+		values := []string{v}
+		if _, repeatable := f.Value.(repeatable); repeatable {
+			values = splitList(v)
+		}
+		for _, v := range values {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%w: %s=%q: %v", errUsage, envName(f.Name), v, serr)
+				return
+			}
+		}
+	})
+	return err
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func (c *runConfig) validate() error {
+	if c.Uninstall {
+		return nil
+	}
+	if c.Rules == "" {
+		return errors.New("--rules is required")
+	}
+	if len(c.Cgroups) == 0 {
+		return errors.New("at least one --cgroup is required")
+	}
+	if c.Dial != "resolve" && c.Dial != "original" {
+		return fmt.Errorf("--dial %q: want resolve or original", c.Dial)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	var v4, v6 int
+	for _, a := range c.NodeAddrs {
+		if a.Is4() || a.Is4In6() {
+			v4++
+		} else {
+			v6++
+		}
+	}
+	if v4 > 1 || v6 > 1 {
+		return fmt.Errorf("--node-addr %v: at most one IPv4 and one IPv6 address", c.NodeAddrs)
+	}
+	if _, _, err := net.SplitHostPort(c.Admin); err != nil {
+		return fmt.Errorf("--admin %q: %v", c.Admin, err)
+	}
+	if c.DNS != "" {
+		c.DNS = withDefaultPort(c.DNS, "53")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"shutdown-timeout", c.ShutdownTimeout}, {"connect-timeout", c.ConnectTimeout},
+		{"read-header-timeout", c.ReadHeaderTimeout}, {"idle-timeout", c.IdleTimeout},
+		{"response-timeout", c.ResponseTimeout}} {
+		if d.v < 0 {
+			return fmt.Errorf("--%s %v: must not be negative", d.name, d.v)
+		}
+	}
+	if c.MaxHeaderBytes < 0 {
+		return fmt.Errorf("--max-header-bytes %d: must not be negative", c.MaxHeaderBytes)
+	}
+	return nil
+}
+
+// withDefaultPort adds port to an address given without one ("10.0.0.10",
+// "fd00::10", "[fd00::10]").
+func withDefaultPort(addr, port string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return addr
+	}
+	return net.JoinHostPort(strings.Trim(addr, "[]"), port)
+}
+
+// repeatable marks flag values that accumulate (and split lists from env).
+type repeatable interface{ repeatable() }
+
+// sliceFlag is a repeatable flag of parsed values.
+type sliceFlag[T any] struct {
+	dst   *[]T
+	parse func(string) (T, error)
+}
+
+func listFlag[T any](dst *[]T, parse func(string) (T, error)) *sliceFlag[T] {
+	return &sliceFlag[T]{dst: dst, parse: parse}
+}
+
+func (f *sliceFlag[T]) repeatable() {}
+
+func (f *sliceFlag[T]) String() string {
+	if f == nil || f.dst == nil {
+		return ""
+	}
+	parts := make([]string, len(*f.dst))
+	for i, v := range *f.dst {
+		parts[i] = fmt.Sprint(v)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f *sliceFlag[T]) Set(s string) error {
+	v, err := f.parse(s)
+	if err != nil {
+		return err
+	}
+	*f.dst = append(*f.dst, v)
+	return nil
+}
+
+type portFlag struct{ dst *uint16 }
+
+func (f portFlag) String() string {
+	if f.dst == nil {
+		return ""
+	}
+	return strconv.Itoa(int(*f.dst))
+}
+
+func (f portFlag) Set(s string) error {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || n == 0 {
+		return fmt.Errorf("port %q: want 1-65535", s)
+	}
+	*f.dst = uint16(n)
+	return nil
+}
+
+type uintFlag struct{ dst *uint32 }
+
+func (f uintFlag) String() string {
+	if f.dst == nil {
+		return ""
+	}
+	return "0x" + strconv.FormatUint(uint64(*f.dst), 16)
+}
+
+func (f uintFlag) Set(s string) error {
+	n, err := strconv.ParseUint(s, 0, 32) // 0x1234, 0o..., decimal
+	if err != nil {
+		return fmt.Errorf("%q: want a 32-bit unsigned number", s)
+	}
+	*f.dst = uint32(n)
+	return nil
+}
+
+type urlFlag struct{ dst **url.URL }
+
+func (f urlFlag) String() string {
+	if f.dst == nil || *f.dst == nil {
+		return ""
+	}
+	return (*f.dst).Redacted()
+}
+
+func (f urlFlag) Set(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return fmt.Errorf("%q: want http[s]://[user:password@]host[:port]", u.Redacted())
+	}
+	*f.dst = u
+	return nil
+}
