@@ -95,13 +95,19 @@ func (p *Proxy) dialDirect(ctx context.Context, host string, orig netip.AddrPort
 	return nc, nil
 }
 
-// dialViaEgressProxy is the place for issue 7 (CONNECT through
-// Config.EgressProxy). Until then such rules fail closed.
-func (p *Proxy) dialViaEgressProxy(ctx context.Context, host string, port uint16) (net.Conn, error) {
-	if p.cfg.EgressProxy == nil {
-		return nil, errNoEgressProxy
+// markedResolver returns r (nil: net.DefaultResolver) made to put mark on
+// its DNS sockets, so that the proxy's own lookups (TCP DNS included) are
+// never redirected back to it. A resolver with its own Dial is returned as
+// is: that Dial owns its sockets.
+func markedResolver(r *net.Resolver, mark uint32) *net.Resolver {
+	if r == nil {
+		r = net.DefaultResolver
 	}
-	return nil, errors.New("egress proxy chaining not implemented yet")
+	if mark == 0 || r.Dial != nil {
+		return r
+	}
+	d := &net.Dialer{Control: markControl(mark)}
+	return &net.Resolver{PreferGo: true, StrictErrors: r.StrictErrors, Dial: d.DialContext}
 }
 
 // markControl returns a net.Dialer Control function that puts SO_MARK mark on

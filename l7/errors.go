@@ -15,6 +15,7 @@ import (
 // It is the one place where upstream errors become statuses.
 func upstreamFailure(err error) (status int, kind, reason string) {
 	var (
+		epErr   *egressProxyError
 		dnsErr  *net.DNSError
 		certErr *tls.CertificateVerificationError
 		hostErr x509.HostnameError
@@ -26,6 +27,8 @@ func upstreamFailure(err error) (status int, kind, reason string) {
 	)
 	switch {
 	case errors.Is(err, errNoEgressProxy):
+		return 502, "egress_proxy", err.Error()
+	case errors.As(err, &epErr): // egressproxy.go: unreachable, TLS, refused CONNECT, 407
 		return 502, "egress_proxy", err.Error()
 	case errors.As(err, &certErr), errors.As(err, &hostErr), errors.As(err, &uaErr), errors.As(err, &ciErr):
 		return 502, "tls", "upstream certificate rejected: " + err.Error()

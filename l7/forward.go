@@ -68,10 +68,18 @@ func canonicalHost(h string) string {
 }
 
 // connectUpstream opens a new upstream connection for key, originating TLS
-// (SNI = host, verified, ALPN http/1.1) on HTTPS ports.
+// (SNI = host, verified, ALPN http/1.1) on HTTPS ports. Plain HTTP with
+// useEgressProxy connects to the egress proxy itself (egressproxy.go).
 func (p *Proxy) connectUpstream(key poolKey, m rules.Match, orig netip.AddrPort) (*upConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	defer cancel()
+	if m.UseEgressProxy && !key.tls {
+		nc, err := p.dialEgressProxy(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096), key: key, via: p.egress}, nil
+	}
 	nc, err := p.dialUpstream(ctx, m, key.host, orig)
 	if err != nil {
 		return nil, err
@@ -102,7 +110,7 @@ func (s *h1conn) upstreamFailed(err error, bodyRead bool) bool {
 func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 	r := &s.req
 	uc.nc.SetWriteDeadline(time.Now().Add(s.p.cfg.ResponseTimeout))
-	s.writeRequestHead(uc.bw)
+	s.writeRequestHead(uc.bw, uc.via)
 	bodyRead := !r.hasBody()
 	if r.hasBody() {
 		if r.expectContinue && r.minor == 1 {
@@ -164,7 +172,13 @@ func (s *h1conn) readResponseHead(uc *upConn) error {
 		}
 		return err
 	}
-	return s.resp.parseResponse()
+	if err := s.resp.parseResponse(); err != nil {
+		return err
+	}
+	if uc.via != nil && s.resp.status == 407 { // the egress proxy refused us, not the upstream
+		return uc.via.fail(errProxyAuth)
+	}
+	return nil
 }
 
 // isRetryable: a reused connection the upstream had closed while idle.

@@ -44,7 +44,7 @@ func FuzzReadRequest(f *testing.F) {
 			}
 			var out bytes.Buffer
 			bw := bufio.NewWriter(&out)
-			(&h1conn{req: r}).writeRequestHead(bw)
+			(&h1conn{req: r}).writeRequestHead(bw, nil)
 			bw.Flush()
 			var again request
 			if again.readHead(bufio.NewReader(&out), 1<<20) != nil || again.parse() != nil {

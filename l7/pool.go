@@ -25,7 +25,8 @@ type upConn struct {
 	bw        *bufio.Writer
 	key       poolKey
 	idleSince time.Time
-	reused    bool // taken from the pool (it may have been closed by the peer)
+	reused    bool         // taken from the pool (it may have been closed by the peer)
+	via       *egressProxy // plain HTTP to the egress proxy (absolute form); nil: to the upstream
 }
 
 // upstreamPool keeps idle upstream connections, newest first out.

@@ -76,7 +76,7 @@ type Config struct {
 	Rules       interface{ Current() *rules.Set } // required; a nil *Set denies everything
 	OriginalDst OriginalDst                       // required
 	DialMode    DialMode                          // zero: DialResolve
-	Resolver    *net.Resolver                     // nil: net.DefaultResolver
+	Resolver    *net.Resolver                     // nil: net.DefaultResolver; without a Dial of its own it is made to mark its sockets
 	Mark        uint32                            // SO_MARK on every upstream socket; 0: none
 	// Dial opens upstream TCP connections. nil: a net.Dialer with Resolver,
 	// Mark and ConnectTimeout. It receives "host:port" in DialResolve mode and
@@ -103,7 +103,8 @@ type Proxy struct {
 	metrics *metrics
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	pool    *upstreamPool
-	h2      h2cProxy // h2c.go: HTTP/2 server and transport shared by h2c connections
+	egress  *egressProxy // egressproxy.go: parsed Config.EgressProxy; nil: none
+	h2      h2cProxy     // h2c.go: HTTP/2 server and transport shared by h2c connections
 	tlsSess tls.ClientSessionCache
 
 	closing  atomic.Bool
@@ -132,8 +133,10 @@ func New(cfg Config) (*Proxy, error) {
 	setDefault(&cfg.ResponseTimeout, DefaultResponseTimeout)
 	setDefault(&cfg.MaxIdlePerHost, DefaultMaxIdlePerHost)
 	setDefault(&cfg.UpstreamIdle, DefaultUpstreamIdle)
-	if cfg.Resolver == nil {
-		cfg.Resolver = net.DefaultResolver
+	cfg.Resolver = markedResolver(cfg.Resolver, cfg.Mark)
+	egress, err := newEgressProxy(cfg.EgressProxy)
+	if err != nil {
+		return nil, err
 	}
 	p := &Proxy{
 		cfg:      cfg,
@@ -142,6 +145,7 @@ func New(cfg Config) (*Proxy, error) {
 		lns:      make(map[*net.Listener]struct{}),
 		conns:    make(map[*clientConn]struct{}),
 		shutdown: make(chan struct{}),
+		egress:   egress,
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -117,17 +117,26 @@ func writeFields(bw *bufio.Writer, h *head) {
 
 // writeRequestHead writes the request to send upstream: origin-form target,
 // Host = the effective authority, end-to-end fields, and framing of its own.
-func (s *h1conn) writeRequestHead(bw *bufio.Writer) {
+// Through the egress proxy (via non-nil) the target is in absolute form and
+// the egress proxy's Proxy-Authorization is added (egressproxy.go).
+func (s *h1conn) writeRequestHead(bw *bufio.Writer, via *egressProxy) {
 	r := &s.req
 	bw.Write(r.bytes(r.method))
 	bw.WriteByte(' ')
-	if path := r.bytes(r.path); len(path) == 0 || path[0] != '/' && path[0] != '*' {
-		bw.WriteByte('/')
+	if via != nil {
+		s.writeProxyTarget(bw)
+	} else {
+		if path := r.bytes(r.path); len(path) == 0 || path[0] != '/' && path[0] != '*' {
+			bw.WriteByte('/')
+		}
+		bw.Write(r.bytes(r.path))
 	}
-	bw.Write(r.bytes(r.path))
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.Write(r.bytes(r.authority))
 	bw.WriteString("\r\n")
+	if via != nil {
+		via.writeAuth(bw)
+	}
 	writeFields(bw, &r.head)
 	if r.teTrailers {
 		bw.WriteString("TE: trailers\r\n")
