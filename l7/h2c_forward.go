@@ -133,7 +133,22 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 	}
 	defer res.Body.Close()
 	e.status = res.StatusCode
-	copyH2Response(w, res, e)
+	err = copyH2Response(w, res, e)
+	if err == nil {
+		return
+	}
+	e.reason = "upstream stream failed: " + err.Error()
+	if r.Context().Err() != nil {
+		return // the client reset the stream: nothing left to tell it
+	}
+	if !grpc {
+		// Reset the client's stream: ending it cleanly would pass a
+		// truncated response as complete.
+		panic(http.ErrAbortHandler)
+	}
+	// A gRPC client learns the outcome from trailers; give it the status
+	// it would have seen talking to the upstream itself.
+	setGRPCStatus(w, true, grpcFailureCode(err, http.StatusBadGateway, r, e.start), e.reason)
 }
 
 var errResponseTimeout = fmt.Errorf("no response head within the response timeout: %w", context.DeadlineExceeded)
@@ -151,13 +166,19 @@ func (p *Proxy) failH2(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	}
 	status, reason := p.upstreamError(err)
 	e.reason = reason
-	e.status = writeRefusal(w, grpc, status, reason)
+	e.status = status
+	if grpc {
+		setGRPCStatus(w, false, grpcFailureCode(err, status, r, e.start), reason)
+		return
+	}
+	writeRefusal(w, false, status, reason)
 }
 
 // copyH2Response writes res to w: head (flushed at once unless the body is
 // known to be empty, so that trailers-only gRPC answers stay one HEADERS
-// frame), then the body flushed per read, then the trailers.
-func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry) {
+// frame), then the body flushed per read, then the trailers. It returns the
+// upstream's failure; a client that went away only ends the copy (e.reason).
+func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry) error {
 	h := w.Header()
 	for k, vv := range res.Header {
 		h[k] = vv
@@ -176,7 +197,7 @@ func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry) {
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				e.reason = "client stream closed: " + werr.Error()
-				return
+				return nil
 			}
 			e.bytesOut += int64(n)
 			if fl != nil {
@@ -187,15 +208,13 @@ func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry) {
 			break
 		}
 		if err != nil {
-			// Reset the client's stream: ending it cleanly would pass a
-			// truncated response (or one without trailers) as complete.
-			e.reason = "upstream stream failed: " + err.Error()
-			panic(http.ErrAbortHandler)
+			return err
 		}
 	}
 	for k, vv := range res.Trailer {
 		h[http.TrailerPrefix+k] = vv
 	}
+	return nil
 }
 
 var h2BufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

@@ -1,9 +1,13 @@
 package l7
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // isGRPC reports a gRPC request: content-type application/grpc, alone or
@@ -19,10 +23,13 @@ func isGRPC(h http.Header) bool {
 
 // gRPC status codes the proxy answers with (google.golang.org/grpc/codes).
 const (
-	grpcInvalidArgument  = 3
-	grpcDeadlineExceeded = 4
-	grpcPermissionDenied = 7
-	grpcUnavailable      = 14
+	grpcCancelled         = 1
+	grpcInvalidArgument   = 3
+	grpcDeadlineExceeded  = 4
+	grpcPermissionDenied  = 7
+	grpcResourceExhausted = 8
+	grpcInternal          = 13
+	grpcUnavailable       = 14
 )
 
 // writeRefusal answers a stream the proxy does not forward: status with a
@@ -31,28 +38,100 @@ const (
 // whose grpc-message is reason. It returns status, which the access log
 // records in both cases.
 func writeRefusal(w http.ResponseWriter, grpc bool, status int, reason string) int {
-	h := w.Header()
-	if !grpc {
-		h.Set("Content-Type", "text/plain; charset=utf-8")
-		h.Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(status)
-		_, _ = w.Write([]byte("egressd: " + reason + "\n"))
+	if grpc {
+		code := grpcUnavailable
+		switch status {
+		case http.StatusForbidden:
+			code = grpcPermissionDenied
+		case http.StatusBadRequest:
+			code = grpcInvalidArgument
+		case http.StatusGatewayTimeout:
+			code = grpcDeadlineExceeded
+		}
+		setGRPCStatus(w, false, code, reason)
 		return status
 	}
-	code := grpcUnavailable
-	switch status {
-	case http.StatusForbidden:
-		code = grpcPermissionDenied
-	case http.StatusBadRequest:
-		code = grpcInvalidArgument
-	case http.StatusGatewayTimeout:
-		code = grpcDeadlineExceeded
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte("egressd: " + reason + "\n"))
+	return status
+}
+
+// setGRPCStatus ends a gRPC stream with code and msg: as trailers after a
+// head already written, else as a trailers-only response.
+func setGRPCStatus(w http.ResponseWriter, headWritten bool, code int, msg string) {
+	h := w.Header()
+	msg = grpcEncodeMessage("egressd: " + msg)
+	if headWritten {
+		h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(code)}
+		h[http.TrailerPrefix+"Grpc-Message"] = []string{msg}
+		return
 	}
 	h.Set("Content-Type", "application/grpc")
 	h.Set("Grpc-Status", strconv.Itoa(code))
-	h.Set("Grpc-Message", grpcEncodeMessage("egressd: "+reason))
+	h.Set("Grpc-Message", msg)
 	w.WriteHeader(http.StatusOK)
-	return status
+}
+
+// grpcFailureCode is the gRPC status for a call whose upstream exchange
+// failed with err (status: the HTTP status the proxy would answer). A reset
+// stream maps as gRPC clients map RST_STREAM codes, and a CANCEL once the
+// call's grpc-timeout has passed (grpc-go servers reset on their deadline)
+// is DEADLINE_EXCEEDED, as the client would have concluded itself.
+func grpcFailureCode(err error, status int, r *http.Request, start time.Time) int {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		switch se.Code {
+		case http2.ErrCodeCancel:
+			if d, ok := grpcDeadline(r.Header.Get("Grpc-Timeout"), start); ok && !time.Now().Before(d) {
+				return grpcDeadlineExceeded
+			}
+			return grpcCancelled
+		case http2.ErrCodeRefusedStream:
+			return grpcUnavailable
+		case http2.ErrCodeEnhanceYourCalm:
+			return grpcResourceExhausted
+		case http2.ErrCodeInadequateSecurity:
+			return grpcPermissionDenied
+		}
+		return grpcInternal
+	}
+	if status == http.StatusGatewayTimeout {
+		return grpcDeadlineExceeded
+	}
+	return grpcUnavailable
+}
+
+// grpcDeadline decodes a grpc-timeout value ("100m": up to 8 digits and a
+// unit of H, M, S, m, u or n) into a deadline counted from start.
+func grpcDeadline(v string, start time.Time) (time.Time, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseUint(v[:len(v)-1], 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return time.Time{}, false
+	}
+	return start.Add(time.Duration(n) * unit), true
 }
 
 // grpcEncodeMessage percent-encodes a grpc-message value as the gRPC HTTP/2

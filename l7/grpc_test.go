@@ -1,0 +1,493 @@
+package l7
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// grpcService is the upstream gRPC TestService: it echoes the
+// x-grpc-test-echo-* metadata back as header and trailer, answers payloads
+// of the requested sizes and waits (cancellably) for the requested intervals.
+type grpcService struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func echoMetadata(ctx context.Context) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("x-grpc-test-echo-initial"); len(v) > 0 {
+		grpc.SetHeader(ctx, metadata.Pairs("x-grpc-test-echo-initial", v[0]))
+	}
+	if v := md.Get("x-grpc-test-echo-trailing-bin"); len(v) > 0 {
+		grpc.SetTrailer(ctx, metadata.Pairs("x-grpc-test-echo-trailing-bin", v[0]))
+	}
+}
+
+func payload(n int32) *testgrpc.Payload { return &testgrpc.Payload{Body: make([]byte, n)} }
+
+func (grpcService) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	echoMetadata(ctx)
+	if s := req.GetResponseStatus(); s != nil {
+		return nil, status.Error(codes.Code(s.Code), s.Message)
+	}
+	return &testgrpc.SimpleResponse{Payload: payload(req.GetResponseSize()), Username: fmt.Sprint(len(req.GetPayload().GetBody()))}, nil
+}
+
+func (grpcService) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, stream grpc.ServerStreamingServer[testgrpc.StreamingOutputCallResponse]) error {
+	echoMetadata(stream.Context())
+	return sendResponses(stream, req.GetResponseParameters())
+}
+
+func sendResponses(stream grpc.ServerStreamingServer[testgrpc.StreamingOutputCallResponse], params []*testgrpc.ResponseParameters) error {
+	for _, p := range params {
+		select {
+		case <-time.After(time.Duration(p.GetIntervalUs()) * time.Microsecond):
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+		if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: payload(p.GetSize())}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (grpcService) StreamingInputCall(stream grpc.ClientStreamingServer[testgrpc.StreamingInputCallRequest, testgrpc.StreamingInputCallResponse]) error {
+	var sum int32
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return stream.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: sum})
+		}
+		if err != nil {
+			return err
+		}
+		sum += int32(len(req.GetPayload().GetBody()))
+	}
+}
+
+func (grpcService) FullDuplexCall(stream grpc.BidiStreamingServer[testgrpc.StreamingOutputCallRequest, testgrpc.StreamingOutputCallResponse]) error {
+	echoMetadata(stream.Context())
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := sendResponses(stream, req.GetResponseParameters()); err != nil {
+			return err
+		}
+	}
+}
+
+// grpcCall is what the upstream saw of one call.
+type grpcCall struct {
+	method    string
+	authority string
+	md        metadata.MD
+	tls       bool
+	err       error // the handler's result: how the call ended upstream
+}
+
+// grpcUpstream is a real gRPC server (TLS when cert is given) running
+// grpcService and recording every call.
+type grpcUpstream struct {
+	port  uint16
+	calls chan grpcCall
+}
+
+func newGRPCUpstream(t testing.TB, cert *tls.Certificate) *grpcUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &grpcUpstream{port: uint16(ln.Addr().(*net.TCPAddr).Port), calls: make(chan grpcCall, 100)}
+	record := func(ctx context.Context, method string, err error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		c := grpcCall{method: method, md: md, err: err}
+		if v := md.Get(":authority"); len(v) > 0 {
+			c.authority = v[0]
+		}
+		if p, ok := peer.FromContext(ctx); ok {
+			_, c.tls = p.AuthInfo.(credentials.TLSInfo)
+		}
+		u.calls <- c
+	}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(8 << 20), grpc.MaxSendMsgSize(8 << 20),
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			res, err := h(ctx, req)
+			record(ctx, info.FullMethod, err)
+			return res, err
+		}),
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			err := h(srv, ss)
+			record(ss.Context(), info.FullMethod, err)
+			return err
+		}),
+	}
+	if cert != nil {
+		opts = append(opts, grpc.Creds(credentials.NewServerTLSFromCert(cert)))
+	}
+	s := grpc.NewServer(opts...)
+	testgrpc.RegisterTestServiceServer(s, grpcService{})
+	go s.Serve(ln)
+	t.Cleanup(s.Stop)
+	return u
+}
+
+func (u *grpcUpstream) next(t testing.TB) grpcCall {
+	t.Helper()
+	select {
+	case c := <-u.calls:
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream saw no gRPC call")
+		return grpcCall{}
+	}
+}
+
+func (u *grpcUpstream) none(t testing.TB) {
+	t.Helper()
+	select {
+	case c := <-u.calls:
+		t.Fatalf("upstream saw %s (authority %s), want nothing", c.method, c.authority)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// grpcEnv starts a gRPC upstream and a proxy allowing api.allowed.test on
+// its port as GRPC (HTTPS, with TLS origination, when tlsUp).
+func grpcEnv(t *testing.T, tlsUp bool) (*env, *grpcUpstream) {
+	t.Helper()
+	var (
+		cert  *tls.Certificate
+		cfg   Config
+		proto = rules.GRPC
+	)
+	if tlsUp {
+		ca := newTestCA(t)
+		c := ca.leaf(t, "api.allowed.test")
+		cert, cfg.RootCAs, proto = &c, ca.pool, rules.HTTPS
+	}
+	u := newGRPCUpstream(t, cert)
+	cfg.Rules = compileRules(t, protoRule("grpc-api", "api.allowed.test", u.port, proto))
+	cfg.OriginalDst = fixedOrig{netip4Loopback(u.port)}
+	return newEnv(t, cfg), u
+}
+
+// grpcClient dials authority through the proxy, as an app whose connection
+// the BPF hook redirected would.
+func grpcClient(t testing.TB, e *env, authority string) testgrpc.TestServiceClient {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+authority,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", e.addr)
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8<<20), grpc.MaxCallSendMsgSize(8<<20)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return testgrpc.NewTestServiceClient(cc)
+}
+
+func TestGRPCCallKinds(t *testing.T) {
+	e, u := grpcEnv(t, false)
+	authority := fmt.Sprintf("api.allowed.test:%d", u.port)
+	client := grpcClient(t, e, authority)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "x-grpc-test-echo-initial", "hi", "x-grpc-test-echo-trailing-bin", "\x00\x01bin")
+
+	t.Run("unary", func(t *testing.T) {
+		var header, trailer metadata.MD
+		res, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: 100, Payload: payload(42)},
+			grpc.Header(&header), grpc.Trailer(&trailer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.GetPayload().GetBody()) != 100 || res.GetUsername() != "42" {
+			t.Fatalf("response %d bytes, upstream got %s", len(res.GetPayload().GetBody()), res.GetUsername())
+		}
+		assertEchoed(t, header, trailer)
+		c := u.next(t)
+		if c.method != "/grpc.testing.TestService/UnaryCall" || c.authority != authority || c.err != nil || c.tls {
+			t.Fatalf("upstream saw %+v", c)
+		}
+	})
+	t.Run("server streaming", func(t *testing.T) {
+		stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{
+			ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1}, {Size: 20, IntervalUs: 1000}, {Size: 300}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sizes []int
+		for {
+			res, err := stream.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			sizes = append(sizes, len(res.GetPayload().GetBody()))
+		}
+		header, _ := stream.Header()
+		if fmt.Sprint(sizes) != "[1 20 300]" {
+			t.Fatalf("sizes %v", sizes)
+		}
+		assertEchoed(t, header, stream.Trailer())
+		u.next(t)
+	})
+	t.Run("client streaming", func(t *testing.T) {
+		stream, err := client.StreamingInputCall(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int32{10, 200, 3000, 40000} {
+			if err := stream.Send(&testgrpc.StreamingInputCallRequest{Payload: payload(n)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := stream.CloseAndRecv()
+		if err != nil || res.GetAggregatedPayloadSize() != 43210 {
+			t.Fatalf("aggregated %d, %v; want 43210", res.GetAggregatedPayloadSize(), err)
+		}
+		u.next(t)
+	})
+	t.Run("bidi", func(t *testing.T) {
+		stream, err := client.FullDuplexCall(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Ping-pong: each answer must arrive before the next request is sent.
+		for i := int32(1); i <= 5; i++ {
+			if err := stream.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: i * 7}}}); err != nil {
+				t.Fatal(err)
+			}
+			res, err := stream.Recv()
+			if err != nil || len(res.GetPayload().GetBody()) != int(i*7) {
+				t.Fatalf("round %d: %d bytes, %v", i, len(res.GetPayload().GetBody()), err)
+			}
+		}
+		stream.CloseSend()
+		if _, err := stream.Recv(); err != io.EOF {
+			t.Fatalf("after CloseSend: %v, want EOF", err)
+		}
+		header, _ := stream.Header()
+		assertEchoed(t, header, stream.Trailer())
+		u.next(t)
+	})
+	if n := e.counter("egressd_requests_total", "decision", "allow", "protocol", "grpc", "rule", "grpc-api"); n != 4 {
+		t.Errorf("allowed grpc requests counted %v, want 4", n)
+	}
+}
+
+func assertEchoed(t *testing.T, header, trailer metadata.MD) {
+	t.Helper()
+	if h := header.Get("x-grpc-test-echo-initial"); len(h) != 1 || h[0] != "hi" {
+		t.Errorf("header %v", header)
+	}
+	if tr := trailer.Get("x-grpc-test-echo-trailing-bin"); len(tr) != 1 || tr[0] != "\x00\x01bin" {
+		t.Errorf("trailer %v", trailer)
+	}
+}
+
+func TestGRPCLargeMessages(t *testing.T) {
+	e, u := grpcEnv(t, false)
+	client := grpcClient(t, e, fmt.Sprintf("api.allowed.test:%d", u.port))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const size = 4 << 20
+	res, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: size, Payload: payload(size)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.GetPayload().GetBody()) != size || res.GetUsername() != fmt.Sprint(size) {
+		t.Fatalf("response %d bytes, upstream got %s; want %d both ways", len(res.GetPayload().GetBody()), res.GetUsername(), size)
+	}
+	u.next(t)
+}
+
+func TestGRPCDeadlineAndCancellation(t *testing.T) {
+	e, u := grpcEnv(t, false)
+	client := grpcClient(t, e, fmt.Sprintf("api.allowed.test:%d", u.port))
+
+	t.Run("deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{
+			ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1}, {Size: 1, IntervalUs: 30e6}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("first message: %v", err)
+		}
+		if _, err := stream.Recv(); status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("second message: %v, want DeadlineExceeded", err)
+		}
+		// The upstream ends the call on its own deadline, or on the reset
+		// the proxy forwards when the client's deadline fires first.
+		if c := u.next(t); !errors.Is(c.err, context.DeadlineExceeded) && !errors.Is(c.err, context.Canceled) {
+			t.Fatalf("upstream call ended with %v, want it cut short", c.err)
+		}
+	})
+	t.Run("upstream deadline first", func(t *testing.T) {
+		// A client without a timer of its own: the upstream's deadline
+		// (grpc-go resets the stream with CANCEL) must come out as
+		// DEADLINE_EXCEEDED, not as a broken stream.
+		msg, err := proto.Marshal(&testgrpc.StreamingOutputCallRequest{
+			ResponseParameters: []*testgrpc.ResponseParameters{{Size: 3}, {Size: 1, IntervalUs: 30e6}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame := append([]byte{0, 0, 0, 0, byte(len(msg))}, msg...)
+		req, _ := http.NewRequest("POST", "http://proxy/grpc.testing.TestService/StreamingOutputCall", bytes.NewReader(frame))
+		req.Host = fmt.Sprintf("api.allowed.test:%d", u.port)
+		req.Header = http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}, "Grpc-Timeout": {"200m"}}
+		hc, _ := h2cClient(t, e)
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil || len(body) != 12 || res.Trailer.Get("Grpc-Status") != "4" {
+			t.Fatalf("got %d body bytes (%v), trailers %v; want one message, then grpc-status 4", len(body), err, res.Trailer)
+		}
+		u.next(t)
+	})
+	t.Run("cancel", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		stream, err := client.FullDuplexCall(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 5}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if _, err := stream.Recv(); status.Code(err) != codes.Canceled {
+			t.Fatalf("after cancel: %v, want Canceled", err)
+		}
+		if c := u.next(t); c.err == nil {
+			t.Fatal("upstream call ended cleanly, want it cancelled")
+		}
+	})
+}
+
+func TestGRPCDeniedAndUpstreamStatus(t *testing.T) {
+	e, u := grpcEnv(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	denied := grpcClient(t, e, fmt.Sprintf("denied.test:%d", u.port))
+	_, err := denied.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "denied.test") {
+		t.Fatalf("denied unary: %v, want PermissionDenied naming denied.test", err)
+	}
+	stream, err := denied.FullDuplexCall(ctx)
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("denied bidi: %v, want PermissionDenied", err)
+	}
+	u.none(t)
+	if n := e.counter("egressd_requests_total", "decision", "deny", "protocol", "grpc"); n != 2 {
+		t.Errorf("denied grpc requests counted %v, want 2", n)
+	}
+
+	// A status the upstream answers (trailers-only) crosses intact.
+	allowed := grpcClient(t, e, fmt.Sprintf("api.allowed.test:%d", u.port))
+	_, err = allowed.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.NotFound), Message: "no such thing ✓"}})
+	if s := status.Convert(err); s.Code() != codes.NotFound || s.Message() != "no such thing ✓" {
+		t.Fatalf("upstream status: %v, want NotFound with its message", err)
+	}
+	u.next(t)
+}
+
+// On an HTTPS port the app speaks h2c and egressd originates TLS with ALPN h2.
+func TestGRPCOriginatesTLS(t *testing.T) {
+	e, u := grpcEnv(t, true)
+	client := grpcClient(t, e, fmt.Sprintf("api.allowed.test:%d", u.port))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 3 {
+		if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: 10}); err != nil {
+			t.Fatal(err)
+		}
+		if c := u.next(t); !c.tls || c.err != nil {
+			t.Fatalf("upstream saw %+v, want a TLS call", c)
+		}
+	}
+	mustContain(t, e.logs.String(), `"protocol":"grpc","upstream":"https","rule":"grpc-api","decision":"allow","status":200`)
+}
+
+func netip4Loopback(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+}
+
+func TestGRPCFailureCode(t *testing.T) {
+	start := time.Now().Add(-time.Second)
+	req := func(timeout string) *http.Request {
+		return &http.Request{Header: http.Header{"Grpc-Timeout": {timeout}}}
+	}
+	tests := []struct {
+		name   string
+		err    error
+		status int
+		r      *http.Request
+		want   int
+	}{
+		{"cancel after the deadline", http2.StreamError{Code: http2.ErrCodeCancel}, 502, req("500m"), grpcDeadlineExceeded},
+		{"cancel before the deadline", http2.StreamError{Code: http2.ErrCodeCancel}, 502, req("5S"), grpcCancelled},
+		{"cancel, bad timeout", http2.StreamError{Code: http2.ErrCodeCancel}, 502, req("5x"), grpcCancelled},
+		{"refused", fmt.Errorf("wrapped: %w", http2.StreamError{Code: http2.ErrCodeRefusedStream}), 502, req(""), grpcUnavailable},
+		{"internal", http2.StreamError{Code: http2.ErrCodeInternal}, 502, req(""), grpcInternal},
+		{"timeout", context.DeadlineExceeded, 504, req(""), grpcDeadlineExceeded},
+		{"connect", errors.New("connection refused"), 502, req(""), grpcUnavailable},
+	}
+	for _, tt := range tests {
+		if got := grpcFailureCode(tt.err, tt.status, tt.r, start); got != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
