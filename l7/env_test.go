@@ -90,12 +90,13 @@ func (e *env) localDial(ctx context.Context, network, addr string) (net.Conn, er
 	return d.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
 }
 
-// newEnv starts a proxy with cfg (Rules and OriginalDst must be set; Dial,
-// Logger and Metrics default to test versions) and stops it on cleanup.
+// newEnv starts a proxy with cfg (Rules and OriginalDst must be set; Dial
+// (unless Resolver is set), Logger and Metrics default to test versions) and
+// stops it on cleanup.
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	e := &env{t: t, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, dials: make(chan string, 64)}
-	if cfg.Dial == nil {
+	if cfg.Dial == nil && cfg.Resolver == nil { // a test with a Resolver wants the default dialer
 		cfg.Dial = e.localDial
 	}
 	if cfg.Logger == nil {

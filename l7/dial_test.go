@@ -1,0 +1,134 @@
+package l7
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+)
+
+// testDNS answers A queries under allowed.test with 127.0.0.1 and NXDOMAIN
+// otherwise, recording the names asked.
+type testDNS struct {
+	addr string
+	mu   sync.Mutex
+	seen []string
+}
+
+func newTestDNS(t *testing.T) *testDNS {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &testDNS{addr: pc.LocalAddr().String()}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		name := q.Question[0].Name
+		d.mu.Lock()
+		d.seen = append(d.seen, name)
+		d.mu.Unlock()
+		switch {
+		case !strings.HasSuffix(name, ".allowed.test."):
+			m.Rcode = dns.RcodeNameError
+		case q.Question[0].Qtype == dns.TypeA:
+			rr, _ := dns.NewRR(name + " 60 IN A 127.0.0.1")
+			m.Answer = append(m.Answer, rr)
+		}
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	<-started
+	t.Cleanup(func() { srv.Shutdown() })
+	return d
+}
+
+func (d *testDNS) resolver() *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var nd net.Dialer
+		return nd.DialContext(ctx, "udp", d.addr)
+	}}
+}
+
+func (d *testDNS) asked(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.seen {
+		if s == name {
+			return true
+		}
+	}
+	return false
+}
+
+func TestResolveModeDialsWhatTheResolverSays(t *testing.T) {
+	d := newTestDNS(t)
+	u := newUpstream(t, nil)
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port), httpRule("nxdomain", "gone.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+		Resolver:    d.resolver(),
+		Dial:        nil, // New's default dialer, using Resolver
+	})
+	rc := e.dial()
+	rc.send("GET /r HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n")
+	if resp, body := rc.read("GET"); resp.StatusCode != 200 {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	if got := u.next(t); got.Host != "api.allowed.test" {
+		t.Fatalf("upstream got Host %q", got.Host)
+	}
+	if !d.asked("api.allowed.test.") {
+		t.Fatal("the configured resolver was not asked")
+	}
+	rc.send("GET / HTTP/1.1\r\nHost: gone.test\r\n\r\n")
+	resp, body := rc.read("GET")
+	if resp.StatusCode != 502 {
+		t.Fatalf("unresolvable host: %d %q", resp.StatusCode, body)
+	}
+	mustContain(t, body, "resolving upstream failed")
+	if n := e.counter("egressd_upstream_errors_total", "kind", "dns"); n != 1 {
+		t.Errorf("dns error counter = %v", n)
+	}
+}
+
+func TestDefaultDialerMarksUpstreamSockets(t *testing.T) {
+	u := newUpstream(t, nil)
+	const mark = 0x1e9
+	p, err := New(Config{
+		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+		DialMode:    DialOriginal,
+		Mark:        mark,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := p.decide("api.allowed.test", u.port)
+	nc, err := p.dialUpstream(context.Background(), m, "api.allowed.test", u.orig())
+	if errors.Is(err, syscall.EPERM) {
+		t.Skip("setting SO_MARK needs CAP_NET_ADMIN")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	rc, _ := nc.(syscall.Conn).SyscallConn()
+	var got int
+	rc.Control(func(fd uintptr) { got, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK) })
+	if err != nil || got != mark {
+		t.Fatalf("SO_MARK = %#x, %v; want %#x", got, err, mark)
+	}
+	if r := markedResolver(nil, mark); r == net.DefaultResolver || r.Dial == nil {
+		t.Error("the default resolver's sockets are not marked")
+	}
+}
