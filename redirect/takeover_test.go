@@ -24,6 +24,9 @@ func TestTakeoverHasNoGap(t *testing.T) {
 	for range 5 {
 		time.Sleep(200 * time.Millisecond)
 		next := tp.attach(t, opts)
+		if a, b := mapID(t, r.objs.OrigDsts), mapID(t, next.objs.OrigDsts); a != b {
+			t.Fatalf("orig_dsts not reused: map %d, then %d", a, b)
+		}
 		if err := r.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -136,4 +139,17 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(fds)
+}
+
+func mapID(t *testing.T, m *ebpf.Map) ebpf.MapID {
+	t.Helper()
+	info, err := m.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		t.Fatal("no map ID")
+	}
+	return id
 }
