@@ -99,7 +99,7 @@ func mountBPFFS(at string) error {
 // loading fails with a less helpful one.
 func preflight() error {
 	if os.Geteuid() != 0 {
-		return ErrNotRoot
+		return fmt.Errorf("%w: loading and attaching BPF programs needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)", ErrNotRoot)
 	}
 	probes := []struct {
 		what string
