@@ -1,0 +1,188 @@
+// Package deploy_test checks the Kubernetes manifests of deploy/: every
+// document decodes strictly into its Kubernetes API type (a misspelt field
+// fails), and the DaemonSet keeps the properties the README promises.
+package deploy_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/egressd/egressd/rules"
+)
+
+var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
+// decodeAll strictly decodes every document of every *.yaml file here,
+// keyed by "Kind/name".
+func decodeAll(t *testing.T) map[string]any {
+	t.Helper()
+	files, err := filepath.Glob("*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests: %v", err)
+	}
+	objs := map[string]any{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, doc := range docSep.Split(string(b), -1) {
+			var meta struct {
+				Kind     string `json:"kind"`
+				Metadata struct {
+					Name string `json:"name"`
+				} `json:"metadata"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+				t.Fatalf("%s document %d: %v", f, i+1, err)
+			}
+			if meta.Kind == "" {
+				continue // comments only
+			}
+			var obj any
+			switch meta.Kind {
+			case "Namespace":
+				obj = &corev1.Namespace{}
+			case "ServiceAccount":
+				obj = &corev1.ServiceAccount{}
+			case "ConfigMap":
+				obj = &corev1.ConfigMap{}
+			case "DaemonSet":
+				obj = &appsv1.DaemonSet{}
+			default:
+				t.Fatalf("%s document %d: kind %s: add it to this test", f, i+1, meta.Kind)
+			}
+			if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
+				t.Errorf("%s document %d (%s %s): %v", f, i+1, meta.Kind, meta.Metadata.Name, err)
+				continue
+			}
+			objs[meta.Kind+"/"+meta.Metadata.Name] = obj
+		}
+	}
+	return objs
+}
+
+func TestManifestsDecodeStrictly(t *testing.T) {
+	objs := decodeAll(t)
+	for _, want := range []string{"Namespace/egressd-system", "ServiceAccount/egressd", "ConfigMap/egressd-rules", "DaemonSet/egressd"} {
+		if objs[want] == nil {
+			t.Errorf("missing %s", want)
+		}
+	}
+}
+
+// TestStrictDecodingCatchesTypos guards the guard: a misspelt field must fail.
+func TestStrictDecodingCatchesTypos(t *testing.T) {
+	doc := "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n      hostNetwrok: true\n"
+	if err := yaml.UnmarshalStrict([]byte(doc), &appsv1.DaemonSet{}); err == nil {
+		t.Fatal("a misspelt field decoded without error")
+	}
+}
+
+func TestDaemonSet(t *testing.T) {
+	objs := decodeAll(t)
+	ds, ok := objs["DaemonSet/egressd"].(*appsv1.DaemonSet)
+	if !ok {
+		t.Fatal("no DaemonSet egressd")
+	}
+	pod := ds.Spec.Template.Spec
+	if !pod.HostNetwork {
+		t.Error("hostNetwork must be true: pods reach the proxy at the node address")
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%d containers", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatal("no securityContext with capabilities")
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("privileged: the capabilities are named instead")
+	}
+	if !slices.Contains(sc.Capabilities.Drop, "ALL") {
+		t.Error("capabilities must drop ALL and add back what is needed")
+	}
+	for _, cap := range sc.Capabilities.Add {
+		if !slices.Contains([]corev1.Capability{"BPF", "NET_ADMIN"}, cap) {
+			t.Errorf("capability %s added: justify it and extend this test", cap)
+		}
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+		t.Error("liveness probe must GET /healthz")
+	}
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Error("readiness probe must GET /readyz")
+	}
+	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
+		t.Error("cpu and memory requests must be set")
+	}
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	if e := env["EGRESSD_NODE_ADDR"]; e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "status.hostIP" {
+		t.Error("EGRESSD_NODE_ADDR must come from the downward API (status.hostIP)")
+	}
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	if env["EGRESSD_RULES"].Value != mounts["rules"] {
+		t.Errorf("EGRESSD_RULES %q is not the rules mount %q", env["EGRESSD_RULES"].Value, mounts["rules"])
+	}
+	if !strings.HasPrefix(env["EGRESSD_CGROUP"].Value, mounts["cgroup"]+"/") {
+		t.Errorf("EGRESSD_CGROUP %q is not below the cgroup mount %q", env["EGRESSD_CGROUP"].Value, mounts["cgroup"])
+	}
+	if mounts["bpffs"] == "" {
+		t.Error("no bpffs mount: pins would not outlive the container")
+	}
+	checkEnvAreFlags(t, env)
+}
+
+// checkEnvAreFlags asks the real binary which flags `run` has, so that an
+// EGRESSD_* variable naming no flag fails here instead of being ignored.
+func checkEnvAreFlags(t *testing.T, env map[string]corev1.EnvVar) {
+	t.Helper()
+	out, _ := exec.Command("go", "run", "../cmd/egressd", "run", "-h").CombinedOutput()
+	help := string(out)
+	if !strings.Contains(help, "-rules") {
+		t.Fatalf("egressd run -h gave no flags:\n%s", help)
+	}
+	for name := range env {
+		flag := "-" + strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(name, "EGRESSD_")), "_", "-")
+		if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(flag) + `\b`).MatchString(help) {
+			t.Errorf("env %s: egressd run has no flag %s", name, flag)
+		}
+	}
+}
+
+// TestConfigMapRulesLoad: the example ConfigMap's rules are valid.
+func TestConfigMapRulesLoad(t *testing.T) {
+	cm, ok := decodeAll(t)["ConfigMap/egressd-rules"].(*corev1.ConfigMap)
+	if !ok {
+		t.Fatal("no ConfigMap egressd-rules")
+	}
+	dir := t.TempDir()
+	for name, data := range cm.Data {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set, _, err := rules.Load(dir)
+	if err != nil {
+		t.Fatalf("rules of the example ConfigMap: %v", err)
+	}
+	if m, ok := set.Match("api.foo.com", 443); !ok || m.Port.Protocol != rules.HTTPS {
+		t.Errorf("api.foo.com:443 should match the seed rule as HTTPS, got %+v %v", m, ok)
+	}
+}
