@@ -101,32 +101,8 @@ func (r *Redirector) load(s settings) error {
 	if err != nil {
 		return err
 	}
-	var vars bpf.EgressdVariableSpecs
-	if err := spec.Assign(&vars); err != nil {
+	if err := setVariables(spec, s, cookie); err != nil {
 		return err
-	}
-	var node4 [4]byte
-	var node6 [16]byte
-	if s.node4.IsValid() {
-		node4 = s.node4.As4()
-	}
-	if s.node6.IsValid() {
-		node6 = s.node6.As16()
-	}
-	for _, v := range []struct {
-		spec  *ebpf.VariableSpec
-		value any
-	}{
-		{vars.ProxyPort, s.ProxyPort},
-		{vars.SockMark, s.Mark},
-		{vars.HostNetnsCookie, cookie},
-		{vars.NodeIp4, node4},
-		{vars.NodeIp6, node6},
-		{vars.DenyUdp, boolU32(s.DenyUDP)},
-	} {
-		if err := v.spec.Set(v.value); err != nil {
-			return fmt.Errorf("set %s: %w", v.spec.Name, err)
-		}
 	}
 	maps := filepath.Join(r.pinDir, "maps")
 	if err := os.MkdirAll(maps, 0o700); err != nil {
@@ -134,7 +110,7 @@ func (r *Redirector) load(s settings) error {
 	}
 	err = spec.LoadAndAssign(&r.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: maps}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return fmt.Errorf("load BPF objects: %w (pinned by another egressd version: uninstall first)", err)
+		return fmt.Errorf("load BPF objects: %w (pinned by another egressd version: uninstall it, or use another pin directory)", err)
 	}
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		return fmt.Errorf("%w: load BPF objects: %v", ErrUnsupported, err)
@@ -204,6 +180,38 @@ func (r *Redirector) attachHook(cg, pin string, h hook) (link.Link, error) {
 	}
 	r.log.Debug("attached", "cgroup", cg, "pin", pin)
 	return l, nil
+}
+
+// setVariables writes the settings into the programs' volatile consts.
+func setVariables(spec *ebpf.CollectionSpec, s settings, hostNetns uint64) error {
+	var vars bpf.EgressdVariableSpecs
+	if err := spec.Assign(&vars); err != nil {
+		return err
+	}
+	var node4 [4]byte
+	var node6 [16]byte
+	if s.node4.IsValid() {
+		node4 = s.node4.As4()
+	}
+	if s.node6.IsValid() {
+		node6 = s.node6.As16()
+	}
+	for _, v := range []struct {
+		spec  *ebpf.VariableSpec
+		value any
+	}{
+		{vars.ProxyPort, s.ProxyPort},
+		{vars.SockMark, s.Mark},
+		{vars.HostNetnsCookie, hostNetns},
+		{vars.NodeIp4, node4}, // network order, as the bytes are
+		{vars.NodeIp6, node6},
+		{vars.DenyUdp, boolU32(s.DenyUDP)},
+	} {
+		if err := v.spec.Set(v.value); err != nil {
+			return fmt.Errorf("set %s: %w", v.spec.Name, err)
+		}
+	}
+	return nil
 }
 
 func boolU32(b bool) uint32 {

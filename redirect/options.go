@@ -42,6 +42,9 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// maxExcluded is the size of the excluded map (egressd.h).
+const maxExcluded = 4096
+
 // settings are Options validated and with defaults applied.
 type settings struct {
 	Options
@@ -75,6 +78,9 @@ func (o Options) settings() (settings, error) {
 			return s, fmt.Errorf("node addresses %v and %v: at most one per family", *slot, a)
 		}
 		*slot = a.WithZone("")
+	}
+	if len(o.ExcludeCIDRs) > maxExcluded {
+		return s, fmt.Errorf("%d exclude CIDRs: at most %d", len(o.ExcludeCIDRs), maxExcluded)
 	}
 	for _, p := range o.ExcludeCIDRs {
 		if !p.IsValid() {
