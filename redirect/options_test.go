@@ -4,8 +4,11 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/egressd/egressd/internal/kerneltest"
 )
@@ -91,6 +94,28 @@ func TestAttachErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(tmp + "/pins"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pin dir created on a failed attach: %v", err)
+	}
+}
+
+// A pinned map of another layout (another egressd version) is refused with
+// advice, not overwritten.
+func TestAttachIncompatiblePin(t *testing.T) {
+	kerneltest.Require(t)
+	dir := testPinDir(t)
+	if err := os.MkdirAll(filepath.Join(dir, "maps"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "orig_dsts", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Pin(filepath.Join(dir, "maps", "orig_dsts")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Attach(Options{Cgroups: []string{kerneltest.Cgroup(t)}, PinDir: dir})
+	if !errors.Is(err, ebpf.ErrMapIncompatible) || !strings.Contains(err.Error(), "uninstall") {
+		t.Errorf("err = %v, want ErrMapIncompatible with advice", err)
 	}
 }
 
