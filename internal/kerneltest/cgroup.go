@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,7 +16,7 @@ import (
 
 // Cgroup creates a throwaway cgroup v2 directory under the cgroup2 mount
 // and returns its path. On cleanup the processes in it are killed and the
-// directory is removed.
+// directory is removed, with any child cgroups a test made in it.
 func Cgroup(t testing.TB) string {
 	t.Helper()
 	root, err := mounts.Find("cgroup2")
@@ -42,17 +43,28 @@ func removeCgroup(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
 		killProcs(dir)
 	}
+	// Child cgroups (a test's "pods") go first, deepest first.
+	var dirs []string
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := os.Remove(dir)
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			return nil
+	for i := len(dirs) - 1; i >= 0; i-- {
+		for {
+			err := os.Remove(dirs[i])
+			if err == nil || errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: %w", dirs[i], err)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %w", dir, err)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
+	return nil
 }
 
 func killProcs(dir string) {

@@ -14,6 +14,13 @@ import (
 func TestFixtures(t *testing.T) {
 	Require(t)
 	cg := Cgroup(t)
+	if err := os.Mkdir(filepath.Join(cg, "pod"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A process left running in a child cgroup is killed on cleanup.
+	if err := Command(t, filepath.Join(cg, "pod"), nil, "sleep", "100").Start(); err != nil {
+		t.Fatal(err)
+	}
 	ns := Netns(t)
 	_, nsIf := Veth(t, nil, []netip.Prefix{netip.MustParsePrefix("198.18.200.1/30"), netip.MustParsePrefix("2001:2:0:c8::1/64")},
 		ns, []netip.Prefix{netip.MustParsePrefix("198.18.200.2/30"), netip.MustParsePrefix("2001:2:0:c8::2/64")})
@@ -49,13 +56,13 @@ func TestFixtures(t *testing.T) {
 
 	// A child in the cgroup and the namespace sees both.
 	var out bytes.Buffer
-	cmd := Command(t, cg, ns, "sh", "-c", "cat /proc/self/cgroup; readlink /proc/self/ns/net")
+	cmd := Command(t, filepath.Join(cg, "pod"), ns, "sh", "-c", "cat /proc/self/cgroup; readlink /proc/self/ns/net")
 	cmd.Stdout = &out
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
 	nsLink, _ := os.Readlink("/proc/self/ns/net")
-	if !strings.Contains(out.String(), filepath.Base(cg)) {
+	if !strings.Contains(out.String(), filepath.Base(cg)+"/pod") {
 		t.Errorf("child not in cgroup %s:\n%s", cg, out.String())
 	}
 	if strings.Contains(out.String(), nsLink) {
