@@ -21,11 +21,9 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 	if _, err := os.Stat(e.o.egressd); err != nil {
 		return nil, fmt.Errorf("egressd binary: %w", err)
 	}
-	rulesFile := filepath.Join(e.dir, "rules-"+strconv.Itoa(n)+".yaml")
-	if _, err := os.Stat(rulesFile); err != nil {
-		if err := writeRules(rulesFile, n); err != nil {
-			return nil, fmt.Errorf("write rules: %w", err)
-		}
+	rulesFile, err := e.rulesFile(n)
+	if err != nil {
+		return nil, err
 	}
 	cg, fd, err := e.topo.addCgroup(name)
 	if err != nil {
@@ -81,4 +79,23 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 		time.Sleep(200 * time.Millisecond)
 	}
 	return t, nil
+}
+
+// rulesFile writes (once) a file of n rules in a directory of its own:
+// egressd watches the directory of its rules file and re-reads the rules on
+// any change there, so the logs written next to it would make it reload
+// continuously (with 100,000 rules that alone costs most of a CPU).
+func (e *env) rulesFile(n int) (string, error) {
+	dir := filepath.Join(e.dir, "rules-"+strconv.Itoa(n))
+	path := filepath.Join(dir, "rules.yaml")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := writeRules(path, n); err != nil {
+		return "", fmt.Errorf("write rules: %w", err)
+	}
+	return path, nil
 }

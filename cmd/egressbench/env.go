@@ -152,8 +152,8 @@ func (e *env) startL7(ctx context.Context, name, listen string, extra []string) 
 	if err != nil {
 		return nil, err
 	}
-	rulesFile := filepath.Join(e.dir, "rules-10.yaml")
-	if err := writeRules(rulesFile, 10); err != nil {
+	rulesFile, err := e.rulesFile(10)
+	if err != nil {
 		return nil, err
 	}
 	args := append([]string{"l7", "--listen", listen, "--rules", rulesFile,
