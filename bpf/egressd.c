@@ -85,9 +85,11 @@ static __always_inline int is_node_addr(const __u32 a[4])
 static __always_inline int is_excluded(const __u32 a[4])
 {
 	struct lpm_key key = { .prefixlen = 128 };
+	__u8 *v;
 
 	__builtin_memcpy(key.addr, a, sizeof(key.addr));
-	return bpf_map_lookup_elem(&excluded, &key) != NULL;
+	v = bpf_map_lookup_elem(&excluded, &key);
+	return v && *v;
 }
 
 /*

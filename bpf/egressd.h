@@ -76,7 +76,9 @@ enum counter {
  * Writer: redirect.Attach, filled before the programs are attached; not
  * pinned, so each agent start attaches programs together with its own set.
  * Reader: the connect and sendmsg hooks.
- * Key: struct lpm_key. Value: __u8 (unused, 1).
+ * Key: struct lpm_key. Value: __u8, 1: excluded; 0: not excluded (the
+ * v4-mapped range ::ffff:0:0/96 holds 0 unless IPv4 0.0.0.0/0 is
+ * excluded, so an IPv6 prefix like ::/0 never covers IPv4).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -118,7 +119,19 @@ func (r *Redirector) load(s settings) error {
 	if err != nil {
 		return fmt.Errorf("load BPF objects: %w", err)
 	}
-	for _, p := range s.ExcludeCIDRs {
+	return r.fillExcluded(s.ExcludeCIDRs)
+}
+
+// fillExcluded writes the excluded CIDRs. An IPv6 prefix that contains
+// the v4-mapped range (::/0, say) must not exclude all of IPv4: the
+// range ::ffff:0:0/96 is entered as not excluded first, the longer match
+// for IPv4 destinations unless 0.0.0.0/0 itself is excluded.
+func (r *Redirector) fillExcluded(cidrs []netip.Prefix) error {
+	v4 := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	if err := r.objs.Excluded.Put(lpmKey(v4), uint8(0)); err != nil {
+		return fmt.Errorf("exclude: %w", err)
+	}
+	for _, p := range cidrs {
 		if err := r.objs.Excluded.Put(lpmKey(p), uint8(1)); err != nil {
 			return fmt.Errorf("exclude %v: %w", p, err)
 		}

@@ -43,7 +43,7 @@ type Options struct {
 }
 
 // maxExcluded is the size of the excluded map (egressd.h).
-const maxExcluded = 4096
+const maxExcluded = 4096 - 1 // one entry guards the v4-mapped range
 
 // settings are Options validated and with defaults applied.
 type settings struct {

@@ -135,3 +135,21 @@ func TestPodWithoutNodeAddrFailsClosed(t *testing.T) {
 		t.Errorf("stats %+v, %v: want 6 fail-closed", s, err)
 	}
 }
+
+// Excluding all of IPv6 does not exclude IPv4, although IPv4 destinations
+// live in the programs' trie as v4-mapped IPv6.
+func TestExcludeIPv6KeepsIPv4(t *testing.T) {
+	tp := newTopo(t)
+	opts := tp.options()
+	opts.ExcludeCIDRs = []netip.Prefix{netip.MustParsePrefix("::/0")}
+	tp.attach(t, opts)
+	ext4, ext6 := hostPort(extAddr4, tp.extPort), hostPort(extAddr6, tp.extPort)
+	want(t, "ipv4", runChild(t, tp.cg, nil, job{Network: "tcp4", Addr: ext4, N: 2}), "orig "+ext4)
+	want(t, "v4-mapped", runChild(t, tp.cg, nil, job{Network: "tcp6-mapped", Addr: ext4, N: 2}), "orig "+ext4)
+	want(t, "ipv6", runChild(t, tp.cg, nil, job{Network: "tcp6", Addr: ext6, N: 2}), "direct")
+
+	opts.ExcludeCIDRs = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	tp.attach(t, opts)
+	want(t, "ipv4 excluded", runChild(t, tp.cg, nil, job{Network: "tcp4", Addr: ext4, N: 2}), "direct")
+	want(t, "ipv6 not excluded", runChild(t, tp.cg, nil, job{Network: "tcp6", Addr: ext6, N: 2}), "orig "+ext6)
+}
