@@ -1,0 +1,354 @@
+package l7
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// service is an external service on loopback recording what reached it:
+// the peer it was connected from, the TLS server name, the request.
+type service struct {
+	port uint16
+	tls  bool
+	seen chan serviceHit
+}
+
+type serviceHit struct {
+	peer   string // IP the connection came from
+	sni    string // "" without TLS
+	uri    string
+	header http.Header
+}
+
+// newService serves HTTP, or HTTPS with cert when cert is not nil.
+func newService(t testing.TB, cert *tls.Certificate) *service {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &service{port: uint16(ln.Addr().(*net.TCPAddr).Port), tls: cert != nil, seen: make(chan serviceHit, 64)}
+	if cert != nil {
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"http/1.1"}})
+	}
+	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hit := serviceHit{uri: r.RequestURI, header: r.Header.Clone()}
+		hit.peer, _, _ = net.SplitHostPort(r.RemoteAddr)
+		if r.TLS != nil {
+			hit.sni = r.TLS.ServerName
+		}
+		s.seen <- hit
+		fmt.Fprintf(w, "service %s%s", r.Host, r.URL.Path)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+func (s *service) next(t testing.TB) serviceHit {
+	t.Helper()
+	select {
+	case h := <-s.seen:
+		return h
+	case <-time.After(10 * time.Second):
+		t.Fatal("the service received nothing")
+		return serviceHit{}
+	}
+}
+
+func (s *service) none(t testing.TB) {
+	t.Helper()
+	select {
+	case h := <-s.seen:
+		t.Fatalf("the service received %s from %s, want nothing", h.uri, h.peer)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func (s *service) orig() netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), s.port)
+}
+
+// viaRule allows service on port with protocol through the egress proxy.
+func viaRule(service string, port uint16, proto rules.Protocol) *rules.Rule {
+	return &rules.Rule{Name: "via-proxy", Service: service, UseEgressProxy: true,
+		Ports: []rules.Port{{Number: port, Protocol: proto}}}
+}
+
+// chainEnv is a sidecar proxy whose rule sends svc through egressProxy.
+func chainEnv(t *testing.T, svc *service, egressProxy *url.URL, ca *testCA) *env {
+	proto := rules.HTTP
+	if svc.tls {
+		proto = rules.HTTPS
+	}
+	cfg := Config{
+		Rules:       compileRules(t, viaRule("*.allowed.test", svc.port, proto)),
+		OriginalDst: fixedOrig{svc.orig()},
+		EgressProxy: egressProxy,
+	}
+	if ca != nil {
+		cfg.RootCAs = ca.pool
+	}
+	return newEnv(t, cfg)
+}
+
+// onlyDialed asserts that the proxy dialed nothing but addr.
+func (e *env) onlyDialed(t testing.TB, addr string) {
+	t.Helper()
+	for {
+		select {
+		case got := <-e.dials:
+			if got != addr {
+				t.Fatalf("the proxy dialed %s, want only the egress proxy %s", got, addr)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// A client-supplied Proxy-Authorization, which must reach no one.
+const clientProxyAuth = "Proxy-Authorization: Basic Y2xpZW50OmNsaWVudC1zZWNyZXQ=\r\n"
+
+func TestEgressProxySquidPlainHTTP(t *testing.T) {
+	sq := startSquid(t, "a.allowed.test")
+	svc := newService(t, nil)
+	e := chainEnv(t, svc, sq.url(squidPassword), nil)
+	rc := e.dial()
+	for i := 0; i < 2; i++ { // the second request reuses the pooled connection to Squid
+		rc.send("GET /plain?i=1 HTTP/1.1\r\nHost: a.allowed.test\r\n" + clientProxyAuth + "\r\n")
+		resp, body := rc.read("GET")
+		if resp.StatusCode != 200 || !strings.HasPrefix(body, "service a.allowed.test") {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+		hit := svc.next(t)
+		if hit.peer != squidSource || !strings.Contains(hit.header.Get("Via"), "squid") {
+			t.Fatalf("service saw peer %s, Via %q: not through Squid", hit.peer, hit.header.Get("Via"))
+		}
+		if hit.uri != "/plain?i=1" || hit.header.Get("Proxy-Authorization") != "" {
+			t.Fatalf("service saw %s with Proxy-Authorization %q", hit.uri, hit.header.Get("Proxy-Authorization"))
+		}
+	}
+	// Squid logs the authenticated user: our credentials reached it.
+	sq.waitLog(t, fmt.Sprintf("GET http://a.allowed.test:%d/plain? %s", svc.port, squidUser)) // Squid logs no query
+	e.onlyDialed(t, sq.addr)
+	if n := len(e.dials); n != 0 {
+		t.Fatalf("%d more dials", n)
+	}
+}
+
+func TestEgressProxySquidHTTPSPort(t *testing.T) {
+	sq := startSquid(t, "secure.allowed.test")
+	ca := newTestCA(t)
+	cert := ca.leaf(t, "secure.allowed.test")
+	svc := newService(t, &cert)
+	e := chainEnv(t, svc, sq.url(squidPassword), ca)
+	rc := e.dial()
+	rc.send("GET /s HTTP/1.1\r\nHost: secure.allowed.test\r\n" + clientProxyAuth + "\r\n")
+	resp, body := rc.read("GET")
+	if resp.StatusCode != 200 || body != "service secure.allowed.test/s" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	hit := svc.next(t)
+	if hit.peer != squidSource || hit.sni != "secure.allowed.test" {
+		t.Fatalf("service saw peer %s SNI %q, want Squid's %s and TLS with SNI", hit.peer, hit.sni, squidSource)
+	}
+	if hit.header.Get("Via") != "" || hit.header.Get("Proxy-Authorization") != "" {
+		t.Fatalf("inside the tunnel Squid must see nothing: Via %q, Proxy-Authorization %q",
+			hit.header.Get("Via"), hit.header.Get("Proxy-Authorization"))
+	}
+	e.onlyDialed(t, sq.addr)
+	mustContain(t, e.logs.String(), `"upstream":"https"`)
+	rc.c.Close()
+	e.p.pool.closeAll() // Squid logs a CONNECT when its tunnel closes
+	sq.waitLog(t, fmt.Sprintf("CONNECT secure.allowed.test:%d %s", svc.port, squidUser))
+}
+
+// chainCase is a service behind a rule with useEgressProxy.
+type chainCase struct {
+	name string
+	svc  *service
+	host string
+}
+
+// chainCases are a plain HTTP service and an HTTPS one (TLS originated,
+// certificate from the returned CA).
+func chainCases(t *testing.T) (*testCA, []chainCase) {
+	ca := newTestCA(t)
+	cert := ca.leaf(t, "secure.allowed.test")
+	return ca, []chainCase{
+		{"plain HTTP", newService(t, nil), "a.allowed.test"},
+		{"HTTPS port", newService(t, &cert), "secure.allowed.test"},
+	}
+}
+
+func TestEgressProxySquidRefusal(t *testing.T) {
+	sq := startSquid(t, "a.allowed.test", "secure.allowed.test")
+	ca, cases := chainCases(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := chainEnv(t, tc.svc, sq.url("wrong"), ca)
+			rc := e.dial()
+			rc.send("GET / HTTP/1.1\r\nHost: " + tc.host + "\r\n\r\n")
+			resp, body := rc.read("GET")
+			if resp.StatusCode != 502 || resp.Header.Get("X-Egressd") != "error" {
+				t.Fatalf("got %d %q, want 502", resp.StatusCode, body)
+			}
+			mustContain(t, body, "egress proxy")
+			mustContain(t, body, "407")
+			if strings.Contains(body, "wrong") {
+				t.Fatalf("the reason leaks the password: %q", body)
+			}
+			tc.svc.none(t)
+			e.onlyDialed(t, sq.addr)
+			if n := e.counter("egressd_upstream_errors_total", "kind", "egress_proxy"); n != 1 {
+				t.Errorf("egress_proxy errors = %v", n)
+			}
+		})
+	}
+}
+
+func TestEgressProxyUnreachableIs502AndNeverDirect(t *testing.T) {
+	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens
+	ca, cases := chainCases(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := chainEnv(t, tc.svc, &url.URL{Scheme: "http", Host: dead}, ca)
+			rc := e.dial()
+			rc.send("GET / HTTP/1.1\r\nHost: " + tc.host + "\r\n\r\n")
+			resp, body := rc.read("GET")
+			if resp.StatusCode != 502 {
+				t.Fatalf("got %d %q, want 502", resp.StatusCode, body)
+			}
+			mustContain(t, body, "egress proxy http://"+dead)
+			mustContain(t, body, "connection refused")
+			tc.svc.none(t)
+			e.onlyDialed(t, dead)
+		})
+	}
+}
+
+// recordingProxy is a minimal forward proxy that records the request heads
+// it receives and tunnels CONNECTs to 127.0.0.1 (the tests' name resolution).
+type recordingProxy struct {
+	addr  string
+	heads chan *http.Request
+}
+
+func newRecordingProxy(t testing.TB) *recordingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := &recordingProxy{addr: ln.Addr().String(), heads: make(chan *http.Request, 16)}
+	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(rp.serve)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return rp
+}
+
+func (rp *recordingProxy) serve(w http.ResponseWriter, r *http.Request) {
+	rp.heads <- r.Clone(r.Context())
+	if r.Method != http.MethodConnect {
+		fmt.Fprintf(w, "recorded %s", r.RequestURI)
+		return
+	}
+	_, port, _ := net.SplitHostPort(r.Host)
+	up, err := net.Dial("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	c, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		up.Close()
+		return
+	}
+	io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+	done := make(chan struct{})
+	go func() { io.Copy(up, brw); up.(*net.TCPConn).CloseWrite(); close(done) }()
+	io.Copy(c, up)
+	c.Close()
+	<-done
+	up.Close()
+}
+
+func TestEgressProxyRequestForm(t *testing.T) {
+	rp := newRecordingProxy(t)
+	ca := newTestCA(t)
+	cert := ca.leaf(t, "secure.allowed.test")
+	want := "Basic " + "dTpwQHNz" // u:p@ss
+	proxyURL := &url.URL{Scheme: "http", Host: rp.addr, User: url.UserPassword("u", "p@ss")}
+
+	t.Run("plain HTTP in absolute form with the port", func(t *testing.T) {
+		svc := newService(t, nil)
+		e := chainEnv(t, svc, proxyURL, nil)
+		rc := e.dial()
+		rc.send("GET /x?q=1 HTTP/1.1\r\nHost: a.allowed.test\r\n" + clientProxyAuth + "\r\n")
+		resp, body := rc.read("GET")
+		wantURI := fmt.Sprintf("http://a.allowed.test:%d/x?q=1", svc.port)
+		if resp.StatusCode != 200 || body != "recorded "+wantURI {
+			t.Fatalf("got %d %q, want the request %s", resp.StatusCode, body, wantURI)
+		}
+		head := <-rp.heads
+		if got := head.Header.Values("Proxy-Authorization"); len(got) != 1 || got[0] != want {
+			t.Fatalf("egress proxy got Proxy-Authorization %q, want only [%q]", got, want)
+		}
+	})
+	t.Run("HTTPS port through CONNECT", func(t *testing.T) {
+		svc := newService(t, &cert)
+		e := chainEnv(t, svc, proxyURL, ca)
+		rc := e.dial()
+		rc.send("GET /t HTTP/1.1\r\nHost: secure.allowed.test\r\n" + clientProxyAuth + "\r\n")
+		if resp, body := rc.read("GET"); resp.StatusCode != 200 {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+		head := <-rp.heads
+		if head.Method != http.MethodConnect || head.Host != fmt.Sprintf("secure.allowed.test:%d", svc.port) ||
+			head.Header.Get("Proxy-Authorization") != want {
+			t.Fatalf("egress proxy got %s %s with Proxy-Authorization %q", head.Method, head.Host, head.Header.Get("Proxy-Authorization"))
+		}
+		if hit := svc.next(t); hit.sni != "secure.allowed.test" || hit.header.Get("Proxy-Authorization") != "" {
+			t.Fatalf("service saw SNI %q, Proxy-Authorization %q", hit.sni, hit.header.Get("Proxy-Authorization"))
+		}
+	})
+}
+
+func TestEgressProxyURLChecked(t *testing.T) {
+	for _, raw := range []string{"socks5://p:1080", "http://", "http://p:3128/path", "http://p:3128?x=1"} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = New(Config{Rules: compileRules(t), OriginalDst: fixedOrig{}, EgressProxy: u})
+		if err == nil || !strings.Contains(err.Error(), "egress proxy") {
+			t.Errorf("%s: New error %v, want one about the egress proxy", raw, err)
+		}
+	}
+}
+
+func TestCheckEgressProxy(t *testing.T) {
+	set := compileRules(t, viaRule("a.test", 80, rules.HTTP), httpRule("direct", "b.test", 80)).set
+	err := CheckEgressProxy(set, nil)
+	if err == nil || !strings.Contains(err.Error(), "via-proxy") || !strings.Contains(err.Error(), "--egress-proxy") {
+		t.Fatalf("CheckEgressProxy without a proxy: %v", err)
+	}
+	if err := CheckEgressProxy(set, &url.URL{Scheme: "http", Host: "squid:3128"}); err != nil {
+		t.Fatalf("with a proxy: %v", err)
+	}
+	if err := CheckEgressProxy(compileRules(t, httpRule("direct", "b.test", 80)).set, nil); err != nil {
+		t.Fatalf("no rule needs one: %v", err)
+	}
+}
