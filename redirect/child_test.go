@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/internal/kerneltest"
+	"github.com/egressd/egressd/internal/mounts"
 )
 
 // The kernel tests run their clients as children (this test binary
@@ -31,6 +33,11 @@ type job struct {
 	Mark    uint32        // SO_MARK on the socket
 	For     time.Duration // with N: keep going until both are reached
 	Unconn  bool          // UDP: unconnected socket, WriteTo (sendmsg hook)
+
+	// DefaultPins: instead of connecting, unmount bpffs (the child runs
+	// in a private mount namespace), Attach to this cgroup with the
+	// default PinDir, then Uninstall; replies say what was seen.
+	DefaultPins string
 }
 
 // outcome tallies what the connections answered (the first line the
@@ -48,7 +55,13 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
-		_ = json.NewEncoder(os.Stdout).Encode(j.run())
+		o := outcome{Replies: map[string]int{}, Errors: map[string]int{}}
+		if j.DefaultPins != "" {
+			o = j.defaultPins()
+		} else {
+			o = j.run()
+		}
+		_ = json.NewEncoder(os.Stdout).Encode(o)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -182,17 +195,18 @@ func errName(err error) string {
 
 // runChild runs j in cgroup (or none) and netns (nil: host) and returns
 // its outcome.
-func runChild(t testing.TB, cgroup string, ns *kerneltest.NS, j job) outcome {
+func runChild(t testing.TB, cgroup string, ns *kerneltest.NS, j job, wrapper ...string) outcome {
 	t.Helper()
-	return startChild(t, cgroup, ns, j)()
+	return startChild(t, cgroup, ns, j, wrapper...)()
 }
 
-// startChild starts j like runChild; the returned func waits for its
-// outcome.
-func startChild(t testing.TB, cgroup string, ns *kerneltest.NS, j job) (wait func() outcome) {
+// startChild starts j like runChild, under the wrapper command if any
+// (e.g. unshare); the returned func waits for its outcome.
+func startChild(t testing.TB, cgroup string, ns *kerneltest.NS, j job, wrapper ...string) (wait func() outcome) {
 	t.Helper()
 	spec, _ := json.Marshal(j)
-	cmd := kerneltest.Command(t, cgroup, ns, os.Args[0], "-test.run=^$")
+	argv := append(wrapper, os.Args[0], "-test.run=^$")
+	cmd := kerneltest.Command(t, cgroup, ns, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -210,4 +224,42 @@ func startChild(t testing.TB, cgroup string, ns *kerneltest.NS, j job) (wait fun
 		}
 		return o
 	}
+}
+
+// defaultPins checks Attach's defaults where no bpffs is mounted.
+func (j job) defaultPins() outcome {
+	o := outcome{Replies: map[string]int{}, Errors: map[string]int{}}
+	fail := func(what string, err error) outcome {
+		o.Errors[what+": "+err.Error()]++
+		return o
+	}
+	if fs, err := mounts.Find("bpf"); err == nil {
+		if err := unix.Unmount(fs, unix.MNT_DETACH); err != nil {
+			return fail("unmount bpffs", err)
+		}
+	}
+	if _, err := mounts.Find("bpf"); err == nil {
+		return fail("bpffs", errors.New("still mounted"))
+	}
+	r, err := Attach(Options{Cgroups: []string{j.DefaultPins}})
+	if err != nil {
+		return fail("attach", err)
+	}
+	r.Close()
+	fs, err := mounts.Find("bpf")
+	if err != nil {
+		return fail("bpffs after attach", err)
+	}
+	links, err := os.ReadDir(filepath.Join(fs, "egressd", "links"))
+	if err != nil {
+		return fail("links", err)
+	}
+	o.Replies[fmt.Sprintf("%s: %d links", fs, len(links))]++
+	if err := Uninstall(""); err != nil {
+		return fail("uninstall", err)
+	}
+	if _, err := os.Stat(filepath.Join(fs, "egressd")); !errors.Is(err, os.ErrNotExist) {
+		return fail("after uninstall", fmt.Errorf("pins left: %v", err))
+	}
+	return o
 }

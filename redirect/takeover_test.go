@@ -2,6 +2,7 @@ package redirect
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -152,4 +153,13 @@ func mapID(t *testing.T, m *ebpf.Map) ebpf.MapID {
 		t.Fatal("no map ID")
 	}
 	return id
+}
+
+// With no bpffs mounted (in a private mount namespace), Attach mounts it
+// and pins under <bpffs>/egressd; Uninstall("") removes them.
+func TestDefaultPinDir(t *testing.T) {
+	kerneltest.Require(t)
+	cg := kerneltest.Cgroup(t)
+	o := runChild(t, "", nil, job{DefaultPins: cg}, "unshare", "--mount", "--propagation", "private")
+	want(t, "default pins", o, fmt.Sprintf("%s: %d links", defaultBPFFS, len(hooks)))
 }
