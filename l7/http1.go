@@ -96,9 +96,10 @@ func (s *h1conn) refuseHead(err error) bool {
 }
 
 // keepAlive reports whether the client connection may carry another
-// request after this one, as far as the request is concerned.
+// request after this one, as far as the request is concerned. During
+// Shutdown the answer is no, so the response says "Connection: close".
 func (s *h1conn) keepAlive() bool {
-	return s.req.minor == 1 && !s.req.connClose
+	return s.req.minor == 1 && !s.req.connClose && !s.p.closing.Load()
 }
 
 func (r *request) hasBody() bool { return r.chunked || r.contentLength > 0 }

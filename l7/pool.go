@@ -36,6 +36,7 @@ type upstreamPool struct {
 	mu        sync.Mutex
 	idle      map[poolKey][]*upConn
 	closed    bool
+	lastSweep time.Time
 }
 
 func newUpstreamPool(maxPerKey int, maxIdle time.Duration) *upstreamPool {
@@ -78,7 +79,30 @@ func (u *upstreamPool) put(uc *upConn) {
 		return
 	}
 	u.idle[uc.key] = append(l, uc)
+	if uc.idleSince.Sub(u.lastSweep) > u.maxIdle {
+		u.sweep(uc.idleSince)
+	}
 	u.mu.Unlock()
+}
+
+// sweep closes the connections idle for longer than maxIdle under every key,
+// so that hosts asked for once do not keep sockets open until Shutdown. It
+// runs at most once per maxIdle, from put; u.mu is held.
+func (u *upstreamPool) sweep(now time.Time) {
+	u.lastSweep = now
+	for k, l := range u.idle {
+		i := 0
+		for i < len(l) && now.Sub(l[i].idleSince) > u.maxIdle {
+			l[i].nc.Close()
+			l[i] = nil
+			i++
+		}
+		if i == len(l) {
+			delete(u.idle, k)
+		} else if i > 0 {
+			u.idle[k] = append(l[:0:0], l[i:]...)
+		}
+	}
 }
 
 // closeAll closes every idle connection and makes put close from now on.

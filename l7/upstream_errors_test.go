@@ -179,3 +179,40 @@ func TestStalePooledConnectionIsNotUsedForABody(t *testing.T) {
 		time.Sleep(150 * time.Millisecond)
 	}
 }
+
+func TestPoolSweepClosesStaleIdleConnections(t *testing.T) {
+	pool := newUpstreamPool(4, 50*time.Millisecond)
+	defer pool.closeAll()
+	a, b := net.Pipe()
+	defer b.Close()
+	pool.put(&upConn{nc: a, key: poolKey{host: "once.allowed.test"}})
+	time.Sleep(100 * time.Millisecond)
+	c, d := net.Pipe()
+	defer d.Close()
+	pool.put(&upConn{nc: c, key: poolKey{host: "other.allowed.test"}}) // triggers the sweep
+	b.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := b.Read(make([]byte, 1)); err == nil {
+		t.Fatal("stale idle connection still open")
+	}
+	if len(pool.idle) != 1 {
+		t.Fatalf("pool keeps %d keys, want 1", len(pool.idle))
+	}
+}
+
+func TestShutdownAnswersConnectionClose(t *testing.T) {
+	release := make(chan struct{})
+	e, _ := allowEnv(t, func(w http.ResponseWriter, r *http.Request) { <-release })
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	time.Sleep(50 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- e.p.Shutdown(context.Background()) }()
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	if resp, _ := rc.read("GET"); !resp.Close {
+		t.Error("response during Shutdown does not say Connection: close")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
