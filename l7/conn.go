@@ -30,6 +30,9 @@ type clientConn struct {
 	local  netip.AddrPort // local address of nc (the proxy port)
 	orig   netip.AddrPort // original destination, from Config.OriginalDst
 	start  time.Time      // accept time
+	// gateway: accepted by ServeGateway (gateway.go), an explicit proxy
+	// with no original destination.
+	gateway bool
 
 	state atomic.Int32
 	// onShutdown, when set by a protocol handler (h2c: send GOAWAY), is
@@ -104,6 +107,10 @@ func (p *Proxy) serveConn(c *clientConn) {
 			writerPool.Put(c.bw)
 		}
 	}()
+	if c.gateway {
+		p.serveGateway(c)
+		return
+	}
 	orig, ok := p.cfg.OriginalDst.Lookup(c.client, c.local)
 	if !ok {
 		p.metrics.origMisses.Inc()

@@ -27,4 +27,8 @@
 // protocol sniffing), http1*.go, head.go, body.go (the HTTP/1.x path), dial.go
 // and pool.go (upstream connections), accesslog.go, metrics.go, errors.go.
 // h2c*.go, passthrough*.go and sniff*.go hold HTTP/2, gRPC and TLS passthrough.
+// egressproxy.go chains rules with useEgressProxy through Config.EgressProxy
+// (absolute form for plain HTTP, CONNECT tunnels for the rest; never a direct
+// fallback). gateway.go is ServeGateway, the explicit proxy of `egressd
+// gateway` (CONNECT and absolute form, decided against the same rules).
 package l7

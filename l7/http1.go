@@ -56,6 +56,9 @@ func (s *h1conn) serveOne() bool {
 	if s.req.minor == 0 {
 		s.entry.protocol = protoNameHTTP10
 	}
+	if c.gateway { // gateway.go: CONNECT and absolute form, each decided on its own
+		return s.serveGatewayRequest()
+	}
 	if status, reason := s.req.check(); status != 0 {
 		s.entry.decision = decisionInvalid
 		s.local(status, reason, markerInvalid, true)

@@ -74,7 +74,7 @@ const (
 // field has a documented default for its zero value.
 type Config struct {
 	Rules       interface{ Current() *rules.Set } // required; a nil *Set denies everything
-	OriginalDst OriginalDst                       // required
+	OriginalDst OriginalDst                       // required by Serve; ServeGateway (gateway.go) does not use it
 	DialMode    DialMode                          // zero: DialResolve
 	Resolver    *net.Resolver                     // nil: net.DefaultResolver; without a Dial of its own it is made to mark its sockets
 	Mark        uint32                            // SO_MARK on every upstream socket; 0: none
@@ -119,9 +119,6 @@ type Proxy struct {
 func New(cfg Config) (*Proxy, error) {
 	if cfg.Rules == nil {
 		return nil, errors.New("l7: config: Rules is required")
-	}
-	if cfg.OriginalDst == nil {
-		return nil, errors.New("l7: config: OriginalDst is required")
 	}
 	if cfg.DialMode != DialResolve && cfg.DialMode != DialOriginal {
 		return nil, fmt.Errorf("l7: config: unknown DialMode %d", cfg.DialMode)
@@ -174,6 +171,14 @@ func setDefault[T comparable](v *T, def T) {
 // Serve accepts connections on ln until Shutdown (then it returns
 // ErrProxyClosed) or until ln fails. It may be called for several listeners.
 func (p *Proxy) Serve(ln net.Listener) error {
+	if p.cfg.OriginalDst == nil {
+		return errors.New("l7: Serve: Config.OriginalDst is required")
+	}
+	return p.serve(ln, false)
+}
+
+// serve is the accept loop of Serve and ServeGateway (gateway.go).
+func (p *Proxy) serve(ln net.Listener, gateway bool) error {
 	if !p.trackListener(&ln, true) {
 		return ErrProxyClosed
 	}
@@ -196,6 +201,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		c := newClientConn(nc)
+		c.gateway = gateway
 		if !p.trackConn(c, true) {
 			nc.Close()
 			return ErrProxyClosed

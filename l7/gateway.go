@@ -1,0 +1,164 @@
+package l7
+
+// The gateway: egressd as the dedicated egress proxy (`egressd gateway`).
+// Clients (egressd agents with --egress-proxy, or anything configured with
+// an explicit HTTP proxy) send CONNECT host:port or absolute-form requests;
+// the host and port they name are decided against the same rules as the
+// sidecar path, logged and counted alike. Everything else is refused: the
+// gateway is never an open proxy.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// protoNameConnect is the access-log protocol of a gateway CONNECT tunnel.
+const protoNameConnect = "connect"
+
+// ServeGateway serves ln as an explicit HTTP proxy until Shutdown (then it
+// returns ErrProxyClosed) or until ln fails:
+//   - CONNECT host:port: allowed when a rule matches host on port; then the
+//     bytes are tunnelled as they are (whatever runs inside, TLS included).
+//   - absolute-form requests (GET http://host[:port]/path): host and port
+//     (default: the scheme's) are decided per request and forwarded like
+//     the sidecar path (TLS originated on ports the rule marks HTTPS).
+//   - anything else: origin-form requests, and CONNECT or absolute form to a
+//     host or port no rule allows, get 403; malformed requests 400.
+//
+// Proxy-Authorization is consumed, never forwarded (the gateway does not
+// check it). Rules with useEgressProxy are served directly: the gateway is
+// the egress proxy, unless Config.EgressProxy chains it to another one.
+// Config.OriginalDst is not used; DialMode must be DialResolve.
+func (p *Proxy) ServeGateway(ln net.Listener) error {
+	if p.cfg.DialMode != DialResolve {
+		return errors.New("l7: gateway: DialMode must be DialResolve: an explicit proxy has no original destination")
+	}
+	return p.serve(ln, true)
+}
+
+// serveGateway serves one gateway client connection (HTTP/1.x only).
+func (p *Proxy) serveGateway(c *clientConn) {
+	c.br = readerPool.Get().(*bufio.Reader)
+	c.br.Reset(c.nc)
+	p.serveHTTP1(c)
+}
+
+// serveGatewayRequest decides and answers one gateway request whose head
+// is parsed; false: close the connection.
+func (s *h1conn) serveGatewayRequest() bool {
+	r := &s.req
+	s.entry.orig = s.c.local // the gateway's own address: there is no other destination
+	if string(r.bytes(r.method)) == "CONNECT" {
+		return s.gatewayConnect()
+	}
+	if status, reason := r.check(); status != 0 {
+		s.entry.decision = decisionInvalid
+		s.local(status, reason, markerInvalid, true)
+		return false
+	}
+	s.entry.host = string(r.bytes(r.authority))
+	if !r.absolute {
+		s.entry.decision = decisionDeny
+		keep := s.keepAlive() && s.discardBody()
+		s.local(403, "this is an egress proxy: send CONNECT host:port or absolute-form requests (http://host/path)", markerDenied, !keep)
+		return keep
+	}
+	port, ok := authorityPort(r.bytes(r.authority))
+	switch {
+	case !ok:
+		s.entry.decision = decisionInvalid
+		s.local(400, "invalid port in the request target", markerInvalid, true)
+		return false
+	case port == 0 && hasPrefixFold(r.bytes(r.target), "https://"):
+		port = 443
+	case port == 0:
+		port = 80
+	}
+	m, ok := s.gatewayDecide(port)
+	if !ok {
+		return s.deny()
+	}
+	return s.forward(m)
+}
+
+// gatewayDecide matches s.entry.host on port and points the connection's
+// destination port there for forward.
+func (s *h1conn) gatewayDecide(port uint16) (rules.Match, bool) {
+	s.entry.port = port
+	s.c.orig = netip.AddrPortFrom(netip.Addr{}, port)
+	m, ok := s.p.decide(s.entry.host, port)
+	if !ok {
+		return m, false
+	}
+	s.entry.decision, s.entry.rule = decisionAllow, m.Rule.Name
+	if s.p.egress == nil {
+		m.UseEgressProxy = false // the gateway is the egress proxy
+	}
+	return m, true
+}
+
+// gatewayConnect answers CONNECT host:port: 403 unless a rule allows it,
+// else 200 and a byte tunnel to the upstream until either side ends.
+func (s *h1conn) gatewayConnect() bool {
+	r, c := &s.req, s.c
+	s.entry.protocol = protoNameConnect
+	target := r.bytes(r.target)
+	port, ok := authorityPort(target)
+	if !ok || port == 0 || !validAuthority(target, true) || r.hosts > 1 || r.hasBody() || r.teOther {
+		s.entry.decision = decisionInvalid
+		s.local(400, "CONNECT needs a host:port target and no body", markerInvalid, true)
+		return false
+	}
+	s.entry.host = string(target)
+	m, ok := s.gatewayDecide(port)
+	if !ok {
+		return s.deny()
+	}
+	s.entry.upstream = "tunnel"
+	up, err := s.p.dialUpstream(context.Background(), m, hostOnly(s.entry.host), c.orig)
+	if err != nil {
+		status, reason := s.p.upstreamError(err)
+		s.local(status, reason, markerError, true)
+		return false
+	}
+	defer up.Close()
+	c.bw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n")
+	if err := c.bw.Flush(); err != nil {
+		s.entry.reason = "client went away"
+		s.p.finish(&s.entry)
+		return false
+	}
+	s.entry.status = 200
+	c.nc.SetDeadline(time.Time{})
+	s.entry.bytesIn, s.entry.bytesOut, err = splice(c.nc, c.br, up)
+	if err != nil {
+		s.entry.reason = "tunnel failed: " + err.Error()
+	}
+	s.p.finish(&s.entry)
+	return false
+}
+
+// authorityPort returns the port of a host[:port] authority, 0 when it has
+// none; ok is false when the port is not a number in 1-65535.
+func authorityPort(a []byte) (port uint16, ok bool) {
+	i := bytes.LastIndexByte(a, ':')
+	if i < 0 || a[0] == '[' && bytes.LastIndexByte(a, ']') > i {
+		return 0, true
+	}
+	if a[0] != '[' && bytes.IndexByte(a[:i], ':') >= 0 {
+		return 0, false // an IPv6 address without brackets
+	}
+	n, err := strconv.ParseUint(string(a[i+1:]), 10, 16)
+	if err != nil || n == 0 {
+		return 0, false
+	}
+	return uint16(n), true
+}
