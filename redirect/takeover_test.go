@@ -163,3 +163,24 @@ func TestDefaultPinDir(t *testing.T) {
 	o := runChild(t, "", nil, job{DefaultPins: cg}, "unshare", "--mount", "--propagation", "private")
 	want(t, "default pins", o, fmt.Sprintf("%s: %d links", defaultBPFFS, len(hooks)))
 }
+
+// A cgroup removed while attached (a pod deleted) does not stop the next
+// agent from starting, nor Uninstall.
+func TestRemovedCgroup(t *testing.T) {
+	tp := newTopo(t)
+	gone := kerneltest.Cgroup(t)
+	opts := tp.options()
+	opts.Cgroups = []string{tp.cg, gone}
+	tp.attach(t, opts).Close()
+	if err := os.Remove(gone); err != nil {
+		t.Fatal(err)
+	}
+	opts.Cgroups = []string{tp.cg}
+	tp.attach(t, opts)
+	ext4 := hostPort(extAddr4, tp.extPort)
+	want(t, "still redirected", runChild(t, tp.cg, nil, job{Network: "tcp4", Addr: ext4, N: 2}), "orig "+ext4)
+	links, _ := os.ReadDir(filepath.Join(tp.pinDir, "links"))
+	if len(links) != len(hooks) {
+		t.Errorf("%d pinned links, want %d", len(links), len(hooks))
+	}
+}
