@@ -491,3 +491,45 @@ func TestGRPCFailureCode(t *testing.T) {
 		}
 	}
 }
+
+// Shutdown lets a gRPC stream in flight finish (its connection gets GOAWAY)
+// and then returns; the client opens no new stream on that connection.
+func TestGRPCShutdownFinishesStreams(t *testing.T) {
+	e, u := grpcEnv(t, false)
+	client := grpcClient(t, e, fmt.Sprintf("api.allowed.test:%d", u.port))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := client.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping := func() error {
+		if err := stream.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 3}}}); err != nil {
+			return err
+		}
+		_, err := stream.Recv()
+		return err
+	}
+	if err := ping(); err != nil {
+		t.Fatal(err)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- e.p.Shutdown(ctx) }()
+	time.Sleep(50 * time.Millisecond) // Shutdown is under way: GOAWAY sent
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a stream in flight", err)
+	default:
+	}
+	if err := ping(); err != nil {
+		t.Fatalf("stream in flight after Shutdown began: %v", err)
+	}
+	stream.CloseSend()
+	if _, err := stream.Recv(); err != io.EOF {
+		t.Fatalf("end of stream: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	u.next(t)
+}

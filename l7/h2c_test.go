@@ -23,9 +23,9 @@ import (
 )
 
 // newH2CUpstream starts an upstream speaking HTTP/1.1 and h2c (prior
-// knowledge) that records each request; conns counts its accepted
-// connections.
-func newH2CUpstream(t testing.TB, h http.HandlerFunc) (*upstream, *atomic.Int32) {
+// knowledge) that records each request (reading its body first) unless
+// h must stream; conns counts its accepted connections.
+func newH2CUpstream(t testing.TB, h http.HandlerFunc, streaming bool) (*upstream, *atomic.Int32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,8 +34,8 @@ func newH2CUpstream(t testing.TB, h http.HandlerFunc) (*upstream, *atomic.Int32)
 	var conns atomic.Int32
 	u := &upstream{ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port), reqs: make(chan *seenRequest, 100)}
 	handler := u.record(h)
-	if h != nil && strings.HasPrefix(t.Name(), "TestH2CStream") {
-		handler = h // streaming tests must not have their body read first
+	if streaming {
+		handler = h
 	}
 	u.srv = &http.Server{
 		Handler:  handler,
@@ -59,11 +59,12 @@ func protoRule(name, service string, port uint16, proto rules.Protocol) *rules.R
 	return &rules.Rule{Name: name, Service: service, Ports: []rules.Port{{Number: port, Protocol: proto}}}
 }
 
-// h2cEnv starts an h2c upstream and a proxy whose connections all look
-// redirected from it; api.allowed.test is allowed there as HTTP2.
+// h2cEnv starts an h2c upstream (recording requests, or answering with h
+// unrecorded when given) and a proxy whose connections all look redirected
+// from it; api.allowed.test is allowed there as HTTP2.
 func h2cEnv(t *testing.T, h http.HandlerFunc) (*env, *upstream, *atomic.Int32) {
 	t.Helper()
-	u, conns := newH2CUpstream(t, h)
+	u, conns := newH2CUpstream(t, h, h != nil)
 	e := newEnv(t, Config{
 		Rules:       compileRules(t, protoRule("h2-api", "api.allowed.test", u.port, rules.HTTP2)),
 		OriginalDst: fixedOrig{u.orig()},
@@ -244,5 +245,25 @@ func TestH2CStreamFullDuplexAndTrailers(t *testing.T) {
 	}
 	if res.Trailer.Get("X-Lines") != "3" || res.Trailer.Get("X-Req-Trailer") != "sent-last" {
 		t.Fatalf("trailers %v", res.Trailer)
+	}
+}
+
+// An h2c connection with no stream open is idle: Shutdown closes it rather
+// than waiting for the client to leave.
+func TestH2CShutdownClosesIdleConnections(t *testing.T) {
+	e, _, _ := h2cEnv(t, nil)
+	client, _ := h2cClient(t, e)
+	req, _ := http.NewRequest("GET", "http://proxy/idle", nil)
+	req.Host = "api.allowed.test"
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.p.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with an idle h2c connection: %v", err)
 	}
 }
