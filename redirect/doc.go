@@ -32,9 +32,11 @@
 // proxy listens in); its own upstream sockets must carry Options.Mark
 // (l7.Config.Mark) if it runs inside an attached cgroup; the proxy must
 // listen on 127.0.0.1, ::1 and the node addresses at ProxyPort. Original
-// destinations are keyed by the connection as the proxy sees it, so there
-// must be no NAT between a pod and the node address. Lookup removes the
-// entry it returns: ask once per connection.
+// destinations are keyed by the connection as the proxy sees it (client
+// address and port, proxy address and port), which the kernel keeps unique
+// among the proxy's live connections whatever namespace the client is in;
+// so there must be no NAT between a pod and the node address. Lookup
+// removes the entry it returns: ask once per connection.
 //
 // # Requirements
 //
