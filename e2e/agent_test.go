@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/internal/mounts"
+)
+
+var build struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// egressdBinary builds cmd/egressd once per test process.
+func egressdBinary(t *testing.T) string {
+	t.Helper()
+	build.once.Do(func() {
+		build.dir, build.err = os.MkdirTemp("", "egressd-e2e-bin-")
+		if build.err != nil {
+			return
+		}
+		build.bin = filepath.Join(build.dir, "egressd")
+		out, err := exec.Command("go", "build", "-o", build.bin, "../cmd/egressd").CombinedOutput()
+		if err != nil {
+			build.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.bin
+}
+
+// pinDir returns a fresh pin directory on bpffs; egressd --uninstall removes
+// it on cleanup.
+func pinDir(t *testing.T) string {
+	t.Helper()
+	fs, err := mounts.Find("bpf")
+	if errors.Is(err, mounts.ErrNotMounted) {
+		fs = "/sys/fs/bpf"
+		err = unix.Mount("bpf", fs, "bpf", 0, "")
+	}
+	if err != nil {
+		t.Fatalf("bpffs: %v", err)
+	}
+	dir := filepath.Join(fs, fmt.Sprintf("egressd-e2e-%d-%s", os.Getpid(), filepath.Base(t.Name())))
+	t.Cleanup(func() {
+		out, err := exec.Command(egressdBinary(t), "run", "--uninstall", "--pin-dir", dir).CombinedOutput()
+		if err != nil {
+			t.Errorf("egressd run --uninstall: %v\n%s", err, out)
+		}
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("pin directory %s left behind", dir)
+		}
+	})
+	return dir
+}
+
+// agent is one running egressd.
+type agent struct {
+	cmd   *exec.Cmd
+	admin string // host:port
+	port  int    // proxy port
+	out   *bytes.Buffer
+	done  chan struct{}
+	err   error // of Wait, once done is closed
+}
+
+// freePort returns a TCP port that was free on the host a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startAgent starts egressd run in the host namespace (outside the test
+// cgroup) with the world's files and waits until /readyz says ready.
+// port 0 picks a free proxy port.
+func startAgent(t *testing.T, w *world, port int, extra ...string) *agent {
+	t.Helper()
+	if port == 0 {
+		port = freePort(t)
+	}
+	a := &agent{admin: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))), port: port,
+		out: &bytes.Buffer{}, done: make(chan struct{})}
+	args := append([]string{"run", "--rules", w.rulesFile, "--cgroup", w.cgroup,
+		"--proxy-port", strconv.Itoa(port), "--admin", a.admin, "--pin-dir", w.pinDir,
+		"--node-addr", node4.String(), "--node-addr", node6.String(),
+		"--dns", dns4.String(), "--ca-file", w.caFile, "--shutdown-timeout", "10s"}, extra...)
+	a.cmd = exec.Command(egressdBinary(t), args...)
+	a.cmd.Stdout = &lockedWriter{w: a.out}
+	a.cmd.Stderr = a.cmd.Stdout
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		a.err = a.cmd.Wait()
+		close(a.done)
+	}()
+	t.Cleanup(func() {
+		a.signal(syscall.SIGKILL)
+		<-a.done
+		if t.Failed() {
+			t.Logf("egressd output:\n%s", a.output())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if code, _ := a.get("/readyz"); code == http.StatusOK {
+			return a
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("egressd exited at start: %v\n%s", a.err, a.output())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("egressd not ready after 15s:\n%s", a.output())
+		}
+	}
+}
+
+func (a *agent) signal(sig os.Signal) {
+	select {
+	case <-a.done:
+	default:
+		_ = a.cmd.Process.Signal(sig) // by PID
+	}
+}
+
+// wait waits (at most 20 s) for egressd to exit and returns its exit code.
+func (a *agent) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-a.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("egressd did not exit:\n%s", a.output())
+	}
+	return a.cmd.ProcessState.ExitCode()
+}
+
+func (a *agent) output() string {
+	lw := a.cmd.Stdout.(*lockedWriter)
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return a.out.String()
+}
+
+// get fetches an admin endpoint; code 0 when it can't be reached.
+func (a *agent) get(path string) (int, string) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + a.admin + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,20 @@
+// Package e2e holds egressd's end-to-end tests. They build the egressd
+// binary and drive it as a user would, in the topology of DESIGN.md: an
+// "external" network namespace with upstream services on 198.19.5.0/24 and
+// 2001:2:0:e5::/64 (plain HTTP, HTTPS with a CA the test generates, h2c,
+// gRPC and a DNS server), clients — real curl and a gRPC client — in a test
+// cgroup in the host namespace and in a "pod" namespace joined by a veth.
+//
+// The upstreams tell a proxied request from one that bypassed egressd by the
+// address it arrived on: clients connect to a decoy address (.10), while the
+// test DNS server resolves every name to another (.11), which egressd dials
+// in its default --dial=resolve mode. A request seen on the decoy address
+// went around the proxy.
+//
+// The tests need root, cgroup v2 and BPF; they skip without them, and fail
+// instead under EGRESSD_E2E=require. Everything they create (namespaces,
+// cgroups, pins, processes) is removed on cleanup, also on failure.
+//
+// This file only carries the package documentation; the tests are in the
+// _test.go files.
+package e2e
