@@ -33,6 +33,7 @@ type env struct {
 	skipped  map[string]string // case -> why it could not run
 	machine  machineInfo
 	upstream *server
+	failed   bool // a run failed: keep the run directory's logs
 }
 
 func (e *env) onClose(f func()) { e.closers = append(e.closers, f) }
@@ -47,10 +48,12 @@ func (e *env) Close() {
 			fmt.Fprintf(e.stderr, "egressbench: cleanup: %v\n", err)
 		}
 	}
-	if e.dir != "" && !e.o.keep {
+	switch {
+	case e.dir == "":
+	case e.o.keep || e.failed:
+		fmt.Fprintf(e.stderr, "egressbench: run directory (configs, logs) kept: %s\n", e.dir)
+	default:
 		os.RemoveAll(e.dir)
-	} else if e.dir != "" {
-		fmt.Fprintf(e.stderr, "egressbench: run directory kept: %s\n", e.dir)
 	}
 }
 

@@ -67,6 +67,11 @@ func (e *env) runMatrix(ctx context.Context) (*report, error) {
 				if !applies(t, ts) {
 					continue
 				}
+				if t.proxy != nil {
+					if gone, _ := t.proxy.exited(); gone {
+						continue // reported by the run that saw it go
+					}
+				}
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
@@ -117,6 +122,15 @@ func (e *env) runOne(ctx context.Context, ts test, t *target, r int) record {
 	}
 	if err != nil {
 		rec.Error = err.Error()
+	}
+	if t.proxy != nil {
+		if gone, how := t.proxy.exited(); gone {
+			rec.Error = strings.TrimPrefix(rec.Error+"; ", "; ") + fmt.Sprintf("%s exited (%v); logs kept in %s", t.name, how, e.dir)
+			e.failed = true
+		}
+	}
+	if rec.Error != "" {
+		e.failed = true
 	}
 	return rec
 }

@@ -62,6 +62,16 @@ func startServer(ctx context.Context, name string, cmd *exec.Cmd, addr string) (
 	}
 }
 
+// exited reports whether the process has ended, and how.
+func (s *server) exited() (bool, error) {
+	select {
+	case <-s.done:
+		return true, s.err
+	default:
+		return false, nil
+	}
+}
+
 // pid is the process the harness started (for nginx: the master).
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
