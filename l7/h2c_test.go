@@ -267,3 +267,25 @@ func TestH2CShutdownClosesIdleConnections(t *testing.T) {
 		t.Fatalf("Shutdown with an idle h2c connection: %v", err)
 	}
 }
+
+// h2load (Debian's nghttp2-client) drives many concurrent streams over a few
+// h2c connections; every stream is decided and answered.
+func TestH2CH2Load(t *testing.T) {
+	bin, err := exec.LookPath("h2load")
+	if err != nil {
+		t.Skip("h2load is not installed (apt-get install nghttp2-client)")
+	}
+	e, u, _ := h2cEnv(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	for _, tc := range []struct{ authority, want string }{
+		{fmt.Sprintf("api.allowed.test:%d", u.port), "status codes: 300 2xx, 0 3xx, 0 4xx, 0 5xx"},
+		{"denied.test", "status codes: 0 2xx, 0 3xx, 300 4xx, 0 5xx"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, bin, "-n", "300", "-c", "3", "-m", "10",
+			"-H", ":authority: "+tc.authority, "http://"+e.addr+"/load").CombinedOutput()
+		cancel()
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Fatalf("h2load %s: %v\n%s", tc.authority, err, out)
+		}
+	}
+}
