@@ -289,3 +289,16 @@ func TestH2CH2Load(t *testing.T) {
 		}
 	}
 }
+
+// An HTTP/1.1 client on a port the rules mark HTTP2 is still served (the
+// HTTP/1 path forwards it as HTTP/1.1).
+func TestH2CPortServesHTTP1(t *testing.T) {
+	e, u, _ := h2cEnv(t, nil)
+	code, body := curl(t, e, fmt.Sprintf("http://api.allowed.test:%d/one", u.port), "--http1.1")
+	if code != 200 || body != fmt.Sprintf("hello api.allowed.test:%d/one", u.port) {
+		t.Fatalf("HTTP/1.1 on an HTTP2 port: %d %q", code, body)
+	}
+	if got := u.next(t); got.Proto != "HTTP/1.1" {
+		t.Fatalf("upstream got %s", got.Proto)
+	}
+}
