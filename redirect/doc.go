@@ -40,7 +40,8 @@
 //
 // # Requirements
 //
-// Root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), cgroup v2, and Linux 5.14
+// Root with CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN only to mount bpffs
+// when none is), cgroup v2, and Linux 5.14
 // or newer. The oldest pieces used, by version: LRU hash and LPM trie maps
 // (4.11), sockops and socket cookies in sock_addr programs (5.0),
 // ctx->sk in sock_addr programs (5.3), bpf_get_netns_cookie in sock_addr

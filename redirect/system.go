@@ -99,7 +99,7 @@ func mountBPFFS(at string) error {
 // loading fails with a less helpful one.
 func preflight() error {
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("%w: loading and attaching BPF programs needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)", ErrNotRoot)
+		return fmt.Errorf("%w: loading and attaching BPF programs needs root with CAP_BPF and CAP_NET_ADMIN", ErrNotRoot)
 	}
 	probes := []struct {
 		what string
