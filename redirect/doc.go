@@ -41,8 +41,8 @@
 // # Requirements
 //
 // Root with CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN only to mount bpffs
-// when none is), cgroup v2, and Linux 5.14
-// or newer. The oldest pieces used, by version: LRU hash and LPM trie maps
+// when none is), cgroup v2, and Linux 5.14 or newer. The oldest pieces
+// used, by version: LRU hash and LPM trie maps
 // (4.11), sockops and socket cookies in sock_addr programs (5.0),
 // ctx->sk in sock_addr programs (5.3), bpf_get_netns_cookie in sock_addr
 // programs and cgroup BPF links with BPF_LINK_UPDATE (5.7), and the two
