@@ -155,7 +155,7 @@ func TestE2EShutdownDrains(t *testing.T) {
 			codes <- r.code
 		}()
 	}
-	waitFor(t, "requests in flight at the upstream", func() bool { return w.rec.count(real4)+w.rec.count(real6) >= n })
+	waitFor(t, "requests in flight at the upstream", func() bool { return w.rec.Count(real4)+w.rec.Count(real6) >= n })
 	a.signal(syscall.SIGTERM)
 	waitFor(t, "/readyz 503 while draining", func() bool { code, _ := a.get("/readyz"); return code == 503 })
 	if r := curl(t, w, nil, at("a.allowed.test", portHTTP, decoy4)...); r.code != 0 {
@@ -268,7 +268,7 @@ func exitCode(err error) int {
 func assertNoBypass(t *testing.T, w *world) {
 	t.Helper()
 	for _, d := range []netip.Addr{decoy4, decoy6} {
-		if n := w.rec.count(d); n != 0 {
+		if n := w.rec.Count(d); n != 0 {
 			t.Errorf("%d request(s) reached the upstream at %v without egressd", n, d)
 		}
 	}

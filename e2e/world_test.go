@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/egressd/egressd/internal/kerneltest"
+	"github.com/egressd/egressd/internal/upstream"
 )
 
 // Addresses of the topology. Clients connect to the decoy addresses; DNS
@@ -61,7 +63,7 @@ spec:
 type world struct {
 	ext, pod  *kerneltest.NS
 	cgroup    string
-	rec       *recorder
+	rec       *upstream.Recorder
 	rulesFile string
 	caFile    string
 	pinDir    string
@@ -70,7 +72,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	kerneltest.Require(t)
-	w := &world{rec: &recorder{}, cgroup: kerneltest.Cgroup(t), ext: kerneltest.Netns(t), pod: kerneltest.Netns(t)}
+	w := &world{rec: &upstream.Recorder{}, cgroup: kerneltest.Cgroup(t), ext: kerneltest.Netns(t), pod: kerneltest.Netns(t)}
 	p := netip.MustParsePrefix
 	_, extIf := kerneltest.Veth(t, nil, []netip.Prefix{p("198.19.5.1/24"), p("2001:2:0:e5::1/64")},
 		w.ext, []netip.Prefix{p("198.19.5.2/24"), p("2001:2:0:e5::2/64")})
@@ -94,15 +96,18 @@ func newWorld(t *testing.T) *world {
 		}
 	}
 
-	ca := newTestCA(t, "tls.whitelisted.test", "*.whitelisted.test")
+	ca, err := upstream.NewCA("tls.whitelisted.test", "*.whitelisted.test")
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	w.caFile = filepath.Join(dir, "ca.pem")
 	w.rulesFile = filepath.Join(dir, "rules.yaml")
-	writeFile(t, w.caFile, string(ca.pem))
+	writeFile(t, w.caFile, string(ca.PEM))
 	writeFile(t, w.rulesFile, rulesYAML)
 	w.pinDir = pinDir(t)
 
-	err := w.ext.Do(func() error {
+	err = w.ext.Do(func() error {
 		lns := map[int]net.Listener{}
 		for _, port := range []int{portHTTP, portTLS, portH2C, portGRPC, 53} {
 			ln, err := net.Listen("tcp", net.JoinHostPort("::", itoa(port)))
@@ -115,11 +120,15 @@ func newWorld(t *testing.T) *world {
 		if err != nil {
 			return err
 		}
-		serveHTTP(t, lns[portHTTP], echo(w.rec), false, nil)
-		serveHTTP(t, lns[portTLS], echo(w.rec), false, &ca.cert)
-		serveHTTP(t, lns[portH2C], echo(w.rec), true, nil)
+		for _, srv := range []*http.Server{
+			upstream.Serve(lns[portHTTP], upstream.Echo(w.rec), false, nil),
+			upstream.Serve(lns[portTLS], upstream.Echo(w.rec), false, &ca.Cert),
+			upstream.Serve(lns[portH2C], upstream.Echo(w.rec), true, nil),
+		} {
+			t.Cleanup(func() { srv.Close() })
+		}
 		serveGRPC(t, lns[portGRPC])
-		serveDNS(t, pc, lns[53], dnsAnswers{v4: real4, v6: real6})
+		t.Cleanup(upstream.ServeDNS(pc, lns[53], upstream.DNS{V4: real4, V6: real6}))
 		return nil
 	})
 	if err != nil {
