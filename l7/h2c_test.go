@@ -157,6 +157,11 @@ func TestH2CMixedStreamsOnOneConnection(t *testing.T) {
 // nghttp runs Debian's nghttp (h2c prior knowledge) against the proxy with
 // :authority overridden, and returns the :status of every stream.
 func nghttp(t *testing.T, e *env, authority string, paths ...string) []string {
+	return nghttpArgs(t, e, []string{"-H", ":authority: " + authority}, paths...)
+}
+
+// nghttpArgs is nghttp with extra arguments.
+func nghttpArgs(t *testing.T, e *env, extra []string, paths ...string) []string {
 	t.Helper()
 	bin, err := exec.LookPath("nghttp")
 	if err != nil {
@@ -164,7 +169,7 @@ func nghttp(t *testing.T, e *env, authority string, paths ...string) []string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	args := []string{"-nv", "-H", ":authority: " + authority}
+	args := append([]string{"-nv"}, extra...)
 	for _, p := range paths {
 		args = append(args, "http://"+e.addr+p)
 	}
@@ -301,4 +306,19 @@ func TestH2CPortServesHTTP1(t *testing.T) {
 	if got := u.next(t); got.Proto != "HTTP/1.1" {
 		t.Fatalf("upstream got %s", got.Proto)
 	}
+}
+
+// A Host header that contradicts :authority makes the request malformed
+// (RFC 9113 section 8.3.1): the stream is reset and no upstream sees it,
+// whichever of the two names the rules allow.
+func TestH2CHostHeaderCannotSmuggle(t *testing.T) {
+	e, u, _ := h2cEnv(t, nil)
+	allowed := fmt.Sprintf("api.allowed.test:%d", u.port)
+	for _, pair := range [][2]string{{allowed, "evil.test"}, {"evil.test", allowed}} {
+		got := nghttpArgs(t, e, []string{"-H", ":authority: " + pair[0], "-H", "host: " + pair[1]}, "/a")
+		if len(got) != 0 {
+			t.Fatalf(":authority %s, host %s: statuses %v, want the stream reset", pair[0], pair[1], got)
+		}
+	}
+	u.none(t)
 }
