@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 )
@@ -115,10 +116,8 @@ func (h *head) readHead(br *bufio.Reader, max int) error {
 // nextLine returns the line starting at off (without CRLF) and the offset of
 // the following line. readHead guaranteed CRLF endings.
 func (h *head) nextLine(off int) (span, int) {
-	for i := off; i+1 < len(h.buf); i++ {
-		if h.buf[i] == '\r' && h.buf[i+1] == '\n' {
-			return span{int32(off), int32(i)}, i + 2
-		}
+	if i := bytes.IndexByte(h.buf[off:], '\n'); i > 0 {
+		return span{int32(off), int32(off + i - 1)}, off + i + 1
 	}
 	return span{int32(off), int32(len(h.buf))}, len(h.buf)
 }

@@ -51,9 +51,6 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 	case bodyUntilClose:
 		err = pm.copyUntilEOF()
 	}
-	if err == nil {
-		err = s.c.bw.Flush()
-	}
 	s.entry.status = resp.status
 	s.entry.bytesOut = pm.n
 	if err != nil {
@@ -73,8 +70,10 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 	} else {
 		uc.nc.Close()
 	}
+	// Log and count before the last flush: whoever has read the whole
+	// response can rely on its log line and metrics being there.
 	s.p.finish(&s.entry)
-	return keep
+	return s.c.bw.Flush() == nil && keep
 }
 
 // writeResponseHead writes the status line and the end-to-end fields of

@@ -44,9 +44,9 @@ func (s *h1conn) writeLocal(status int, body []byte, marker string, close bool) 
 		bw.Write(body)
 		s.entry.bytesOut = int64(len(body))
 	}
-	bw.Flush()
 	s.entry.status = status
-	s.p.finish(&s.entry)
+	s.p.finish(&s.entry) // before the flush, as in relayResponse
+	bw.Flush()
 }
 
 func appendUint(b []byte, n uint64) []byte { return strconv.AppendUint(b, n, 10) }
