@@ -94,23 +94,32 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 // either place is a usage error.
 func parseRunFlags(args []string, getenv func(string) (string, bool), out io.Writer) (*runConfig, error) {
 	cfg := &runConfig{ProxyPort: defaultProxyPort}
-	fs := newRunFlags(cfg, out)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, exitError{exitOK}
-		}
-		return nil, exitError{exitUsage} // the flag package has printed the error and usage
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	if err := applyEnv(fs, getenv); err != nil {
+	if err := parseFlagSet(newRunFlags(cfg, out), args, getenv, cfg.validate); err != nil {
 		return nil, err
 	}
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
-	}
 	return cfg, nil
+}
+
+// parseFlagSet parses args into fs (no positional arguments), then the
+// environment twins of the flags not given, then checks the result with
+// validate. Errors are usage errors (exit 2); -h is exit 0.
+func parseFlagSet(fs *flag.FlagSet, args []string, getenv func(string) (string, bool), validate func() error) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitError{exitOK}
+		}
+		return exitError{exitUsage} // the flag package has printed the error and usage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return err
+	}
+	if err := validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
 }
 
 // envName is the environment twin of a flag name.

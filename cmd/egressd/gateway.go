@@ -3,10 +3,163 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/egressd/egressd/l7"
+	"github.com/egressd/egressd/rules"
 )
 
-// gatewayCmd is a placeholder until the subcommand lands.
+// gatewayConfig is the parsed command line of `egressd gateway`.
+type gatewayConfig struct {
+	Rules           string
+	Listen          string
+	Admin           string
+	CAFile          string
+	DNS             string
+	LogFormat       string
+	SocketMark      uint32
+	ShutdownTimeout time.Duration
+}
+
+// Defaults of gateway's flags: its own ports, so that a gateway and an
+// agent can share a node.
+const (
+	defaultGatewayListen = ":15080"
+	defaultGatewayAdmin  = "127.0.0.1:15091"
+)
+
+// newGatewayFlags declares gateway's flags on a fresh FlagSet writing into cfg.
+func newGatewayFlags(cfg *gatewayConfig, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("egressd gateway", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "usage: egressd gateway --rules PATH [flags]\n\n"+
+			"Runs egressd as the dedicated egress proxy: an explicit HTTP proxy that\n"+
+			"accepts CONNECT host:port and absolute-form requests, only for what the\n"+
+			"rules allow, and refuses everything else with 403. Agents reach it with\n"+
+			"egressd run --egress-proxy http://GATEWAY:15080.\n\n"+
+			"Every flag can also be set by its environment twin, e.g. --listen by\n"+
+			"EGRESSD_LISTEN. A flag given on the command line wins.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.Rules, "rules", "", "EgressRule `file or directory` (required)")
+	fs.StringVar(&cfg.Listen, "listen", defaultGatewayListen, "`address` the proxy listens on")
+	fs.StringVar(&cfg.Admin, "admin", defaultGatewayAdmin, "`address` of /metrics, /healthz and /readyz")
+	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM `file` of extra root CAs for TLS origination")
+	fs.StringVar(&cfg.DNS, "dns", "", "DNS server `host[:port]` to resolve upstream names with (default: the system's)")
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
+	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets (default none; set the agent's when the gateway runs in a redirected cgroup)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long requests and tunnels in flight may take to finish")
+	return fs
+}
+
+// parseGatewayFlags parses args, then the environment twins (getenv) of
+// the flags not given (flags.go).
+func parseGatewayFlags(args []string, getenv func(string) (string, bool), out io.Writer) (*gatewayConfig, error) {
+	cfg := &gatewayConfig{}
+	if err := parseFlagSet(newGatewayFlags(cfg, out), args, getenv, cfg.validate); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *gatewayConfig) validate() error {
+	if c.Rules == "" {
+		return errors.New("--rules is required")
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	for name, addr := range map[string]string{"listen": c.Listen, "admin": c.Admin} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("--%s %q: %v", name, addr, err)
+		}
+	}
+	if c.DNS != "" {
+		c.DNS = withDefaultPort(c.DNS, "53")
+	}
+	if c.ShutdownTimeout < 0 {
+		return fmt.Errorf("--shutdown-timeout %v: must not be negative", c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// gatewayCmd is `egressd gateway`: the dedicated egress proxy.
 func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("gateway: not implemented yet")
+	cfg, err := parseGatewayFlags(args, os.LookupEnv, stderr)
+	if err != nil {
+		return err
+	}
+	return runGateway(ctx, cfg, newLogger(cfg.LogFormat, stderr))
+}
+
+// runGateway loads the rules, serves the admin endpoints and the explicit
+// proxy until ctx ends (SIGTERM/SIGINT), reloading the rules on change and
+// SIGHUP, then drains.
+func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	reloader, err := rules.NewReloader([]string{cfg.Rules}, rules.ReloaderOptions{Logger: log})
+	if err != nil {
+		return err
+	}
+	roots, err := loadRootCAs(cfg.CAFile)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		rulesCollector{reloader})
+	pc := l7.Config{Rules: reloader, Mark: cfg.SocketMark, RootCAs: roots, Logger: log, Metrics: reg}
+	if cfg.DNS != "" {
+		pc.Resolver = gatewayResolver(cfg.DNS, cfg.SocketMark)
+	}
+	proxy, err := l7.New(pc)
+	if err != nil {
+		return err
+	}
+
+	var ready readiness
+	ready.attached.Store(true) // nothing to attach: the gateway is reached explicitly
+	admin, err := startAdmin(cfg.Admin, adminHandler(reg, &ready, log), log)
+	if err != nil {
+		return err
+	}
+	defer admin.shutdown(context.Background())
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer ln.Close()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- proxy.ServeGateway(ln) }()
+	ready.listening.Store(true)
+	log.Info("egressd gateway running", "listen", ln.Addr().String(), "admin", admin.addr.String(),
+		"rules", reloader.Current().Len())
+	return serve(ctx, &runConfig{ShutdownTimeout: cfg.ShutdownTimeout}, reloader, proxy, serveErr, hup, &ready, log)
+}
+
+// gatewayResolver resolves through the DNS server at addr only; its
+// sockets carry mark when there is one.
+func gatewayResolver(addr string, mark uint32) *net.Resolver {
+	if mark != 0 {
+		return dnsResolver(addr, mark)
+	}
+	var d net.Dialer
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, addr)
+	}}
 }

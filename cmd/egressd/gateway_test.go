@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseGatewayFlags(t *testing.T) {
+	cfg, err := parseGatewayFlags([]string{"--rules", "r.yaml"}, env("EGRESSD_LISTEN", "127.0.0.1:9", "EGRESSD_DNS", "10.0.0.10"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:9" || cfg.Admin != defaultGatewayAdmin || cfg.DNS != "10.0.0.10:53" || cfg.LogFormat != "text" {
+		t.Fatalf("got %+v", cfg)
+	}
+	for _, args := range [][]string{{}, {"--rules", "r", "--listen", "nope"}, {"--rules", "r", "--log-format", "xml"}, {"--rules", "r", "extra"}} {
+		_, err := parseGatewayFlags(args, env(), io.Discard)
+		if code := exitCode(err, io.Discard); code != exitUsage {
+			t.Errorf("%q: exit %d, want %d (%v)", args, code, exitUsage, err)
+		}
+	}
+}
+
+// gatewayBinary is a running `egressd gateway` built from this package.
+type gatewayBinary struct {
+	cmd         *exec.Cmd
+	addr, admin string
+	logs, rules string
+	exited      chan error
+}
+
+func startGatewayBinary(t *testing.T, rulesYAML string) *gatewayBinary {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "egressd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	g := &gatewayBinary{addr: freeAddr(t), admin: freeAddr(t), logs: filepath.Join(dir, "log"),
+		rules: filepath.Join(dir, "rules.yaml"), exited: make(chan error, 1)}
+	if err := os.WriteFile(g.rules, []byte(rulesYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(g.logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	g.cmd = exec.Command(bin, "gateway", "--rules", g.rules, "--listen", g.addr, "--admin", g.admin, "--log-format", "json")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "EGRESSD_") {
+			g.cmd.Env = append(g.cmd.Env, kv)
+		}
+	}
+	g.cmd.Stdout, g.cmd.Stderr = logf, logf
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { g.exited <- g.cmd.Wait() }()
+	t.Cleanup(func() {
+		g.cmd.Process.Kill()
+		<-g.exited
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", g.addr); err == nil {
+			c.Close()
+			return g
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(g.logs)
+			t.Fatalf("gateway not listening on %s: %s", g.addr, b)
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// curlVia runs curl through the gateway (tunnel: CONNECT first) and
+// returns the status of the CONNECT (0 without) and of the request.
+func (g *gatewayBinary) curlVia(t *testing.T, url string, tunnel bool) (connect, status int) {
+	t.Helper()
+	bin, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl is not installed (apt-get install curl)")
+	}
+	args := []string{"-s", "-o", "/dev/null", "-x", "http://client:secret@" + g.addr, "-w", "%{http_connect} %{http_code}", url}
+	if tunnel {
+		args = append(args, "--proxytunnel")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, bin, args...).Output()
+	fmt.Sscan(string(out), &connect, &status)
+	return connect, status
+}
+
+func TestGatewayBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	seen := make(chan *http.Request, 16)
+	svc := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Clone(context.Background())
+		fmt.Fprint(w, "service")
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go svc.Serve(ln)
+	defer svc.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	rule := func(service string) string {
+		return fmt.Sprintf("kind: EgressRule\nmetadata: {name: local}\nspec:\n  destination: {service: %s}\n  ports: [{port: %d, protocol: HTTP}]\n", service, port)
+	}
+	g := startGatewayBinary(t, rule("localhost"))
+	url := fmt.Sprintf("http://localhost:%d/x", port)
+
+	if _, status := g.curlVia(t, url, false); status != 200 {
+		t.Fatalf("absolute form: %d", status)
+	}
+	if r := <-seen; r.URL.Path != "/x" || r.Header.Get("Proxy-Authorization") != "" {
+		t.Fatalf("service saw %s with Proxy-Authorization %q", r.URL.Path, r.Header.Get("Proxy-Authorization"))
+	}
+	if connect, status := g.curlVia(t, url, true); connect != 200 || status != 200 {
+		t.Fatalf("CONNECT tunnel: %d %d", connect, status)
+	}
+	<-seen
+	if _, status := g.curlVia(t, "http://evil.test/", false); status != 403 {
+		t.Fatalf("absolute form to a denied host: %d", status)
+	}
+	if connect, _ := g.curlVia(t, fmt.Sprintf("http://evil.test:%d/", port), true); connect != 403 {
+		t.Fatalf("CONNECT to a denied host: %d", connect)
+	}
+	_, metrics := get(t, "http://"+g.admin+"/metrics")
+	for _, want := range []string{
+		`egressd_requests_total{decision="deny",protocol="connect",rule=""} 1`,
+		`egressd_requests_total{decision="allow",protocol="connect",rule="local"} 1`,
+		`egressd_rules 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
+	// A new rule version applies on SIGHUP (or by the watcher): localhost is no longer allowed.
+	if err := os.WriteFile(g.rules, []byte(rule("other.test")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g.cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, status := g.curlVia(t, url, false); status == 403 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new rules did not apply")
+		}
+	}
+	g.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-g.exited:
+		g.exited <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not stop on SIGTERM")
+	}
+	logs, _ := os.ReadFile(g.logs)
+	if !strings.Contains(string(logs), `"protocol":"connect"`) || !strings.Contains(string(logs), `"decision":"deny"`) {
+		t.Errorf("access log lacks the CONNECT entries:\n%s", logs)
+	}
+}
