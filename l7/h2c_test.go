@@ -322,3 +322,58 @@ func TestH2CHostHeaderCannotSmuggle(t *testing.T) {
 	}
 	u.none(t)
 }
+
+// Upstream failures before a response head: 504 when the head is late
+// (ResponseTimeout), 502 when nothing listens; gRPC callers get the
+// matching status codes.
+func TestH2CUpstreamFailures(t *testing.T) {
+	u, _ := newH2CUpstream(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	for _, tc := range []struct {
+		name       string
+		port       uint16
+		status     int
+		grpcStatus string
+	}{
+		{"slow head", u.port, 504, ""},
+		{"connection refused", closedPort, 502, "14"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, Config{
+				Rules:           compileRules(t, protoRule("h2-api", "api.allowed.test", tc.port, rules.HTTP2)),
+				OriginalDst:     fixedOrig{netip4Loopback(tc.port)},
+				ResponseTimeout: 100 * time.Millisecond,
+			})
+			client, _ := h2cClient(t, e)
+			req, _ := http.NewRequest("GET", "http://proxy/", nil)
+			req.Host = "api.allowed.test"
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.status)
+			}
+			if tc.status == 504 {
+				return // gRPC calls have no head timeout: their deadline rules
+			}
+			req, _ = http.NewRequest("POST", "http://proxy/grpc.testing.TestService/EmptyCall", strings.NewReader("\x00\x00\x00\x00\x00"))
+			req.Host = "api.allowed.test"
+			req.Header.Set("Content-Type", "application/grpc")
+			res, err = client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != 200 || res.Header.Get("Grpc-Status") != tc.grpcStatus {
+				t.Fatalf("gRPC: status %d, grpc-status %q; want 200, %s", res.StatusCode, res.Header.Get("Grpc-Status"), tc.grpcStatus)
+			}
+		})
+	}
+}
