@@ -246,11 +246,16 @@ type recordingProxy struct {
 	heads chan *http.Request
 }
 
-func newRecordingProxy(t testing.TB) *recordingProxy {
+// newRecordingProxy listens on loopback, behind TLS with cert when cert is
+// not nil (an https:// egress proxy).
+func newRecordingProxy(t testing.TB, cert *tls.Certificate) *recordingProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cert != nil {
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"http/1.1"}})
 	}
 	rp := &recordingProxy{addr: ln.Addr().String(), heads: make(chan *http.Request, 16)}
 	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(rp.serve)}
@@ -286,7 +291,7 @@ func (rp *recordingProxy) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestEgressProxyRequestForm(t *testing.T) {
-	rp := newRecordingProxy(t)
+	rp := newRecordingProxy(t, nil)
 	ca := newTestCA(t)
 	cert := ca.leaf(t, "secure.allowed.test")
 	want := "Basic " + "dTpwQHNz" // u:p@ss
@@ -322,6 +327,44 @@ func TestEgressProxyRequestForm(t *testing.T) {
 		}
 		if hit := svc.next(t); hit.sni != "secure.allowed.test" || hit.header.Get("Proxy-Authorization") != "" {
 			t.Fatalf("service saw SNI %q, Proxy-Authorization %q", hit.sni, hit.header.Get("Proxy-Authorization"))
+		}
+	})
+}
+
+// An https:// egress proxy: TLS to the proxy (verified), and for HTTPS
+// ports TLS to the service inside it.
+func TestEgressProxyOverTLS(t *testing.T) {
+	ca, cases := chainCases(t)
+	proxyCert := ca.leaf(t, "proxy.test")
+	rp := newRecordingProxy(t, &proxyCert)
+	_, port, _ := net.SplitHostPort(rp.addr)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := chainEnv(t, tc.svc, &url.URL{Scheme: "https", Host: "proxy.test:" + port, User: url.User("u")}, ca)
+			rc := e.dial()
+			rc.send("GET /tls HTTP/1.1\r\nHost: " + tc.host + "\r\n\r\n")
+			resp, body := rc.read("GET")
+			if resp.StatusCode != 200 {
+				t.Fatalf("got %d %q", resp.StatusCode, body)
+			}
+			head := <-rp.heads
+			if head.TLS == nil || head.TLS.ServerName != "proxy.test" || head.Header.Get("Proxy-Authorization") != "Basic dTo=" {
+				t.Fatalf("egress proxy saw TLS %v, Proxy-Authorization %q", head.TLS != nil, head.Header.Get("Proxy-Authorization"))
+			}
+			if tc.svc.tls {
+				if hit := tc.svc.next(t); hit.sni != tc.host {
+					t.Fatalf("service saw SNI %q", hit.sni)
+				}
+			}
+		})
+	}
+	t.Run("untrusted proxy certificate", func(t *testing.T) {
+		e := chainEnv(t, cases[0].svc, &url.URL{Scheme: "https", Host: "elsewhere.test:" + port}, ca)
+		rc := e.dial()
+		rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+		resp, body := rc.read("GET")
+		if resp.StatusCode != 502 || !strings.Contains(body, "egress proxy https://elsewhere.test") {
+			t.Fatalf("got %d %q, want 502 from the egress proxy's TLS", resp.StatusCode, body)
 		}
 	})
 }
