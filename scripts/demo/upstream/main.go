@@ -39,7 +39,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	listen := func(port string) (net.Listener, error) { return net.Listen("tcp", net.JoinHostPort(addr.String(), port)) }
+	listen := func(port string) (net.Listener, error) {
+		return net.Listen("tcp", net.JoinHostPort(addr.String(), port))
+	}
 	var lns [4]net.Listener
 	for i, port := range []string{"80", "8080", "443", "53"} {
 		if lns[i], err = listen(port); err != nil {
