@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/redirect"
 )
 
 // envPrefix names every flag's environment twin: --proxy-port is
@@ -65,7 +67,7 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.Rules, "rules", "", "EgressRule `file or directory` (required)")
 	fs.Var(listFlag(&cfg.Cgroups, func(s string) (string, error) { return s, nil }), "cgroup",
 		"cgroup v2 `directory` whose processes are redirected (repeatable; required)")
-	fs.Var(portFlag{&cfg.ProxyPort}, "proxy-port", "`port` the proxy listens on, IPv4 and IPv6 (default 15001)")
+	fs.Var(portFlag{&cfg.ProxyPort}, "proxy-port", "`port` the proxy listens on, IPv4 and IPv6")
 	fs.StringVar(&cfg.Admin, "admin", defaultAdmin, "`address` of /metrics, /healthz and /readyz")
 	fs.Var(listFlag(&cfg.NodeAddrs, netip.ParseAddr), "node-addr",
 		"this node's `address` that pods' connections are sent to (repeatable: one IPv4, one IPv6); none: pods fail closed")
@@ -76,7 +78,7 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.DNS, "dns", "", "DNS server `host[:port]` to resolve upstream names with (default: the system's)")
 	fs.StringVar(&cfg.Dial, "dial", "resolve", "upstream address: `resolve` the matched host, or dial the original destination IP")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
-	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on egressd's own sockets, which the BPF programs skip (default redirect's)")
+	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK `mark` on egressd's own sockets, which the BPF programs skip")
 	fs.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs `directory` of the pinned programs and maps (default <bpffs>/egressd)")
 	fs.BoolVar(&cfg.DenyUDP, "deny-udp", false, "refuse all UDP from the cgroups but DNS (UDP to port 443 is always refused)")
 	fs.BoolVar(&cfg.Uninstall, "uninstall", false, "detach the programs, remove every pin, and exit")
@@ -93,7 +95,7 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 // line from its environment twin (looked up with getenv). A bad value in
 // either place is a usage error.
 func parseRunFlags(args []string, getenv func(string) (string, bool), out io.Writer) (*runConfig, error) {
-	cfg := &runConfig{ProxyPort: defaultProxyPort}
+	cfg := &runConfig{ProxyPort: defaultProxyPort, SocketMark: redirect.DefaultMark}
 	if err := parseFlagSet(newRunFlags(cfg, out), args, getenv, cfg.validate); err != nil {
 		return nil, err
 	}
