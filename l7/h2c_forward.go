@@ -26,12 +26,22 @@ import (
 // on, and hands the dial its inputs through the request context.
 func (p *Proxy) newH2Transport() *http2.Transport {
 	return &http2.Transport{
-		AllowHTTP:         true, // h2c upstreams: DialTLSContext returns plain TCP for them
-		DialTLSContext:    p.dialH2Upstream,
-		IdleConnTimeout:   p.cfg.UpstreamIdle,
+		AllowHTTP:      true, // h2c upstreams: DialTLSContext returns plain TCP for them
+		DialTLSContext: p.dialH2Upstream,
+		// Bodies cross as they are: no Accept-Encoding added, nothing
+		// decompressed.
+		DisableCompression: true,
+		IdleConnTimeout:    p.cfg.UpstreamIdle,
+		// A pooled connection that went silent (a peer or NAT that dropped
+		// it) is pinged and closed rather than left to hang new streams.
+		ReadIdleTimeout:   h2UpstreamPingAfter,
 		MaxHeaderListSize: uint32(p.cfg.MaxHeaderBytes),
 	}
 }
+
+// h2UpstreamPingAfter is how long an upstream HTTP/2 connection may stay
+// silent before the transport checks it with a PING.
+const h2UpstreamPingAfter = 30 * time.Second
 
 // h2Dial is what dialH2Upstream needs to open one upstream connection.
 type h2Dial struct {
@@ -184,6 +194,13 @@ func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry) e
 		h[k] = vv
 	}
 	removeH2HopHeaders(h)
+	// The server would add what the upstream left out; a nil value keeps
+	// it out (net/http's convention).
+	for _, k := range [...]string{"Content-Type", "Date"} {
+		if _, ok := h[k]; !ok {
+			h[k] = nil
+		}
+	}
 	w.WriteHeader(res.StatusCode)
 	fl, _ := w.(http.Flusher)
 	if res.ContentLength != 0 && fl != nil {

@@ -377,3 +377,31 @@ func TestH2CUpstreamFailures(t *testing.T) {
 		})
 	}
 }
+
+// The proxy adds nothing: no Accept-Encoding upstream (and so no
+// decompression), no Content-Type or Date the upstream did not send.
+func TestH2CForwardsUnchanged(t *testing.T) {
+	var sawAE atomic.Value
+	e, _, _ := h2cEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		sawAE.Store(r.Header.Get("Accept-Encoding") + "|" + r.Header.Get("Via"))
+		w.Header()["Content-Type"] = nil
+		w.Header()["Date"] = nil
+		w.Write([]byte("<html>sniffable</html>"))
+	})
+	client, _ := h2cClient(t, e)
+	client.Transport.(*http2.Transport).DisableCompression = true
+	req, _ := http.NewRequest("GET", "http://proxy/", nil)
+	req.Host = "api.allowed.test"
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(body) != "<html>sniffable</html>" || sawAE.Load() != "|" {
+		t.Fatalf("body %q; upstream saw Accept-Encoding|Via %q", body, sawAE.Load())
+	}
+	if ct, date := res.Header.Values("Content-Type"), res.Header.Values("Date"); len(ct) != 0 || len(date) != 0 {
+		t.Fatalf("client got Content-Type %q, Date %q; want neither", ct, date)
+	}
+}
