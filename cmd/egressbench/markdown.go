@@ -44,7 +44,7 @@ func (r *report) markdown(plots []string, o *options) string {
 // mdLatency: open-loop latency, added latency over direct, ratio to nginx.
 func (r *report) mdLatency(b *strings.Builder, tn string) {
 	fmt.Fprintf(b, "### %s: open loop at %s req/s, keep-alive\n\n", tn, strings.TrimPrefix(tn, "lat"))
-	b.WriteString("| case | achieved req/s | p50 / p90 / p99 / p99.9 | added p50 / p99 vs direct | p50 × nginx | proxy CPU µs/req | errors / non-2xx |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("| case | achieved req/s | p50 / p90 / p99 / p99.9 | added p50 / p99 vs direct | p50 × nginx | proxy CPU µs/req | errors / non-2xx | generator lag p50 / p99 |\n|---|---|---|---|---|---|---|---|\n")
 	d, hasD := r.find(tn, "direct")
 	n, hasN := r.find(tn, "nginx")
 	for _, m := range r.rows(tn) {
@@ -56,8 +56,8 @@ func (r *report) mdLatency(b *strings.Builder, tn string) {
 		if hasN && c != "nginx" && n.P50 > 0 {
 			vsN = fmt.Sprintf("%.2f", m.P50/n.P50)
 		}
-		fmt.Fprintf(b, "| %s | %.0f | %.0f / %.0f / %.0f / %.0f | %s | %s | %s | %d / %d |\n", c, m.Rate,
-			m.P50, m.P90, m.P99, m.P999, added, vsN, opt(m.CPUPerReq, "%.0f"), m.Errors, m.Non2xx)
+		fmt.Fprintf(b, "| %s | %.0f | %.0f / %.0f / %.0f / %.0f | %s | %s | %s | %d / %d | %.0f / %.0f |\n", c, m.Rate,
+			m.P50, m.P90, m.P99, m.P999, added, vsN, opt(m.CPUPerReq, "%.0f"), m.Errors, m.Non2xx, m.LagP50, m.LagP99)
 	}
 	b.WriteString("\n")
 }

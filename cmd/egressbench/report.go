@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/egressd/egressd/internal/loadgen"
 )
 
 // report is everything a run produced: the raw runs and their medians.
@@ -42,6 +44,8 @@ type median struct {
 	CPUPerReq  float64   `json:"proxy_cpu_us_per_req"`
 	PeakRSSKiB float64   `json:"proxy_peak_rss_kib"`
 	Busy       float64   `json:"machine_busy"`
+	LagP50     float64   `json:"dispatch_lag_p50_us,omitempty"` // generator lateness (open loop)
+	LagP99     float64   `json:"dispatch_lag_p99_us,omitempty"`
 	Curve      []int64   `json:"curve_us,omitempty"` // median latency at loadgen.CurveQuantiles
 	Rates      []float64 `json:"rates_per_rep"`
 }
@@ -133,6 +137,10 @@ func medianOf(tn, cn string, rs []record) median {
 	m.CPUPerReq = pick(func(x record) float64 { return x.CPUPerReqUS })
 	m.PeakRSSKiB = pick(func(x record) float64 { return float64(x.PeakRSSKiB) })
 	m.Busy = pick(func(x record) float64 { return x.Busy })
+	if rs[0].Result.DispatchLag != nil {
+		m.LagP50 = pick(func(x record) float64 { return float64(lagOf(x).P50) })
+		m.LagP99 = pick(func(x record) float64 { return float64(lagOf(x).P99) })
+	}
 	for _, rec := range rs {
 		m.Errors += rec.Result.ErrorCount
 		m.Non2xx += rec.Result.Non2xx
@@ -149,6 +157,13 @@ func medianOf(tn, cn string, rs []record) median {
 		}
 	}
 	return m
+}
+
+func lagOf(x record) loadgen.Lag {
+	if x.Result.DispatchLag == nil {
+		return loadgen.Lag{}
+	}
+	return *x.Result.DispatchLag
 }
 
 // find returns the median of a test and case.

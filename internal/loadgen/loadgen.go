@@ -10,6 +10,11 @@
 // new worker is added, up to MaxConns. Past that ceiling requests queue in the
 // dispatcher, and the queueing counts as latency.
 //
+// The dispatcher sleeps with clock_nanosleep on a thread of its own: Go's
+// timers can fire up to a millisecond late in an idle process, which would
+// add to every latency. What lateness remains (waking up, handing the request
+// to a worker, or waiting for a free worker) is reported as Result.DispatchLag.
+//
 // Closed loop (Rate 0): Conns workers send back to back for Duration. Its
 // latencies suffer coordinated omission; use it for throughput.
 //

@@ -44,6 +44,9 @@ func TestRun(t *testing.T) {
 			if r.Responses != 200 || r.Status["200"] != 200 {
 				t.Errorf("responses = %d, status = %v; want exactly the 200 scheduled", r.Responses, r.Status)
 			}
+			if r.DispatchLag == nil || r.DispatchLag.Max <= 0 {
+				t.Errorf("dispatch lag not reported: %+v", r.DispatchLag)
+			}
 		}},
 		{"closed loop reuses connections", Config{Conns: 2, Duration: 200 * time.Millisecond}, func(t *testing.T, r *Result) {
 			if r.Responses < 10 || r.Dials != 2 {

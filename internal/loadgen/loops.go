@@ -2,8 +2,11 @@ package loadgen
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // openLoop dispatches requests at their due times to idle workers, adding a
@@ -42,39 +45,56 @@ func (r *runner) openLoop(ctx context.Context) (*Result, error) {
 	start := time.Now()
 	stop := make(chan struct{})
 	go r.progress(start, stop)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-dispatch:
-	for i := int64(0); i < total; i++ {
-		due := start.Add(time.Duration(i) * interval)
-		if d := time.Until(due); d > 0 {
-			timer.Reset(d)
+	lag := newHistogram()
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		// Go's timers may fire up to a millisecond late on an idle process
+		// (the poller's timeout is in milliseconds), which would add to
+		// every latency measured from the due time. This goroutine sleeps
+		// on its own thread with clock_nanosleep instead.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for i := int64(0); i < total && ctx.Err() == nil; i++ {
+			due := start.Add(time.Duration(i) * interval)
+			sleepUntil(due)
+			r.scheduled.Add(1)
 			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				break dispatch
+			case jobs <- due:
+			default:
+				if nworkers < cfg.MaxConns {
+					nworkers++
+					spawn(r.newWorker())
+				}
+				select {
+				case jobs <- due:
+				case <-ctx.Done():
+					return
+				}
 			}
+			_ = lag.RecordValue(max(time.Since(due).Microseconds(), 1))
+			runtime.Gosched() // let the worker send now, not when this thread sleeps
 		}
-		r.scheduled.Add(1)
-		select {
-		case jobs <- due:
-			continue
-		default:
-		}
-		if nworkers < cfg.MaxConns {
-			nworkers++
-			spawn(r.newWorker())
-		}
-		select {
-		case jobs <- due:
-		case <-ctx.Done():
-			break dispatch
-		}
-	}
+	}()
+	<-dispatched
 	close(jobs)
 	wg.Wait() // each request is bounded by Timeout
 	close(stop)
-	return r.result("open", time.Since(start)), ctx.Err()
+	res := r.result("open", time.Since(start))
+	res.DispatchLag = &Lag{P50: lag.ValueAtQuantile(50), P99: lag.ValueAtQuantile(99), Max: lag.Max()}
+	return res, ctx.Err()
+}
+
+// sleepUntil blocks the calling thread until t (CLOCK_MONOTONIC, like
+// time.Now's monotonic reading).
+func sleepUntil(t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	for unix.ClockNanosleep(unix.CLOCK_MONOTONIC, 0, &ts, &ts) == unix.EINTR {
+	}
 }
 
 // closedLoop runs Conns workers back to back until Duration has passed.

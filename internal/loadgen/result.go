@@ -19,6 +19,17 @@ type Result struct {
 	ErrorCount   int64            `json:"error_count"`
 	AchievedRate float64          `json:"achieved_rate"` // responses per second
 	Latency      Latency          `json:"latency_us"`
+	// DispatchLag (open loop) is how late requests were handed to a worker
+	// after their due time: the generator's own timing error plus queueing
+	// when every worker was busy. It is part of Latency.
+	DispatchLag *Lag `json:"dispatch_lag_us,omitempty"`
+}
+
+// Lag summarises the dispatch lag histogram (µs).
+type Lag struct {
+	P50 int64 `json:"p50"`
+	P99 int64 `json:"p99"`
+	Max int64 `json:"max"`
 }
 
 // Latency summarises the latency histogram of the answered requests.
