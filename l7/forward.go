@@ -148,7 +148,7 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 				uc.nc.Close()
 				return s.upstreamFailed(errors.Join(errUpstreamProtocol, errors.New("101 without an Upgrade request")), true), false
 			}
-			s.splice(uc)
+			s.spliceUpgrade(uc)
 			return false, false
 		}
 		if r.minor == 1 { // 1xx are relayed to HTTP/1.1 clients only

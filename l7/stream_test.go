@@ -141,3 +141,36 @@ type origFunc func(client, local netip.AddrPort) (netip.AddrPort, bool)
 func (f origFunc) Lookup(client, local netip.AddrPort) (netip.AddrPort, bool) {
 	return f(client, local)
 }
+
+func TestShutdownCutsAnIdleSplice(t *testing.T) {
+	upstreamDone := make(chan struct{})
+	e, _ := allowEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer close(upstreamDone)
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: idle\r\n\r\n")
+		brw.Flush()
+		io.Copy(io.Discard, conn) // stays silent until the proxy goes away
+	})
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\nConnection: Upgrade\r\nUpgrade: idle\r\n\r\n")
+	if resp, err := http.ReadResponse(rc.br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := e.p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want the deadline (the splice was busy)", err)
+	}
+	select {
+	case <-upstreamDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream side of the splice still open after Shutdown")
+	}
+	if !rc.closed() {
+		t.Error("client side of the splice still open after Shutdown")
+	}
+}

@@ -1,15 +1,19 @@
 package l7
 
-import (
-	"net"
-	"time"
-)
+import "time"
 
-// splice relays a 101 Switching Protocols response and then copies bytes
-// both ways until both directions end. uc is never reused.
-func (s *h1conn) splice(uc *upConn) {
+// spliceUpgrade relays a 101 Switching Protocols response and then copies
+// bytes both ways until both directions end (splice, passthrough.go). uc is
+// never reused.
+func (s *h1conn) spliceUpgrade(uc *upConn) {
 	s.writeResponseHead(false, false)
 	s.entry.status = 101
+	// Bytes the upstream sent right after its 101 are already in uc.br.
+	if n := uc.br.Buffered(); n > 0 {
+		b, _ := uc.br.Peek(n)
+		s.c.bw.Write(b)
+		s.entry.bytesOut += int64(n)
+	}
 	if err := s.c.bw.Flush(); err != nil {
 		uc.nc.Close()
 		s.p.finish(&s.entry)
@@ -17,28 +21,12 @@ func (s *h1conn) splice(uc *upConn) {
 	}
 	s.c.nc.SetDeadline(time.Time{})
 	uc.nc.SetDeadline(time.Time{})
-	up := make(chan int64, 1)
-	go func() {
-		n, _ := s.c.br.WriteTo(uc.nc) // buffered bytes first, then the socket
-		closeWrite(uc.nc)
-		up <- n
-	}()
-	n, _ := uc.br.WriteTo(s.c.nc)
-	closeWrite(s.c.nc)
-	// The upstream is done; give the client direction a moment to finish,
-	// then cut it so no goroutine outlives the connection.
-	s.c.nc.SetReadDeadline(time.Now().Add(s.p.cfg.IdleTimeout))
-	s.entry.bytesIn += <-up
-	s.entry.bytesOut = n
+	in, out, err := splice(s.c.nc, s.c.br, uc.nc)
+	s.entry.bytesIn += in
+	s.entry.bytesOut += out
+	if err != nil {
+		s.entry.reason = "upgraded connection failed: " + err.Error()
+	}
 	uc.nc.Close()
 	s.p.finish(&s.entry)
-}
-
-// closeWrite half-closes c when it can (TCP, TLS), else closes it.
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-		return
-	}
-	c.Close()
 }
