@@ -120,7 +120,12 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 	out.URL, out.RequestURI, out.Close = &u, "", false
 	removeH2HopHeaders(out.Header)
 	var body *countingBody
-	if r.Body != nil && r.Body != http.NoBody {
+	if r.ContentLength == 0 {
+		// The server reports 0 only for a request without DATA frames (or
+		// content-length: 0); NoBody lets the transport end the stream with
+		// its HEADERS instead of an empty DATA frame.
+		out.Body = http.NoBody
+	} else {
 		body = &countingBody{rc: r.Body}
 		out.Body = body
 	}
