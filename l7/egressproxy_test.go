@@ -28,6 +28,7 @@ type serviceHit struct {
 	peer   string // IP the connection came from
 	sni    string // "" without TLS
 	uri    string
+	proto  string // HTTP/1.1 or HTTP/2.0
 	header http.Header
 }
 
@@ -40,10 +41,10 @@ func newService(t testing.TB, cert *tls.Certificate) *service {
 	}
 	s := &service{port: uint16(ln.Addr().(*net.TCPAddr).Port), tls: cert != nil, seen: make(chan serviceHit, 64)}
 	if cert != nil {
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"http/1.1"}})
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*cert}, NextProtos: []string{"h2", "http/1.1"}})
 	}
 	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hit := serviceHit{uri: r.RequestURI, header: r.Header.Clone()}
+		hit := serviceHit{uri: r.RequestURI, proto: r.Proto, header: r.Header.Clone()}
 		hit.peer, _, _ = net.SplitHostPort(r.RemoteAddr)
 		if r.TLS != nil {
 			hit.sni = r.TLS.ServerName

@@ -127,10 +127,14 @@ func (s *squid) file(name string) string {
 }
 
 // waitLog waits until Squid's access log holds want (Squid writes a
-// CONNECT's line when its tunnel closes).
-func (s *squid) waitLog(t testing.TB, want string) {
+// CONNECT's line when its tunnel closes), calling each poke (closing idle
+// connections) before every look.
+func (s *squid) waitLog(t testing.TB, want string, poke ...func()) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, f := range poke {
+			f()
+		}
 		if strings.Contains(s.file("access.log"), want) {
 			return
 		}
