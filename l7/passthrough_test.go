@@ -158,8 +158,30 @@ func TestTLSPassthroughRefusals(t *testing.T) {
 }
 
 // The bytes cross untouched both ways, and each side's half-close reaches
-// the other while the opposite direction still flows.
+// the other while the opposite direction still flows; also for a hello
+// larger than the proxy's read buffer.
 func TestTLSPassthroughSplicesBytesWithHalfClose(t *testing.T) {
+	var bigALPN []string
+	for i := range 40 {
+		bigALPN = append(bigALPN, fmt.Sprintf("proto-%03d-%s", i, strings.Repeat("x", 150)))
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  *tls.Config
+	}{
+		{"small hello", &tls.Config{ServerName: "raw.allowed.test"}},
+		{"hello over 6 KiB", &tls.Config{ServerName: "raw.allowed.test", NextProtos: bigALPN}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hello := recordHello(t, tc.cfg)
+			sent := append(append([]byte(nil), hello...), "\x17\x03\x03\x00\x04data"...)
+			testSplice(t, sent)
+		})
+	}
+}
+
+func testSplice(t *testing.T, sent []byte) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -181,9 +203,6 @@ func TestTLSPassthroughSplicesBytesWithHalfClose(t *testing.T) {
 		Rules:       compileRules(t, protoRule("pass", "raw.allowed.test", port, rules.HTTPS)),
 		OriginalDst: fixedOrig{netip4Loopback(port)},
 	})
-	hello := recordHello(t, &tls.Config{ServerName: "raw.allowed.test"})
-	sent := append(append([]byte(nil), hello...), "\x17\x03\x03\x00\x04data"...)
-
 	c, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
