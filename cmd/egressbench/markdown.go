@@ -19,6 +19,7 @@ func (r *report) markdown(plots []string, o *options) string {
 	if len(r.Skipped) > 0 {
 		b.WriteString("\n")
 	}
+	r.mdGoals(&b)
 	for _, tn := range r.Tests {
 		ts, _ := parseTest(tn)
 		switch {

@@ -188,6 +188,10 @@ func (r *report) writeTable(w io.Writer) {
 			opt(m.CPUPerReq, "%.0f"), opt(m.PeakRSSKiB/1024, "%.1f"), 100*m.Busy)
 	}
 	tw.Flush()
+	fmt.Fprintln(w)
+	for _, g := range r.goals() {
+		fmt.Fprintf(w, "target %-4s %s: %s\n", g.met, g.what, g.measured)
+	}
 	for c, why := range r.Skipped {
 		fmt.Fprintf(w, "skipped %s: %s\n", c, why)
 	}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// target check of issue 8, evaluated on the medians of one run.
+type goal struct {
+	what     string
+	measured string
+	met      string // "yes", "no", or "n/a" (a case or test did not run)
+}
+
+// goals evaluates the issue's targets: ratios within this run, on this
+// machine. A missing case or test gives "n/a".
+func (r *report) goals() []goal {
+	get := func(tn, cn string) (median, bool) { return r.find(tn, cn) }
+	yes := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "no"
+	}
+	var gs []goal
+	add := func(what string, f func() (string, string)) {
+		g := goal{what: what, met: "n/a", measured: "–"}
+		if m, ok := f(); m != "" {
+			g.measured, g.met = m, ok
+		}
+		gs = append(gs, g)
+	}
+	lat := "lat2000"
+	add("proxy CPU per request, keep-alive (at 2000 req/s and at saturation) ≤ nginx's", func() (string, string) {
+		e, ok1 := get(lat, "egressd")
+		n, ok2 := get(lat, "nginx")
+		ek, ok3 := get("max-ka", "egressd")
+		nk, ok4 := get("max-ka", "nginx")
+		if !(ok1 && ok2 && ok3 && ok4) {
+			return "", ""
+		}
+		return fmt.Sprintf("%.0f vs %.0f µs at 2000 req/s; %.0f vs %.0f µs saturated", e.CPUPerReq, n.CPUPerReq, ek.CPUPerReq, nk.CPUPerReq),
+			yes(e.CPUPerReq <= n.CPUPerReq && ek.CPUPerReq <= nk.CPUPerReq)
+	})
+	add("max keep-alive throughput ≥ nginx's", func() (string, string) {
+		e, ok1 := get("max-ka", "egressd")
+		n, ok2 := get("max-ka", "nginx")
+		if !ok1 || !ok2 {
+			return "", ""
+		}
+		return fmt.Sprintf("%.0f vs %.0f req/s (%.2f×)", e.Rate, n.Rate, e.Rate/n.Rate), yes(e.Rate >= n.Rate)
+	})
+	add("added latency at 2000 req/s keep-alive (p50, p99) ≤ nginx's", func() (string, string) {
+		d, ok1 := get(lat, "direct")
+		e, ok2 := get(lat, "egressd")
+		n, ok3 := get(lat, "nginx")
+		if !(ok1 && ok2 && ok3) {
+			return "", ""
+		}
+		ep50, ep99, np50, np99 := e.P50-d.P50, e.P99-d.P99, n.P50-d.P50, n.P99-d.P99
+		return fmt.Sprintf("egressd %+.0f / %+.0f µs, nginx %+.0f / %+.0f µs", ep50, ep99, np50, np99),
+			yes(ep50 <= np50 && ep99 <= np99)
+	})
+	add("new connection per request: rate ≥ HAProxy's", func() (string, string) {
+		e, ok1 := get("max-close", "egressd")
+		h, ok2 := get("max-close", "haproxy")
+		if !ok1 || !ok2 {
+			return "", ""
+		}
+		return fmt.Sprintf("%.0f vs %.0f req/s (%.2f×)", e.Rate, h.Rate, e.Rate/h.Rate), yes(e.Rate >= h.Rate)
+	})
+	add("HTTPS origination p50 ≤ 1.2× plain HTTP (2000 req/s)", func() (string, string) {
+		s, ok1 := get(lat, "egressd-https")
+		p, ok2 := get(lat, "egressd")
+		if !ok1 || !ok2 || p.P50 == 0 {
+			return "", ""
+		}
+		return fmt.Sprintf("%.0f vs %.0f µs (%.2f×)", s.P50, p.P50, s.P50/p.P50), yes(s.P50 <= 1.2*p.P50)
+	})
+	add("100,000 rules cost no measurable latency over 10 (2000 req/s; p50 within 10 %)", func() (string, string) {
+		b, ok1 := get(lat, "egressd-100k")
+		p, ok2 := get(lat, "egressd")
+		if !ok1 || !ok2 || p.P50 == 0 {
+			return "", ""
+		}
+		return fmt.Sprintf("p50 %.0f vs %.0f µs (%.2f×), p99 %.0f vs %.0f µs, CPU %.0f vs %.0f µs/req", b.P50, p.P50, b.P50/p.P50,
+			b.P99, p.P99, b.CPUPerReq, p.CPUPerReq), yes(b.P50 <= 1.1*p.P50)
+	})
+	add("RSS < 64 MiB with 1,000 open client connections", func() (string, string) {
+		e, ok := get("conns1000", "egressd")
+		if !ok {
+			return "", ""
+		}
+		return fmt.Sprintf("%.1f MiB", e.PeakRSSKiB/1024), yes(e.PeakRSSKiB < 64*1024)
+	})
+	return gs
+}
+
+// mdGoals renders the targets as a markdown table.
+func (r *report) mdGoals(b *strings.Builder) {
+	b.WriteString("### Targets of issue 8 (this run)\n\n| target | measured | met |\n|---|---|---|\n")
+	for _, g := range r.goals() {
+		fmt.Fprintf(b, "| %s | %s | %s |\n", g.what, g.measured, g.met)
+	}
+	b.WriteString("\n")
+}
