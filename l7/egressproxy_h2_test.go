@@ -35,9 +35,9 @@ func TestEgressProxySquidH2C(t *testing.T) {
 	sq.waitLog(t, fmt.Sprintf("CONNECT api.allowed.test:%d %s", u.port, squidUser), e.p.h2c().closeIdle)
 }
 
-// h2c from the app to an HTTPS-marked port: HTTP/2 over TLS (ALPN h2)
-// originated by egressd inside a CONNECT tunnel through Squid.
-func TestEgressProxySquidH2OverTLS(t *testing.T) {
+// squidHTTPSEnv is a sidecar sending secure.allowed.test (an HTTPS port of
+// svc, certificate from ca) through a Squid.
+func squidHTTPSEnv(t *testing.T) (*squid, *service, *env, *testCA) {
 	sq := startSquid(t, "secure.allowed.test")
 	ca := newTestCA(t)
 	cert := ca.leaf(t, "secure.allowed.test")
@@ -48,6 +48,13 @@ func TestEgressProxySquidH2OverTLS(t *testing.T) {
 		EgressProxy: sq.url(squidPassword),
 		RootCAs:     ca.pool,
 	})
+	return sq, svc, e, ca
+}
+
+// h2c from the app to an HTTPS-marked port: HTTP/2 over TLS (ALPN h2)
+// originated by egressd inside a CONNECT tunnel through Squid.
+func TestEgressProxySquidH2OverTLS(t *testing.T) {
+	sq, svc, e, _ := squidHTTPSEnv(t)
 	c, _ := h2cClient(t, e)
 	resp, err := c.Get(fmt.Sprintf("http://secure.allowed.test:%d/h2tls", svc.port))
 	if err != nil {
@@ -64,15 +71,7 @@ func TestEgressProxySquidH2OverTLS(t *testing.T) {
 // The app's own TLS (passthrough by SNI) through Squid: egressd never
 // decrypts, Squid sees only the CONNECT, the service the app's handshake.
 func TestEgressProxySquidTLSPassthrough(t *testing.T) {
-	sq := startSquid(t, "secure.allowed.test")
-	ca := newTestCA(t)
-	cert := ca.leaf(t, "secure.allowed.test")
-	svc := newService(t, &cert)
-	e := newEnv(t, Config{
-		Rules:       compileRules(t, viaRule("secure.allowed.test", svc.port, rules.HTTPS)),
-		OriginalDst: fixedOrig{svc.orig()},
-		EgressProxy: sq.url(squidPassword),
-	})
+	sq, svc, e, ca := squidHTTPSEnv(t)
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: ca.pool},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
