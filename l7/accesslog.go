@@ -33,6 +33,10 @@ type accessEntry struct {
 	bytesIn  int64  // request body bytes from the client
 	bytesOut int64  // response body bytes to the client
 	reason   string // why a request was refused or failed ("" for success)
+
+	// Optional text forms of client and orig, cached per connection by
+	// handlers that log many requests on one ("": formatted here).
+	clientText, origText string
 }
 
 // finish writes e's access-log line and records its metrics.
@@ -45,8 +49,8 @@ func (p *Proxy) finish(e *accessEntry) {
 		return
 	}
 	attrs := [...]slog.Attr{
-		slog.String("client", e.client.String()),
-		slog.String("orig_dst", e.orig.String()),
+		slog.String("client", addrText(e.clientText, e.client)),
+		slog.String("orig_dst", addrText(e.origText, e.orig)),
 		slog.String("host", e.host),
 		slog.Int("port", int(e.port)),
 		slog.String("protocol", e.protocol),
@@ -64,4 +68,12 @@ func (p *Proxy) finish(e *accessEntry) {
 		n--
 	}
 	p.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)
+}
+
+// addrText is text, or ap formatted when text is empty.
+func addrText(text string, ap netip.AddrPort) string {
+	if text != "" {
+		return text
+	}
+	return ap.String()
 }

@@ -18,6 +18,8 @@ type h1conn struct {
 	entry   accessEntry
 	scratch []byte   // body of the proxy's own responses
 	num     [24]byte // number formatting
+
+	clientText, origText string // for the access log, formatted once
 }
 
 // serveHTTP1 serves HTTP/1.x requests on c, one after the other (pipelined
@@ -25,7 +27,7 @@ type h1conn struct {
 func (p *Proxy) serveHTTP1(c *clientConn) {
 	c.bw = writerPool.Get().(*bufio.Writer)
 	c.bw.Reset(c.nc)
-	s := &h1conn{p: p, c: c}
+	s := &h1conn{p: p, c: c, clientText: c.client.String(), origText: c.orig.String()}
 	for s.serveOne() && !p.closing.Load() {
 	}
 }
@@ -45,7 +47,8 @@ func (s *h1conn) serveOne() bool {
 	}
 	c.nc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
 	s.req.method = span{}
-	s.entry = accessEntry{start: time.Now(), client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1}
+	s.entry = accessEntry{start: time.Now(), client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1,
+		clientText: s.clientText, origText: s.origText}
 	err := s.req.readHead(c.br, p.cfg.MaxHeaderBytes)
 	if err == nil {
 		err = s.req.parse()
