@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -157,4 +158,45 @@ func TestTLSOriginationNeverFallsBackToPlain(t *testing.T) {
 		t.Fatalf("got %d %q, want 502", resp.StatusCode, body)
 	}
 	u.none(t)
+}
+
+func TestTLSHandshakeTimeoutIs504(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers the ClientHello
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	defer func() {
+		ln.Close()
+		<-accepted
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	e := newEnv(t, Config{
+		Rules: compileRules(t, &rules.Rule{Name: "secure", Service: "*.allowed.test",
+			Ports: []rules.Port{{Number: port, Protocol: rules.HTTPS}}}),
+		OriginalDst:    fixedOrig{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)},
+		ConnectTimeout: 200 * time.Millisecond,
+	})
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: secure.allowed.test\r\n\r\n")
+	resp, body := rc.read("GET")
+	if resp.StatusCode != 504 {
+		t.Fatalf("got %d %q, want 504", resp.StatusCode, body)
+	}
+	mustContain(t, body, "timed out")
 }
