@@ -202,8 +202,13 @@ func TestH2CNghttp(t *testing.T) {
 		t.Fatalf("denied statuses %v", got)
 	}
 	u.none(t)
+	// A second client connection reuses the pooled upstream connection.
+	if got := nghttp(t, e, fmt.Sprintf("api.allowed.test:%d", u.port), "/e"); strings.Join(got, " ") != "200" {
+		t.Fatalf("second client: statuses %v", got)
+	}
+	u.next(t)
 	if upConns.Load() != 1 {
-		t.Errorf("upstream connections %d, want 1 (shared across streams)", upConns.Load())
+		t.Errorf("upstream connections %d, want 1 (shared across streams and clients)", upConns.Load())
 	}
 }
 
