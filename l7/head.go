@@ -73,6 +73,13 @@ var (
 // maxLeadingBlankLines before a request line are skipped (RFC 9112 2.2).
 const maxLeadingBlankLines = 4
 
+// Bounds on what one head may hold, so that a head within MaxHeaderBytes
+// cannot make the Connection-token pass quadratic.
+const (
+	maxFields     = 500 // more: errHeadTooLarge (431)
+	maxConnTokens = 32  // more names in Connection fields: errMalformed
+)
+
 // readHead reads a message head (up to and including the empty line) from br
 // into h.buf, keeping it under max bytes. It returns io.EOF when br ends
 // before the first byte.
@@ -135,6 +142,9 @@ func (h *head) parseFields(off int) error {
 		if ln.empty() {
 			break
 		}
+		if len(h.fields) == maxFields {
+			return errHeadTooLarge
+		}
 		f, err := h.parseField(ln)
 		if err != nil {
 			return err
@@ -148,12 +158,16 @@ func (h *head) parseFields(off int) error {
 		}
 	}
 	// Drop the fields that Connection names (they are hop-by-hop).
+	named := 0
 	for i := range h.fields {
 		f := &h.fields[i]
 		if f.kind != fieldConnection {
 			continue
 		}
 		for tok := range tokens(h.bytes(f.value)) {
+			if named++; named > maxConnTokens {
+				return errMalformed
+			}
 			for j := range h.fields {
 				if g := &h.fields[j]; g.kind == fieldOther && equalFold(h.bytes(g.name), tok) {
 					g.kind = fieldDrop

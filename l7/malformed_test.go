@@ -101,3 +101,21 @@ func TestIdleKeepAliveConnectionIsClosed(t *testing.T) {
 		t.Error("idle connection left open")
 	}
 }
+
+func TestHeadBoundsAgainstQuadraticWork(t *testing.T) {
+	e, _ := allowEnv(t, nil)
+	for _, tc := range []struct {
+		name   string
+		head   string
+		status int
+	}{
+		{"too many fields", strings.Repeat("A: b\r\n", maxFields+1), 431},
+		{"too many Connection names", "Connection: " + strings.Repeat("x,", maxConnTokens+1) + "\r\n", 400},
+	} {
+		rc := e.dial()
+		rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n" + tc.head + "\r\n")
+		if resp, body := rc.read("GET"); resp.StatusCode != tc.status {
+			t.Errorf("%s: got %d %q, want %d", tc.name, resp.StatusCode, body, tc.status)
+		}
+	}
+}
