@@ -6,7 +6,10 @@ package l7
 // (TLS originated on HTTPS ports, h2c, gRPC, TLS passthrough) is a CONNECT
 // tunnel through it, inside which TLS runs end to end: the egress proxy sees
 // the name and port, never the content. A failing egress proxy is a 502;
-// there is never a direct connection instead.
+// there is never a direct connection instead. The egress proxy is always
+// given the name (it resolves it), in DialOriginal mode too. Its
+// connections are pooled like any upstream's (poolKey.proxy; one egress
+// proxy per Proxy).
 
 import (
 	"bufio"

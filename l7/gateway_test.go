@@ -184,11 +184,10 @@ func TestGatewayRefusesEverythingElse(t *testing.T) {
 // The sidecar chains through the gateway: a second, independent check.
 func TestSidecarThroughGateway(t *testing.T) {
 	ca, cases := chainCases(t)
-	allowed := []*rules.Rule{
-		httpRule("plain", "a.allowed.test", cases[0].svc.port),
-		{Name: "secure", Service: "secure.allowed.test", Ports: []rules.Port{{Number: cases[1].svc.port, Protocol: rules.HTTPS}}},
-	}
-	gw := newGateway(t, ca, allowed...)
+	// The gateway shares the sidecar's rules, useEgressProxy included: it is
+	// the egress proxy, so it serves them directly.
+	gw := newGateway(t, ca, viaRule("a.allowed.test", cases[0].svc.port, rules.HTTP),
+		viaRule("secure.allowed.test", cases[1].svc.port, rules.HTTPS))
 	gwNone := newGateway(t, ca) // allows nothing
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
