@@ -120,6 +120,9 @@ func parseEgressProxyURL(s string) (*url.URL, error) {
 	if u.Scheme != "http" && u.Scheme != "https" || u.Hostname() == "" {
 		return nil, fmt.Errorf("%q must be http:// or https:// with a host, e.g. http://egress-proxy:3128", u.Redacted())
 	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" { // as run and l7 refuse them
+		return nil, fmt.Errorf("%q must have no path or query: http[s]://[user:password@]host[:port]", u.Redacted())
+	}
 	return u, nil
 }
 

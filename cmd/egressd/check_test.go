@@ -71,6 +71,7 @@ func TestCheck(t *testing.T) {
 		{"proxy empty", []string{"check", "--egress-proxy=", proxy}, 1, []string{"--egress-proxy: empty, but 1 rule uses useEgressProxy", "1 problem\n"}},
 		{"proxy invalid", []string{"check", "--egress-proxy", "socks5://x:1", good}, 1, []string{`--egress-proxy: "socks5://x:1" must be http:// or https://`}},
 		{"proxy without host", []string{"check", "--egress-proxy", "http://", good}, 1, []string{"must be http:// or https:// with a host"}},
+		{"proxy with a path", []string{"check", "--egress-proxy", "http://p:3128/x", good}, 1, []string{"must have no path or query"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
