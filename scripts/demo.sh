@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
-export PATH=$PATH:/usr/local/bin:/usr/local/go/bin
+export PATH=/usr/local/bin:$PATH:/usr/local/go/bin
 
 NS=egressd-demo-ext
 VETH_HOST=egd-demo0

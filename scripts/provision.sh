@@ -11,9 +11,10 @@
 # proxy.golang.org) as the module golang.org/toolchain — the same archive the
 # go command itself downloads when it switches toolchains — and its h1: hash
 # is checked against the checksum database as served through that proxy
-# (/sumdb/sum.golang.org/lookup). It is unpacked to /usr/local/go<version> and
-# linked into /usr/local/bin. Debian's own golang (1.19 in bookworm) is too
-# old to build egressd, which is why it is not used.
+# (/sumdb/sum.golang.org/lookup). It is unpacked to $GO_PREFIX/go<version>
+# and linked into $GO_PREFIX/bin (GO_PREFIX defaults to /usr/local). Debian's
+# own golang (1.19 in bookworm) is too old to build egressd, which is why it
+# is not used.
 set -euo pipefail
 
 # The Debian packages, one per line. Add a package here (and nowhere else)
@@ -106,7 +107,8 @@ install_go() {
 	local mod=golang.org/toolchain ver=v0.0.1-go$want.linux-$arch
 	local tmp
 	tmp=$(mktemp -d)
-	trap 'rm -rf "$tmp"' RETURN
+	GO_TMP=$tmp
+	trap 'rm -rf "${GO_TMP:-}"' EXIT
 	log "fetching Go $want from $proxy"
 	curl -fsSL -o "$tmp/go.zip" "$proxy/$mod/@v/$ver.zip"
 	local want_hash got_hash
@@ -118,19 +120,24 @@ install_go() {
 		log "checksum mismatch for $mod@$ver: sumdb says '${want_hash}', archive is '$got_hash'"
 		exit 1
 	fi
-	local dest=/usr/local/go$want
+	local prefix=${GO_PREFIX:-/usr/local}
+	local dest=$prefix/go$want
+	mkdir -p "$prefix/bin"
 	rm -rf "$dest"
 	mv "$tmp/x/$mod@$ver" "$dest"
 	# Module zips do not keep the executable bits.
 	chmod +x "$dest"/bin/* "$dest"/pkg/tool/*/*
-	ln -sf "$dest/bin/go" /usr/local/bin/go
-	ln -sf "$dest/bin/gofmt" /usr/local/bin/gofmt
-	log "installed Go $want in $dest (linked from /usr/local/bin)"
+	ln -sf "$dest/bin/go" "$prefix/bin/go"
+	ln -sf "$dest/bin/gofmt" "$prefix/bin/gofmt"
+	log "installed Go $want in $dest (linked from $prefix/bin)"
 }
 
 ensure_go() {
 	local want have=""
 	want=$(go_wanted)
+	# Where install_go links go: a Go installed by an earlier run wins over an
+	# older one (Debian's /usr/bin/go).
+	PATH=${GO_PREFIX:-/usr/local}/bin:$PATH
 	if command -v go >/dev/null 2>&1; then
 		have=$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || go version | awk '{print $3}')
 		have=${have#go}

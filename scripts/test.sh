@@ -16,7 +16,7 @@ if [ "${EGRESSD_SKIP_PROVISION:-}" != 1 ]; then
 	scripts/provision.sh
 fi
 # provision.sh may have just linked Go into /usr/local/bin.
-export PATH=$PATH:/usr/local/bin:/usr/local/go/bin
+export PATH=/usr/local/bin:$PATH:/usr/local/go/bin
 export EGRESSD_E2E=${EGRESSD_E2E-require}
 
 args=("$@")
