@@ -129,16 +129,20 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 		body = &countingBody{rc: r.Body}
 		out.Body = body
 	}
-	var headTimer *time.Timer
+	// ResponseTimeout bounds every wait on the upstream: for the head once
+	// the request body is sent, and each stall in the response body. Not
+	// for gRPC: calls carry their own deadline (grpc-timeout), and a stream
+	// may rightly stay quiet for long.
+	var stall *time.Timer
 	if !grpc {
-		// gRPC calls carry their own deadline (grpc-timeout); a long stream
-		// may rightly wait for its first response.
-		headTimer = time.AfterFunc(p.cfg.ResponseTimeout, func() { cancel(errResponseTimeout) })
+		stall = time.AfterFunc(p.cfg.ResponseTimeout, func() { cancel(errResponseTimeout) })
+		defer stall.Stop()
+		if body != nil {
+			stall.Stop() // until the client's body is all sent
+			body.sent = func() { stall.Reset(p.cfg.ResponseTimeout) }
+		}
 	}
 	res, err := p.h2c().tr.RoundTrip(out)
-	if headTimer != nil {
-		headTimer.Stop()
-	}
 	if body != nil {
 		defer func() { e.bytesIn = body.n.Load() }()
 	}
@@ -148,14 +152,18 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 	}
 	defer res.Body.Close()
 	e.status = res.StatusCode
-	err = copyH2Response(w, res, e)
+	err = copyH2Response(w, res, e, stall, p.cfg.ResponseTimeout)
 	if err == nil {
 		return
 	}
-	e.reason = "upstream stream failed: " + err.Error()
 	if r.Context().Err() != nil {
-		return // the client reset the stream: nothing left to tell it
+		e.reason = "client cancelled the stream: " + err.Error()
+		return // nothing left to tell it
 	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
+	_, e.reason = p.upstreamError(err)
 	if !grpc {
 		// Reset the client's stream: ending it cleanly would pass a
 		// truncated response as complete.
@@ -166,7 +174,7 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 	setGRPCStatus(w, true, grpcFailureCode(err, http.StatusBadGateway, r, e.start), e.reason)
 }
 
-var errResponseTimeout = fmt.Errorf("no response head within the response timeout: %w", context.DeadlineExceeded)
+var errResponseTimeout = fmt.Errorf("upstream silent for the response timeout: %w", context.DeadlineExceeded)
 
 // failH2 answers a stream whose upstream exchange failed before a response
 // head: 502/504 (gRPC: UNAVAILABLE/DEADLINE_EXCEEDED), or nothing when the
@@ -191,9 +199,10 @@ func (p *Proxy) failH2(ctx context.Context, w http.ResponseWriter, r *http.Reque
 
 // copyH2Response writes res to w: head (flushed at once unless the body is
 // known to be empty, so that trailers-only gRPC answers stay one HEADERS
-// frame), then the body flushed per read, then the trailers. It returns the
-// upstream's failure; a client that went away only ends the copy (e.reason).
-func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry) error {
+// frame), then the body flushed per read, then the trailers. stall, when
+// not nil, is reset to timeout after every read. It returns the upstream's
+// failure; a client that went away only ends the copy (e.reason).
+func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry, stall *time.Timer, timeout time.Duration) error {
 	h := w.Header()
 	for k, vv := range res.Header {
 		h[k] = vv
@@ -215,7 +224,13 @@ func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry) e
 	defer h2BufPool.Put(bufp)
 	buf := *bufp
 	for {
+		if stall != nil {
+			stall.Reset(timeout)
+		}
 		n, err := res.Body.Read(buf)
+		if stall != nil {
+			stall.Stop() // a slow client is not a stalled upstream
+		}
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				e.reason = "client stream closed: " + werr.Error()
@@ -254,16 +269,21 @@ func removeH2HopHeaders(h http.Header) {
 	}
 }
 
-// countingBody counts the request body bytes the transport sends upstream;
-// the count is read after the transport may still be writing.
+// countingBody counts the request body bytes the transport sends upstream
+// (read while the transport may still be writing) and calls sent, if set,
+// at the end of the body.
 type countingBody struct {
-	rc io.ReadCloser
-	n  atomic.Int64
+	rc   io.ReadCloser
+	n    atomic.Int64
+	sent func()
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.n.Add(int64(n))
+	if err == io.EOF && b.sent != nil {
+		b.sent()
+	}
 	return n, err
 }
 

@@ -61,15 +61,19 @@ func protoRule(name, service string, port uint16, proto rules.Protocol) *rules.R
 
 // h2cEnv starts an h2c upstream (recording requests, or answering with h
 // unrecorded when given) and a proxy whose connections all look redirected
-// from it; api.allowed.test is allowed there as HTTP2.
-func h2cEnv(t *testing.T, h http.HandlerFunc) (*env, *upstream, *atomic.Int32) {
+// from it; api.allowed.test is allowed there as HTTP2. tune adjusts the
+// proxy's Config.
+func h2cEnv(t *testing.T, h http.HandlerFunc, tune ...func(*Config)) (*env, *upstream, *atomic.Int32) {
 	t.Helper()
 	u, conns := newH2CUpstream(t, h, h != nil)
-	e := newEnv(t, Config{
+	cfg := Config{
 		Rules:       compileRules(t, protoRule("h2-api", "api.allowed.test", u.port, rules.HTTP2)),
 		OriginalDst: fixedOrig{u.orig()},
-	})
-	return e, u, conns
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	return newEnv(t, cfg), u, conns
 }
 
 // h2cClient is a Go HTTP/2 client speaking h2c to the proxy; dials counts
@@ -409,4 +413,47 @@ func TestH2CForwardsUnchanged(t *testing.T) {
 	if ct, date := res.Header.Values("Content-Type"), res.Header.Values("Date"); len(ct) != 0 || len(date) != 0 {
 		t.Fatalf("client got Content-Type %q, Date %q; want neither", ct, date)
 	}
+}
+
+// ResponseTimeout also bounds a stall inside a response body (the client's
+// stream is reset), but not the time a slow upload takes, nor a gRPC stream.
+func TestH2CResponseStall(t *testing.T) {
+	e, _, _ := h2cEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // an upload the client sends slowly
+		w.Write([]byte("first "))
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/stall" {
+			<-r.Context().Done()
+			return
+		}
+		time.Sleep(50 * time.Millisecond) // quiet, but within the timeout
+		w.Write([]byte("second"))
+	}, func(c *Config) { c.ResponseTimeout = 150 * time.Millisecond })
+	client, _ := h2cClient(t, e)
+	get := func(path string) (string, error) {
+		pr, pw := io.Pipe()
+		go func() { // 300 ms of upload: longer than the timeout, never silent upstream
+			for range 6 {
+				time.Sleep(50 * time.Millisecond)
+				pw.Write([]byte("x"))
+			}
+			pw.Close()
+		}()
+		req, _ := http.NewRequest("POST", "http://proxy"+path, pr)
+		req.Host = "api.allowed.test"
+		res, err := client.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return string(b), err
+	}
+	if body, err := get("/slow"); err != nil || body != "first second" {
+		t.Fatalf("slow upload and short pause: %q, %v", body, err)
+	}
+	if body, err := get("/stall"); err == nil || body != "first " {
+		t.Fatalf("stalled body: %q, %v; want the first part, then a reset", body, err)
+	}
+	waitForLog(t, e, "upstream silent for the response timeout")
 }
