@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/l7"
+	"github.com/egressd/egressd/rules"
 )
 
 func TestParseGatewayFlags(t *testing.T) {
@@ -129,7 +135,8 @@ func TestGatewayBinary(t *testing.T) {
 	defer svc.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
 	rule := func(service string) string {
-		return fmt.Sprintf("kind: EgressRule\nmetadata: {name: local}\nspec:\n  destination: {service: %s}\n  ports: [{port: %d, protocol: HTTP}]\n", service, port)
+		return fmt.Sprintf("kind: EgressRule\nmetadata: {name: local}\nspec:\n  destination: {service: %s}\n"+
+			"  ports: [{port: %d, protocol: HTTP}]\n  useEgressProxy: true\n", service, port)
 	}
 	g := startGatewayBinary(t, rule("localhost"))
 	url := fmt.Sprintf("http://localhost:%d/x", port)
@@ -144,6 +151,10 @@ func TestGatewayBinary(t *testing.T) {
 		t.Fatalf("CONNECT tunnel: %d %d", connect, status)
 	}
 	<-seen
+	sidecarThrough(t, g, fmt.Sprintf("GET /chained HTTP/1.1\r\nHost: localhost:%d\r\n\r\n", port), port)
+	if r := <-seen; r.URL.Path != "/chained" {
+		t.Fatalf("service saw %s", r.URL.Path)
+	}
 	if _, status := g.curlVia(t, "http://evil.test/", false); status != 403 {
 		t.Fatalf("absolute form to a denied host: %d", status)
 	}
@@ -154,6 +165,7 @@ func TestGatewayBinary(t *testing.T) {
 	for _, want := range []string{
 		`egressd_requests_total{decision="deny",protocol="connect",rule=""} 1`,
 		`egressd_requests_total{decision="allow",protocol="connect",rule="local"} 1`,
+		`egressd_requests_total{decision="allow",protocol="http/1.1",rule="local"} 2`,
 		`egressd_rules 1`,
 	} {
 		if !strings.Contains(metrics, want) {
@@ -187,5 +199,55 @@ func TestGatewayBinary(t *testing.T) {
 	logs, _ := os.ReadFile(g.logs)
 	if !strings.Contains(string(logs), `"protocol":"connect"`) || !strings.Contains(string(logs), `"decision":"deny"`) {
 		t.Errorf("access log lacks the CONNECT entries:\n%s", logs)
+	}
+}
+
+// redirectedFrom is an l7.OriginalDst for which every connection was
+// redirected from dst.
+type redirectedFrom netip.AddrPort
+
+func (r redirectedFrom) Lookup(_, _ netip.AddrPort) (netip.AddrPort, bool) {
+	return netip.AddrPort(r), true
+}
+
+// sidecarThrough runs an in-process agent proxy with the gateway's own rule
+// file (useEgressProxy) and --egress-proxy pointing at the gateway, sends
+// req to it as if redirected from 127.0.0.1:port, and wants a 200.
+func sidecarThrough(t *testing.T, g *gatewayBinary, req string, port int) {
+	t.Helper()
+	reloader, err := rules.NewReloader([]string{g.rules}, rules.ReloaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	p, err := l7.New(l7.Config{Rules: reloader, OriginalDst: redirectedFrom(orig),
+		EgressProxy: &url.URL{Scheme: "http", Host: g.addr, User: url.UserPassword("agent", "secret")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ln) }()
+	defer func() {
+		p.Shutdown(context.Background())
+		<-served
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, req)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("agent through the gateway binary: %s", resp.Status)
 	}
 }
