@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -99,6 +100,28 @@ func TestBenchHosts(t *testing.T) {
 		}
 		if r, _, want := refMatch(rs, h, 443); want != ok || ok && r == nil {
 			t.Errorf("reference disagrees on %q", h)
+		}
+	}
+}
+
+// BenchmarkMatchManyWildcardLengths is the matcher's worst case: suffix
+// wildcards of every length from 5 to 64 bytes, and a 64-byte host that
+// misses all of them, so that every length is looked up.
+func BenchmarkMatchManyWildcardLengths(b *testing.B) {
+	var rs []*Rule
+	for n := 14; n <= 64; n++ {
+		svc := fmt.Sprintf("*.%s.example.com", strings.Repeat("x", n-13))
+		rs = append(rs, &Rule{Name: svc, Service: svc, Ports: []Port{{443, HTTPS}}})
+	}
+	s, err := Compile(rs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	host := strings.Repeat("a", 40) + ".miss.example.com:443"
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := s.Match(host, 443); ok {
+			b.Fatal("matched")
 		}
 	}
 }

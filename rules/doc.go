@@ -43,9 +43,11 @@
 // allowed on 443 is not allowed on 8080.
 //
 // Set.Match does not allocate and its cost does not grow with the number of
-// rules: one map lookup for the exact name, then one per distinct wildcard
-// length shorter than the host. An empty Host, or one longer than 255 bytes,
-// is denied.
+// rules, only with the host: one map lookup for the exact name, one per dot
+// of the host for wildcards at a label boundary ("*.foo.com", "foo.*"), and
+// one per distinct length of the other wildcards ("*-bar.foo.com"), each
+// walk stopping at its first (longest) hit. An empty Host, or one longer
+// than 255 bytes, is denied.
 //
 // # Lifecycle
 //

@@ -134,6 +134,7 @@ func FuzzMatch(f *testing.F) {
 	f.Add("api.foo.com,*.foo.com,*-bar.foo.com,foo.*,foo.bar.*,*", "baz-bar.foo.com", uint16(80))
 	f.Add("*.foo.com,api.foo.com", "API.foo.com.:8080", uint16(443))
 	f.Add("*-bar.foo.com,*.com", "-bar.foo.com", uint16(80))
+	f.Add("*.foo.com,*x.foo.com,*oo.com,foo.*,foo.b*,fo*", "ax.foo.com", uint16(80))
 	f.Add("[2001:2::1],198.18.0.1,*", "[2001:0002::1]:80", uint16(80))
 	f.Add("bücher.example,*.example", "xn--bcher-kva.example", uint16(443))
 	f.Fuzz(func(t *testing.T, services, host string, port uint16) {

@@ -13,9 +13,11 @@ type Set struct {
 
 	exact      map[string]*domain // "api.foo.com"
 	suffix     map[string]*domain // "*.foo.com" under ".foo.com"
-	suffixLens []int              // distinct suffix key lengths, longest first
+	suffixDots bool               // some suffix keys start with '.'
+	suffixLens []int              // distinct lengths of the other suffix keys, longest first
 	prefix     map[string]*domain // "foo.*" under "foo."
-	prefixLens []int              // distinct prefix key lengths, longest first
+	prefixDots bool               // some prefix keys end with '.'
+	prefixLens []int              // distinct lengths of the other prefix keys, longest first
 	any        *domain            // "*"
 }
 
@@ -28,6 +30,14 @@ type domain struct {
 type portRule struct {
 	port Port
 	rule *Rule
+}
+
+// allows is find on a domain that may be nil (a key not in the index).
+func (d *domain) allows(port uint16) (portRule, bool) {
+	if d == nil {
+		return portRule{}, false
+	}
+	return d.find(port)
 }
 
 // find returns the rule allowing port, by binary search.
@@ -68,8 +78,8 @@ func Compile(rs []*Rule) (*Set, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("compile rules: %s", strings.Join(errs, "; "))
 	}
-	s.suffixLens = keyLens(s.suffix)
-	s.prefixLens = keyLens(s.prefix)
+	s.suffixDots, s.suffixLens = keyLens(s.suffix, func(k string) bool { return k[0] == '.' })
+	s.prefixDots, s.prefixLens = keyLens(s.prefix, func(k string) bool { return k[len(k)-1] == '.' })
 	return s, nil
 }
 
@@ -127,17 +137,19 @@ func (s *Set) add(r *Rule) error {
 	return nil
 }
 
-// keyLens lists the distinct lengths of m's keys, longest first.
-func keyLens(m map[string]*domain) []int {
-	var ls []int
+// keyLens lists the distinct lengths of m's keys that are not at a label
+// boundary, longest first, and reports whether any key is.
+func keyLens(m map[string]*domain, atDot func(string) bool) (dots bool, lens []int) {
 	for k := range m {
-		if !slices.Contains(ls, len(k)) {
-			ls = append(ls, len(k))
+		if atDot(k) {
+			dots = true
+		} else if !slices.Contains(lens, len(k)) {
+			lens = append(lens, len(k))
 		}
 	}
-	slices.Sort(ls)
-	slices.Reverse(ls)
-	return ls
+	slices.Sort(lens)
+	slices.Reverse(lens)
+	return dots, lens
 }
 
 // Len reports the number of rules. A nil Set has none.
@@ -190,28 +202,79 @@ func (s *Set) lookup(h []byte, port uint16) (portRule, bool) {
 			return pr, true
 		}
 	}
-	for _, n := range s.suffixLens {
-		if n >= len(h) { // '*' stands for at least one byte
-			continue
-		}
-		if d := s.suffix[string(h[len(h)-n:])]; d != nil {
-			if pr, ok := d.find(port); ok {
-				return pr, true
-			}
-		}
+	if pr, ok := s.suffixMatch(h, port); ok {
+		return pr, true
 	}
-	for _, n := range s.prefixLens {
-		if n >= len(h) {
-			continue
-		}
-		if d := s.prefix[string(h[:n])]; d != nil {
-			if pr, ok := d.find(port); ok {
-				return pr, true
-			}
-		}
+	if pr, ok := s.prefixMatch(h, port); ok {
+		return pr, true
 	}
 	if s.any != nil {
 		return s.any.find(port)
 	}
 	return portRule{}, false
+}
+
+// suffixMatch finds the longest suffix wildcard key matching h whose domain
+// allows port. Keys that start a label (".foo.com", the common "*.foo.com")
+// can only match where h has a dot, so they are looked up at h's dots;
+// the others ("-bar.foo.com") at each distinct length they have. Each walk
+// goes from the longest candidate down and stops at its first hit; the
+// longer of the two hits wins. '*' stands for at least one byte, so a key
+// never covers all of h.
+func (s *Set) suffixMatch(h []byte, port uint16) (portRule, bool) {
+	var dotHit portRule
+	dotLen := 0
+	if s.suffixDots {
+		for i := 1; i < len(h); i++ {
+			if h[i] != '.' {
+				continue
+			}
+			if pr, ok := s.suffix[string(h[i:])].allows(port); ok {
+				dotHit, dotLen = pr, len(h)-i
+				break
+			}
+		}
+	}
+	for _, n := range s.suffixLens {
+		if n <= dotLen {
+			break
+		}
+		if n >= len(h) {
+			continue
+		}
+		if pr, ok := s.suffix[string(h[len(h)-n:])].allows(port); ok {
+			return pr, true
+		}
+	}
+	return dotHit, dotLen > 0
+}
+
+// prefixMatch is suffixMatch for prefix wildcard keys: those that end a
+// label ("foo." of "foo.*") are looked up at h's dots, from the right.
+func (s *Set) prefixMatch(h []byte, port uint16) (portRule, bool) {
+	var dotHit portRule
+	dotLen := 0
+	if s.prefixDots {
+		for i := len(h) - 2; i >= 0; i-- {
+			if h[i] != '.' {
+				continue
+			}
+			if pr, ok := s.prefix[string(h[:i+1])].allows(port); ok {
+				dotHit, dotLen = pr, i+1
+				break
+			}
+		}
+	}
+	for _, n := range s.prefixLens {
+		if n <= dotLen {
+			break
+		}
+		if n >= len(h) {
+			continue
+		}
+		if pr, ok := s.prefix[string(h[:n])].allows(port); ok {
+			return pr, true
+		}
+	}
+	return dotHit, dotLen > 0
 }

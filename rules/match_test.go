@@ -94,6 +94,41 @@ func TestMatchPrecedence(t *testing.T) {
 	}
 }
 
+// TestMatchMixedWildcards mixes wildcard keys at a label boundary
+// ("*.foo.com", "foo.*") with keys inside a label ("*x.foo.com", "foo.b*"),
+// which the matcher looks up in two different walks: the longest still wins.
+func TestMatchMixedWildcards(t *testing.T) {
+	s := mustCompile(t,
+		rule("dot-suffix", "*.foo.com", p(80, HTTP)),
+		rule("inner-suffix-long", "*x.foo.com", p(80, HTTP)),
+		rule("inner-suffix-short", "*oo.com", p(80, HTTP)),
+		rule("dot-suffix-long", "*.a.x.foo.com", p(80, HTTP)),
+		rule("dot-prefix", "foo.*", p(80, HTTP)),
+		rule("inner-prefix-long", "foo.b*", p(80, HTTP)),
+		rule("inner-prefix-short", "fo*", p(80, HTTP)),
+		rule("dot-prefix-long", "foo.bar.*", p(80, HTTP)),
+	)
+	tests := []struct{ host, want string }{
+		{"ax.foo.com", "inner-suffix-long"},
+		{"b.foo.com", "dot-suffix"},
+		{"zoo.com", "inner-suffix-short"},
+		{"foo.com", "inner-suffix-short"},
+		{"b.a.x.foo.com", "dot-suffix-long"},
+		{"a.x.foo.com", "inner-suffix-long"},
+		{"foo.bar", "inner-prefix-long"},
+		{"foo.car", "dot-prefix"},
+		{"fox", "inner-prefix-short"},
+		{"foo.bar.baz", "dot-prefix-long"},
+		{"foo.bar.", "inner-prefix-long"},
+	}
+	for _, tt := range tests {
+		m, ok := s.Match(tt.host, 80)
+		if !ok || m.Rule.Name != tt.want {
+			t.Errorf("Match(%q) = %+v %v, want %q", tt.host, m.Rule, ok, tt.want)
+		}
+	}
+}
+
 // TestMatchPerPort pins the per-(host, port) decision: the most specific
 // domain that lists the port wins, so a more specific rule on another port
 // does not hide a wildcard rule on this one.
