@@ -104,8 +104,9 @@ func chainEnv(t *testing.T, svc *service, egressProxy *url.URL, ca *testCA) *env
 	return newEnv(t, cfg)
 }
 
-// onlyDialed asserts that the proxy dialed nothing but addr.
-func (e *env) onlyDialed(t testing.TB, addr string) {
+// onlyDialed asserts that the proxy dialed nothing but addr, and returns
+// how many times it dialed it.
+func (e *env) onlyDialed(t testing.TB, addr string) (n int) {
 	t.Helper()
 	for {
 		select {
@@ -113,8 +114,9 @@ func (e *env) onlyDialed(t testing.TB, addr string) {
 			if got != addr {
 				t.Fatalf("the proxy dialed %s, want only the egress proxy %s", got, addr)
 			}
+			n++
 		default:
-			return
+			return n
 		}
 	}
 }
@@ -143,9 +145,8 @@ func TestEgressProxySquidPlainHTTP(t *testing.T) {
 	}
 	// Squid logs the authenticated user: our credentials reached it.
 	sq.waitLog(t, fmt.Sprintf("GET http://a.allowed.test:%d/plain? %s", svc.port, squidUser)) // Squid logs no query
-	e.onlyDialed(t, sq.addr)
-	if n := len(e.dials); n != 0 {
-		t.Fatalf("%d more dials", n)
+	if n := e.onlyDialed(t, sq.addr); n != 1 {
+		t.Fatalf("%d connections to Squid for 2 requests, want 1 (pooled)", n)
 	}
 }
 
@@ -156,20 +157,24 @@ func TestEgressProxySquidHTTPSPort(t *testing.T) {
 	svc := newService(t, &cert)
 	e := chainEnv(t, svc, sq.url(squidPassword), ca)
 	rc := e.dial()
-	rc.send("GET /s HTTP/1.1\r\nHost: secure.allowed.test\r\n" + clientProxyAuth + "\r\n")
-	resp, body := rc.read("GET")
-	if resp.StatusCode != 200 || body != "service secure.allowed.test/s" {
-		t.Fatalf("got %d %q", resp.StatusCode, body)
+	for i := 0; i < 2; i++ { // the second request reuses the pooled TLS connection in its tunnel
+		rc.send("GET /s HTTP/1.1\r\nHost: secure.allowed.test\r\n" + clientProxyAuth + "\r\n")
+		resp, body := rc.read("GET")
+		if resp.StatusCode != 200 || body != "service secure.allowed.test/s" {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+		hit := svc.next(t)
+		if hit.peer != squidSource || hit.sni != "secure.allowed.test" {
+			t.Fatalf("service saw peer %s SNI %q, want Squid's %s and TLS with SNI", hit.peer, hit.sni, squidSource)
+		}
+		if hit.header.Get("Via") != "" || hit.header.Get("Proxy-Authorization") != "" {
+			t.Fatalf("inside the tunnel Squid must see nothing: Via %q, Proxy-Authorization %q",
+				hit.header.Get("Via"), hit.header.Get("Proxy-Authorization"))
+		}
 	}
-	hit := svc.next(t)
-	if hit.peer != squidSource || hit.sni != "secure.allowed.test" {
-		t.Fatalf("service saw peer %s SNI %q, want Squid's %s and TLS with SNI", hit.peer, hit.sni, squidSource)
+	if n := e.onlyDialed(t, sq.addr); n != 1 {
+		t.Fatalf("%d tunnels through Squid for 2 requests, want 1 (pooled)", n)
 	}
-	if hit.header.Get("Via") != "" || hit.header.Get("Proxy-Authorization") != "" {
-		t.Fatalf("inside the tunnel Squid must see nothing: Via %q, Proxy-Authorization %q",
-			hit.header.Get("Via"), hit.header.Get("Proxy-Authorization"))
-	}
-	e.onlyDialed(t, sq.addr)
 	mustContain(t, e.logs.String(), `"upstream":"https"`)
 	rc.c.Close()
 	e.p.pool.closeAll() // Squid logs a CONNECT when its tunnel closes
