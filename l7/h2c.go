@@ -166,14 +166,15 @@ func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Host == "" || r.Method == http.MethodConnect {
 		e.reason = "no :authority, or CONNECT"
-		e.status = writeRefusal(w, grpc, http.StatusBadRequest, e.reason)
+		writeLocalH2(w, &e, grpc, http.StatusBadRequest, e.reason)
 		return
 	}
 	m, ok := p.decide(r.Host, e.port)
 	if !ok {
 		e.decision = decisionDeny
-		e.reason = "no rule allows " + hostOnly(r.Host) + " on port " + strconv.Itoa(int(e.port))
-		e.status = writeRefusal(w, grpc, http.StatusForbidden, e.reason)
+		e.reason = "no egress rule allows the host and port"
+		writeLocalH2(w, &e, grpc, http.StatusForbidden,
+			"no egress rule allows "+hostOnly(r.Host)+" on port "+strconv.Itoa(int(e.port)))
 		return
 	}
 	e.decision = decisionAllow

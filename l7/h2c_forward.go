@@ -189,12 +189,13 @@ func (p *Proxy) failH2(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	}
 	status, reason := p.upstreamError(err)
 	e.reason = reason
-	e.status = status
 	if grpc {
+		e.status = status
+		w.Header().Set("X-Egressd", markerError)
 		setGRPCStatus(w, false, grpcFailureCode(err, status, r, e.start), reason)
 		return
 	}
-	writeRefusal(w, false, status, reason)
+	writeLocalH2(w, e, false, status, reason)
 }
 
 // copyH2Response writes res to w: head (flushed at once unless the body is

@@ -32,12 +32,23 @@ const (
 	grpcUnavailable       = 14
 )
 
-// writeRefusal answers a stream the proxy does not forward: status with a
-// one-line text body, or, for gRPC, a trailers-only response (HTTP 200 and
-// one HEADERS frame) whose grpc-status is the gRPC equivalent of status and
-// whose grpc-message is reason. It returns status, which the access log
-// records in both cases.
-func writeRefusal(w http.ResponseWriter, grpc bool, status int, reason string) int {
+// writeLocalH2 answers a stream with a response egressd makes itself, as
+// the HTTP/1 path does (respond.go): status, an X-Egressd marker and the
+// text "egressd: msg"; for gRPC a trailers-only response (HTTP 200, one
+// HEADERS frame) whose grpc-status is the gRPC equivalent of status and
+// whose grpc-message is the text. e gets status (the HTTP one in both
+// cases) and the bytes sent.
+func writeLocalH2(w http.ResponseWriter, e *accessEntry, grpc bool, status int, msg string) {
+	marker := markerError
+	switch status {
+	case http.StatusForbidden:
+		marker = markerDenied
+	case http.StatusBadRequest:
+		marker = markerInvalid
+	}
+	h := w.Header()
+	h.Set("X-Egressd", marker)
+	e.status = status
 	if grpc {
 		code := grpcUnavailable
 		switch status {
@@ -48,15 +59,14 @@ func writeRefusal(w http.ResponseWriter, grpc bool, status int, reason string) i
 		case http.StatusGatewayTimeout:
 			code = grpcDeadlineExceeded
 		}
-		setGRPCStatus(w, false, code, reason)
-		return status
+		setGRPCStatus(w, false, code, msg)
+		return
 	}
-	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write([]byte("egressd: " + reason + "\n"))
-	return status
+	n, _ := w.Write([]byte("egressd: " + msg + "\n"))
+	e.bytesOut = int64(n)
 }
 
 // setGRPCStatus ends a gRPC stream with code and msg: as trailers after a

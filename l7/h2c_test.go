@@ -110,7 +110,7 @@ func TestH2CCurlAllowAndDeny(t *testing.T) {
 	if code != 403 {
 		t.Fatalf("denied: %d %q, want 403", code, body)
 	}
-	mustContain(t, body, "no rule allows denied.test on port")
+	mustContain(t, body, fmt.Sprintf("egressd: no egress rule allows denied.test on port %d", u.port))
 	u.none(t)
 	if n := e.counter("egressd_requests_total", "decision", "deny", "protocol", "h2c"); n != 1 {
 		t.Errorf("deny counter %v, want 1", n)
@@ -143,6 +143,9 @@ func TestH2CMixedStreamsOnOneConnection(t *testing.T) {
 			io.Copy(io.Discard, res.Body)
 			res.Body.Close()
 			codes[i] = res.StatusCode
+			if marker := res.Header.Get("X-Egressd"); (res.StatusCode == 403) != (marker == "denied") {
+				t.Errorf("%s: status %d with X-Egressd %q", host, res.StatusCode, marker)
+			}
 		}()
 	}
 	wg.Wait()
