@@ -38,7 +38,7 @@ func gatewayDial(ctx context.Context, network, addr string) (net.Conn, error) {
 
 // newGateway runs ServeGateway for a proxy with rs (and RootCAs from ca);
 // e.addr is the gateway's address. It stops on cleanup.
-func newGateway(t *testing.T, ca *testCA, rs ...*rules.Rule) *env {
+func newGateway(t testing.TB, ca *testCA, rs ...*rules.Rule) *env {
 	t.Helper()
 	cfg := Config{Rules: compileRules(t, rs...), OriginalDst: fixedOrig{}, Dial: gatewayDial}
 	if ca != nil {
