@@ -9,6 +9,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -459,4 +460,32 @@ func TestH2CResponseStall(t *testing.T) {
 		t.Fatalf("stalled body: %q, %v; want the first part, then a reset", body, err)
 	}
 	waitForLog(t, e, "upstream silent for the response timeout")
+}
+
+// Streams share an upstream connection only when everything its dial
+// depends on is equal.
+func TestH2UpstreamKey(t *testing.T) {
+	orig4 := netip.MustParseAddrPort("198.18.0.5:443")
+	orig6 := netip.MustParseAddrPort("[2001:2::5]:443")
+	direct, viaProxy := rules.Match{}, rules.Match{UseEgressProxy: true}
+	tests := []struct {
+		mode DialMode
+		d    h2Dial
+		want string
+	}{
+		{DialResolve, h2Dial{m: direct, host: "API.Example.test.:8443", orig: orig4}, "api.example.test:443"},
+		{DialResolve, h2Dial{m: direct, host: "api.example.test", orig: orig4, tls: true}, "tls.api.example.test:443"},
+		{DialResolve, h2Dial{m: viaProxy, host: "api.example.test", orig: orig4, tls: true}, "tls.via-proxy.api.example.test:443"},
+		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig4}, "198.18.0.5.ip.api.example.test:443"},
+		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig6}, "2001-2--5.ip.api.example.test:443"},
+	}
+	for _, tt := range tests {
+		p := &Proxy{cfg: Config{DialMode: tt.mode}}
+		if got := p.h2UpstreamKey(&tt.d); got != tt.want {
+			t.Errorf("%v %+v: key %q, want %q", tt.mode, tt.d, got, tt.want)
+		}
+		if _, _, err := net.SplitHostPort(p.h2UpstreamKey(&tt.d)); err != nil {
+			t.Errorf("key is not a host:port: %v", err)
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strconv"
 	"time"
 )
 
@@ -41,7 +40,7 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 	m, ok := p.decide(hello.serverName, e.port)
 	if !ok {
 		e.decision = decisionDeny
-		e.reason = "no rule allows " + hello.serverName + " on port " + strconv.Itoa(int(e.port))
+		e.reason = "no egress rule allows the host and port"
 		return
 	}
 	e.decision, e.rule, e.upstream = decisionAllow, m.Rule.Name, "tls"
