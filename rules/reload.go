@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,7 +147,8 @@ func (r *Reloader) logWarnings(ws []Warning) {
 // holding each file given, which catches editors that write a new file and
 // rename it over the old one, and the way Kubernetes updates a mounted
 // ConfigMap: new files in a hidden ..<timestamp> directory, then an atomic
-// rename of the ..data symlink pointing to it. Events are debounced. An
+// rename of the ..data symlink pointing to it. A file path that is a symlink
+// also has the directory of its target watched. Events are debounced. An
 // error is returned only when watching cannot start.
 func (r *Reloader) Watch(ctx context.Context) error {
 	w, err := fsnotify.NewWatcher()
@@ -154,8 +156,7 @@ func (r *Reloader) Watch(ctx context.Context) error {
 		return fmt.Errorf("watch rules: %w", err)
 	}
 	defer w.Close()
-	dirs := r.watchDirs()
-	for _, d := range dirs {
+	for _, d := range r.watchDirs() {
 		if err := w.Add(d); err != nil {
 			return fmt.Errorf("watch rules in %s: %w", d, err)
 		}
@@ -185,7 +186,7 @@ func (r *Reloader) Watch(ctx context.Context) error {
 			r.log.Warn("watching rule files", "err", err)
 			timer.Reset(r.opts.Debounce) // events may have been lost
 		case <-timer.C:
-			for _, d := range dirs { // again, in case a directory was replaced
+			for _, d := range r.watchDirs() { // again: a directory or a symlink target may have been replaced
 				_ = w.Add(d)
 			}
 			_ = r.reload(false) // logged, counted and reported by reload
@@ -193,19 +194,24 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	}
 }
 
-// watchDirs lists the directories to watch: each directory path, and the
-// parent of each file path.
+// watchDirs lists the directories to watch: each directory path, the
+// parent of each file path and, when a file path is a symlink, the parent
+// of the file it resolves to (an edit there changes the rules too).
 func (r *Reloader) watchDirs() []string {
 	var dirs []string
-	seen := map[string]bool{}
-	for _, p := range r.paths {
-		d := p
-		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
-			d = filepath.Dir(p)
-		}
-		if !seen[d] {
-			seen[d] = true
+	add := func(d string) {
+		if !slices.Contains(dirs, d) {
 			dirs = append(dirs, d)
+		}
+	}
+	for _, p := range r.paths {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			add(p)
+			continue
+		}
+		add(filepath.Dir(p))
+		if target, err := filepath.EvalSymlinks(p); err == nil {
+			add(filepath.Dir(target))
 		}
 	}
 	return dirs

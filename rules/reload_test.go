@@ -185,12 +185,7 @@ func TestReloaderWatchFileRenameWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ready := make(chan struct{})
-	r.watching = func() { close(ready) }
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.Watch(ctx)
-	<-ready
+	startWatch(t, r)
 
 	tmp := writeFile(t, dir, ".rules.yaml.tmp", hostRule("v2.test"))
 	if err := os.Rename(tmp, path); err != nil {
@@ -201,6 +196,49 @@ func TestReloaderWatchFileRenameWrite(t *testing.T) {
 	}
 	if !allows(r.Current(), "v2.test") {
 		t.Fatal("the renamed-over version is not in force")
+	}
+}
+
+// startWatch runs r.Watch until the test ends and returns once it watches.
+func startWatch(t *testing.T, r *Reloader) {
+	t.Helper()
+	ready := make(chan struct{})
+	r.watching = func() { close(ready) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Watch(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Watch returned %v", err)
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Watch returned %v before watching", err)
+	}
+}
+
+// TestReloaderWatchSymlinkTarget watches a file path that is a symlink to a
+// file elsewhere, which is then edited in place.
+func TestReloaderWatchSymlinkTarget(t *testing.T) {
+	real := writeFile(t, t.TempDir(), "real.yaml", hostRule("v1.test"))
+	link := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	events := make(reloadEvents, 10)
+	r, err := NewReloader([]string{link}, ReloaderOptions{OnReload: func(err error) { events <- err }, Debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startWatch(t, r)
+	if err := os.WriteFile(real, []byte(hostRule("v2.test")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for !allows(r.Current(), "v2.test") { // an in-place write may be seen half done first
+		events.next(t)
 	}
 }
 
