@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,4 +96,29 @@ func TestEgressProxySquidTLSPassthrough(t *testing.T) {
 	e.onlyDialed(t, sq.addr)
 	tr.CloseIdleConnections()
 	sq.waitLog(t, fmt.Sprintf("CONNECT secure.allowed.test:%d %s", svc.port, squidUser))
+}
+
+// h2c with an unreachable egress proxy: 502 from egressd, nothing direct.
+func TestEgressProxyUnreachableH2C(t *testing.T) {
+	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	u, conns := newH2CUpstream(t, nil, false)
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, viaRule("api.allowed.test", u.port, rules.HTTP2)),
+		OriginalDst: fixedOrig{u.orig()},
+		EgressProxy: &url.URL{Scheme: "http", Host: dead},
+	})
+	c, _ := h2cClient(t, e)
+	resp, err := c.Get(fmt.Sprintf("http://api.allowed.test:%d/h2", u.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 502 || !strings.Contains(string(body), "egress proxy http://"+dead) {
+		t.Fatalf("got %d %q, want 502 naming the egress proxy", resp.StatusCode, body)
+	}
+	if n := conns.Load(); n != 0 {
+		t.Fatalf("the upstream got %d connections", n)
+	}
+	e.onlyDialed(t, dead)
 }
