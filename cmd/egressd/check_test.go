@@ -57,6 +57,7 @@ func TestCheck(t *testing.T) {
 		{"valid dir", []string{"check", good}, 0, []string{"2 files, 2 rules: OK\n"}},
 		{"valid file", []string{"check", filepath.Join(good, "a.yaml")}, 0, []string{"1 file, 1 rule: OK\n"}},
 		{"seed example", []string{"check", "../../examples/foo-egress-rule.yaml"}, 0, []string{"1 file, 1 rule: OK\n"}},
+		{"examples", []string{"check", "../../examples"}, 0, []string{"rules: OK"}},
 		{"invalid", []string{"check", bad}, 1, []string{
 			filepath.Join(bad, "b.yaml") + `:3: spec.destination.service: "a.*.test" has a '*' in the middle`,
 			filepath.Join(bad, "b.yaml") + ":5: spec.ports[0].port: 0 is out of range",
