@@ -29,7 +29,10 @@ func (s *h1conn) forward(m rules.Match) bool {
 		s.entry.upstream = "https"
 	}
 	for attempt := 0; ; attempt++ {
-		uc := p.pool.get(key)
+		var uc *upConn
+		if attempt == 0 { // a retry always gets a new connection: it cannot be stale
+			uc = p.pool.get(key)
+		}
 		for uc != nil && s.req.hasBody() && !uc.alive() {
 			uc.nc.Close() // a body cannot be retried: do not risk it on a dead connection
 			uc = p.pool.get(key)

@@ -216,3 +216,34 @@ func TestShutdownAnswersConnectionClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRetryAfterAStalePooledConnectionUsesANewOne(t *testing.T) {
+	gate := make(chan struct{})
+	u := newUpstreamWith(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-gate
+		}
+	}, func(s *http.Server) { s.IdleTimeout = 50 * time.Millisecond })
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+	})
+	// Two requests at once leave two connections in the pool...
+	a, b := e.dial(), e.dial()
+	a.send("GET /slow HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	b.send("GET /slow HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	u.next(t)
+	u.next(t)
+	close(gate)
+	a.read("GET")
+	b.read("GET")
+	// ...which the upstream then closes while they are idle.
+	time.Sleep(200 * time.Millisecond)
+	a.send("GET /after HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	if resp, body := a.read("GET"); resp.StatusCode != 200 {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	if got := u.next(t); got.URI != "/after" {
+		t.Fatalf("upstream got %q", got.URI)
+	}
+}
