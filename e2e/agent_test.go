@@ -102,12 +102,21 @@ func startAgent(t *testing.T, w *world, port int, extra ...string) *agent {
 	if port == 0 {
 		port = freePort(t)
 	}
-	a := &agent{admin: net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))), port: port,
-		out: &bytes.Buffer{}, done: make(chan struct{})}
+	admin := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	args := append([]string{"run", "--rules", w.rulesFile, "--cgroup", w.cgroup,
-		"--proxy-port", strconv.Itoa(port), "--admin", a.admin, "--pin-dir", w.pinDir,
+		"--proxy-port", strconv.Itoa(port), "--admin", admin, "--pin-dir", w.pinDir,
 		"--node-addr", node4.String(), "--node-addr", node6.String(),
 		"--dns", dns4.String(), "--ca-file", w.caFile, "--shutdown-timeout", "10s"}, extra...)
+	a := startEgressd(t, admin, args...)
+	a.port = port
+	return a
+}
+
+// startEgressd starts the egressd binary with args and waits until its
+// admin server at admin says ready. It is killed on cleanup.
+func startEgressd(t *testing.T, admin string, args ...string) *agent {
+	t.Helper()
+	a := &agent{admin: admin, out: &bytes.Buffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(egressdBinary(t), args...)
 	a.cmd.Stdout = &lockedWriter{w: a.out}
 	a.cmd.Stderr = a.cmd.Stdout
@@ -122,7 +131,7 @@ func startAgent(t *testing.T, w *world, port int, extra ...string) *agent {
 		a.signal(syscall.SIGKILL)
 		<-a.done
 		if t.Failed() {
-			t.Logf("egressd output:\n%s", a.output())
+			t.Logf("egressd %s output:\n%s", args[0], a.output())
 		}
 	})
 	deadline := time.Now().Add(15 * time.Second)
@@ -132,11 +141,11 @@ func startAgent(t *testing.T, w *world, port int, extra ...string) *agent {
 		}
 		select {
 		case <-a.done:
-			t.Fatalf("egressd exited at start: %v\n%s", a.err, a.output())
+			t.Fatalf("egressd %s exited at start: %v\n%s", args[0], a.err, a.output())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("egressd not ready after 15s:\n%s", a.output())
+			t.Fatalf("egressd %s not ready after 15s:\n%s", args[0], a.output())
 		}
 	}
 }

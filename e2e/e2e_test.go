@@ -321,3 +321,27 @@ func grep(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestE2EDialOriginalAndExclude: --dial=original sends an allowed request to
+// the address the app connected to; --exclude-cidr destinations are not
+// redirected at all.
+func TestE2EDialOriginalAndExclude(t *testing.T) {
+	w := newWorld(t)
+	excluded := netip.MustParseAddr("198.19.5.2") // the external veth end; the upstreams listen there too
+	a := startAgent(t, w, 0, "--dial", "original", "--exclude-cidr", excluded.String()+"/32")
+
+	r := curl(t, w, w.pod, at("a.allowed.test", portHTTP, decoy4)...)
+	if r.code != 200 || r.field("local") != decoy4.String() {
+		t.Errorf("--dial=original: %d, upstream reached at %q, want %v\n%s%s", r.code, r.field("local"), decoy4, r.body, r.err)
+	}
+	if r := curl(t, w, w.pod, at("denied.test", portHTTP, decoy4)...); r.code != 403 {
+		t.Errorf("--dial=original still decides: %d, want 403", r.code)
+	}
+	r = curl(t, w, nil, at("denied.test", portHTTP, excluded)...)
+	if r.code != 200 || r.field("local") != excluded.String() {
+		t.Errorf("excluded CIDR: %d at %q, want 200 straight from the upstream\n%s%s", r.code, r.field("local"), r.body, r.err)
+	}
+	if strings.Contains(a.output(), "orig_dst="+excluded.String()) {
+		t.Errorf("a connection to an excluded CIDR went through egressd:\n%s", a.output())
+	}
+}
