@@ -36,7 +36,9 @@ const protoNameConnect = "connect"
 // Proxy-Authorization is consumed, never forwarded (the gateway does not
 // check it). Rules with useEgressProxy are served directly: the gateway is
 // the egress proxy, unless Config.EgressProxy chains it to another one.
-// Config.OriginalDst is not used; DialMode must be DialResolve.
+// Config.OriginalDst is not used; DialMode must be DialResolve. ln may be a
+// TLS listener (tls.NewListener): agents then use an https:// egress proxy
+// URL, and the hop to the gateway is encrypted too.
 func (p *Proxy) ServeGateway(ln net.Listener) error {
 	if p.cfg.DialMode != DialResolve {
 		return errors.New("l7: gateway: DialMode must be DialResolve: an explicit proxy has no original destination")

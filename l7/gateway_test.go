@@ -273,3 +273,38 @@ func FuzzAuthorityPort(f *testing.F) {
 		}
 	})
 }
+
+// The gateway served over TLS (egressd gateway --tls-cert/--tls-key): the
+// agent's --egress-proxy https://… encrypts the hop to the gateway too,
+// Proxy-Authorization included.
+func TestSidecarThroughGatewayOverTLS(t *testing.T) {
+	ca, cases := chainCases(t)
+	gw := newGateway(t, ca, viaRule("a.allowed.test", cases[0].svc.port, rules.HTTP),
+		viaRule("secure.allowed.test", cases[1].svc.port, rules.HTTPS))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwCert := ca.leaf(t, "gateway.test")
+	tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{gwCert}, NextProtos: []string{"http/1.1"}})
+	served := make(chan error, 1)
+	go func() { served <- gw.p.ServeGateway(tln) }()
+	t.Cleanup(func() {
+		gw.p.Shutdown(context.Background())
+		<-served
+	})
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := chainEnv(t, tc.svc, &url.URL{Scheme: "https", Host: "gateway.test:" + port, User: url.UserPassword("u", "p")}, ca)
+			rc := e.dial()
+			rc.send("GET /over-tls HTTP/1.1\r\nHost: " + tc.host + "\r\n\r\n")
+			if resp, body := rc.read("GET"); resp.StatusCode != 200 {
+				t.Fatalf("got %d %q", resp.StatusCode, body)
+			}
+			if hit := tc.svc.next(t); hit.peer != gatewaySource || hit.uri != "/over-tls" {
+				t.Fatalf("service saw %s from %s", hit.uri, hit.peer)
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,6 +29,7 @@ type gatewayConfig struct {
 	CAFile          string
 	DNS             string
 	LogFormat       string
+	TLSCert, TLSKey string // serve the proxy over TLS; both or neither
 	SocketMark      uint32
 	ShutdownTimeout time.Duration
 }
@@ -59,6 +61,8 @@ func newGatewayFlags(cfg *gatewayConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM `file` of extra root CAs for TLS origination")
 	fs.StringVar(&cfg.DNS, "dns", "", "DNS server `host[:port]` to resolve upstream names with (default: the system's)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM `file` of the certificate (chain) to serve the proxy over TLS, with --tls-key; agents then use --egress-proxy https://…")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM `file` of the private key of --tls-cert")
 	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets (default none; set the agent's when the gateway runs in a redirected cgroup)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long requests and tunnels in flight may take to finish")
 	return fs
@@ -88,6 +92,9 @@ func (c *gatewayConfig) validate() error {
 	}
 	if c.DNS != "" {
 		c.DNS = withDefaultPort(c.DNS, "53")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
 	}
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf("--shutdown-timeout %v: must not be negative", c.ShutdownTimeout)
@@ -139,9 +146,9 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 		return err
 	}
 	defer admin.shutdown(context.Background())
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listenGateway(cfg)
 	if err != nil {
-		return fmt.Errorf("gateway: %w", err)
+		return err
 	}
 	defer ln.Close()
 	serveErr := make(chan error, 1)
@@ -150,6 +157,27 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 	log.Info("egressd gateway running", "listen", ln.Addr().String(), "admin", admin.addr.String(),
 		"rules", reloader.Current().Len())
 	return serve(ctx, &runConfig{ShutdownTimeout: cfg.ShutdownTimeout}, reloader, proxy, serveErr, hup, &ready, log)
+}
+
+// listenGateway listens on --listen, behind TLS with --tls-cert/--tls-key
+// (read once, at start).
+func listenGateway(cfg *gatewayConfig) (net.Listener, error) {
+	var tc *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: tls: %w", err)
+		}
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
+	}
+	return ln, nil
 }
 
 // gatewayResolver resolves through the DNS server at addr only; its

@@ -29,11 +29,31 @@ func TestParseGatewayFlags(t *testing.T) {
 	if cfg.Listen != "127.0.0.1:9" || cfg.Admin != defaultGatewayAdmin || cfg.DNS != "10.0.0.10:53" || cfg.LogFormat != "text" {
 		t.Fatalf("got %+v", cfg)
 	}
-	for _, args := range [][]string{{}, {"--rules", "r", "--listen", "nope"}, {"--rules", "r", "--log-format", "xml"}, {"--rules", "r", "extra"}} {
+	for _, args := range [][]string{{}, {"--rules", "r", "--listen", "nope"}, {"--rules", "r", "--log-format", "xml"}, {"--rules", "r", "extra"}, {"--rules", "r", "--tls-cert", "c.pem"}} {
 		_, err := parseGatewayFlags(args, env(), io.Discard)
 		if code := exitCode(err, io.Discard); code != exitUsage {
 			t.Errorf("%q: exit %d, want %d (%v)", args, code, exitUsage, err)
 		}
+	}
+}
+
+func TestGatewayStartFailures(t *testing.T) {
+	rulesDir := writeRules(t, map[string]string{"good.yaml": goodRule})
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing TLS files", []string{"--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"}, "gateway: tls:"},
+		{"invalid rules", []string{"--rules", writeRules(t, map[string]string{"bad.yaml": badRule})}, "has a '*' in the middle"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"gateway", "--rules", rulesDir, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, tc.args...)
+			err := dispatch(context.Background(), args, io.Discard, io.Discard)
+			if code := exitCode(err, io.Discard); code != exitFailure || !strings.Contains(fmt.Sprint(err), tc.want) {
+				t.Fatalf("exit %d, error %v; want %d and %q", code, err, exitFailure, tc.want)
+			}
+		})
 	}
 }
 
