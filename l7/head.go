@@ -23,6 +23,9 @@ type head struct {
 	contentLength  int64 // -1: none
 	chunked        bool  // Transfer-Encoding ends in chunked
 	teOther        bool  // Transfer-Encoding present but not (only) chunked
+	teCodings      bool  // exactly one Transfer-Encoding field: codings, then chunked last
+	te             span  // the Transfer-Encoding field value
+	teFields       int   // number of Transfer-Encoding fields
 	hosts          int   // number of Host fields
 	host           span  // the Host field's value
 	connClose      bool  // Connection: close
@@ -282,11 +285,15 @@ func (h *head) noteField(f *field) error {
 			return errMalformed
 		}
 	case fieldTransferEncoding:
+		h.teFields++
+		h.te = f.value
+		last := false // the last coding so far is chunked
 		for tok := range tokens(v) {
 			if h.chunked {
 				h.teOther = true // a coding after chunked
 			}
-			if equalFold(tok, "chunked") {
+			last = equalFold(tok, "chunked")
+			if last {
 				h.chunked = true
 			} else {
 				h.teOther = true
@@ -295,6 +302,7 @@ func (h *head) noteField(f *field) error {
 		if !h.chunked {
 			h.teOther = true
 		}
+		h.teCodings = h.teOther && last && h.teFields == 1
 	case fieldConnection:
 		for tok := range tokens(v) {
 			switch {

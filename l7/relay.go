@@ -28,8 +28,8 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 	switch {
 	case string(r.bytes(r.method)) == "HEAD" || resp.status == 204 || resp.status == 304:
 		framing = bodyNone
-	case resp.chunked && !resp.teOther:
-		framing = bodyChunked
+	case resp.chunked && (!resp.teOther || resp.teCodings):
+		framing = bodyChunked // "gzip, chunked" too: the client decodes gzip
 	case resp.teOther:
 		framing = bodyUntilClose
 	case resp.contentLength >= 0:
@@ -90,7 +90,11 @@ func (s *h1conn) writeResponseHead(chunked, close bool) {
 		bw.Write(resp.bytes(resp.upgrade))
 		bw.WriteString("\r\n")
 	}
-	if chunked {
+	if chunked && resp.teCodings {
+		bw.WriteString("Transfer-Encoding: ")
+		bw.Write(resp.bytes(resp.te))
+		bw.WriteString("\r\n")
+	} else if chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	} else if resp.contentLength >= 0 && !resp.chunked && resp.status >= 200 {
 		bw.WriteString("Content-Length: ")

@@ -174,3 +174,27 @@ func TestShutdownCutsAnIdleSplice(t *testing.T) {
 		t.Error("client side of the splice still open after Shutdown")
 	}
 }
+
+func TestTransferCodingsBeforeChunkedAreKept(t *testing.T) {
+	u := newRawUpstream(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: x-custom, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, httpRule("raw", "*.allowed.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+	})
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\nGET / HTTP/1.1\r\nHost: evil.test\r\n\r\n")
+	head, err := rc.br.ReadString('\n')
+	for err == nil && head != "\r\n" {
+		if strings.HasPrefix(head, "Transfer-Encoding:") && head != "Transfer-Encoding: x-custom, chunked\r\n" {
+			t.Fatalf("got %q", head)
+		}
+		head, err = rc.br.ReadString('\n')
+	}
+	body := make([]byte, len("3\r\nabc\r\n0\r\n\r\n"))
+	if _, err := io.ReadFull(rc.br, body); err != nil || string(body) != "3\r\nabc\r\n0\r\n\r\n" {
+		t.Fatalf("body %q %v", body, err)
+	}
+	if resp, _ := rc.read("GET"); resp.StatusCode != 403 { // the connection is still in step
+		t.Fatalf("next: %d", resp.StatusCode)
+	}
+}
