@@ -11,6 +11,12 @@
 // in its default --dial=resolve mode. A request seen on the decoy address
 // went around the proxy.
 //
+// Besides the request cases (allowed, denied, wildcard, HTTPS-marked port,
+// h2c, gRPC, IPv6, from the host and from a pod), they cover rules reloads,
+// the admin endpoints, draining on SIGTERM, a SIGKILLed agent replaced on the
+// same pins, useEgressProxy through `egressd gateway`, --dial=original and
+// --exclude-cidr.
+//
 // The tests need root, cgroup v2 and BPF; they skip without them, and fail
 // instead under EGRESSD_E2E=require. Everything they create (namespaces,
 // cgroups, pins, processes) is removed on cleanup, also on failure.

@@ -36,7 +36,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		log.Info("uninstalled: programs detached, pins removed")
 		return nil
 	}
-	return runAgent(ctx, cfg, log)
+	err = runAgent(ctx, cfg, log)
+	if err != nil && cfg.LogFormat == "json" {
+		// Keep stderr machine-readable; main prints the error as text otherwise.
+		log.Error("egressd run failed", "err", err.Error())
+		return exitError{exitFailure}
+	}
+	return err
 }
 
 func newLogger(format string, w io.Writer) *slog.Logger {
