@@ -489,3 +489,30 @@ func TestH2UpstreamKey(t *testing.T) {
 		}
 	}
 }
+
+// On an HTTPS port egressd originates TLS with ALPN h2; an upstream that
+// only speaks HTTP/1.1 there is a 502 (the stream is not downgraded).
+func TestH2COriginatedTLSNeedsH2(t *testing.T) {
+	ca := newTestCA(t)
+	u := newTLSUpstream(t, ca.leaf(t, "secure.allowed.test")) // ALPN http/1.1 only
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, protoRule("secure", "secure.allowed.test", u.port, rules.HTTPS)),
+		OriginalDst: fixedOrig{u.orig()},
+		RootCAs:     ca.pool,
+	})
+	client, _ := h2cClient(t, e)
+	req, _ := http.NewRequest("GET", "http://proxy/", nil)
+	req.Host = "secure.allowed.test"
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	// Go's TLS server refuses the handshake (no common protocol); others
+	// complete it without ALPN, which egressd refuses itself.
+	if res.StatusCode != 502 || !strings.Contains(string(body), "no application protocol") && !strings.Contains(string(body), "not h2") {
+		t.Fatalf("%d %q, want 502 naming the ALPN mismatch", res.StatusCode, body)
+	}
+	u.none(t)
+}
