@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -26,7 +27,8 @@ const protoNameConnect = "connect"
 // ServeGateway serves ln as an explicit HTTP proxy until Shutdown (then it
 // returns ErrProxyClosed) or until ln fails:
 //   - CONNECT host:port: allowed when a rule matches host on port; then the
-//     bytes are tunnelled as they are (whatever runs inside, TLS included).
+//     bytes are tunnelled as they are; a TLS ClientHello at their head must
+//     name (SNI) an allowed host too.
 //   - absolute-form requests (GET http://host[:port]/path): host and port
 //     (default: the scheme's) are decided per request and forwarded like
 //     the sidecar path (TLS originated on ports the rule marks HTTPS).
@@ -139,13 +141,50 @@ func (s *h1conn) gatewayConnect() bool {
 		return false
 	}
 	s.entry.status = 200
+	src, ok := s.tunnelNameAllowed(port)
+	if !ok {
+		s.p.finish(&s.entry)
+		return false
+	}
 	c.nc.SetDeadline(time.Time{})
-	s.entry.bytesIn, s.entry.bytesOut, err = splice(c.nc, c.br, up)
+	s.entry.bytesIn, s.entry.bytesOut, err = splice(c.nc, src, up)
 	if err != nil {
 		s.entry.reason = "tunnel failed: " + err.Error()
 	}
 	s.p.finish(&s.entry)
 	return false
+}
+
+// tunnelNameAllowed looks at the first bytes the client sends into a tunnel
+// (within ReadHeaderTimeout): when they are a TLS ClientHello naming a
+// server, that name must be allowed on port too, so that a tunnel to an
+// allowed name cannot carry a handshake for another one served from the same
+// address (domain fronting). It returns the reader to relay the client's
+// bytes from; false: close the tunnel (s.entry says why).
+func (s *h1conn) tunnelNameAllowed(port uint16) (io.Reader, bool) {
+	c := s.c
+	c.nc.SetReadDeadline(time.Now().Add(s.p.cfg.ReadHeaderTimeout))
+	b, err := c.br.Peek(1)
+	if err != nil {
+		s.entry.reason = "tunnel: the client sent nothing"
+		return nil, false
+	}
+	if b[0] != 0x16 { // not TLS (h2c from an agent, plain HTTP): the CONNECT decision stands
+		return c.br, true
+	}
+	hello, br, err := peekClientHello(c.br)
+	if err != nil {
+		s.entry.decision, s.entry.reason = decisionInvalid, "tunnel: "+err.Error()
+		return nil, false
+	}
+	if hello.serverName != "" {
+		if _, ok := s.p.decide(hello.serverName, port); !ok {
+			s.entry.decision = decisionDeny
+			s.entry.reason = "tunnel: no rule allows the TLS server name " + hello.serverName + " on port " + strconv.Itoa(int(port))
+			return nil, false
+		}
+	}
+	return br, true
 }
 
 // authorityPort returns the port of a host[:port] authority, 0 when it has

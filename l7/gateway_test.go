@@ -308,3 +308,40 @@ func TestSidecarThroughGatewayOverTLS(t *testing.T) {
 		})
 	}
 }
+
+// A CONNECT to an allowed name cannot carry a TLS handshake for another.
+func TestGatewayTunnelChecksTheTLSServerName(t *testing.T) {
+	ca := newTestCA(t)
+	cert := ca.leaf(t, "secure.allowed.test", "evil.test")
+	svc := newService(t, &cert)
+	e := newGateway(t, ca, &rules.Rule{Name: "secure", Service: "secure.allowed.test",
+		Ports: []rules.Port{{Number: svc.port, Protocol: rules.HTTPS}}})
+	for _, tc := range []struct {
+		sni string
+		ok  bool
+	}{{"secure.allowed.test", true}, {"evil.test", false}} {
+		rc := e.dial()
+		rc.send(fmt.Sprintf("CONNECT secure.allowed.test:%d HTTP/1.1\r\nHost: secure.allowed.test\r\n\r\n", svc.port))
+		if resp, err := http.ReadResponse(rc.br, &http.Request{Method: "CONNECT"}); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %v %v", resp, err)
+		}
+		tc := tc
+		c := &http.Client{Transport: &http.Transport{
+			DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				conn := tls.Client(rc.c, &tls.Config{ServerName: tc.sni, RootCAs: ca.pool})
+				return conn, conn.HandshakeContext(ctx)
+			},
+		}, Timeout: 5 * time.Second}
+		resp, err := c.Get("https://" + tc.sni + "/")
+		if tc.ok != (err == nil) {
+			t.Fatalf("SNI %s through a tunnel to secure.allowed.test: %v", tc.sni, err)
+		}
+		if err == nil {
+			resp.Body.Close()
+			svc.next(t)
+		}
+		c.CloseIdleConnections()
+	}
+	svc.none(t)
+	mustContain(t, e.logs.String(), "no rule allows the TLS server name evil.test")
+}
