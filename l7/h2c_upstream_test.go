@@ -1,0 +1,182 @@
+package l7
+
+import (
+	"crypto/tls"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// Upstream failures before a response head: 504 when the head is late
+// (ResponseTimeout), 502 when nothing listens; gRPC callers get the
+// matching status codes.
+func TestH2CUpstreamFailures(t *testing.T) {
+	u, _ := newH2CUpstream(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	for _, tc := range []struct {
+		name       string
+		port       uint16
+		status     int
+		grpcStatus string
+	}{
+		{"slow head", u.port, 504, ""},
+		{"connection refused", closedPort, 502, "14"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, Config{
+				Rules:           compileRules(t, protoRule("h2-api", "api.allowed.test", tc.port, rules.HTTP2)),
+				OriginalDst:     fixedOrig{netip4Loopback(tc.port)},
+				ResponseTimeout: 100 * time.Millisecond,
+			})
+			client, _ := h2cClient(t, e)
+			req, _ := http.NewRequest("GET", "http://proxy/", nil)
+			req.Host = "api.allowed.test"
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.status)
+			}
+			if tc.status == 504 {
+				return // gRPC calls have no head timeout: their deadline rules
+			}
+			req, _ = http.NewRequest("POST", "http://proxy/grpc.testing.TestService/EmptyCall", strings.NewReader("\x00\x00\x00\x00\x00"))
+			req.Host = "api.allowed.test"
+			req.Header.Set("Content-Type", "application/grpc")
+			res, err = client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != 200 || res.Header.Get("Grpc-Status") != tc.grpcStatus {
+				t.Fatalf("gRPC: status %d, grpc-status %q; want 200, %s", res.StatusCode, res.Header.Get("Grpc-Status"), tc.grpcStatus)
+			}
+		})
+	}
+}
+
+// ResponseTimeout also bounds a stall inside a response body (the client's
+// stream is reset), but not the time a slow upload takes, nor a gRPC stream.
+func TestH2CResponseStall(t *testing.T) {
+	e, _, _ := h2cEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // an upload the client sends slowly
+		w.Write([]byte("first "))
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/stall" {
+			<-r.Context().Done()
+			return
+		}
+		time.Sleep(50 * time.Millisecond) // quiet, but within the timeout
+		w.Write([]byte("second"))
+	}, func(c *Config) { c.ResponseTimeout = 150 * time.Millisecond })
+	client, _ := h2cClient(t, e)
+	get := func(path string) (string, error) {
+		pr, pw := io.Pipe()
+		go func() { // 300 ms of upload: longer than the timeout, never silent upstream
+			for range 6 {
+				time.Sleep(50 * time.Millisecond)
+				pw.Write([]byte("x"))
+			}
+			pw.Close()
+		}()
+		req, _ := http.NewRequest("POST", "http://proxy"+path, pr)
+		req.Host = "api.allowed.test"
+		res, err := client.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return string(b), err
+	}
+	if body, err := get("/slow"); err != nil || body != "first second" {
+		t.Fatalf("slow upload and short pause: %q, %v", body, err)
+	}
+	if body, err := get("/stall"); err == nil || body != "first " {
+		t.Fatalf("stalled body: %q, %v; want the first part, then a reset", body, err)
+	}
+	waitForLog(t, e, "upstream silent for the response timeout")
+}
+
+// On an HTTPS port egressd originates TLS with ALPN h2; an upstream that
+// does not agree to h2 there is a 502 (the stream is not downgraded),
+// whether it refuses the handshake or completes it without ALPN.
+func TestH2COriginatedTLSNeedsH2(t *testing.T) {
+	ca := newTestCA(t)
+	cert := ca.leaf(t, "secure.allowed.test")
+	for _, tc := range []struct {
+		alpn []string
+		want string
+	}{
+		{[]string{"http/1.1"}, "no application protocol"},
+		{nil, `negotiated ALPN "", not h2`},
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0)}
+		go srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: tc.alpn}))
+		t.Cleanup(func() { srv.Close() })
+		port := uint16(ln.Addr().(*net.TCPAddr).Port)
+		e := newEnv(t, Config{
+			Rules:       compileRules(t, protoRule("secure", "secure.allowed.test", port, rules.HTTPS)),
+			OriginalDst: fixedOrig{netip4Loopback(port)},
+			RootCAs:     ca.pool,
+		})
+		client, _ := h2cClient(t, e)
+		req, _ := http.NewRequest("GET", "http://proxy/", nil)
+		req.Host = "secure.allowed.test"
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 502 || !strings.Contains(string(body), tc.want) {
+			t.Fatalf("upstream ALPN %q: %d %q, want 502 with %q", tc.alpn, res.StatusCode, body, tc.want)
+		}
+	}
+}
+
+// Streams share an upstream connection only when everything its dial
+// depends on is equal.
+func TestH2UpstreamKey(t *testing.T) {
+	orig4 := netip.MustParseAddrPort("198.18.0.5:443")
+	orig6 := netip.MustParseAddrPort("[2001:2::5]:443")
+	direct, viaProxy := rules.Match{}, rules.Match{UseEgressProxy: true}
+	tests := []struct {
+		mode DialMode
+		d    h2Dial
+		want string
+	}{
+		{DialResolve, h2Dial{m: direct, host: "API.Example.test.:8443", orig: orig4}, "api.example.test:443"},
+		{DialResolve, h2Dial{m: direct, host: "api.example.test", orig: orig4, tls: true}, "tls.api.example.test:443"},
+		{DialResolve, h2Dial{m: viaProxy, host: "api.example.test", orig: orig4, tls: true}, "tls.via-proxy.api.example.test:443"},
+		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig4}, "198.18.0.5.ip.api.example.test:443"},
+		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig6}, "2001-2--5.ip.api.example.test:443"},
+	}
+	for _, tt := range tests {
+		p := &Proxy{cfg: Config{DialMode: tt.mode}}
+		if got := p.h2UpstreamKey(&tt.d); got != tt.want {
+			t.Errorf("%v %+v: key %q, want %q", tt.mode, tt.d, got, tt.want)
+		}
+		if _, _, err := net.SplitHostPort(p.h2UpstreamKey(&tt.d)); err != nil {
+			t.Errorf("key is not a host:port: %v", err)
+		}
+	}
+}
