@@ -63,7 +63,7 @@ func newGatewayFlags(cfg *gatewayConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM `file` of the certificate (chain) to serve the proxy over TLS, with --tls-key; agents then use --egress-proxy https://…")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM `file` of the private key of --tls-cert")
-	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets (default none; set the agent's when the gateway runs in a redirected cgroup)")
+	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets, 0: none (give the agent's mark when the gateway runs in a redirected cgroup)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long requests and tunnels in flight may take to finish")
 	return fs
 }
