@@ -147,7 +147,7 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 	}
 	for s.resp.status < 200 {
 		if s.resp.status == 101 {
-			if !r.connUpgrade || r.upgrade.empty() {
+			if !r.wantsUpgrade() {
 				uc.nc.Close()
 				return s.upstreamFailed(errors.Join(errUpstreamProtocol, errors.New("101 without an Upgrade request")), true), false
 			}

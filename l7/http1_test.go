@@ -330,3 +330,16 @@ func TestGoClientThroughTheProxy(t *testing.T) {
 		}
 	}
 }
+
+func TestUpgradeToH2CIsNotPassedOn(t *testing.T) {
+	e, u := allowEnv(t, nil)
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
+	if resp, _ := rc.read("GET"); resp.StatusCode != 200 {
+		t.Fatalf("got %d, want a plain HTTP/1.1 answer", resp.StatusCode)
+	}
+	got := u.next(t)
+	if got.Header.Get("Upgrade") != "" || got.Header.Get("Http2-Settings") != "" {
+		t.Fatalf("upstream was offered the upgrade: %v", got.Header)
+	}
+}

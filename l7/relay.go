@@ -144,7 +144,7 @@ func (s *h1conn) writeRequestHead(bw *bufio.Writer, via *egressProxy) {
 	if r.teTrailers {
 		bw.WriteString("TE: trailers\r\n")
 	}
-	if r.connUpgrade && !r.upgrade.empty() {
+	if r.wantsUpgrade() {
 		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
 		bw.Write(r.bytes(r.upgrade))
 		bw.WriteString("\r\n")

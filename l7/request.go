@@ -129,6 +129,23 @@ func (r *request) absoluteForm() (int, string) {
 	return 0, ""
 }
 
+// wantsUpgrade reports whether the request asks to switch protocols in a
+// way the proxy passes on. An upgrade to h2c is not: the HTTP/2 streams
+// that would follow on the spliced connection could each name another
+// :authority, and only the first request would have been decided. Such a
+// request is forwarded as plain HTTP/1.1 (Upgrade is hop-by-hop).
+func (r *request) wantsUpgrade() bool {
+	if !r.connUpgrade || r.upgrade.empty() {
+		return false
+	}
+	for tok := range tokens(r.bytes(r.upgrade)) {
+		if equalFold(tok, "h2c") {
+			return false
+		}
+	}
+	return true
+}
+
 func hasPrefixFold(b []byte, prefix string) bool {
 	return len(b) >= len(prefix) && equalFold(b[:len(prefix)], prefix)
 }
