@@ -37,7 +37,7 @@ func egressdBinary(t *testing.T) string {
 			return
 		}
 		build.bin = filepath.Join(build.dir, "egressd")
-		out, err := exec.Command("go", "build", "-o", build.bin, "../cmd/egressd").CombinedOutput()
+		out, err := exec.Command("go", "build", "-buildvcs=false", "-o", build.bin, "../cmd/egressd").CombinedOutput()
 		if err != nil {
 			build.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
