@@ -153,7 +153,7 @@ func TestDaemonSet(t *testing.T) {
 // EGRESSD_* variable naming no flag fails here instead of being ignored.
 func checkEnvAreFlags(t *testing.T, env map[string]corev1.EnvVar) {
 	t.Helper()
-	out, _ := exec.Command("go", "run", "../cmd/egressd", "run", "-h").CombinedOutput()
+	out, _ := exec.Command("go", "run", "-buildvcs=false", "../cmd/egressd", "run", "-h").CombinedOutput()
 	help := string(out)
 	if !strings.Contains(help, "-rules") {
 		t.Fatalf("egressd run -h gave no flags:\n%s", help)
