@@ -144,8 +144,11 @@ const (
 func (p *Proxy) sniff(c *clientConn) sniffed {
 	c.nc.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
 	defer c.nc.SetReadDeadline(time.Time{})
+	if !c.setIdle() { // nothing received yet: Shutdown may close it
+		return protoNone
+	}
 	b, err := c.br.Peek(1)
-	if err != nil {
+	if !c.setActive() || err != nil {
 		return protoNone
 	}
 	switch b[0] {

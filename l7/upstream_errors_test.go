@@ -247,3 +247,17 @@ func TestRetryAfterAStalePooledConnectionUsesANewOne(t *testing.T) {
 		t.Fatalf("upstream got %q", got.URI)
 	}
 }
+
+func TestShutdownClosesAConnectionThatSentNothing(t *testing.T) {
+	e, _ := allowEnv(t, nil)
+	silent := e.dial()
+	time.Sleep(50 * time.Millisecond) // accepted, waiting for its first bytes
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.p.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown waited for a connection that never sent a byte: %v", err)
+	}
+	if !silent.closed() {
+		t.Error("silent connection left open")
+	}
+}
