@@ -20,6 +20,16 @@ type h1conn struct {
 	num     [24]byte // number formatting
 
 	clientText, origText string // for the access log, formatted once
+	lastHost             string // the previous request's authority, reused when repeated
+}
+
+// hostString returns b as a string, without allocating when it repeats the
+// previous request's authority (the common case on a keep-alive connection).
+func (s *h1conn) hostString(b []byte) string {
+	if string(b) != s.lastHost {
+		s.lastHost = string(b)
+	}
+	return s.lastHost
 }
 
 // serveHTTP1 serves HTTP/1.x requests on c, one after the other (pipelined
@@ -67,7 +77,7 @@ func (s *h1conn) serveOne() bool {
 		s.local(status, reason, markerInvalid, true)
 		return false
 	}
-	s.entry.host = string(s.req.bytes(s.req.authority))
+	s.entry.host = s.hostString(s.req.bytes(s.req.authority))
 	m, ok := p.decide(s.entry.host, s.entry.port)
 	if !ok {
 		return s.deny()
