@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,6 +161,15 @@ func BenchmarkProxyAllowedKeepAlive(b *testing.B) {
 	})
 	b.Run("log=json", func(b *testing.B) {
 		e := benchProxy(b, benchUpstream(b), slog.New(slog.NewJSONHandler(io.Discard, nil)))
+		runKeepAlive(b, e.addr, benchRequest)
+	})
+	b.Run("log=json-file", func(b *testing.B) { // one write(2) per line, as with a log file or pipe
+		f, err := os.Create(filepath.Join(b.TempDir(), "access.log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		e := benchProxy(b, benchUpstream(b), slog.New(slog.NewJSONHandler(f, nil)))
 		runKeepAlive(b, e.addr, benchRequest)
 	})
 }
