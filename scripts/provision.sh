@@ -37,6 +37,7 @@ PACKAGES=(
 	openssl
 	ca-certificates
 	unzip
+	git
 )
 
 log() { printf 'provision: %s\n' "$*" >&2; }
