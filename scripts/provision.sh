@@ -40,6 +40,12 @@ PACKAGES=(
 	git
 )
 
+# Services some of those packages ship. Tests and benchmarks start their own
+# instances with their own configs; the system-wide ones would only hold
+# ports, so apt is kept from starting them and they are not enabled at boot
+# (only for packages this script installs).
+DAEMONS=(nginx squid haproxy)
+
 log() { printf 'provision: %s\n' "$*" >&2; }
 
 repo_root() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
@@ -69,7 +75,31 @@ install_packages() {
 		fi
 	done
 	if [ "${#available[@]}" -gt 0 ]; then
-		apt-get install -y -q --no-install-recommends "${available[@]}"
+		install_quietly "${available[@]}"
+	fi
+}
+
+# install_quietly installs packages without starting their services
+# (policy-rc.d, honoured by invoke-rc.d and deb-systemd-invoke), then
+# disables at boot those of DAEMONS it installed.
+install_quietly() {
+	local policy=/usr/sbin/policy-rc.d own_policy=""
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod +x "$policy"
+		own_policy=1
+	fi
+	local rc=0
+	apt-get install -y -q --no-install-recommends "$@" || rc=$?
+	if [ -n "$own_policy" ]; then rm -f "$policy"; fi
+	[ "$rc" -eq 0 ] || return "$rc"
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		local d
+		for d in "${DAEMONS[@]}"; do
+			if printf '%s\n' "$@" | grep -q "^$d"; then
+				systemctl disable --now "$d" >/dev/null 2>&1 || true
+			fi
+		done
 	fi
 }
 
