@@ -138,12 +138,16 @@ func (e *env) startCase(ctx context.Context, name string) (*target, error) {
 		return e.startEgressd(ctx, name, 10, 15302, net.JoinHostPort(upstreamIP, "443"))
 	case "egressd-100k":
 		return e.startEgressd(ctx, name, e.o.bigRules, 15303, upstream)
-	case "egressd-l7":
-		s, err := e.startL7(ctx, name, "127.0.0.1:15309", nil)
+	case "egressd-l7", "egressd-l7-nolog":
+		listen, extra := "127.0.0.1:15309", []string{"--log", filepath.Join(e.dir, name+".log")}
+		if name == "egressd-l7-nolog" {
+			listen, extra = "127.0.0.1:15308", nil
+		}
+		s, err := e.startL7(ctx, name, listen, extra)
 		if err != nil {
 			return nil, err
 		}
-		return &target{name: name, addr: "127.0.0.1:15309", cgroup: -1, proxy: s}, nil
+		return &target{name: name, addr: listen, cgroup: -1, proxy: s}, nil
 	}
 	return nil, fmt.Errorf("unknown case %q", name)
 }
@@ -161,7 +165,7 @@ func (e *env) startL7(ctx context.Context, name, listen string, extra []string) 
 	}
 	args := append([]string{"l7", "--listen", listen, "--rules", rulesFile,
 		"--orig", net.JoinHostPort(upstreamIP, "80"), "--dns", e.dnsAddr,
-		"--ca-file", filepath.Join(e.dir, "ca.pem"), "--log", filepath.Join(e.dir, name+".log")}, extra...)
+		"--ca-file", filepath.Join(e.dir, "ca.pem")}, extra...)
 	cmd := exec.Command(self, args...)
 	cmd.Stderr = logFile(e.dir, name+".err")
 	s, err := startServer(ctx, name, cmd, listen)

@@ -34,7 +34,8 @@ func (e *env) profile(ctx context.Context, rep *report) error {
 		AllocProfile: filepath.Join(e.o.profile, "egressd-allocs.pprof"),
 	}
 	listen := "127.0.0.1:15310"
-	s, err := e.startL7(ctx, "profile", listen, []string{"--cpuprofile", ps.CPUProfile, "--memprofile", ps.AllocProfile})
+	s, err := e.startL7(ctx, "profile", listen, []string{"--cpuprofile", ps.CPUProfile, "--memprofile", ps.AllocProfile,
+		"--log", filepath.Join(e.dir, "profile.log")})
 	if err != nil {
 		return err
 	}

@@ -32,9 +32,11 @@ type options struct {
 	strict   bool   // fail unless every case ran every test and got answers
 }
 
-// allCases lists every case; "egressd-l7" is egressd's proxy without BPF
-// (not in the default set: the BPF cases measure the real thing).
-var allCases = []string{"direct", "nginx", "haproxy", "egressd", "egressd-https", "egressd-100k", "egressd-l7"}
+// allCases lists every case. "egressd-l7" is egressd's proxy without BPF,
+// with its JSON access log written to a file as "egressd run" does;
+// "egressd-l7-nolog" the same without an access log. They are not in the
+// default set: the BPF cases measure the real thing.
+var allCases = []string{"direct", "nginx", "haproxy", "egressd", "egressd-https", "egressd-100k", "egressd-l7", "egressd-l7-nolog"}
 
 var defaultCases = "direct,nginx,haproxy,egressd,egressd-https,egressd-100k"
 
