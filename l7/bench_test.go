@@ -174,6 +174,26 @@ func BenchmarkProxyAllowedKeepAlive(b *testing.B) {
 	})
 }
 
+// BenchmarkProxyAllowedNewConnection: a new client connection per request
+// ("Connection: close"), the upstream connection pooled.
+func BenchmarkProxyAllowedNewConnection(b *testing.B) {
+	e := benchProxy(b, benchUpstream(b), slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	req := []byte(strings.Replace(benchRequest, "\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1))
+	br := bufio.NewReader(nil)
+	b.ReportAllocs()
+	cpu0 := processCPU()
+	for i := 0; i < b.N; i++ {
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		br.Reset(c)
+		roundTrip(b, c, br, req)
+		c.Close()
+	}
+	reportCPU(b, cpu0)
+}
+
 // BenchmarkProxyDenied: denied requests answered by the proxy itself.
 func BenchmarkProxyDenied(b *testing.B) {
 	e := benchProxy(b, benchUpstream(b), slog.New(slog.NewJSONHandler(io.Discard, nil)))

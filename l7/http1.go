@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -37,9 +38,33 @@ func (s *h1conn) hostString(b []byte) string {
 func (p *Proxy) serveHTTP1(c *clientConn) {
 	c.bw = writerPool.Get().(*bufio.Writer)
 	c.bw.Reset(c.nc)
-	s := &h1conn{p: p, c: c, clientText: c.client.String(), origText: c.orig.String()}
+	s := h1connPool.Get().(*h1conn)
+	s.p, s.c, s.clientText, s.origText = p, c, c.client.String(), c.orig.String()
+	defer s.release()
 	for s.serveOne() && !p.closing.Load() {
 	}
+}
+
+// h1connPool keeps h1conn values with their head buffers between connections,
+// so a new connection does not grow them again.
+var h1connPool = sync.Pool{New: func() any { return new(h1conn) }}
+
+// maxPooledHead: larger head buffers are dropped, not kept for everyone.
+const maxPooledHead = 16 << 10
+
+func (s *h1conn) release() {
+	keep := func(b []byte) []byte {
+		if cap(b) > maxPooledHead {
+			return nil
+		}
+		return b[:0]
+	}
+	*s = h1conn{
+		req:     request{head: head{buf: keep(s.req.buf), fields: s.req.fields[:0]}},
+		resp:    head{buf: keep(s.resp.buf), fields: s.resp.fields[:0]},
+		scratch: keep(s.scratch),
+	}
+	h1connPool.Put(s)
 }
 
 // serveOne reads, decides and answers one request; false: close.
