@@ -36,7 +36,7 @@
 //
 // Files: proxy.go (Config, New, Serve, Shutdown), conn.go (accept path and
 // protocol sniffing), http1.go (the per-connection request loop, deny),
-// head.go and request.go (head reader, parser and pre-match checks),
+// head.go, token.go and request.go (head reader, parser and pre-match checks),
 // forward.go and relay.go (request to upstream, response back), body.go
 // (Content-Length, chunked and until-close bodies), upgrade.go (101 splice),
 // respond.go (egressd's own answers), dial.go, pool.go and probe.go (upstream
