@@ -13,10 +13,10 @@ type Set struct {
 
 	exact      map[string]*domain // "api.foo.com"
 	suffix     map[string]*domain // "*.foo.com" under ".foo.com"
-	suffixDots bool               // some suffix keys start with '.'
+	suffixDots lenSet             // lengths of the suffix keys that start with '.'
 	suffixLens []int              // distinct lengths of the other suffix keys, longest first
 	prefix     map[string]*domain // "foo.*" under "foo."
-	prefixDots bool               // some prefix keys end with '.'
+	prefixDots lenSet             // lengths of the prefix keys that end with '.'
 	prefixLens []int              // distinct lengths of the other prefix keys, longest first
 	any        *domain            // "*"
 }
@@ -138,11 +138,11 @@ func (s *Set) add(r *Rule) error {
 }
 
 // keyLens lists the distinct lengths of m's keys that are not at a label
-// boundary, longest first, and reports whether any key is.
-func keyLens(m map[string]*domain, atDot func(string) bool) (dots bool, lens []int) {
+// boundary, longest first, and collects the lengths of those that are.
+func keyLens(m map[string]*domain, atDot func(string) bool) (dots lenSet, lens []int) {
 	for k := range m {
 		if atDot(k) {
-			dots = true
+			dots.add(len(k))
 		} else if !slices.Contains(lens, len(k)) {
 			lens = append(lens, len(k))
 		}
@@ -151,6 +151,16 @@ func keyLens(m map[string]*domain, atDot func(string) bool) (dots bool, lens []i
 	slices.Reverse(lens)
 	return dots, lens
 }
+
+// lenSet is a set of key lengths (keys are at most 253 bytes, hosts looked
+// up at most maxHost), so that the dot walks skip the lengths no key has.
+type lenSet [4]uint64
+
+func (b *lenSet) add(n int) { b[n>>6&3] |= 1 << (n & 63) }
+
+func (b *lenSet) has(n int) bool { return n < 256 && b[n>>6]&(1<<(n&63)) != 0 }
+
+func (b *lenSet) empty() bool { return *b == lenSet{} }
 
 // Len reports the number of rules. A nil Set has none.
 func (s *Set) Len() int {
@@ -224,9 +234,9 @@ func (s *Set) lookup(h []byte, port uint16) (portRule, bool) {
 func (s *Set) suffixMatch(h []byte, port uint16) (portRule, bool) {
 	var dotHit portRule
 	dotLen := 0
-	if s.suffixDots {
+	if !s.suffixDots.empty() {
 		for i := 1; i < len(h); i++ {
-			if h[i] != '.' {
+			if h[i] != '.' || !s.suffixDots.has(len(h)-i) {
 				continue
 			}
 			if pr, ok := s.suffix[string(h[i:])].allows(port); ok {
@@ -254,9 +264,9 @@ func (s *Set) suffixMatch(h []byte, port uint16) (portRule, bool) {
 func (s *Set) prefixMatch(h []byte, port uint16) (portRule, bool) {
 	var dotHit portRule
 	dotLen := 0
-	if s.prefixDots {
+	if !s.prefixDots.empty() {
 		for i := len(h) - 2; i >= 0; i-- {
-			if h[i] != '.' {
+			if h[i] != '.' || !s.prefixDots.has(i+1) {
 				continue
 			}
 			if pr, ok := s.prefix[string(h[:i+1])].allows(port); ok {
