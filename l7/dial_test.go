@@ -132,3 +132,23 @@ func TestDefaultDialerMarksUpstreamSockets(t *testing.T) {
 		t.Error("the default resolver's sockets are not marked")
 	}
 }
+
+func TestOriginalModeDialsTheOriginalDestination(t *testing.T) {
+	u := newUpstream(t, nil)
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+		DialMode:    DialOriginal,
+	})
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n")
+	if resp, _ := rc.read("GET"); resp.StatusCode != 200 {
+		t.Fatalf("got %d", resp.StatusCode)
+	}
+	if got := <-e.dials; got != u.orig().String() {
+		t.Fatalf("dialed %q, want the original destination %s", got, u.orig())
+	}
+	if got := u.next(t); got.Host != "api.allowed.test" {
+		t.Fatalf("upstream got Host %q", got.Host)
+	}
+}
