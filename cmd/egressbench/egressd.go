@@ -45,9 +45,7 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 		args = append(args, "--pin-dir", pinDir)
 	}
 	cmd := exec.Command(e.o.egressd, args...)
-	if e.o.profile != "" {
-		cmd.Env = append(os.Environ(), "EGRESSD_PPROF=1")
-	}
+	cmd.Env = append(os.Environ(), e.o.env...)
 	cmd.Stdout = logFile(e.dir, name+".log")
 	cmd.Stderr = cmd.Stdout
 	s, err := startServer(ctx, name, cmd, listen)

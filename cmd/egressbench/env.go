@@ -167,6 +167,7 @@ func (e *env) startL7(ctx context.Context, name, listen string, extra []string) 
 		"--orig", net.JoinHostPort(upstreamIP, "80"), "--dns", e.dnsAddr,
 		"--ca-file", filepath.Join(e.dir, "ca.pem")}, extra...)
 	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), e.o.env...)
 	cmd.Stderr = logFile(e.dir, name+".err")
 	s, err := startServer(ctx, name, cmd, listen)
 	if err != nil {

@@ -185,5 +185,6 @@ func (e *env) optionsJSON() map[string]any {
 	return map[string]any{
 		"cases": strings.Join(e.o.cases, ","), "tests": strings.Join(e.o.tests, ","),
 		"reps": e.o.reps, "duration": e.o.duration.String(), "big_rules": e.o.bigRules,
+		"egressd_env": strings.Join(e.o.env, " "),
 	}
 }

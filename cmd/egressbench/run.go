@@ -27,9 +27,22 @@ type options struct {
 	jsonFile string
 	mdFile   string
 	svgDir   string
-	profile  string // directory for egressd CPU/alloc profiles ("" none)
-	keep     bool   // keep the run directory
-	strict   bool   // fail unless every case ran every test and got answers
+	profile  string   // directory for egressd CPU/alloc profiles ("" none)
+	keep     bool     // keep the run directory
+	strict   bool     // fail unless every case ran every test and got answers
+	env      []string // extra KEY=VALUE environment of egressd processes
+}
+
+// envFlag collects repeated KEY=VALUE flags.
+type envFlag struct{ list *[]string }
+
+func (f envFlag) String() string { return "" }
+func (f envFlag) Set(v string) error {
+	if !strings.Contains(v, "=") {
+		return fmt.Errorf("want KEY=VALUE, got %q", v)
+	}
+	*f.list = append(*f.list, v)
+	return nil
 }
 
 // allCases lists every case. "egressd-l7" is egressd's proxy without BPF,
@@ -61,6 +74,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.svgDir, "svg", "", "write a latency percentile plot per open-loop test into `dir`")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of egressd under max-ka load into `dir`")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary run directory (configs, logs)")
+	fs.Var(envFlag{&o.env}, "egressd-env", "extra `KEY=VALUE` in the environment of egressd (and of its proxy in the egressd-l7 cases), e.g. GOMAXPROCS=1; repeatable")
 	fs.BoolVar(&o.strict, "strict", false, "exit 1 unless every case started and every run got 2xx answers (CI smoke; no timing checks)")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
