@@ -66,6 +66,9 @@ func (r *report) mdLatency(b *strings.Builder, tn string) {
 // mdThroughput: closed-loop rate with ratios to direct and nginx.
 func (r *report) mdThroughput(b *strings.Builder, tn string, ts test) {
 	what := fmt.Sprintf("%d connections back to back", ts.conns)
+	if ts.conns == 1 {
+		what = "1 connection back to back"
+	}
 	switch {
 	case ts.h2c:
 		what = fmt.Sprintf("h2load, h2c prior knowledge, %d clients × 10 streams (h2load reports mean and max only)", ts.conns)

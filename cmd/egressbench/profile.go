@@ -10,20 +10,21 @@ import (
 	"time"
 )
 
-// profileSummary holds the top of egressd's profiles under max-ka load.
+// profileSummary holds the top of egressd's profiles under one test's load.
 type profileSummary struct {
-	CPUProfile   string `json:"cpu_profile"`
-	AllocProfile string `json:"alloc_profile"`
-	Rate         float64
-	CPUTop       string `json:"cpu_top,omitempty"` // go tool pprof -top, flat
-	CPUCumTop    string `json:"cpu_cum_top,omitempty"`
-	AllocTop     string `json:"alloc_top,omitempty"` // alloc_space
-	AllocObjTop  string `json:"alloc_objects_top,omitempty"`
+	CPUProfile   string  `json:"cpu_profile"`
+	AllocProfile string  `json:"alloc_profile"`
+	Test         string  `json:"test"`
+	Rate         float64 `json:"achieved_rate"`
+	CPUTop       string  `json:"cpu_top,omitempty"` // go tool pprof -top, flat
+	CPUCumTop    string  `json:"cpu_cum_top,omitempty"`
+	AllocTop     string  `json:"alloc_top,omitempty"` // alloc_space
+	AllocObjTop  string  `json:"alloc_objects_top,omitempty"`
 }
 
 // profile runs egressd's proxy ("egressbench l7", no BPF: the profile is
-// user space either way) with CPU and allocation profiling under the max-ka
-// load, then summarises both profiles with "go tool pprof" when Go is
+// user space either way) with CPU and allocation profiling under the load
+// of --profile-test, then summarises both profiles with "go tool pprof" when Go is
 // installed.
 func (e *env) profile(ctx context.Context, rep *report) error {
 	if err := os.MkdirAll(e.o.profile, 0o755); err != nil {
@@ -39,14 +40,14 @@ func (e *env) profile(ctx context.Context, rep *report) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "profiling egressd's proxy under max-ka for %v\n", e.o.duration)
-	ts, _ := parseTest("max-ka")
+	fmt.Fprintf(e.stderr, "profiling egressd's proxy under %s for %v\n", e.o.profTest, e.o.duration)
+	ts, _ := parseTest(e.o.profTest)
 	res, err := runWorker(ctx, e.spec(ts, &target{name: "profile", addr: listen}), -1)
 	s.stop() // SIGTERM: the profiles are written on the way out
 	if err != nil {
 		return err
 	}
-	ps.Rate = res.AchievedRate
+	ps.Test, ps.Rate = e.o.profTest, res.AchievedRate
 	rep.Profile = ps
 	if _, err := exec.LookPath("go"); err != nil {
 		return nil

@@ -28,6 +28,7 @@ type options struct {
 	mdFile   string
 	svgDir   string
 	profile  string   // directory for egressd CPU/alloc profiles ("" none)
+	profTest string   // the test whose load is profiled
 	keep     bool     // keep the run directory
 	strict   bool     // fail unless every case ran every test and got answers
 	env      []string // extra KEY=VALUE environment of egressd processes
@@ -73,6 +74,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.mdFile, "markdown", "", "write BENCHMARKS.md-ready tables to `file`")
 	fs.StringVar(&o.svgDir, "svg", "", "write a latency percentile plot per open-loop test into `dir`")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of egressd under max-ka load into `dir`")
+	fs.StringVar(&o.profTest, "profile-test", "max-ka", "`test` whose load --profile applies (max-ka, max-close, rtt, latRATE)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary run directory (configs, logs)")
 	fs.Var(envFlag{&o.env}, "egressd-env", "extra `KEY=VALUE` in the environment of egressd (and of its proxy in the egressd-l7 cases), e.g. GOMAXPROCS=1; repeatable")
 	fs.BoolVar(&o.strict, "strict", false, "exit 1 unless every case started and every run got 2xx answers (CI smoke; no timing checks)")
@@ -90,6 +92,9 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 		if _, err := parseTest(t); err != nil {
 			return nil, fmt.Errorf("%v: %w", err, errUsage)
 		}
+	}
+	if ts, err := parseTest(o.profTest); err != nil || ts.h2c || ts.hold {
+		return nil, fmt.Errorf("--profile-test %q: want an HTTP/1.1 load test: %w", o.profTest, errUsage)
 	}
 	if o.reps < 1 || o.duration <= 0 {
 		return nil, fmt.Errorf("reps and duration must be positive: %w", errUsage)
