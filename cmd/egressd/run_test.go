@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The agent itself runs against the kernel in e2e/; these cover the parts
+// that need none.
+
+func TestRunUninstallWithNothingPinned(t *testing.T) {
+	var stderr strings.Builder
+	err := runCmd(context.Background(), []string{"--uninstall", "--pin-dir", filepath.Join(t.TempDir(), "none")}, io.Discard, &stderr)
+	if err != nil {
+		t.Fatalf("uninstall with nothing pinned: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "uninstalled") {
+		t.Errorf("log: %q", stderr.String())
+	}
+}
+
+func TestLoadRootCAs(t *testing.T) {
+	if pool, err := loadRootCAs(""); pool != nil || err != nil {
+		t.Errorf("no --ca-file: %v %v", pool, err)
+	}
+	notPEM := filepath.Join(t.TempDir(), "x.pem")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o644)
+	if _, err := loadRootCAs(notPEM); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("a file without certificates: %v", err)
+	}
+	if _, err := loadRootCAs(notPEM + ".missing"); err == nil {
+		t.Error("a missing file is not an error")
+	}
+}
+
+func TestWithDefaultPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.96.0.10":      "10.96.0.10:53",
+		"10.96.0.10:5353": "10.96.0.10:5353",
+		"fd00::10":        "[fd00::10]:53",
+		"[fd00::10]":      "[fd00::10]:53",
+		"[fd00::10]:54":   "[fd00::10]:54",
+		"dns.internal":    "dns.internal:53",
+	} {
+		if got := withDefaultPort(in, "53"); got != want {
+			t.Errorf("withDefaultPort(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
