@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/internal/kerneltest"
 	"github.com/egressd/egressd/internal/mounts"
 )
 
@@ -107,7 +108,7 @@ func startAgent(t *testing.T, w *world, port int, extra ...string) *agent {
 		"--proxy-port", strconv.Itoa(port), "--admin", admin, "--pin-dir", w.pinDir,
 		"--node-addr", node4.String(), "--node-addr", node6.String(),
 		"--dns", dns4.String(), "--ca-file", w.caFile, "--shutdown-timeout", "10s"}, extra...)
-	a := startEgressd(t, admin, args...)
+	a := startEgressdIn(t, w.agentCgroup, admin, args...)
 	a.port = port
 	return a
 }
@@ -116,8 +117,15 @@ func startAgent(t *testing.T, w *world, port int, extra ...string) *agent {
 // admin server at admin says ready. It is killed on cleanup.
 func startEgressd(t *testing.T, admin string, args ...string) *agent {
 	t.Helper()
+	return startEgressdIn(t, "", admin, args...)
+}
+
+// startEgressdIn is startEgressd with the process placed in cgroup ("" for
+// the test's own).
+func startEgressdIn(t *testing.T, cgroup, admin string, args ...string) *agent {
+	t.Helper()
 	a := &agent{admin: admin, out: &bytes.Buffer{}, done: make(chan struct{})}
-	a.cmd = exec.Command(egressdBinary(t), args...)
+	a.cmd = kerneltest.Command(t, cgroup, nil, egressdBinary(t), args...)
 	a.cmd.Stdout = &lockedWriter{w: a.out}
 	a.cmd.Stderr = a.cmd.Stdout
 	if err := a.cmd.Start(); err != nil {

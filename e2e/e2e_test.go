@@ -347,3 +347,29 @@ func TestE2EDialOriginalAndExclude(t *testing.T) {
 		t.Errorf("a connection to an excluded CIDR went through egressd:\n%s", a.output())
 	}
 }
+
+// TestE2EAgentInsideCgroup runs egressd inside the cgroup it redirects, as
+// the DaemonSet's pod sits inside kubepods: its own upstream and DNS
+// sockets carry the socket mark, so they leave instead of looping back.
+func TestE2EAgentInsideCgroup(t *testing.T) {
+	w := newWorld(t)
+	w.agentCgroup = w.cgroup
+	a := startAgent(t, w, 0)
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"HTTP", at("a.allowed.test", portHTTP, decoy4)},
+		{"HTTPS-marked port", at("tls.whitelisted.test", portTLS, decoy4)},
+		{"h2c", append([]string{"--http2-prior-knowledge"}, at("exact.whitelisted.test", portH2C, decoy4)...)},
+	} {
+		if r := curl(t, w, w.pod, tc.args...); r.code != 200 {
+			t.Errorf("%s: %d\n%s%s", tc.name, r.code, r.body, r.err)
+		}
+	}
+	_, m := a.get("/metrics")
+	if n := metric(m, `egressd_redirect_events_total{event="skipped_mark"}`); n < 3 {
+		t.Errorf("egressd's own connects skipped by their mark: %v, want >= 3", n)
+	}
+	assertNoBypass(t, w)
+}

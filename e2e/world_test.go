@@ -67,6 +67,9 @@ type world struct {
 	rulesFile string
 	caFile    string
 	pinDir    string
+	// agentCgroup is where startAgent puts egressd ("": outside the test
+	// cgroup, as on a plain host).
+	agentCgroup string
 }
 
 func newWorld(t *testing.T) *world {
