@@ -134,8 +134,13 @@ func readResponse(br *bufio.Reader) (status int, keepAlive bool, err error) {
 	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
 		return 0, false, errProtocol
 	}
-	status, err = strconv.Atoi(string(line[9:12]))
-	if err != nil {
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return 0, false, errProtocol
+		}
+		status = status*10 + int(c-'0')
+	}
+	if status < 100 {
 		return 0, false, errProtocol
 	}
 	keepAlive = line[7] == '1'

@@ -1,6 +1,8 @@
 package loadgen
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -114,4 +116,24 @@ func TestErrorsByKind(t *testing.T) {
 	if r.Errors[ErrDial] == 0 || r.Responses != 0 {
 		t.Errorf("errors = %v, responses = %d; want dial errors only", r.Errors, r.Responses)
 	}
+}
+
+// FuzzReadResponse: the response reader must never panic or loop on any
+// input, and must report 2xx only for a well-formed status line.
+func FuzzReadResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+		"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX: y\r\n\r\n",
+		"HTTP/1.0 204 No Content\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		status, _, err := readResponse(bufio.NewReader(bytes.NewReader(b)))
+		if err == nil && (status < 100 || status > 999) {
+			t.Fatalf("status %d accepted without error", status)
+		}
+	})
 }
