@@ -55,7 +55,9 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 	e.onClose(func() {
 		s.stop()
 		if pinDir != "" { // pins outlive egressd by design; remove them
-			un := exec.Command(e.o.egressd, "run", "--uninstall", "--pin-dir", pinDir)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			un := exec.CommandContext(ctx, e.o.egressd, "run", "--uninstall", "--pin-dir", pinDir)
 			if out, err := un.CombinedOutput(); err != nil {
 				fmt.Fprintf(e.stderr, "egressbench: %s --uninstall: %v: %s\n", name, err, out)
 			}

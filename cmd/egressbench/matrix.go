@@ -129,7 +129,7 @@ func (e *env) runOne(ctx context.Context, ts test, t *target, r int) record {
 			e.failed = true
 		}
 	}
-	if rec.Error != "" {
+	if rec.Error != "" && ctx.Err() == nil { // not for an interrupted run
 		e.failed = true
 	}
 	return rec
