@@ -108,7 +108,7 @@ func startAgent(t *testing.T, w *world, port int, extra ...string) *agent {
 		"--proxy-port", strconv.Itoa(port), "--admin", admin, "--pin-dir", w.pinDir,
 		"--node-addr", node4.String(), "--node-addr", node6.String(),
 		"--dns", dns4.String(), "--ca-file", w.caFile, "--shutdown-timeout", "10s"}, extra...)
-	a := startEgressdIn(t, w.agentCgroup, admin, args...)
+	a := startEgressdIn(t, w.agentCgroup, w.agentWrap, admin, args...)
 	a.port = port
 	return a
 }
@@ -117,15 +117,16 @@ func startAgent(t *testing.T, w *world, port int, extra ...string) *agent {
 // admin server at admin says ready. It is killed on cleanup.
 func startEgressd(t *testing.T, admin string, args ...string) *agent {
 	t.Helper()
-	return startEgressdIn(t, "", admin, args...)
+	return startEgressdIn(t, "", nil, admin, args...)
 }
 
 // startEgressdIn is startEgressd with the process placed in cgroup ("" for
-// the test's own).
-func startEgressdIn(t *testing.T, cgroup, admin string, args ...string) *agent {
+// the test's own) and started through wrap (e.g. setpriv ...), if any.
+func startEgressdIn(t *testing.T, cgroup string, wrap []string, admin string, args ...string) *agent {
 	t.Helper()
 	a := &agent{admin: admin, out: &bytes.Buffer{}, done: make(chan struct{})}
-	a.cmd = kerneltest.Command(t, cgroup, nil, egressdBinary(t), args...)
+	argv := append(append(wrap[:len(wrap):len(wrap)], egressdBinary(t)), args...)
+	a.cmd = kerneltest.Command(t, cgroup, nil, argv[0], argv[1:]...)
 	a.cmd.Stdout = &lockedWriter{w: a.out}
 	a.cmd.Stderr = a.cmd.Stdout
 	if err := a.cmd.Start(); err != nil {

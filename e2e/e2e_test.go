@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -370,6 +372,39 @@ func TestE2EAgentInsideCgroup(t *testing.T) {
 	_, m := a.get("/metrics")
 	if n := metric(m, `egressd_redirect_events_total{event="skipped_mark"}`); n < 3 {
 		t.Errorf("egressd's own connects skipped by their mark: %v, want >= 3", n)
+	}
+	assertNoBypass(t, w)
+}
+
+// TestE2ELeastPrivilege runs the agent with only the capabilities the
+// DaemonSet grants (deploy/daemonset.yaml): CAP_BPF and CAP_NET_ADMIN. It
+// attaches, takes over its own pins after a restart, and proxies.
+func TestE2ELeastPrivilege(t *testing.T) {
+	w := newWorld(t)
+	w.agentWrap = []string{"setpriv", "--bounding-set", "-all,+bpf,+net_admin", "--inh-caps", "-all", "--"}
+	port := freePort(t)
+	a := startAgent(t, w, port)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// CAP_NET_ADMIN is bit 12, CAP_BPF bit 39.
+	if !strings.Contains(string(status), "CapEff:\t0000008000001000\n") {
+		t.Fatalf("egressd does not run with exactly CAP_BPF and CAP_NET_ADMIN:\n%s", grep(string(status), "Cap"))
+	}
+	if r := curl(t, w, w.pod, at("tls.whitelisted.test", portTLS, decoy4)...); r.code != 200 || r.field("tls") != "true" {
+		t.Errorf("first agent: %d\n%s%s", r.code, r.body, r.err)
+	}
+	a.signal(syscall.SIGTERM)
+	if code := a.wait(t); code != 0 {
+		t.Errorf("exit code %d\n%s", code, a.output())
+	}
+	startAgent(t, w, port) // takes the pins over
+	if r := curl(t, w, nil, at("a.allowed.test", portHTTP, decoy6)...); r.code != 200 {
+		t.Errorf("second agent: %d\n%s%s", r.code, r.body, r.err)
+	}
+	if r := curl(t, w, nil, at("denied.test", portHTTP, decoy4)...); r.code != 403 {
+		t.Errorf("second agent, denied: %d", r.code)
 	}
 	assertNoBypass(t, w)
 }

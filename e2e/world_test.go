@@ -70,6 +70,8 @@ type world struct {
 	// agentCgroup is where startAgent puts egressd ("": outside the test
 	// cgroup, as on a plain host).
 	agentCgroup string
+	// agentWrap is a command startAgent runs egressd through (nil: none).
+	agentWrap []string
 }
 
 func newWorld(t *testing.T) *world {
