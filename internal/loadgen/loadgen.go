@@ -25,9 +25,10 @@
 //
 // Lifecycle traps: Run is bounded — it returns after Duration plus at most
 // Timeout (the last requests in flight); a request that gets no answer within
-// Timeout is an error of kind "timeout" and is not in the histogram. Run must
-// not be called concurrently on one Config's Progress callback if that
-// callback is not safe for it.
+// Timeout is an error of kind "timeout" and is not in the histogram, so read
+// Result.Errors next to the percentiles. Config.Progress is called from a
+// goroutine of its own. The open loop's dispatcher holds an OS thread for
+// the whole run.
 package loadgen
 
 import (
