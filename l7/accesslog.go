@@ -45,7 +45,7 @@ func (p *Proxy) finish(e *accessEntry) {
 	p.metrics.requests.WithLabelValues(e.decision, e.rule, e.protocol).Inc()
 	p.metrics.duration.WithLabelValues(e.decision).Observe(d.Seconds())
 	ctx := context.Background()
-	if !p.log.Enabled(ctx, slog.LevelInfo) {
+	if !p.access.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
 	attrs := [...]slog.Attr{
@@ -67,7 +67,7 @@ func (p *Proxy) finish(e *accessEntry) {
 	if e.reason == "" {
 		n--
 	}
-	p.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)
+	p.access.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)
 }
 
 // addrText is text, or ap formatted when text is empty.

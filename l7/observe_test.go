@@ -2,6 +2,7 @@ package l7
 
 import (
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -93,4 +94,34 @@ func (e *env) histogramCount(name string) uint64 {
 		}
 	}
 	return n
+}
+
+func TestAccessLogSeparateFromErrors(t *testing.T) {
+	access := &syncBuffer{}
+	u := newUpstream(t, nil)
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+		AccessLog:   slog.New(slog.NewJSONHandler(access, nil)),
+	})
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	rc.read("GET")
+	if !strings.Contains(access.String(), `"msg":"request"`) || strings.Contains(e.logs.String(), `"msg":"request"`) {
+		t.Fatalf("access log %q, error log %q", access.String(), e.logs.String())
+	}
+
+	off := newEnv(t, Config{
+		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+		AccessLog:   slog.New(slog.DiscardHandler),
+	})
+	rc = off.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	if resp, _ := rc.read("GET"); resp.StatusCode != 200 || off.logs.String() != "" {
+		t.Fatalf("with the access log off: %d, log %q", resp.StatusCode, off.logs.String())
+	}
+	if n := off.counter("egressd_requests_total", "decision", "allow"); n != 1 {
+		t.Errorf("metrics still count with the access log off: %v", n)
+	}
 }

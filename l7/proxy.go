@@ -1,12 +1,12 @@
 package l7
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -82,10 +82,15 @@ type Config struct {
 	// Mark and ConnectTimeout. It receives "host:port" in DialResolve mode and
 	// "ip:port" in DialOriginal mode.
 	Dial        func(ctx context.Context, network, addr string) (net.Conn, error)
-	RootCAs     *x509.CertPool        // trusted for TLS origination in addition to the system roots; nil: system roots only
-	EgressProxy *url.URL              // for rules with useEgressProxy; nil: such requests fail with 502, never go direct
-	Logger      *slog.Logger          // access log and errors; nil: discard
-	Metrics     prometheus.Registerer // nil: metrics are kept but not registered
+	RootCAs     *x509.CertPool // trusted for TLS origination in addition to the system roots; nil: system roots only
+	EgressProxy *url.URL       // for rules with useEgressProxy; nil: such requests fail with 502, never go direct
+	Logger      *slog.Logger   // errors, and the access log unless AccessLog is set; nil: discard
+	// AccessLog receives one Info record per request ("request"); nil: Logger.
+	// A logger whose handler is disabled at Info (slog.DiscardHandler) turns
+	// the access log off at no cost; a handler writing to a buffered writer
+	// saves the write(2) per request.
+	AccessLog *slog.Logger
+	Metrics   prometheus.Registerer // nil: metrics are kept but not registered
 
 	MaxHeaderBytes    int           // request/response head size limit (431 / 502); 0: DefaultMaxHeaderBytes
 	ReadHeaderTimeout time.Duration // time to read a request head once it started (slowloris); 0: DefaultReadHeaderTimeout
@@ -100,6 +105,7 @@ type Config struct {
 type Proxy struct {
 	cfg     Config
 	log     *slog.Logger
+	access  *slog.Logger // access log: Config.AccessLog, else log
 	metrics *metrics
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	pool    *upstreamPool
@@ -145,8 +151,9 @@ func New(cfg Config) (*Proxy, error) {
 		egress:   egress,
 	}
 	if p.log == nil {
-		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		p.log = slog.New(slog.DiscardHandler)
 	}
+	p.access = cmp.Or(cfg.AccessLog, p.log)
 	p.dial = cfg.Dial
 	if p.dial == nil {
 		d := &net.Dialer{Timeout: cfg.ConnectTimeout, Resolver: cfg.Resolver, Control: markControl(cfg.Mark)}
