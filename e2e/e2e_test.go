@@ -408,3 +408,25 @@ func TestE2ELeastPrivilege(t *testing.T) {
 	}
 	assertNoBypass(t, w)
 }
+
+// TestE2EShutdownTimeout: a request still running at --shutdown-timeout is
+// cut, and the exit code says so.
+func TestE2EShutdownTimeout(t *testing.T) {
+	w := newWorld(t)
+	a := startAgent(t, w, 0, "--shutdown-timeout", "500ms")
+	done := make(chan response, 1)
+	go func() {
+		done <- curl(t, w, nil, "--resolve", "slow.allowed.test:80:"+decoy4.String(), "http://slow.allowed.test/slow?ms=4000")
+	}()
+	waitFor(t, "the request at the upstream", func() bool { return w.rec.Count(real4)+w.rec.Count(real6) >= 1 })
+	a.signal(syscall.SIGTERM)
+	if code := a.wait(t); code != 1 {
+		t.Errorf("exit code %d, want 1\n%s", code, a.output())
+	}
+	if r := <-done; r.code == 200 {
+		t.Errorf("the cut request got 200")
+	}
+	if !strings.Contains(a.output(), "were cut") {
+		t.Errorf("the cut is not reported:\n%s", a.output())
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -146,16 +147,31 @@ func serve(ctx context.Context, cfg *runConfig, reloader *rules.Reloader, proxy 
 	}
 }
 
+// shutdownGrace is how long past --shutdown-timeout drain waits for the
+// proxy to finish cutting connections before exiting regardless.
+const shutdownGrace = time.Second
+
 // drain stops accepting and waits for requests in flight, at most
-// --shutdown-timeout.
+// --shutdown-timeout (plus shutdownGrace).
 func drain(cfg *runConfig, proxy *l7.Proxy, serveErr <-chan error, ready *readiness, log *slog.Logger) error {
 	ready.stopping.Store(true)
 	log.Info("shutting down: no new connections, finishing requests in flight", "timeout", cfg.ShutdownTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	err := proxy.Shutdown(ctx)
+	// Shutdown closes the listener at once, then waits for requests in
+	// flight. Past the timeout it cuts the client connections, but a request
+	// still waiting on its upstream may hold it longer: the timeout is a
+	// bound, so stop waiting a moment later and let the exit close the rest.
+	done := make(chan error, 1)
+	go func() { done <- proxy.Shutdown(ctx) }()
 	if serr := <-serveErr; !errors.Is(serr, l7.ErrProxyClosed) {
 		log.Warn("proxy stopped with an error", "err", serr)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(cfg.ShutdownTimeout + shutdownGrace):
+		err = errors.New("requests still waiting on their upstreams")
 	}
 	if err != nil {
 		return fmt.Errorf("shutdown: connections still open after %v were cut: %w", cfg.ShutdownTimeout, err)
