@@ -121,12 +121,7 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 			s.c.bw.Flush()
 		}
 		pm := s.clientPump(uc)
-		var err error
-		if r.chunked {
-			err = pm.copyChunked(true)
-		} else {
-			err = pm.copyN(r.contentLength)
-		}
+		err := pm.requestBody(r)
 		s.entry.bytesIn = pm.n
 		if err != nil {
 			uc.nc.Close()

@@ -176,14 +176,17 @@ func (s *h1conn) discardBody() bool {
 	}
 	pm := s.clientPump(nil)
 	pm.limit = maxDiscard
-	var err error
-	if r.chunked {
-		err = pm.copyChunked(false)
-	} else {
-		err = pm.copyN(r.contentLength)
-	}
+	err := pm.requestBody(r)
 	s.entry.bytesIn = pm.n
 	return err == nil
+}
+
+// requestBody moves r's body (chunked: validated and re-framed).
+func (p *pump) requestBody(r *request) error {
+	if r.chunked {
+		return p.copyChunked(p.dst != nil)
+	}
+	return p.copyN(r.contentLength)
 }
 
 // clientPump reads the request body from the client into uc (nil: discard).

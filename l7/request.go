@@ -199,19 +199,7 @@ func isHex(c byte) bool {
 }
 
 // regNameTable: unreserved, sub-delims and '%' (RFC 3986 reg-name).
-var regNameTable = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "-._~!$&'()*+,;=%" {
-		t[c] = true
-	}
-	return t
-}()
+var regNameTable = asciiTable("-._~!$&'()*+,;=%")
 
 // parseResponse parses a response head read by readHead.
 func (h *head) parseResponse() error {

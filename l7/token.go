@@ -76,7 +76,10 @@ func isTokenChar(b byte) bool {
 	return tokenTable[b]
 }
 
-var tokenTable = func() (t [256]bool) {
+var tokenTable = asciiTable("!#$%&'*+-.^_`|~")
+
+// asciiTable marks ASCII letters and digits, and the bytes of extra.
+func asciiTable(extra string) (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
@@ -84,8 +87,8 @@ var tokenTable = func() (t [256]bool) {
 		t[c] = true
 		t[c-'a'+'A'] = true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
+	for _, c := range extra {
 		t[c] = true
 	}
 	return t
-}()
+}
