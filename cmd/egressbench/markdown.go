@@ -78,7 +78,7 @@ func (r *report) mdThroughput(b *strings.Builder, tn string, ts test) {
 		what += ", keep-alive"
 	}
 	fmt.Fprintf(b, "### %s: %s\n\n", tn, what)
-	b.WriteString("| case | req/s | × direct | × nginx | p50 / p99 (closed loop) | mean | proxy CPU µs/req | errors / non-2xx |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| case | req/s | × direct | × nginx | p50 / p99 (closed loop) | mean | proxy CPU µs/req | generator / upstream CPU µs/req | errors / non-2xx |\n|---|---|---|---|---|---|---|---|---|\n")
 	d, hasD := r.find(tn, "direct")
 	n, hasN := r.find(tn, "nginx")
 	for _, m := range r.rows(tn) {
@@ -90,8 +90,8 @@ func (r *report) mdThroughput(b *strings.Builder, tn string, ts test) {
 		if hasN && n.Rate > 0 {
 			vsN = fmt.Sprintf("%.2f", m.Rate/n.Rate)
 		}
-		fmt.Fprintf(b, "| %s | %.0f | %s | %s | %s / %s | %.0f | %s | %d / %d |\n", c, m.Rate, vsD, vsN,
-			us(m.P50), us(m.P99), m.Mean, opt(m.CPUPerReq, "%.0f"), m.Errors, m.Non2xx)
+		fmt.Fprintf(b, "| %s | %.0f | %s | %s | %s / %s | %.0f | %s | %s / %s | %d / %d |\n", c, m.Rate, vsD, vsN,
+			us(m.P50), us(m.P99), m.Mean, opt(m.CPUPerReq, "%.0f"), opt(m.GenCPU, "%.0f"), opt(m.UpCPU, "%.0f"), m.Errors, m.Non2xx)
 	}
 	b.WriteString("\n")
 }

@@ -13,17 +13,19 @@ import (
 
 // record is one load run of one test against one case.
 type record struct {
-	Test        string          `json:"test"`
-	Case        string          `json:"case"`
-	Rep         int             `json:"rep"`
-	Result      *loadgen.Result `json:"result,omitempty"`
-	Error       string          `json:"error,omitempty"`
-	ProxyCPUus  float64         `json:"proxy_cpu_us"`         // proxy CPU time consumed during the run
-	CPUPerReqUS float64         `json:"proxy_cpu_us_per_req"` // ProxyCPUus / responses
-	PeakRSSKiB  int64           `json:"proxy_peak_rss_kib"`   // sampled every 100 ms
-	BusyBefore  float64         `json:"machine_busy_before"`  // busy fraction when the run started
-	Busy        float64         `json:"machine_busy_during"`  // busy fraction during the run
-	Meta        map[string]any  `json:"meta,omitempty"`
+	Test                string          `json:"test"`
+	Case                string          `json:"case"`
+	Rep                 int             `json:"rep"`
+	Result              *loadgen.Result `json:"result,omitempty"`
+	Error               string          `json:"error,omitempty"`
+	ProxyCPUus          float64         `json:"proxy_cpu_us"`             // proxy CPU time consumed during the run
+	CPUPerReqUS         float64         `json:"proxy_cpu_us_per_req"`     // ProxyCPUus / responses
+	PeakRSSKiB          int64           `json:"proxy_peak_rss_kib"`       // sampled every 100 ms
+	GenCPUPerReqUS      float64         `json:"generator_cpu_us_per_req"` // the load generator's own CPU
+	UpstreamCPUPerReqUS float64         `json:"upstream_cpu_us_per_req"`
+	BusyBefore          float64         `json:"machine_busy_before"` // busy fraction when the run started
+	Busy                float64         `json:"machine_busy_during"` // busy fraction during the run
+	Meta                map[string]any  `json:"meta,omitempty"`
 }
 
 // applies reports whether a test makes sense for a case.
@@ -101,24 +103,30 @@ func (e *env) runOne(ctx context.Context, ts test, t *target, r int) record {
 	if pid != 0 {
 		cpu0 = treeCPU(pid)
 	}
+	up0 := treeCPU(e.upstream.pid())
+	var genCPU time.Duration
 	stopRSS := sampleRSS(pid, &rec.PeakRSSKiB)
 	b0, j0 := cpuTimes()
 	var err error
 	if ts.h2c {
 		rec.Result, rec.Meta, err = runH2load(ctx, t, ts, e.o.duration)
 	} else {
-		rec.Result, err = runWorker(ctx, e.spec(ts, t), t.cgroup)
+		rec.Result, genCPU, err = runWorker(ctx, e.spec(ts, t), t.cgroup)
 	}
+	upCPU := treeCPU(e.upstream.pid()) - up0
 	b1, j1 := cpuTimes()
 	stopRSS()
 	if j1 > j0 {
 		rec.Busy = float64(b1-b0) / float64(j1-j0)
 	}
-	if pid != 0 {
-		rec.ProxyCPUus = float64((treeCPU(pid) - cpu0).Microseconds())
-		if rec.Result != nil && rec.Result.Responses > 0 {
-			rec.CPUPerReqUS = rec.ProxyCPUus / float64(rec.Result.Responses)
+	if rec.Result != nil && rec.Result.Responses > 0 {
+		n := float64(rec.Result.Responses)
+		if pid != 0 {
+			rec.ProxyCPUus = float64((treeCPU(pid) - cpu0).Microseconds())
+			rec.CPUPerReqUS = rec.ProxyCPUus / n
 		}
+		rec.GenCPUPerReqUS = float64(genCPU.Microseconds()) / n // 0 for h2load
+		rec.UpstreamCPUPerReqUS = float64(upCPU.Microseconds()) / n
 	}
 	if err != nil {
 		rec.Error = err.Error()

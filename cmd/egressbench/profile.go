@@ -42,7 +42,7 @@ func (e *env) profile(ctx context.Context, rep *report) error {
 	}
 	fmt.Fprintf(e.stderr, "profiling egressd's proxy under %s for %v\n", e.o.profTest, e.o.duration)
 	ts, _ := parseTest(e.o.profTest)
-	res, err := runWorker(ctx, e.spec(ts, &target{name: "profile", addr: listen}), -1)
+	res, _, err := runWorker(ctx, e.spec(ts, &target{name: "profile", addr: listen}), -1)
 	s.stop() // SIGTERM: the profiles are written on the way out
 	if err != nil {
 		return err

@@ -42,6 +42,8 @@ type median struct {
 	Errors     int64     `json:"errors"` // summed over repetitions
 	Non2xx     int64     `json:"non2xx"` // summed over repetitions
 	CPUPerReq  float64   `json:"proxy_cpu_us_per_req"`
+	GenCPU     float64   `json:"generator_cpu_us_per_req"`
+	UpCPU      float64   `json:"upstream_cpu_us_per_req"`
 	PeakRSSKiB float64   `json:"proxy_peak_rss_kib"`
 	Busy       float64   `json:"machine_busy"`
 	LagP50     float64   `json:"dispatch_lag_p50_us,omitempty"` // generator lateness (open loop)
@@ -135,6 +137,8 @@ func medianOf(tn, cn string, rs []record) median {
 	m.Max = pick(func(x record) float64 { return float64(x.Result.Latency.Max) })
 	m.Mean = pick(func(x record) float64 { return float64(x.Result.Latency.Mean) })
 	m.CPUPerReq = pick(func(x record) float64 { return x.CPUPerReqUS })
+	m.GenCPU = pick(func(x record) float64 { return x.GenCPUPerReqUS })
+	m.UpCPU = pick(func(x record) float64 { return x.UpstreamCPUPerReqUS })
 	m.PeakRSSKiB = pick(func(x record) float64 { return float64(x.PeakRSSKiB) })
 	m.Busy = pick(func(x record) float64 { return x.Busy })
 	if rs[0].Result.DispatchLag != nil {

@@ -112,7 +112,7 @@ func checkStatuses(ctx context.Context, spec workerSpec) map[string]int {
 // runCheck runs the whitelist check from where the case's load would run.
 func runCheck(ctx context.Context, t *target) (map[string]int, error) {
 	spec := workerSpec{Label: "check " + t.name, Target: t.addr, Check: true, Timeout: 3 * time.Second}
-	out, err := runWorkerRaw(ctx, spec, t.cgroup)
+	out, _, err := runWorkerRaw(ctx, spec, t.cgroup)
 	if err != nil {
 		return nil, err
 	}
@@ -125,23 +125,25 @@ func runCheck(ctx context.Context, t *target) (map[string]int, error) {
 
 // runWorker starts "egressbench worker" (in cgroupFD's cgroup when it is not
 // -1), bounded by the spec's duration plus a margin, and decodes its result.
-func runWorker(ctx context.Context, spec workerSpec, cgroupFD int) (*loadgen.Result, error) {
-	out, err := runWorkerRaw(ctx, spec, cgroupFD)
+//
+// It also returns the CPU time the worker consumed: the generator's own cost.
+func runWorker(ctx context.Context, spec workerSpec, cgroupFD int) (*loadgen.Result, time.Duration, error) {
+	out, cpu, err := runWorkerRaw(ctx, spec, cgroupFD)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var res loadgen.Result
 	if err := json.Unmarshal(out, &res); err != nil {
-		return nil, fmt.Errorf("worker %s output: %w", spec.Label, err)
+		return nil, 0, fmt.Errorf("worker %s output: %w", spec.Label, err)
 	}
-	return &res, nil
+	return &res, cpu, nil
 }
 
-// runWorkerRaw runs a worker and returns its standard output.
-func runWorkerRaw(ctx context.Context, spec workerSpec, cgroupFD int) ([]byte, error) {
+// runWorkerRaw runs a worker and returns its standard output and CPU time.
+func runWorkerRaw(ctx context.Context, spec workerSpec, cgroupFD int) ([]byte, time.Duration, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	arg, _ := json.Marshal(spec)
 	ctx, cancel := context.WithTimeout(ctx, spec.Duration+spec.Timeout+15*time.Second)
@@ -151,9 +153,9 @@ func runWorkerRaw(ctx context.Context, spec workerSpec, cgroupFD int) ([]byte, e
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	inCgroup(cmd, cgroupFD)
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("worker %s: %w", spec.Label, err)
+		return nil, 0, fmt.Errorf("worker %s: %w", spec.Label, err)
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 }
 
 // inCgroup makes cmd start directly inside the cgroup open at fd (clone3
