@@ -33,7 +33,7 @@ tests=lat1000,lat2000,rtt,max-ka,max-close,h2c,conns1000
 case $mode in
 standard) args=(--reps 3 --duration 3s --idle-wait 1s --tests "$tests" --profile "$out/profile"); limit=900 ;;
 quick) args=(--reps 1 --duration 1s --idle-wait 500ms --tests "$tests"); limit=120 ;;
-smoke) args=(--reps 1 --duration 300ms --idle-wait 0s --tests lat200,rtt,max-ka,max-close,h2c,conns1000 --big-rules 1000 --strict); limit=120 ;;
+smoke) args=(--reps 1 --duration 300ms --idle-wait 0s --tests lat200,rtt,max-ka,max-close,h2c,conns1000 --strict); limit=120 ;;
 esac
 
 # timeout: a hung run must not hang CI; egressbench cleans up on SIGTERM.
