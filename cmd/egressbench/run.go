@@ -68,17 +68,20 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 		"max-ka and max-close (32 connections back to back, keep-alive / new connection per request), h2c (h2load), conns1000 (RSS with 1,000 open connections)")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions; tests and cases are interleaved and rotated, medians reported")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each load run")
-	fs.DurationVar(&o.idleWait, "idle-wait", 10*time.Second, "longest wait for the machine to drop under 15% busy before each run")
+	fs.DurationVar(&o.idleWait, "idle-wait", time.Second, "longest wait for the machine to drop under 15% busy before each run (a shared machine may never)")
 	fs.IntVar(&o.bigRules, "big-rules", 100000, "number of rules of the egressd-100k case")
 	fs.StringVar(&o.jsonFile, "json", "", "write every run and the medians as JSON to `file`")
 	fs.StringVar(&o.mdFile, "markdown", "", "write BENCHMARKS.md-ready tables to `file`")
 	fs.StringVar(&o.svgDir, "svg", "", "write a latency percentile plot per open-loop test into `dir`")
-	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of egressd under max-ka load into `dir`")
+	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of egressd's proxy under the --profile-test load into `dir`")
 	fs.StringVar(&o.profTest, "profile-test", "max-ka", "`test` whose load --profile applies (max-ka, max-close, rtt, latRATE)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary run directory (configs, logs)")
 	fs.Var(envFlag{&o.env}, "egressd-env", "extra `KEY=VALUE` in the environment of egressd (and of its proxy in the egressd-l7 cases), e.g. GOMAXPROCS=1; repeatable")
 	fs.BoolVar(&o.strict, "strict", false, "exit 1 unless every case started and every run got 2xx answers (CI smoke; no timing checks)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	o.cases = splitList(*cases)
@@ -155,6 +158,9 @@ func parseTest(name string) (test, error) {
 // runCmd is "egressbench run": set up, run the interleaved matrix, report.
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseRunFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
