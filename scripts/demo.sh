@@ -37,6 +37,14 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 
+# The demo adds host addresses on the test range: take the lock the kernel
+# tests take for that (internal/kerneltest.LockHost), so the two never mix.
+exec 9>/run/egressd-kerneltest.lock
+if ! flock -n 9; then
+	echo "demo.sh: waiting for tests using the host network to finish..."
+	flock 9
+fi
+
 if [ "${EGRESSD_SKIP_PROVISION:-}" != 1 ]; then
 	say "provisioning (scripts/provision.sh)"
 	scripts/provision.sh
