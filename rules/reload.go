@@ -46,6 +46,7 @@ type Reloader struct {
 	reloads    atomic.Uint64
 	failures   atomic.Uint64
 	lastFailed atomic.Bool
+	reads      atomic.Uint64 // times reload read the files (tests)
 
 	watching func() // tests: called once Watch watches every directory
 }
@@ -98,6 +99,7 @@ func (r *Reloader) reload(force bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s, warnings, sum, err := load(r.paths)
+	r.reads.Add(1)
 	if !force && (sum == r.curSum || err != nil && sum == r.failedSum) {
 		return nil
 	}
@@ -148,15 +150,20 @@ func (r *Reloader) logWarnings(ws []Warning) {
 // rename it over the old one, and the way Kubernetes updates a mounted
 // ConfigMap: new files in a hidden ..<timestamp> directory, then an atomic
 // rename of the ..data symlink pointing to it. A file path that is a symlink
-// also has the directory of its target watched. Events are debounced. An
-// error is returned only when watching cannot start.
+// also has the directory of its target watched. Only events that can change
+// the rules count: for a file path, its own name, its symlink target and
+// ..data beside it; for a directory path, its rule files (*.yaml, *.yml,
+// *.json) and ..data. Anything else in those directories (a log file
+// written beside the rules, say) is ignored. Events are debounced. An error
+// is returned only when watching cannot start.
 func (r *Reloader) Watch(ctx context.Context) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch rules: %w", err)
 	}
 	defer w.Close()
-	for _, d := range r.watchDirs() {
+	t := r.watchTargets()
+	for _, d := range t.dirs {
 		if err := w.Add(d); err != nil {
 			return fmt.Errorf("watch rules in %s: %w", d, err)
 		}
@@ -176,7 +183,7 @@ func (r *Reloader) Watch(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			if ev.Op != fsnotify.Chmod {
+			if ev.Op != fsnotify.Chmod && t.relevant(ev.Name) {
 				timer.Reset(r.opts.Debounce)
 			}
 		case err, ok := <-w.Errors:
@@ -186,7 +193,8 @@ func (r *Reloader) Watch(ctx context.Context) error {
 			r.log.Warn("watching rule files", "err", err)
 			timer.Reset(r.opts.Debounce) // events may have been lost
 		case <-timer.C:
-			for _, d := range r.watchDirs() { // again: a directory or a symlink target may have been replaced
+			t = r.watchTargets() // again: a directory or a symlink target may have been replaced
+			for _, d := range t.dirs {
 				_ = w.Add(d)
 			}
 			_ = r.reload(false) // logged, counted and reported by reload
@@ -194,25 +202,52 @@ func (r *Reloader) Watch(ctx context.Context) error {
 	}
 }
 
-// watchDirs lists the directories to watch: each directory path, the
+// watchTargets says what to watch and which events matter.
+type watchTargets struct {
+	dirs     []string        // directories to watch
+	files    map[string]bool // cleaned file names whose events matter
+	ruleDirs map[string]bool // directories whose rule files all matter
+}
+
+// relevant reports whether an event for name can change the rules.
+func (t *watchTargets) relevant(name string) bool {
+	if abs, err := filepath.Abs(name); err == nil {
+		name = abs
+	}
+	if t.files[name] {
+		return true
+	}
+	return t.ruleDirs[filepath.Dir(name)] && (isRuleFile(name) || filepath.Base(name) == "..data")
+}
+
+// watchTargets lists the directories to watch: each directory path, the
 // parent of each file path and, when a file path is a symlink, the parent
-// of the file it resolves to (an edit there changes the rules too).
-func (r *Reloader) watchDirs() []string {
-	var dirs []string
+// of the file it resolves to (an edit there changes the rules too). It is
+// re-evaluated after each reload, since a ..data swap moves the target.
+func (r *Reloader) watchTargets() *watchTargets {
+	t := &watchTargets{files: make(map[string]bool), ruleDirs: make(map[string]bool)}
 	add := func(d string) {
-		if !slices.Contains(dirs, d) {
-			dirs = append(dirs, d)
+		if !slices.Contains(t.dirs, d) {
+			t.dirs = append(t.dirs, d)
 		}
 	}
 	for _, p := range r.paths {
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs // event names then match whichever spelling a directory was added under
+		}
 		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
 			add(p)
+			t.ruleDirs[p] = true
+			t.files[p] = true // the directory itself removed or replaced
 			continue
 		}
 		add(filepath.Dir(p))
+		t.files[p] = true
+		t.files[filepath.Join(filepath.Dir(p), "..data")] = true
 		if target, err := filepath.EvalSymlinks(p); err == nil {
 			add(filepath.Dir(target))
+			t.files[target] = true
 		}
 	}
-	return dirs
+	return t
 }

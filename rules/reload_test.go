@@ -273,3 +273,70 @@ func TestNewReloaderFailsOnBadRules(t *testing.T) {
 		t.Fatalf("NewReloader error = %v, want one problem", err)
 	}
 }
+
+// TestReloaderWatchIgnoresUnrelatedFiles writes other files beside the
+// rules many times (egressd's own log beside its rules file, an editor's
+// swap file in a rules directory): the rules are not read again. A change
+// to the rules is then read once.
+func TestReloaderWatchIgnoresUnrelatedFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		byDir  bool   // watch the directory rather than the file
+		noise  string // the unrelated file written
+		rename bool   // change the rules by rename (else in place)
+	}{
+		{name: "file", noise: "egressd.log", rename: true},
+		{name: "dir", byDir: true, noise: ".rules.yaml.swp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := writeFile(t, dir, "rules.yaml", hostRule("v1.test"))
+			watched := path
+			if tc.byDir {
+				watched = dir
+			}
+			events := make(reloadEvents, 10)
+			debounce := 20 * time.Millisecond
+			r, err := NewReloader([]string{watched}, ReloaderOptions{OnReload: func(err error) { events <- err }, Debounce: debounce})
+			if err != nil {
+				t.Fatal(err)
+			}
+			startWatch(t, r)
+			readsBefore := r.reads.Load() // Watch's own read once watching
+
+			f, err := os.OpenFile(filepath.Join(dir, tc.noise), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			for range 5 { // bursts spaced wider than the debounce, each a reload before the fix
+				for range 200 {
+					if _, err := f.WriteString("level=INFO msg=request\n"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				time.Sleep(3 * debounce)
+			}
+			writeFile(t, dir, "notes.txt", "x") // a new non-rule file too
+
+			if tc.rename {
+				tmp := writeFile(t, dir, ".rules.yaml.tmp", hostRule("v2.test"))
+				if err := os.Rename(tmp, path); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				writeFile(t, dir, "rules.yaml", hostRule("v2.test"))
+			}
+			if err := events.next(t); err != nil { // events arrive in order: the noise was seen first
+				t.Fatal(err)
+			}
+			for !allows(r.Current(), "v2.test") { // an in-place write may be seen half done first
+				events.next(t)
+			}
+			st := r.Stats()
+			if reads := r.reads.Load() - readsBefore; st.Reloads != 1 || reads > 2 {
+				t.Errorf("after unrelated writes and one rules change: %d reads of the rules, stats %+v; want 1 read (2 for a torn in-place write), 1 reload", reads, st)
+			}
+		})
+	}
+}
