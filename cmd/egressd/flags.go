@@ -172,9 +172,6 @@ func (c *runConfig) validate() error {
 	if c.Rules == "" {
 		return errors.New("--rules is required")
 	}
-	if len(c.Cgroups) == 0 {
-		return errors.New("at least one --cgroup is required")
-	}
 	if c.Dial != "resolve" && c.Dial != "original" {
 		return fmt.Errorf("--dial %q: want resolve or original", c.Dial)
 	}

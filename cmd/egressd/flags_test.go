@@ -69,7 +69,6 @@ func TestParseRunFlagsUsageErrors(t *testing.T) {
 		env  []string
 	}{
 		{"no rules", []string{"--cgroup", "c"}, nil},
-		{"no cgroup", []string{"--rules", "r"}, nil},
 		{"unknown flag", append([]string{"--nope"}, ok...), nil},
 		{"extra argument", append(ok, "extra"), nil},
 		{"bad port", append([]string{"--proxy-port", "70000"}, ok...), nil},

@@ -72,6 +72,11 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	if err := l7.CheckEgressProxy(reloader.Current(), cfg.EgressProxy); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
+	// Checked after the rules, so invalid rules are reported (exit 1) even
+	// on a command line that lacks --cgroup.
+	if len(cfg.Cgroups) == 0 {
+		return fmt.Errorf("%w: at least one --cgroup is required (the cgroup v2 directory whose processes egressd redirects)", errUsage)
+	}
 	mark := cfg.SocketMark
 	if mark == 0 {
 		mark = redirect.DefaultMark

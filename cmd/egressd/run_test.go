@@ -51,3 +51,27 @@ func TestWithDefaultPort(t *testing.T) {
 		}
 	}
 }
+
+// Without --cgroup, run is a usage error — but invalid rules are reported
+// first (exit 1), so a user fixing a rule file sees the real problem.
+func TestRunWithoutCgroup(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(good, []byte("kind: EgressRule\nspec:\n  destination: {service: api.example.test}\n  ports: [{port: 80, protocol: HTTP}]\n"), 0o644)
+	os.WriteFile(bad, []byte("kind: EgressRule\nspec:\n  destination: {}\n"), 0o644)
+	for _, tc := range []struct {
+		rules string
+		code  int
+		want  string
+	}{
+		{good, exitUsage, "--cgroup is required"},
+		{bad, exitFailure, "spec.destination.service"},
+	} {
+		var stderr strings.Builder
+		err := runCmd(context.Background(), []string{"--rules", tc.rules, "--admin", "127.0.0.1:0"}, io.Discard, &stderr)
+		if code := exitCode(err, &stderr); code != tc.code || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("run --rules %s: exit %d, want %d; stderr lacks %q:\n%s", filepath.Base(tc.rules), code, tc.code, tc.want, stderr.String())
+		}
+	}
+}
