@@ -41,14 +41,25 @@ type accessEntry struct {
 
 // finish writes e's access-log line and records its metrics.
 func (p *Proxy) finish(e *accessEntry) {
-	d := time.Since(e.start)
+	now := time.Now()
+	d := now.Sub(e.start)
 	p.metrics.requests.WithLabelValues(e.decision, e.rule, e.protocol).Inc()
 	p.metrics.duration.WithLabelValues(e.decision).Observe(d.Seconds())
+	if p.accessBuf != nil { // the same line, encoded without slog (accesslogbuf.go)
+		p.accessBuf.logEntry(now, e, d)
+		return
+	}
 	ctx := context.Background()
 	if !p.access.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	attrs := [...]slog.Attr{
+	attrs, n := accessAttrs(e, d)
+	p.access.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)
+}
+
+// accessAttrs are the attributes of e's line; only the first n are logged.
+func accessAttrs(e *accessEntry, d time.Duration) (attrs [13]slog.Attr, n int) {
+	attrs = [...]slog.Attr{
 		slog.String("client", addrText(e.clientText, e.client)),
 		slog.String("orig_dst", addrText(e.origText, e.orig)),
 		slog.String("host", e.host),
@@ -63,11 +74,11 @@ func (p *Proxy) finish(e *accessEntry) {
 		slog.Duration("duration", d),
 		slog.String("reason", e.reason),
 	}
-	n := len(attrs)
+	n = len(attrs)
 	if e.reason == "" {
 		n--
 	}
-	p.access.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)
+	return attrs, n
 }
 
 // addrText is text, or ap formatted when text is empty.

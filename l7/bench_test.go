@@ -172,6 +172,19 @@ func BenchmarkProxyAllowedKeepAlive(b *testing.B) {
 		e := benchProxy(b, benchUpstream(b), slog.New(slog.NewJSONHandler(f, nil)))
 		runKeepAlive(b, e.addr, benchRequest)
 	})
+	for _, asJSON := range []bool{true, false} { // l7's own encoder, lines written in batches (as egressd run does)
+		b.Run(map[bool]string{true: "log=json-file-buffered", false: "log=text-file-buffered"}[asJSON], func(b *testing.B) {
+			f, err := os.Create(filepath.Join(b.TempDir(), "access.log"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			al := NewAccessLog(f, AccessLogOptions{JSON: asJSON})
+			defer al.Close()
+			e := benchProxy(b, benchUpstream(b), slog.New(al))
+			runKeepAlive(b, e.addr, benchRequest)
+		})
+	}
 }
 
 // BenchmarkProxyAllowedNewConnection: a new client connection per request

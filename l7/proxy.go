@@ -87,8 +87,8 @@ type Config struct {
 	Logger      *slog.Logger   // errors, and the access log unless AccessLog is set; nil: discard
 	// AccessLog receives one Info record per request ("request"); nil: Logger.
 	// A logger whose handler is disabled at Info (slog.DiscardHandler) turns
-	// the access log off at no cost; a handler writing to a buffered writer
-	// saves the write(2) per request.
+	// the access log off at no cost; an *AccessLog handler (NewAccessLog)
+	// encodes lines without slog and saves the write(2) per request.
 	AccessLog *slog.Logger
 	Metrics   prometheus.Registerer // nil: metrics are kept but not registered
 
@@ -103,15 +103,16 @@ type Config struct {
 
 // Proxy is the L7 egress proxy. It is safe for concurrent use.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	access  *slog.Logger // access log: Config.AccessLog, else log
-	metrics *metrics
-	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
-	pool    *upstreamPool
-	egress  *egressProxy // egressproxy.go: parsed Config.EgressProxy; nil: none
-	h2      h2cProxy     // h2c.go: HTTP/2 server and transport shared by h2c connections
-	tlsSess tls.ClientSessionCache
+	cfg       Config
+	log       *slog.Logger
+	access    *slog.Logger // access log: Config.AccessLog, else log
+	accessBuf *AccessLog   // access's handler when it is one: finish encodes lines itself; nil: via slog
+	metrics   *metrics
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
+	pool      *upstreamPool
+	egress    *egressProxy // egressproxy.go: parsed Config.EgressProxy; nil: none
+	h2        h2cProxy     // h2c.go: HTTP/2 server and transport shared by h2c connections
+	tlsSess   tls.ClientSessionCache
 
 	closing  atomic.Bool
 	mu       sync.Mutex
@@ -154,6 +155,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.access = cmp.Or(cfg.AccessLog, p.log)
+	p.accessBuf, _ = p.access.Handler().(*AccessLog)
 	p.dial = cfg.Dial
 	if p.dial == nil {
 		d := &net.Dialer{Timeout: cfg.ConnectTimeout, Resolver: cfg.Resolver, Control: markControl(cfg.Mark)}

@@ -1,0 +1,147 @@
+package l7
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAccessLogEncodesAsSlog: the lines an AccessLog encodes itself are
+// byte for byte those slog's JSON and text handlers write for the same
+// record, odd strings included.
+func TestAccessLogEncodesAsSlog(t *testing.T) {
+	base := accessEntry{
+		client: netip.MustParseAddrPort("10.0.0.7:40000"), orig: netip.MustParseAddrPort("[2001:2::1]:443"),
+		host: "api.allowed.test", port: 443, protocol: protoNameHTTP1, upstream: "https", rule: "wild",
+		decision: "allow", status: 200, bytesIn: 12, bytesOut: 1 << 40,
+	}
+	odd := []string{"", "a b", "k=v", `q"uote\back`, "tab\tnl\nctl\x01\x7f", "bad\xffutf8", "sep\u2028\u2029", "héllo ünïcode", "<&>", "\u00a0nbsp"}
+	var entries []accessEntry
+	entries = append(entries, base)
+	for _, s := range odd {
+		e := base
+		e.host, e.reason, e.rule = s, "upstream said: "+s, s
+		e.clientText = "[::1]:9"
+		entries = append(entries, e)
+	}
+	now := time.Date(2026, 11, 26, 6, 30, 0, 123000000, time.FixedZone("x", 3600))
+	for _, asJSON := range []bool{true, false} {
+		for _, e := range entries {
+			for _, d := range []time.Duration{0, 1500 * time.Microsecond, 3*time.Second + 7} {
+				var got, want bytes.Buffer
+				a := NewAccessLog(&got, AccessLogOptions{JSON: asJSON})
+				a.logEntry(now, &e, d)
+				a.Close()
+
+				var h slog.Handler = slog.NewTextHandler(&want, nil)
+				if asJSON {
+					h = slog.NewJSONHandler(&want, nil)
+				}
+				r := slog.NewRecord(now, slog.LevelInfo, "request", 0)
+				attrs, n := accessAttrs(&e, d)
+				r.AddAttrs(attrs[:n]...)
+				h.Handle(context.Background(), r)
+				if got.String() != want.String() {
+					t.Errorf("json=%v:\n got %s\nwant %s", asJSON, got.String(), want.String())
+				}
+			}
+		}
+	}
+}
+
+// TestAccessLogBuffered: through a proxy, lines wait in the buffer (no
+// write per request) until the flush interval, a full buffer or Close, and
+// none is lost.
+func TestAccessLogBuffered(t *testing.T) {
+	u := newUpstream(t, nil)
+	out := &syncBuffer{}
+	al := NewAccessLog(out, AccessLogOptions{JSON: true, FlushInterval: time.Hour, BufferSize: 2000})
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+		AccessLog:   slog.New(al),
+	})
+	rc := e.dial()
+	get := func() {
+		rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+		rc.read("GET")
+	}
+	get()
+	slog.New(al).Info("other record", "k", 1) // not from the proxy: slog's handler, same buffer
+	if out.String() != "" {
+		t.Fatalf("written before any flush: %q", out.String())
+	}
+	for range 20 { // the 2000-byte buffer fills
+		get()
+	}
+	if strings.Count(out.String(), "\n") < 6 { // ~290 bytes a line
+		t.Fatalf("nothing written once the buffer filled: %q", out.String())
+	}
+	if err := al.Close(); err != nil {
+		t.Fatal(err)
+	}
+	get() // after Close: written at once
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 23 {
+		t.Fatalf("%d lines, want 23 (22 requests, 1 other):\n%s", len(lines), out.String())
+	}
+	for i, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("line %d %q: %v", i, l, err)
+		}
+		if want := map[bool]string{true: "other record", false: "request"}[i == 1]; m["msg"] != want || i != 1 && m["status"] != 200.0 {
+			t.Errorf("line %d: %v", i, m)
+		}
+	}
+
+	// The timer flushes a lone line.
+	timed := &syncBuffer{}
+	al = NewAccessLog(timed, AccessLogOptions{FlushInterval: 10 * time.Millisecond})
+	defer al.Close()
+	slog.New(al).Info("request", "k", "v")
+	for deadline := time.Now().Add(10 * time.Second); timed.String() == "" && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !strings.Contains(timed.String(), "msg=request k=v") {
+		t.Fatalf("timer flush: %q", timed.String())
+	}
+}
+
+func BenchmarkAccessLogEntry(b *testing.B) {
+	e := accessEntry{
+		client: netip.MustParseAddrPort("10.0.0.7:40000"), orig: netip.MustParseAddrPort("198.18.0.1:80"),
+		host: "api.allowed.test", port: 80, protocol: protoNameHTTP1, upstream: "http", rule: "wild",
+		decision: "allow", status: 200, bytesIn: 0, bytesOut: 1234,
+	}
+	for _, f := range []struct {
+		name string
+		json bool
+	}{{"json", true}, {"text", false}} {
+		b.Run("l7/"+f.name, func(b *testing.B) {
+			a := NewAccessLog(io.Discard, AccessLogOptions{JSON: f.json})
+			b.ReportAllocs()
+			for b.Loop() {
+				a.logEntry(time.Now(), &e, time.Millisecond)
+			}
+		})
+		b.Run("slog/"+f.name, func(b *testing.B) {
+			var h slog.Handler = slog.NewTextHandler(io.Discard, nil)
+			if f.json {
+				h = slog.NewJSONHandler(io.Discard, nil)
+			}
+			l := slog.New(h)
+			b.ReportAllocs()
+			for b.Loop() {
+				attrs, n := accessAttrs(&e, time.Millisecond)
+				l.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:n]...)
+			}
+		})
+	}
+}
