@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestE2EDialOriginalAndExclude: --dial=original sends an allowed request to
@@ -27,6 +28,12 @@ func TestE2EDialOriginalAndExclude(t *testing.T) {
 	r = curl(t, w, nil, at("denied.test", portHTTP, excluded)...)
 	if r.code != 200 || r.field("local") != excluded.String() {
 		t.Errorf("excluded CIDR: %d at %q, want 200 straight from the upstream\n%s%s", r.code, r.field("local"), r.body, r.err)
+	}
+	// The access log is written in batches: once a later request's line is
+	// out, so is every earlier one.
+	curl(t, w, w.pod, at("flush.denied.test", portHTTP, decoy4)...)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(a.output(), "host=flush.denied.test") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 	if strings.Contains(a.output(), "orig_dst="+excluded.String()) {
 		t.Errorf("a connection to an excluded CIDR went through egressd:\n%s", a.output())

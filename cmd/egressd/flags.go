@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -32,6 +33,7 @@ type runConfig struct {
 	DNS          string // host:port of the resolver; "" for the system's
 	Dial         string // resolve | original
 	LogFormat    string // text | json
+	AccessLog    string // on ("" too) | off (accesslog.go)
 	SocketMark   uint32
 	PinDir       string
 	DenyUDP      bool
@@ -43,6 +45,8 @@ type runConfig struct {
 	IdleTimeout       time.Duration
 	ResponseTimeout   time.Duration
 	MaxHeaderBytes    int
+
+	accessLog *slog.Logger // built from AccessLog by runCmd; nil: the main log
 }
 
 // Defaults of run's flags that cmd owns (the proxy's own limits default in l7).
@@ -78,6 +82,7 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.DNS, "dns", "", "DNS server `host[:port]` to resolve upstream names with (default: the system's)")
 	fs.StringVar(&cfg.Dial, "dial", "resolve", "upstream address: `resolve` the matched host, or dial the original destination IP")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
+	fs.Var(accessLogFlag{&cfg.AccessLog}, "access-log", accessLogUsage)
 	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK `mark` on egressd's own sockets, which the BPF programs skip")
 	fs.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs `directory` of the pinned programs and maps (default <bpffs>/egressd)")
 	fs.BoolVar(&cfg.DenyUDP, "deny-udp", false, "refuse all UDP from the cgroups but DNS (UDP to port 443 is always refused)")

@@ -29,9 +29,12 @@ type gatewayConfig struct {
 	CAFile          string
 	DNS             string
 	LogFormat       string
+	AccessLog       string // on ("" too) | off (accesslog.go)
 	TLSCert, TLSKey string // serve the proxy over TLS; both or neither
 	SocketMark      uint32
 	ShutdownTimeout time.Duration
+
+	accessLog *slog.Logger // built from AccessLog by gatewayCmd; nil: the main log
 }
 
 // Defaults of gateway's flags: its own ports, so that a gateway and an
@@ -61,6 +64,7 @@ func newGatewayFlags(cfg *gatewayConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM `file` of extra root CAs for TLS origination")
 	fs.StringVar(&cfg.DNS, "dns", "", "DNS server `host[:port]` to resolve upstream names with (default: the system's)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
+	fs.Var(accessLogFlag{&cfg.AccessLog}, "access-log", accessLogUsage)
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM `file` of the certificate (chain) to serve the proxy over TLS, with --tls-key; agents then use --egress-proxy https://…")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM `file` of the private key of --tls-cert")
 	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets, 0: none (give the agent's mark when the gateway runs in a redirected cgroup)")
@@ -108,6 +112,9 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	access := newAccessLog(cfg.AccessLog, cfg.LogFormat, stderr)
+	defer access.close() // the lines still waiting, once the proxy has stopped
+	cfg.accessLog = access.logger
 	return runGateway(ctx, cfg, newLogger(cfg.LogFormat, stderr))
 }
 
@@ -130,7 +137,7 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		rulesCollector{reloader})
-	pc := l7.Config{Rules: reloader, Mark: cfg.SocketMark, RootCAs: roots, Logger: log, Metrics: reg}
+	pc := l7.Config{Rules: reloader, Mark: cfg.SocketMark, RootCAs: roots, Logger: log, AccessLog: cfg.accessLog, Metrics: reg}
 	if cfg.DNS != "" {
 		pc.Resolver = gatewayResolver(cfg.DNS, cfg.SocketMark)
 	}

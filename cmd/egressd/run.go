@@ -37,7 +37,10 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		log.Info("uninstalled: programs detached, pins removed")
 		return nil
 	}
+	access := newAccessLog(cfg.AccessLog, cfg.LogFormat, stderr)
+	cfg.accessLog = access.logger
 	err = runAgent(ctx, cfg, log)
+	_ = access.close() // the lines still waiting, before the last words below
 	if err != nil && cfg.LogFormat == "json" {
 		// Keep stderr machine-readable; main prints the error as text otherwise.
 		log.Error("egressd run failed", "err", err.Error())
@@ -203,6 +206,7 @@ func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, log *slo
 		RootCAs:           roots,
 		EgressProxy:       cfg.EgressProxy,
 		Logger:            log,
+		AccessLog:         cfg.accessLog,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
