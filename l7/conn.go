@@ -35,6 +35,10 @@ type clientConn struct {
 	gateway bool
 
 	state atomic.Int32
+	// up is the upstream connection of the HTTP/1.x exchange in flight, if
+	// any: forceClose closes it too, so that a request blocked on its
+	// upstream does not hold Shutdown past its deadline.
+	up atomic.Pointer[upConn]
 	// onShutdown, when set by a protocol handler (h2c: send GOAWAY), is
 	// called once by Shutdown instead of closing the connection while it is
 	// active. It must not block.
@@ -80,6 +84,18 @@ func (c *clientConn) closeIfIdle() {
 func (c *clientConn) forceClose() {
 	c.state.Store(stateClosed)
 	c.close()
+	if uc := c.up.Load(); uc != nil {
+		uc.nc.Close()
+	}
+}
+
+// setUpstream records uc (nil: none) as the upstream connection in use, for
+// forceClose; uc is closed at once when forceClose came first.
+func (c *clientConn) setUpstream(uc *upConn) {
+	c.up.Store(uc)
+	if uc != nil && c.state.Load() == stateClosed {
+		uc.nc.Close()
+	}
 }
 
 func (c *clientConn) close() { c.nc.Close() }

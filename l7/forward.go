@@ -43,7 +43,9 @@ func (s *h1conn) forward(m rules.Match) bool {
 				return s.upstreamFailed(err, false)
 			}
 		}
+		s.c.setUpstream(uc)
 		keep, retry := s.exchange(uc)
+		s.c.setUpstream(nil)
 		if !retry || attempt > 0 {
 			return keep
 		}

@@ -253,8 +253,10 @@ func (p *Proxy) trackConn(c *clientConn, add bool) bool {
 
 // Shutdown stops accepting, closes idle client connections, waits for the
 // requests in flight to finish and closes the idle upstream connections. When
-// ctx ends first, the remaining connections are closed and ctx's error is
-// returned.
+// ctx ends first, the remaining connections are closed, client and upstream
+// sides (a request waiting for its response head does not hold Shutdown up
+// to ResponseTimeout; a dial under way still takes up to ConnectTimeout),
+// and ctx's error is returned.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.closing.Swap(true) {
