@@ -35,6 +35,10 @@ const protoNameConnect = "connect"
 //   - anything else: origin-form requests, and CONNECT or absolute form to a
 //     host or port no rule allows, get 403; malformed requests 400.
 //
+// In the access log, orig_dst is the target asked for (host:port, the
+// scheme's port when the absolute form names none), or the gateway's own
+// address for a request that names no usable target.
+//
 // Proxy-Authorization is consumed, never forwarded (the gateway does not
 // check it). Rules with useEgressProxy are served directly: the gateway is
 // the egress proxy, unless Config.EgressProxy chains it to another one.
@@ -59,7 +63,7 @@ func (p *Proxy) serveGateway(c *clientConn) {
 // is parsed; false: close the connection.
 func (s *h1conn) serveGatewayRequest() bool {
 	r := &s.req
-	s.entry.orig = s.c.local // the gateway's own address: there is no other destination
+	s.entry.orig = s.c.local // logged until gatewayDecide knows the target: there is no original destination
 	if string(r.bytes(r.method)) == "CONNECT" {
 		return s.gatewayConnect()
 	}
@@ -94,9 +98,11 @@ func (s *h1conn) serveGatewayRequest() bool {
 }
 
 // gatewayDecide matches s.entry.host on port and points the connection's
-// destination port there for forward.
+// destination port there for forward. The access log's orig_dst becomes the
+// target asked for, host:port.
 func (s *h1conn) gatewayDecide(port uint16) (rules.Match, bool) {
 	s.entry.port = port
+	s.entry.origText = net.JoinHostPort(hostOnly(s.entry.host), strconv.Itoa(int(port)))
 	s.c.orig = netip.AddrPortFrom(netip.Addr{}, port)
 	m, ok := s.p.decide(s.entry.host, port)
 	if !ok {

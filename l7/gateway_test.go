@@ -151,19 +151,22 @@ func TestGatewayCurlConnect(t *testing.T) {
 func TestGatewayRefusesEverythingElse(t *testing.T) {
 	svc := newService(t, nil)
 	e := newGateway(t, nil, httpRule("plain", "a.allowed.test", svc.port))
+	gw := e.addr // where a request naming no target went
 	cases := []struct {
 		name, req string
 		status    int
+		origDst   string // in the access log: the target asked for, else the gateway
 	}{
-		{"CONNECT to a host outside the rules", "CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n", 403},
-		{"CONNECT to a port outside the rules", "CONNECT a.allowed.test:1 HTTP/1.1\r\nHost: a.allowed.test:1\r\n\r\n", 403},
-		{"CONNECT by IP", fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", svc.port), 403},
-		{"absolute form to a denied host", "GET http://evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n", 403},
-		{"absolute form to a denied port", "GET http://a.allowed.test/ HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n", 403},
-		{"origin form", fmt.Sprintf("GET / HTTP/1.1\r\nHost: a.allowed.test:%d\r\n\r\n", svc.port), 403},
-		{"CONNECT without a port", "CONNECT a.allowed.test HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n", 400},
-		{"absolute form with a bad port", "GET http://a.allowed.test:99999/ HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n", 400},
-		{"CONNECT with a body", fmt.Sprintf("CONNECT a.allowed.test:%d HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", svc.port), 400},
+		{"CONNECT to a host outside the rules", "CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n", 403, "evil.test:443"},
+		{"CONNECT to a port outside the rules", "CONNECT a.allowed.test:1 HTTP/1.1\r\nHost: a.allowed.test:1\r\n\r\n", 403, "a.allowed.test:1"},
+		{"CONNECT by IP", fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", svc.port), 403, fmt.Sprintf("127.0.0.1:%d", svc.port)},
+		{"absolute form to a denied host", "GET http://evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n", 403, "evil.test:80"},
+		{"absolute form to a denied port", "GET http://a.allowed.test/ HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n", 403, "a.allowed.test:80"},
+		{"origin form", fmt.Sprintf("GET / HTTP/1.1\r\nHost: a.allowed.test:%d\r\n\r\n", svc.port), 403, gw},
+		{"CONNECT without a port", "CONNECT a.allowed.test HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n", 400, gw},
+		{"absolute form with a bad port", "GET http://a.allowed.test:99999/ HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n", 400, gw},
+		{"CONNECT with a body", fmt.Sprintf("CONNECT a.allowed.test:%d HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", svc.port), 400, gw},
+		{"unreadable head", "GET http://a.allowed.test/ HTTP/1.1\nHost: a.allowed.test\n\n", 400, gw},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -174,6 +177,9 @@ func TestGatewayRefusesEverythingElse(t *testing.T) {
 			if resp.StatusCode != tc.status || resp.Header.Get("X-Egressd") == "" {
 				t.Fatalf("got %d %q, want %d from egressd", resp.StatusCode, body, tc.status)
 			}
+			logs := strings.Split(strings.TrimSpace(e.logs.String()), "\n")
+			mustContain(t, logs[len(logs)-1], `"msg":"request"`)
+			mustContain(t, logs[len(logs)-1], `"orig_dst":"`+tc.origDst+`"`)
 		})
 	}
 	svc.none(t)

@@ -39,7 +39,11 @@ func (p *Proxy) serveHTTP1(c *clientConn) {
 	c.bw = writerPool.Get().(*bufio.Writer)
 	c.bw.Reset(c.nc)
 	s := h1connPool.Get().(*h1conn)
-	s.p, s.c, s.clientText, s.origText = p, c, c.client.String(), c.orig.String()
+	orig := c.orig
+	if c.gateway { // no original destination: where the client connected (gatewayDecide logs the target)
+		orig = c.local
+	}
+	s.p, s.c, s.clientText, s.origText = p, c, c.client.String(), orig.String()
 	defer s.release()
 	for s.serveOne() && !p.closing.Load() {
 	}
