@@ -153,7 +153,7 @@ func (s *h1conn) gatewayConnect() bool {
 		return false
 	}
 	c.nc.SetDeadline(time.Time{})
-	s.entry.bytesIn, s.entry.bytesOut, err = splice(c.nc, src, up)
+	s.entry.bytesIn, s.entry.bytesOut, err = splice(c.nc, src, up, s.p.cfg.IdleTimeout)
 	if err != nil {
 		s.entry.reason = "tunnel failed: " + err.Error()
 	}

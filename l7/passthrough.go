@@ -3,8 +3,10 @@ package l7
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 )
 
@@ -50,7 +52,7 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 		return
 	}
 	defer up.Close()
-	e.bytesIn, e.bytesOut, err = splice(c.nc, br, up)
+	e.bytesIn, e.bytesOut, err = splice(c.nc, br, up, p.cfg.IdleTimeout)
 	if err != nil {
 		e.reason = "spliced connection failed: " + err.Error()
 	}
@@ -58,19 +60,19 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 
 // splice copies client→upstream (starting with what is buffered in clientR)
 // and upstream→client until both directions end. A direction that reaches
-// EOF half-closes its destination, so the other may go on; one that fails
-// closes both connections, so the other cannot hang. It returns the bytes
-// sent each way and the first failure.
-func splice(client net.Conn, clientR io.Reader, up net.Conn) (in, out int64, err error) {
+// EOF half-closes its destination, so the other may go on, but no longer
+// than grace without a byte: a peer that stays half-open and silent does not
+// hold the connection until Shutdown. One that fails closes both
+// connections, so the other cannot hang. It returns the bytes sent each way
+// and the first failure.
+func splice(client net.Conn, clientR io.Reader, up net.Conn, grace time.Duration) (in, out int64, err error) {
 	inErr := make(chan error, 1)
 	go func() {
 		var err error
-		in, err = io.Copy(up, clientR)
-		endDirection(up, err, client)
+		in, err = copyHalf(up, clientR, client, grace)
 		inErr <- err
 	}()
-	out, outErr := io.Copy(client, up)
-	endDirection(client, outErr, up)
+	out, outErr := copyHalf(client, up, up, grace)
 	// A direction that found its connection closed was stopped by the
 	// other's failure (the one to report) or by Shutdown.
 	for _, err := range [...]error{<-inErr, outErr} {
@@ -79,6 +81,31 @@ func splice(client net.Conn, clientR io.Reader, up net.Conn) (in, out int64, err
 		}
 	}
 	return in, out, nil
+}
+
+// copyHalf copies src (read from srcConn) to dst, then ends the direction
+// (endDirection). A clean end starts the other direction's grace: a read
+// deadline on dst, which is the other direction's source. A direction in its
+// grace that times out having moved bytes since the last deadline gets
+// another one; one that moved none is cut.
+func copyHalf(dst net.Conn, src io.Reader, srcConn net.Conn, grace time.Duration) (int64, error) {
+	var n int64
+	for {
+		k, err := io.Copy(dst, src)
+		n += k
+		if k > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			srcConn.SetReadDeadline(time.Now().Add(grace))
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("idle for %v after the other direction ended: %w", grace, err)
+		}
+		endDirection(dst, err, srcConn)
+		if err == nil {
+			dst.SetReadDeadline(time.Now().Add(grace))
+		}
+		return n, err
+	}
 }
 
 // endDirection half-closes dst after a clean EOF, or closes both ends

@@ -21,7 +21,7 @@ func (s *h1conn) spliceUpgrade(uc *upConn) {
 	}
 	s.c.nc.SetDeadline(time.Time{})
 	uc.nc.SetDeadline(time.Time{})
-	in, out, err := splice(s.c.nc, s.c.br, uc.nc)
+	in, out, err := splice(s.c.nc, s.c.br, uc.nc, s.p.cfg.IdleTimeout)
 	s.entry.bytesIn += in
 	s.entry.bytesOut += out
 	if err != nil {
