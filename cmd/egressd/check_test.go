@@ -16,7 +16,8 @@ func runEgressd(t *testing.T, args ...string) (stdout, stderr string, code int) 
 	t.Helper()
 	var out, errb bytes.Buffer
 	err := dispatch(context.Background(), args, &out, &errb)
-	return out.String(), errb.String(), exitCode(err, &errb)
+	code = exitCode(err, &errb) // prints the error, as main does: before stderr is read
+	return out.String(), errb.String(), code
 }
 
 // unsetEnv removes an environment variable for the test's duration.
@@ -113,6 +114,18 @@ func TestCheckUsage(t *testing.T) {
 	}
 	if out, _, code := runEgressd(t, "check", "-h"); code != 0 || out != "" {
 		t.Errorf("check -h: exit %d", code)
+	}
+}
+
+// An error returned to main reaches stderr: runEgressd shows it as a user would.
+func TestRunEgressdShowsTheError(t *testing.T) {
+	unsetEnv(t, "EGRESSD_EGRESS_PROXY")
+	unsetEnv(t, "EGRESSD_CGROUP")
+	proxy := writeRules(t, map[string]string{"p.yaml": proxyRule})
+	_, errOut, code := runEgressd(t, "run", "--rules", proxy, "--admin", "127.0.0.1:0")
+	want := "egressd: rules: 1 rule(s) have useEgressProxy but no egress proxy is configured"
+	if code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("exit %d, stderr:\n%s\nwant exit 1 and %q", code, errOut, want)
 	}
 }
 
