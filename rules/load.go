@@ -100,7 +100,7 @@ func (l *loader) finish() (*Set, error) {
 		return nil, &Error{Problems: []Problem{{Message: err.Error()}}}
 	}
 	if len(rs) == 0 {
-		l.warn("", 0, "", "no EgressRule found: every egress connection will be denied")
+		l.warn("", 0, "", "no EgressRule documents found: every request will be denied")
 	}
 	s.files = l.files
 	return s, nil

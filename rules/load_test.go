@@ -78,7 +78,8 @@ func TestLoadForms(t *testing.T) {
 		{"quoted wildcard and comment", "kind: EgressRule\nspec:\n  destination:\n    service: *  # everything\n  ports: [{port: 80, protocol: HTTP}]\n", 1, ""},
 		{"identical duplicates", "kind: EgressRule\nspec: {destination: {service: a.test}, ports: [{port: 80, protocol: HTTP}, {port: 80, protocol: http}]}\n---\nkind: EgressRule\nspec: {destination: {service: A.test}, ports: [{port: 80, protocol: HTTP}]}\n", 2, ""},
 		{"anchors", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports: &p [{port: 80, protocol: HTTP}]\n---\nkind: EgressRule\nspec:\n  destination: {service: b.test}\n  ports: *p\n", 2, ""},
-		{"empty file", "", 0, "no EgressRule found"},
+		{"empty file", "", 0, noRulesWarning},
+		{"only other kinds", "kind: ConfigMap\nmetadata: {name: x}\n---\nkind: ServiceEntry\nspec: {}\n", 0, noRulesWarning},
 		{"flow style wildcard", "kind: EgressRule\nspec: {destination: {service: *.foo.com}, ports: [{port: 80, protocol: HTTP}]}\n", 1, ""},
 	}
 	for _, tt := range tests {

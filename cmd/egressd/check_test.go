@@ -49,6 +49,7 @@ func TestCheck(t *testing.T) {
 	good := writeRules(t, map[string]string{"a.yaml": goodRule, "b.yml": goodRule, "notes.txt": "not read"})
 	bad := writeRules(t, map[string]string{"a.yaml": goodRule, "b.yaml": badRule, "c.yaml": badRule})
 	proxy := writeRules(t, map[string]string{"p.yaml": proxyRule})
+	none := writeRules(t, map[string]string{"empty.yaml": "", "other.yaml": "kind: ConfigMap\nmetadata: {name: x}\n"})
 	tests := []struct {
 		name string
 		args []string
@@ -69,6 +70,11 @@ func TestCheck(t *testing.T) {
 		{"warning", []string{"check", proxy}, 0, []string{
 			"warning: --egress-proxy: not given, but 1 rule uses useEgressProxy (the first: via-proxy at " + filepath.Join(proxy, "p.yaml") + ":1)",
 			"1 file, 1 rule: OK (1 warning)\n"}},
+		{"no rules: empty file", []string{"check", filepath.Join(none, "empty.yaml")}, 0, []string{
+			"warning: no EgressRule documents found: every request will be denied\n", "1 file, 0 rules: OK (1 warning)\n"}},
+		{"no rules: other kinds only", []string{"check", none}, 0, []string{
+			"warning: " + filepath.Join(none, "other.yaml") + ":1: kind: ConfigMap is not an EgressRule",
+			"warning: no EgressRule documents found: every request will be denied\n", "2 files, 0 rules: OK (2 warnings)\n"}},
 		{"proxy given", []string{"check", "--egress-proxy", "http://proxy.test:3128", proxy}, 0, []string{"1 file, 1 rule: OK\n"}},
 		{"proxy empty", []string{"check", "--egress-proxy=", proxy}, 1, []string{"--egress-proxy: empty, but 1 rule uses useEgressProxy", "1 problem\n"}},
 		{"proxy invalid", []string{"check", "--egress-proxy", "socks5://x:1", good}, 1, []string{`--egress-proxy: "socks5://x:1" must be http:// or https://`}},
