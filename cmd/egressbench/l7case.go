@@ -30,7 +30,7 @@ func l7Cmd(ctx context.Context, args []string, stdout io.Writer) error {
 	orig := fs.String("orig", "", "original destination `ip:port` of every connection")
 	dnsAddr := fs.String("dns", "", "DNS server `address` (default: the system's)")
 	caFile := fs.String("ca-file", "", "extra root `CA`s for TLS origination")
-	logFile := fs.String("log", "", "JSON access log `file` (default: discarded)")
+	logFile := fs.String("log", "", "JSON log `file`, access log included, as egressd run writes it (default: discarded)")
 	cpuProf := fs.String("cpuprofile", "", "write a CPU profile to `file` on exit")
 	memProf := fs.String("memprofile", "", "write an allocation profile to `file` on exit")
 	if err := fs.Parse(args); err != nil {
@@ -60,6 +60,9 @@ func l7Cmd(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		defer f.Close()
 		cfg.Logger = slog.New(slog.NewJSONHandler(f, nil))
+		al := l7.NewAccessLog(f, l7.AccessLogOptions{JSON: true}) // batched, as egressd run writes it
+		defer al.Close()                                          // before f.Close
+		cfg.AccessLog = slog.New(al)
 	}
 	p, err := l7.New(cfg)
 	if err != nil {
