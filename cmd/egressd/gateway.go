@@ -10,15 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/egressd/egressd/l7"
-	"github.com/egressd/egressd/rules"
 )
 
 // gatewayConfig is the parsed command line of `egressd gateway`.
@@ -122,24 +116,19 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // proxy until ctx ends (SIGTERM/SIGINT), reloading the rules on change and
 // SIGHUP, then drains.
 func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
-	reloader, err := rules.NewReloader([]string{cfg.Rules}, rules.ReloaderOptions{Logger: log})
+	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log) // serve.go
 	if err != nil {
 		return err
 	}
+	defer stopHUP()
 	roots, err := loadRootCAs(cfg.CAFile)
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		rulesCollector{reloader})
+	reg := newRegistry(reloader)
 	pc := l7.Config{Rules: reloader, Mark: cfg.SocketMark, RootCAs: roots, Logger: log, AccessLog: cfg.accessLog, Metrics: reg}
 	if cfg.DNS != "" {
-		pc.Resolver = gatewayResolver(cfg.DNS, cfg.SocketMark)
+		pc.Resolver = dnsResolver(cfg.DNS, cfg.SocketMark)
 	}
 	proxy, err := l7.New(pc)
 	if err != nil {
@@ -163,7 +152,7 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 	ready.listening.Store(true)
 	log.Info("egressd gateway running", "listen", ln.Addr().String(), "admin", admin.addr.String(),
 		"rules", reloader.Current().Len())
-	return serve(ctx, &runConfig{ShutdownTimeout: cfg.ShutdownTimeout}, reloader, proxy, serveErr, hup, &ready, log)
+	return serve(ctx, cfg.ShutdownTimeout, reloader, proxy, serveErr, hup, &ready, log)
 }
 
 // listenGateway listens on --listen, behind TLS with --tls-cert/--tls-key
@@ -185,16 +174,4 @@ func listenGateway(cfg *gatewayConfig) (net.Listener, error) {
 		ln = tls.NewListener(ln, tc)
 	}
 	return ln, nil
-}
-
-// gatewayResolver resolves through the DNS server at addr only; its
-// sockets carry mark when there is one.
-func gatewayResolver(addr string, mark uint32) *net.Resolver {
-	if mark != 0 {
-		return dnsResolver(addr, mark)
-	}
-	var d net.Dialer
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return d.DialContext(ctx, network, addr)
-	}}
 }

@@ -3,19 +3,14 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"strconv"
 	"syscall"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/l7"
@@ -63,15 +58,11 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 // so a redirected connect never meets a closed port because of us; the
 // readiness flags follow the real state.
 func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
-	// Catch SIGHUP from the start: its default action would kill the agent.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
-	reloader, err := rules.NewReloader([]string{cfg.Rules}, rules.ReloaderOptions{Logger: log})
+	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log) // serve.go
 	if err != nil {
 		return err
 	}
+	defer stopHUP()
 	if err := l7.CheckEgressProxy(reloader.Current(), cfg.EgressProxy); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
@@ -89,9 +80,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		rulesCollector{reloader})
+	reg := newRegistry(reloader)
 	proxyCfg.Metrics = reg
 	var ready readiness
 	admin, err := startAdmin(cfg.Admin, adminHandler(reg, &ready, log), log)
@@ -127,65 +116,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	log.Info("egressd running", "proxy", ln.Addr().String(), "admin", admin.addr.String(),
 		"cgroups", cfg.Cgroups, "rules", reloader.Current().Len(), "dial", cfg.Dial)
 
-	return serve(ctx, cfg, reloader, proxy, serveErr, hup, &ready, log)
-}
-
-// serve reloads rules on change and SIGHUP until ctx ends or the proxy
-// fails, then shuts the proxy down gracefully.
-func serve(ctx context.Context, cfg *runConfig, reloader *rules.Reloader, proxy *l7.Proxy,
-	serveErr <-chan error, hup <-chan os.Signal, ready *readiness, log *slog.Logger) error {
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go func() {
-		if err := reloader.Watch(watchCtx); err != nil {
-			log.Error("rules: watching for changes failed; SIGHUP still reloads", "err", err)
-		}
-	}()
-	for {
-		select {
-		case <-hup:
-			log.Info("SIGHUP: reloading rules")
-			_ = reloader.Reload() // logs and counts a refused version itself
-		case err := <-serveErr:
-			ready.listening.Store(false)
-			return fmt.Errorf("proxy: %w", err)
-		case <-ctx.Done():
-			return drain(cfg, proxy, serveErr, ready, log)
-		}
-	}
-}
-
-// shutdownGrace is how long past --shutdown-timeout drain waits for the
-// proxy to finish cutting connections before exiting regardless.
-const shutdownGrace = time.Second
-
-// drain stops accepting and waits for requests in flight, at most
-// --shutdown-timeout (plus shutdownGrace).
-func drain(cfg *runConfig, proxy *l7.Proxy, serveErr <-chan error, ready *readiness, log *slog.Logger) error {
-	ready.stopping.Store(true)
-	log.Info("shutting down: no new connections, finishing requests in flight", "timeout", cfg.ShutdownTimeout)
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	// Shutdown closes the listener at once, then waits for requests in
-	// flight. Past the timeout it cuts the client connections, but a request
-	// still waiting on its upstream may hold it longer: the timeout is a
-	// bound, so stop waiting a moment later and let the exit close the rest.
-	done := make(chan error, 1)
-	go func() { done <- proxy.Shutdown(ctx) }()
-	if serr := <-serveErr; !errors.Is(serr, l7.ErrProxyClosed) {
-		log.Warn("proxy stopped with an error", "err", serr)
-	}
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(cfg.ShutdownTimeout + shutdownGrace):
-		err = errors.New("requests still waiting on their upstreams")
-	}
-	if err != nil {
-		return fmt.Errorf("shutdown: connections still open after %v were cut: %w", cfg.ShutdownTimeout, err)
-	}
-	log.Info("stopped")
-	return nil
+	return serve(ctx, cfg.ShutdownTimeout, reloader, proxy, serveErr, hup, &ready, log)
 }
 
 // proxyConfig builds the l7 configuration from the flags (OriginalDst and
@@ -237,10 +168,24 @@ func loadRootCAs(file string) (*x509.CertPool, error) {
 }
 
 // dnsResolver resolves through the server at addr (host:port) only. Its
-// sockets carry the mark, so they are never redirected even when the agent
-// runs inside an attached cgroup.
+// sockets carry the mark (none for 0), so they are never redirected even when
+// egressd runs inside an attached cgroup.
 func dnsResolver(addr string, mark uint32) *net.Resolver {
-	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+	d := &net.Dialer{}
+	if mark != 0 { // setting SO_MARK takes CAP_NET_ADMIN, which the gateway may lack
+		d.Control = markControl(mark)
+	}
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+}
+
+// markControl is a net.Dialer Control that puts SO_MARK mark on the socket.
+func markControl(mark uint32) func(_, _ string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
@@ -248,11 +193,5 @@ func dnsResolver(addr string, mark uint32) *net.Resolver {
 			return err
 		}
 		return serr
-	}}
-	return &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, network, addr)
-		},
 	}
 }

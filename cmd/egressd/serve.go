@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/egressd/egressd/l7"
+	"github.com/egressd/egressd/rules"
+)
+
+// What `egressd run` and `egressd gateway` share: the rules, reloaded on
+// change and on SIGHUP; the metrics registry; the serve loop and the drain
+// on SIGTERM.
+
+// loadRules catches SIGHUP from the start (its default action would kill
+// the process) and loads the rules at path for reloading. stop releases
+// the signal.
+func loadRules(path string, log *slog.Logger) (r *rules.Reloader, hup <-chan os.Signal, stop func(), err error) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	r, err = rules.NewReloader([]string{path}, rules.ReloaderOptions{Logger: log})
+	if err != nil {
+		signal.Stop(c)
+		return nil, nil, nil, err
+	}
+	return r, c, func() { signal.Stop(c) }, nil
+}
+
+// newRegistry is the metrics registry of the admin endpoint: Go runtime,
+// process and rules collectors (the proxy and redirect add theirs).
+func newRegistry(reloader *rules.Reloader) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		rulesCollector{reloader})
+	return reg
+}
+
+// serve reloads rules on change and SIGHUP until ctx ends or the proxy
+// fails, then shuts the proxy down gracefully (drain).
+func serve(ctx context.Context, shutdownTimeout time.Duration, reloader *rules.Reloader, proxy *l7.Proxy,
+	serveErr <-chan error, hup <-chan os.Signal, ready *readiness, log *slog.Logger) error {
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		if err := reloader.Watch(watchCtx); err != nil {
+			log.Error("rules: watching for changes failed; SIGHUP still reloads", "err", err)
+		}
+	}()
+	for {
+		select {
+		case <-hup:
+			log.Info("SIGHUP: reloading rules")
+			_ = reloader.Reload() // logs and counts a refused version itself
+		case err := <-serveErr:
+			ready.listening.Store(false)
+			return fmt.Errorf("proxy: %w", err)
+		case <-ctx.Done():
+			return drain(shutdownTimeout, proxy, serveErr, ready, log)
+		}
+	}
+}
+
+// shutdownGrace is how long past --shutdown-timeout drain waits for the
+// proxy to finish cutting connections before exiting regardless.
+const shutdownGrace = time.Second
+
+// drain stops accepting and waits for requests in flight, at most timeout
+// (plus shutdownGrace).
+func drain(timeout time.Duration, proxy *l7.Proxy, serveErr <-chan error, ready *readiness, log *slog.Logger) error {
+	ready.stopping.Store(true)
+	log.Info("shutting down: no new connections, finishing requests in flight", "timeout", timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	// Shutdown closes the listener at once, then waits for requests in
+	// flight; past the timeout it cuts their client and upstream
+	// connections. An upstream dial under way may still hold it up to the
+	// connect timeout: the timeout is a bound, so stop waiting a moment
+	// later and let the exit close the rest.
+	done := make(chan error, 1)
+	go func() { done <- proxy.Shutdown(ctx) }()
+	if serr := <-serveErr; !errors.Is(serr, l7.ErrProxyClosed) {
+		log.Warn("proxy stopped with an error", "err", serr)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(timeout + shutdownGrace):
+		err = errors.New("requests still waiting on their upstreams")
+	}
+	if err != nil {
+		return fmt.Errorf("shutdown: connections still open after %v were cut: %w", timeout, err)
+	}
+	log.Info("stopped")
+	return nil
+}
