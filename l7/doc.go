@@ -26,7 +26,9 @@
 //     used for a decision and are passed on untouched; hop-by-hop fields, the
 //     fields Connection names, and Proxy-Authorization never reach an origin.
 //   - The access-log line and metrics of a request are recorded before the
-//     last bytes of its response are flushed.
+//     last bytes of its response are flushed. With an AccessLog handler
+//     (accesslogbuf.go) the line is then in its buffer and reaches the
+//     writer up to FlushInterval later; Close it after Shutdown, before exit.
 //
 // The HTTP/1.x path is built for low cost per request: one goroutine per
 // client connection, pooled bufio buffers, a head parser that records fields
@@ -41,7 +43,8 @@
 // (Content-Length, chunked and until-close bodies), upgrade.go (101 splice),
 // respond.go (egressd's own answers), dial.go, pool.go and probe.go (upstream
 // connections, TLS origination config), errors.go (upstream error → status,
-// in one place), accesslog.go, metrics.go.
+// in one place), accesslog.go and accesslogbuf.go (the access log, slog or
+// batched), metrics.go.
 // h2c*.go, passthrough.go and clienthello.go hold HTTP/2, gRPC and TLS passthrough.
 // egressproxy.go chains rules with useEgressProxy through Config.EgressProxy
 // (absolute form for plain HTTP, CONNECT tunnels for the rest; never a direct
