@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"time"
 )
 
@@ -21,7 +22,7 @@ type CA struct {
 }
 
 // NewCA makes a CA valid for a day and a server certificate for names (DNS
-// names, wildcards allowed).
+// names, wildcards allowed, or IP addresses).
 func NewCA(names ...string) (*CA, error) {
 	if len(names) == 0 {
 		return nil, fmt.Errorf("new CA: no server name")
@@ -49,9 +50,16 @@ func NewCA(names ...string) (*CA, error) {
 		return nil, fmt.Errorf("new CA: %w", err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
@@ -61,4 +69,15 @@ func NewCA(names ...string) (*CA, error) {
 		PEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		Cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
 	}, nil
+}
+
+// ServerPEM returns the server certificate and its key PEM-encoded, for
+// servers that read them from files.
+func (c *CA) ServerPEM() (cert, key []byte, err error) {
+	der, err := x509.MarshalPKCS8PrivateKey(c.Cert.PrivateKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Cert.Certificate[0]}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
