@@ -69,6 +69,7 @@ func testRequests(t *testing.T, w *world, ns *kerneltest.NS) {
 			}
 		})
 	}
+	t.Run("TLS passthrough", func(t *testing.T) { testPassthrough(t, w, ns) })
 	t.Run("gRPC allowed", func(t *testing.T) {
 		if got := grpcCall(t, w, ns, bracket(decoy4)+":50051", "grpc.whitelisted.test:50051"); got != "OK" {
 			t.Errorf("gRPC unary + bidi: %s", got)
@@ -95,6 +96,12 @@ func testAdmin(t *testing.T, a *agent) {
 	}
 	if n := metric(m, `egressd_requests_total{decision="allow",protocol="http/1.1",rule="allowed-wildcard"}`); n < 4 {
 		t.Errorf("allowed requests of rule allowed-wildcard: %v\n%s", n, grep(m, "egressd_requests_total"))
+	}
+	if n := metric(m, `egressd_requests_total{decision="allow",protocol="tls-passthrough",rule="tls-origination"}`); n != 2 {
+		t.Errorf("TLS passthrough connections allowed: %v, want 2 (host and pod)\n%s", n, grep(m, "egressd_requests_total"))
+	}
+	if n := metric(m, `egressd_requests_total{decision="deny",protocol="tls-passthrough",rule=""}`); n != 2 {
+		t.Errorf("TLS passthrough connections denied: %v, want 2 (host and pod)\n%s", n, grep(m, "egressd_requests_total"))
 	}
 	if n := metric(m, `egressd_rules`); n != 4 {
 		t.Errorf("egressd_rules %v, want 4", n)
