@@ -12,7 +12,8 @@
 // went around the proxy.
 //
 // Besides the request cases (allowed, denied, wildcard, HTTPS-marked port,
-// h2c, gRPC, IPv6, from the host and from a pod), they cover rules reloads,
+// TLS passthrough (the app's own TLS, decided by SNI), h2c, gRPC, IPv6, from
+// the host and from a pod), they cover rules reloads,
 // the admin endpoints, draining on SIGTERM, a SIGKILLed agent replaced on the
 // same pins, useEgressProxy through `egressd gateway`, --dial=original,
 // --exclude-cidr, the agent running inside the cgroup it redirects, and the
