@@ -13,11 +13,11 @@
 //
 // Besides the request cases (allowed, denied, wildcard, HTTPS-marked port,
 // TLS passthrough (the app's own TLS, decided by SNI), h2c, gRPC, IPv6, from
-// the host and from a pod), they cover rules reloads,
-// the admin endpoints, draining on SIGTERM, a SIGKILLed agent replaced on the
-// same pins, useEgressProxy through `egressd gateway`, --dial=original,
-// --exclude-cidr, the agent running inside the cgroup it redirects, and the
-// agent with only the DaemonSet's capabilities (CAP_BPF, CAP_NET_ADMIN).
+// the host and from a pod), they cover rules reloads, the admin endpoints,
+// draining on SIGTERM, a SIGKILLed agent replaced on the same pins,
+// useEgressProxy through `egressd gateway`, --dial=original, --exclude-cidr,
+// the agent running inside the cgroup it redirects, and the agent with only
+// the DaemonSet's capabilities (CAP_BPF, CAP_NET_ADMIN).
 //
 // The tests need root, cgroup v2 and BPF; they skip without them, and fail
 // instead under EGRESSD_E2E=require. Everything they create (namespaces,
