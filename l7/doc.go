@@ -8,11 +8,15 @@
 // Lifecycle: New validates a Config and registers the metrics; Serve runs an
 // accept loop per listener (IPv4 and IPv6 listeners may share one Proxy);
 // Shutdown stops accepting, lets requests in flight finish, closes idle client
-// and upstream connections and makes every Serve return ErrProxyClosed.
+// and upstream connections and makes every Serve return ErrProxyClosed; at its
+// context's end it cuts what remains, client and upstream sides.
 //
 // Traps:
 //   - A connection whose original destination is unknown is closed at once:
 //     the proxy must never become an open proxy.
+//   - Spliced connections (TLS passthrough, CONNECT tunnels, 101 upgrades)
+//     pass half-closes on; once one direction has ended, the other is cut
+//     after IdleTimeout without a byte.
 //   - Every HTTP/1.x request on a keep-alive connection is decided on its own;
 //     the previous request's decision is never reused.
 //   - Requests with ambiguous framing (no or several Host headers, conflicting
