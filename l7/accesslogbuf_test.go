@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -143,5 +144,42 @@ func BenchmarkAccessLogEntry(b *testing.B) {
 				l.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:n]...)
 			}
 		})
+	}
+}
+
+// TestAccessLogConcurrent: lines logged from many goroutines while the
+// timer and a full buffer flush all arrive, whole and once, by Close.
+func TestAccessLogConcurrent(t *testing.T) {
+	out := &syncBuffer{}
+	a := NewAccessLog(out, AccessLogOptions{JSON: true, FlushInterval: time.Millisecond, BufferSize: 4096})
+	e := accessEntry{client: netip.MustParseAddrPort("10.0.0.7:40000"), orig: netip.MustParseAddrPort("198.18.0.1:80"),
+		host: "api.allowed.test", port: 80, protocol: protoNameHTTP1, decision: "allow", status: 200}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e := e
+			for i := range 200 {
+				e.bytesOut = int64(g*1000 + i)
+				a.logEntry(time.Now(), &e, time.Microsecond)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[float64]bool{}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	for _, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		seen[m["bytes_out"].(float64)] = true
+	}
+	if len(seen) != 1600 || len(lines) != 1600 {
+		t.Fatalf("%d lines, %d distinct, want 1600", len(lines), len(seen))
 	}
 }
