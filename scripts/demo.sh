@@ -136,14 +136,19 @@ in_cgroup() {
 	sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "$@"
 }
 
-# app NAME PORT [curl args]: what an application in the cgroup does.
+# app NAME PORT EXPECT: what an application in the cgroup does. The demo
+# fails unless the response holds EXPECT (a status line or a body line).
 app() {
-	local name=$1 port=$2
-	shift 2
+	local name=$1 port=$2 expect=$3 out
 	echo "\$ curl http://$name:$port/"
-	in_cgroup curl -sS --max-time 10 -i --resolve "$name:$port:$SERVICE" "$@" "http://$name:$port/" |
-		grep -E '^(HTTP/|proto:|host:|tls:|sni: .|egressd:)' | sed 's/^/    /'
+	out=$(in_cgroup curl -sS --max-time 10 -i --resolve "$name:$port:$SERVICE" "http://$name:$port/" 2>&1 | tr -d '\r' || true)
+	grep -E '^(HTTP/|proto:|host:|tls:|sni: .|egressd:|curl:)' <<<"$out" | sed 's/^/    /'
+	if ! grep -qF -- "$expect" <<<"$out"; then
+		echo "demo.sh: expected \"$expect\" in the response above" >&2
+		DEMO_FAILED=1
+	fi
 }
+DEMO_FAILED=0
 
 echo
 echo "Each step runs curl inside the cgroup. curl connects to $SERVICE (its"
@@ -151,17 +156,27 @@ echo "--resolve stands in for DNS); the BPF connect hook sends the connection to
 echo "egressd, which decides by the Host and the original port."
 
 say "1. allowed: *.allowed.test port 80 is in the rules"
-app api.allowed.test 80
+app api.allowed.test 80 'HTTP/1.1 200'
 
 say "2. denied: no rule allows evil.example.test"
-app evil.example.test 80
+app evil.example.test 80 'HTTP/1.1 403'
 
 say "3. HTTPS-marked port: the app speaks plain HTTP to port 443; egressd originates TLS"
-app tls.whitelisted.test 443
+app tls.whitelisted.test 443 'tls: true'
 echo "    (the upstream reports tls: true and the SNI it received)"
 
 say "egressd's access log"
-grep 'msg=request' "$WORK/egressd.log" | sed -E 's/^time=[^ ]+ level=INFO msg=request /    /'
+# Access-log lines are written in batches (at most 100 ms late): wait for the three.
+for _ in $(seq 50); do
+	[ "$(grep -c 'msg=request' "$WORK/egressd.log" || true)" -ge 3 ] && break
+	sleep 0.1
+done
+{ grep 'msg=request' "$WORK/egressd.log" || echo "(no access-log lines yet)"; } | sed -E 's/^time=[^ ]+ level=INFO msg=request /    /'
 
 say "a few metrics (curl http://$ADMIN/metrics)"
 curl -fsS "http://$ADMIN/metrics" | grep -E '^egressd_(requests_total|redirect_events_total\{event="redirected"\}|rules )' | sed 's/^/    /'
+
+if [ "$DEMO_FAILED" -ne 0 ]; then
+	echo "demo.sh: a step did not show what it should (see above)" >&2
+	exit 1
+fi
