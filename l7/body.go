@@ -16,8 +16,10 @@ import (
 type pump struct {
 	dst      *bufio.Writer
 	dstConn  writeDeadliner // the connection under dst; nil with dst
+	dstDL    *deadline      // dstConn's write deadline; nil with dst
 	src      *bufio.Reader
 	srcConn  deadliner // the connection under src
+	srcDL    *deadline // srcConn's read deadline
 	stall    time.Duration
 	maxLines int   // size limit of chunk lines and trailer section
 	limit    int64 // most body bytes accepted; 0: no limit
@@ -48,14 +50,14 @@ func (p *pump) fill() error {
 	if p.src.Buffered() > 0 {
 		return nil
 	}
-	deadline := time.Now().Add(p.stall)
+	now := time.Now()
 	if p.dst != nil {
-		p.dstConn.SetWriteDeadline(deadline)
+		p.dstDL.setWrite(p.dstConn, now, p.stall)
 		if err := p.dst.Flush(); err != nil {
 			return &copyError{write: true, err: err}
 		}
 	}
-	p.srcConn.SetReadDeadline(deadline)
+	p.srcDL.setRead(p.srcConn, now, p.stall)
 	if _, err := p.src.Peek(1); err != nil {
 		return &copyError{err: err}
 	}

@@ -30,6 +30,9 @@ type clientConn struct {
 	local  netip.AddrPort // local address of nc (the proxy port)
 	orig   netip.AddrPort // original destination, from Config.OriginalDst
 	start  time.Time      // accept time
+	// rdl, wdl: nc's read and write deadlines as the HTTP/1.x path set
+	// them (deadline.go); only the serving goroutine touches them.
+	rdl, wdl deadline
 	// gateway: accepted by ServeGateway (gateway.go), an explicit proxy
 	// with no original destination.
 	gateway bool

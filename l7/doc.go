@@ -38,13 +38,17 @@
 // client connection, pooled bufio buffers, a head parser that records fields
 // as offsets into a reused buffer (no maps, no per-field allocation), pooled
 // upstream connections, bodies streamed with a flush before every read that
-// would block. BenchmarkProxyAllowedKeepAlive measures it.
+// would block, deadlines moved only when they must (deadline.go: the
+// HTTP/1.x timeouts fire up to 1/16 of their length late, never early; a
+// request head already buffered whole gets no ReadHeaderTimeout deadline).
+// BenchmarkProxyAllowedKeepAlive measures it.
 //
 // Files: proxy.go (Config, New, Serve, Shutdown), conn.go (accept path and
 // protocol sniffing), http1.go (the per-connection request loop, deny),
 // head.go, token.go and request.go (head reader, parser and pre-match checks),
 // forward.go and relay.go (request to upstream, response back), body.go
-// (Content-Length, chunked and until-close bodies), upgrade.go (101 splice),
+// (Content-Length, chunked and until-close bodies), deadline.go (coarse
+// connection deadlines), upgrade.go (101 splice),
 // respond.go (egressd's own answers), dial.go, pool.go and probe.go (upstream
 // connections, TLS origination config), errors.go (upstream error → status,
 // in one place), accesslog.go and accesslogbuf.go (the access log, slog or

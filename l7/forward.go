@@ -114,7 +114,8 @@ func (s *h1conn) upstreamFailed(err error, bodyRead bool) bool {
 // anything was consumed, and the request may be sent again on a new one.
 func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 	r := &s.req
-	uc.nc.SetWriteDeadline(time.Now().Add(s.p.cfg.ResponseTimeout))
+	now := time.Now()
+	uc.wdl.setWrite(uc.nc, now, s.p.cfg.ResponseTimeout)
 	s.writeRequestHead(uc.bw, uc.via)
 	bodyRead := !r.hasBody()
 	if r.hasBody() {
@@ -130,10 +131,11 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 			return s.bodyFailed(err), false
 		}
 		bodyRead = true
+		now = time.Now() // the response is awaited from the end of the body on
 	}
 	err := uc.bw.Flush()
 	if err == nil {
-		err = s.readResponseHead(uc)
+		err = s.readResponseHead(uc, now)
 	}
 	if err != nil {
 		uc.nc.Close()
@@ -155,7 +157,7 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 			s.writeResponseHead(false, false)
 			s.c.bw.Flush()
 		}
-		if err := s.readResponseHead(uc); err != nil {
+		if err := s.readResponseHead(uc, time.Now()); err != nil {
 			uc.nc.Close()
 			return s.upstreamFailed(err, true), false
 		}
@@ -163,9 +165,10 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 	return s.relayResponse(uc), false
 }
 
-// readResponseHead reads and parses the response head within ResponseTimeout.
-func (s *h1conn) readResponseHead(uc *upConn) error {
-	uc.nc.SetReadDeadline(time.Now().Add(s.p.cfg.ResponseTimeout))
+// readResponseHead reads and parses the response head within ResponseTimeout
+// from now.
+func (s *h1conn) readResponseHead(uc *upConn, now time.Time) error {
+	uc.rdl.setRead(uc.nc, now, s.p.cfg.ResponseTimeout)
 	if err := s.resp.readHead(uc.br, s.p.cfg.MaxHeaderBytes); err != nil {
 		if errors.Is(err, errHeadTooLarge) || errors.Is(err, errBareLF) || errors.Is(err, errMalformed) {
 			return errors.Join(errUpstreamProtocol, err)

@@ -53,7 +53,7 @@ func FuzzReadRequest(f *testing.F) {
 			if st, _ := again.check(); st != 0 || !bytes.Equal(again.bytes(again.authority), auth) {
 				t.Fatalf("forwarded head %q changed meaning (status %d)", out.String(), st)
 			}
-			pm := pump{src: br, srcConn: nopDeadline{}, maxLines: 1024}
+			pm := pump{src: br, srcConn: nopDeadline{}, srcDL: new(deadline), maxLines: 1024}
 			var err error
 			if r.chunked {
 				err = pm.copyChunked(false)

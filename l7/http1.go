@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"net"
 	"os"
@@ -78,15 +79,18 @@ func (s *h1conn) serveOne() bool {
 		if !c.setIdle() {
 			return false
 		}
-		c.nc.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
+		c.rdl.setRead(c.nc, time.Now(), p.cfg.IdleTimeout)
 		_, err := c.br.Peek(1)
 		if !c.setActive() || err != nil {
 			return false
 		}
 	}
-	c.nc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
+	now := time.Now()
+	if !headBuffered(c.br) { // reading the head may block: ReadHeaderTimeout from its first byte
+		c.rdl.setRead(c.nc, now, p.cfg.ReadHeaderTimeout)
+	}
 	s.req.method = span{}
-	s.entry = accessEntry{start: time.Now(), client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1,
+	s.entry = accessEntry{start: now, client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1,
 		clientText: s.clientText, origText: s.origText}
 	err := s.req.readHead(c.br, p.cfg.MaxHeaderBytes)
 	if err == nil {
@@ -115,6 +119,16 @@ func (s *h1conn) serveOne() bool {
 	s.entry.rule = m.Rule.Name
 	return s.forward(m)
 }
+
+// headBuffered reports whether br holds a whole request head already, so
+// that reading it cannot block (then its read deadline need not move). A
+// head behind leading empty lines does not count: readHead skips them.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return len(b) > 0 && b[0] != '\r' && b[0] != '\n' && bytes.Contains(b, crlfCRLF)
+}
+
+var crlfCRLF = []byte("\r\n\r\n")
 
 // refuseHead answers a head that could not be read or parsed, and closes.
 func (s *h1conn) refuseHead(err error) bool {
@@ -195,9 +209,9 @@ func (p *pump) requestBody(r *request) error {
 
 // clientPump reads the request body from the client into uc (nil: discard).
 func (s *h1conn) clientPump(uc *upConn) pump {
-	pm := pump{src: s.c.br, srcConn: s.c.nc, stall: s.p.cfg.IdleTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
+	pm := pump{src: s.c.br, srcConn: s.c.nc, srcDL: &s.c.rdl, stall: s.p.cfg.IdleTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
 	if uc != nil {
-		pm.dst, pm.dstConn = uc.bw, uc.nc
+		pm.dst, pm.dstConn, pm.dstDL = uc.bw, uc.nc, &uc.wdl
 	}
 	return pm
 }

@@ -27,6 +27,7 @@ type upConn struct {
 	idleSince time.Time
 	reused    bool         // taken from the pool (it may have been closed by the peer)
 	via       *egressProxy // plain HTTP to the egress proxy (absolute form); nil: to the upstream
+	rdl, wdl  deadline     // nc's read and write deadlines (deadline.go)
 }
 
 // upstreamPool keeps idle upstream connections, newest first out.

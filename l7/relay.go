@@ -41,7 +41,7 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 		!(resp.chunked && resp.contentLength >= 0) // ambiguous framing: do not trust the rest
 	s.writeResponseHead(reframe, !keep)
 
-	pm := pump{dst: s.c.bw, dstConn: s.c.nc, src: uc.br, srcConn: uc.nc, stall: s.p.cfg.ResponseTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
+	pm := pump{dst: s.c.bw, dstConn: s.c.nc, dstDL: &s.c.wdl, src: uc.br, srcConn: uc.nc, srcDL: &uc.rdl, stall: s.p.cfg.ResponseTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
 	var err error
 	switch framing {
 	case bodyLength:
@@ -80,7 +80,7 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 // s.resp to the client, with framing fields of its own.
 func (s *h1conn) writeResponseHead(chunked, close bool) {
 	bw, resp := s.c.bw, &s.resp
-	s.c.nc.SetWriteDeadline(time.Now().Add(s.p.cfg.IdleTimeout))
+	s.c.wdl.setWrite(s.c.nc, time.Now(), s.p.cfg.IdleTimeout)
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(resp.bytes(resp.reason))
 	bw.WriteString("\r\n")
