@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Protocol names in the access log and the "protocol" metric label.
@@ -37,14 +39,37 @@ type accessEntry struct {
 	// Optional text forms of client and orig, cached per connection by
 	// handlers that log many requests on one ("": formatted here).
 	clientText, origText string
+	// Optional per-connection cache of the metrics of the previous request
+	// (nil: looked up every time).
+	mc *metricsCache
+}
+
+// metricsCache holds the collectors of one decision, rule and protocol, so
+// that the requests of a keep-alive connection, which mostly repeat them,
+// skip the label lookups.
+type metricsCache struct {
+	decision, rule, protocol string
+	requests                 prometheus.Counter
+	duration                 prometheus.Observer
 }
 
 // finish writes e's access-log line and records its metrics.
-func (p *Proxy) finish(e *accessEntry) {
-	now := time.Now()
+func (p *Proxy) finish(e *accessEntry) { p.finishAt(e, time.Now()) }
+
+// finishAt is finish with the current time known.
+func (p *Proxy) finishAt(e *accessEntry, now time.Time) {
 	d := now.Sub(e.start)
-	p.metrics.requests.WithLabelValues(e.decision, e.rule, e.protocol).Inc()
-	p.metrics.duration.WithLabelValues(e.decision).Observe(d.Seconds())
+	mc := e.mc
+	if mc == nil {
+		mc = new(metricsCache)
+	}
+	if mc.requests == nil || mc.decision != e.decision || mc.rule != e.rule || mc.protocol != e.protocol {
+		*mc = metricsCache{decision: e.decision, rule: e.rule, protocol: e.protocol,
+			requests: p.metrics.requests.WithLabelValues(e.decision, e.rule, e.protocol),
+			duration: p.metrics.duration.WithLabelValues(e.decision)}
+	}
+	mc.requests.Inc()
+	mc.duration.Observe(d.Seconds())
 	if p.accessBuf != nil { // the same line, encoded without slog (accesslogbuf.go)
 		p.accessBuf.logEntry(now, e, d)
 		return

@@ -31,11 +31,11 @@ func (s *h1conn) forward(m rules.Match) bool {
 	for attempt := 0; ; attempt++ {
 		var uc *upConn
 		if attempt == 0 { // a retry always gets a new connection: it cannot be stale
-			uc = p.pool.get(key)
+			uc = p.pool.get(key, s.entry.start)
 		}
 		for uc != nil && s.req.hasBody() && !uc.alive() {
 			uc.nc.Close() // a body cannot be retried: do not risk it on a dead connection
-			uc = p.pool.get(key)
+			uc = p.pool.get(key, s.entry.start)
 		}
 		if uc == nil {
 			var err error

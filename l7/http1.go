@@ -18,8 +18,9 @@ type h1conn struct {
 	req     request
 	resp    head
 	entry   accessEntry
-	scratch []byte   // body of the proxy's own responses
-	num     [24]byte // number formatting
+	mc      metricsCache // the previous request's collectors
+	scratch []byte       // body of the proxy's own responses
+	num     [24]byte     // number formatting
 
 	clientText, origText string // for the access log, formatted once
 	lastHost             string // the previous request's authority, reused when repeated
@@ -91,7 +92,7 @@ func (s *h1conn) serveOne() bool {
 	}
 	s.req.method = span{}
 	s.entry = accessEntry{start: now, client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1,
-		clientText: s.clientText, origText: s.origText}
+		clientText: s.clientText, origText: s.origText, mc: &s.mc}
 	err := s.req.readHead(c.br, p.cfg.MaxHeaderBytes)
 	if err == nil {
 		err = s.req.parse()

@@ -125,3 +125,25 @@ func TestAccessLogSeparateFromErrors(t *testing.T) {
 		t.Errorf("metrics still count with the access log off: %v", n)
 	}
 }
+
+// TestMetricsPerRequestOnOneConnection: requests of one keep-alive connection
+// with changing decisions are each counted under their own labels (the
+// connection caches the previous request's collectors).
+func TestMetricsPerRequestOnOneConnection(t *testing.T) {
+	e, u := allowEnv(t, nil)
+	rc := e.dial()
+	for _, host := range []string{"api.allowed.test", "api.allowed.test", "evil.test", "api.allowed.test", "evil.test"} {
+		rc.send("GET / HTTP/1.1\r\nHost: " + host + "\r\n\r\n")
+		rc.read("GET")
+	}
+	u.next(t)
+	if n := e.counter("egressd_requests_total", "decision", "allow"); n != 3 {
+		t.Errorf("allowed requests counted: %v, want 3", n)
+	}
+	if n := e.counter("egressd_requests_total", "decision", "deny"); n != 2 {
+		t.Errorf("denied requests counted: %v, want 2", n)
+	}
+	if n := e.histogramCount("egressd_request_duration_seconds"); n != 5 {
+		t.Errorf("latency histogram counted %d requests, want 5", n)
+	}
+}

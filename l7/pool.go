@@ -44,9 +44,9 @@ func newUpstreamPool(maxPerKey int, maxIdle time.Duration) *upstreamPool {
 	return &upstreamPool{maxPerKey: maxPerKey, maxIdle: maxIdle, idle: make(map[poolKey][]*upConn)}
 }
 
-// get returns an idle connection for k, or nil.
-func (u *upstreamPool) get(k poolKey) *upConn {
-	now := time.Now()
+// get returns an idle connection for k, or nil; now is the current time
+// (to the microsecond: it only ages idle connections).
+func (u *upstreamPool) get(k poolKey, now time.Time) *upConn {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	l := u.idle[k]
@@ -69,9 +69,10 @@ func (u *upstreamPool) get(k poolKey) *upConn {
 	return uc
 }
 
-// put returns uc to the pool, or closes it when the pool is full or closed.
-func (u *upstreamPool) put(uc *upConn) {
-	uc.idleSince = time.Now()
+// put returns uc to the pool, or closes it when the pool is full or closed;
+// now is the current time.
+func (u *upstreamPool) put(uc *upConn, now time.Time) {
+	uc.idleSince = now
 	u.mu.Lock()
 	l := u.idle[uc.key]
 	if u.closed || len(l) >= u.maxPerKey {

@@ -65,14 +65,15 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 		s.p.finish(&s.entry)
 		return false
 	}
+	now := time.Now()
 	if reusable {
-		s.p.pool.put(uc)
+		s.p.pool.put(uc, now)
 	} else {
 		uc.nc.Close()
 	}
 	// Log and count before the last flush: whoever has read the whole
 	// response can rely on its log line and metrics being there.
-	s.p.finish(&s.entry)
+	s.p.finishAt(&s.entry, now)
 	return s.c.bw.Flush() == nil && keep
 }
 

@@ -185,11 +185,11 @@ func TestPoolSweepClosesStaleIdleConnections(t *testing.T) {
 	defer pool.closeAll()
 	a, b := net.Pipe()
 	defer b.Close()
-	pool.put(&upConn{nc: a, key: poolKey{host: "once.allowed.test"}})
+	pool.put(&upConn{nc: a, key: poolKey{host: "once.allowed.test"}}, time.Now())
 	time.Sleep(100 * time.Millisecond)
 	c, d := net.Pipe()
 	defer d.Close()
-	pool.put(&upConn{nc: c, key: poolKey{host: "other.allowed.test"}}) // triggers the sweep
+	pool.put(&upConn{nc: c, key: poolKey{host: "other.allowed.test"}}, time.Now()) // triggers the sweep
 	b.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := b.Read(make([]byte, 1)); err == nil {
 		t.Fatal("stale idle connection still open")
