@@ -85,6 +85,40 @@ func TestSlowlorisIsCutByTheHeaderTimeout(t *testing.T) {
 	u.none(t)
 }
 
+// TestSlowlorisOnAKeepAliveConnection: a later request's head that trickles
+// in is cut by ReadHeaderTimeout as the first one's would be, also behind
+// leading empty lines (the idle timeout is far longer).
+func TestSlowlorisOnAKeepAliveConnection(t *testing.T) {
+	for name, slow := range map[string]string{
+		"partial head":       "GET / HTTP/1.1\r\nHost: a.allowed.test\r\n",
+		"behind empty lines": "\r\n\r\nGET / HTTP/1.1\r\nHost: a.allowed.test\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			u := newUpstream(t, nil)
+			e := newEnv(t, Config{
+				Rules:             compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+				OriginalDst:       fixedOrig{u.orig()},
+				ReadHeaderTimeout: 200 * time.Millisecond,
+			})
+			rc := e.dial()
+			rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+			if resp, _ := rc.read("GET"); resp.StatusCode != 200 {
+				t.Fatal(resp.Status)
+			}
+			u.next(t)
+			rc.send(slow)
+			resp, _ := rc.read("GET")
+			if resp.StatusCode != 408 {
+				t.Fatalf("got %d, want 408", resp.StatusCode)
+			}
+			if !rc.closed() {
+				t.Error("connection left open")
+			}
+			u.none(t)
+		})
+	}
+}
+
 func TestIdleKeepAliveConnectionIsClosed(t *testing.T) {
 	u := newUpstream(t, nil)
 	e := newEnv(t, Config{
