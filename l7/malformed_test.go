@@ -75,6 +75,12 @@ func TestSlowlorisIsCutByTheHeaderTimeout(t *testing.T) {
 	rc.send("GET / HTTP/1.1\r\nHost: a.allo")
 	time.Sleep(100 * time.Millisecond)
 	rc.send("wed.test\r\nX-Slow: 1")
+	wantHeadTimeout(t, rc, u)
+}
+
+// wantHeadTimeout: the proxy answers 408 and closes, forwarding nothing.
+func wantHeadTimeout(t *testing.T, rc *rawClient, u *upstream) {
+	t.Helper()
 	resp, _ := rc.read("GET")
 	if resp.StatusCode != 408 {
 		t.Fatalf("got %d, want 408", resp.StatusCode)
@@ -94,43 +100,32 @@ func TestSlowlorisOnAKeepAliveConnection(t *testing.T) {
 		"behind empty lines": "\r\n\r\nGET / HTTP/1.1\r\nHost: a.allowed.test\r\n",
 	} {
 		t.Run(name, func(t *testing.T) {
-			u := newUpstream(t, nil)
-			e := newEnv(t, Config{
-				Rules:             compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
-				OriginalDst:       fixedOrig{u.orig()},
-				ReadHeaderTimeout: 200 * time.Millisecond,
-			})
-			rc := e.dial()
-			rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
-			if resp, _ := rc.read("GET"); resp.StatusCode != 200 {
-				t.Fatal(resp.Status)
-			}
+			u, rc := afterOneRequest(t, Config{ReadHeaderTimeout: 200 * time.Millisecond})
 			u.next(t)
 			rc.send(slow)
-			resp, _ := rc.read("GET")
-			if resp.StatusCode != 408 {
-				t.Fatalf("got %d, want 408", resp.StatusCode)
-			}
-			if !rc.closed() {
-				t.Error("connection left open")
-			}
-			u.none(t)
+			wantHeadTimeout(t, rc, u)
 		})
 	}
 }
 
-func TestIdleKeepAliveConnectionIsClosed(t *testing.T) {
+// afterOneRequest starts a proxy with cfg's timeouts allowing
+// *.allowed.test and returns a client connection on which one request was
+// answered 200.
+func afterOneRequest(t *testing.T, cfg Config) (*upstream, *rawClient) {
+	t.Helper()
 	u := newUpstream(t, nil)
-	e := newEnv(t, Config{
-		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
-		OriginalDst: fixedOrig{u.orig()},
-		IdleTimeout: 100 * time.Millisecond,
-	})
-	rc := e.dial()
+	cfg.Rules = compileRules(t, httpRule("wild", "*.allowed.test", u.port))
+	cfg.OriginalDst = fixedOrig{u.orig()}
+	rc := newEnv(t, cfg).dial()
 	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
 	if resp, _ := rc.read("GET"); resp.StatusCode != 200 {
 		t.Fatal(resp.Status)
 	}
+	return u, rc
+}
+
+func TestIdleKeepAliveConnectionIsClosed(t *testing.T) {
+	_, rc := afterOneRequest(t, Config{IdleTimeout: 100 * time.Millisecond})
 	if !rc.closed() {
 		t.Error("idle connection left open")
 	}
