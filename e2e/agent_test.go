@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/internal/freeport"
 	"github.com/egressd/egressd/internal/kerneltest"
 	"github.com/egressd/egressd/internal/mounts"
 )
@@ -84,16 +85,8 @@ type agent struct {
 	err   error // of Wait, once done is closed
 }
 
-// freePort returns a TCP port that was free on the host a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a port for a server the test starts as a process.
+func freePort(t *testing.T) int { return freeport.TCP(t) }
 
 // startAgent starts egressd run in the host namespace (outside the test
 // cgroup) with the world's files and waits until /readyz says ready.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/freeport"
 )
 
 // squidBin is Debian's Squid (package squid).
@@ -142,13 +144,6 @@ func (s *squid) waitLog(t testing.TB, want string, poke ...func()) {
 	t.Fatalf("squid access log lacks %q:\n%s", want, s.file("access.log"))
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a port for a server the test starts as a process
+// (Squid), or one where nothing listens.
+func freePort(t testing.TB) int { return freeport.TCP(t) }
