@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/freeport"
 	"github.com/egressd/egressd/l7"
 	"github.com/egressd/egressd/rules"
 )
@@ -109,14 +111,9 @@ func startGatewayBinary(t *testing.T, rulesYAML string) *gatewayBinary {
 	}
 }
 
+// freeAddr is a loopback address for a server this test starts as a process.
 func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(freeport.TCP(t)))
 }
 
 // curlVia runs curl through the gateway (tunnel: CONNECT first) and
