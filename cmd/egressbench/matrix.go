@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -78,7 +80,7 @@ func (e *env) runMatrix(ctx context.Context) (*report, error) {
 					return nil, ctx.Err()
 				}
 				n++
-				fmt.Fprintf(e.stderr, "\r\033[K[%d/%d] rep %d %s %s\n", n, total, r+1, ts.name, t.name)
+				fmt.Fprintf(e.stderr, "%s[%d/%d] rep %d %s %s\n", clearLine(e.stderr), n, total, r+1, ts.name, t.name)
 				rec := e.runOne(ctx, ts, t, r)
 				if rec.Error != "" {
 					fmt.Fprintf(e.stderr, "  error: %s\n", rec.Error)
@@ -195,4 +197,13 @@ func (e *env) optionsJSON() map[string]any {
 		"reps": e.o.reps, "duration": e.o.duration.String(), "big_rules": e.o.bigRules,
 		"egressd_env": strings.Join(e.o.env, " "),
 	}
+}
+
+// clearLine is what erases a progress line on w: the escape on a terminal,
+// nothing in a log file (CI's), where it would only be noise.
+func clearLine(w io.Writer) string {
+	if f, ok := w.(*os.File); ok && isTerminal(f) {
+		return "\r\033[K"
+	}
+	return ""
 }
