@@ -14,7 +14,7 @@ import (
 	"github.com/egressd/egressd/rules"
 )
 
-const explainUsage = `usage: egressd explain --rules PATH HOST[:PORT]...
+const explainUsage = `usage: egressd explain --rules PATH [--] HOST[:PORT]...
 
 Prints, for each HOST[:PORT] (port 80 when none is given; IPv6 as
 [2001:db8::1]:443), one line saying whether egressd would allow it, by which
@@ -22,6 +22,9 @@ rule, on which port and protocol, and whether through the egress proxy:
 
   allow api.foo.com:443 rule=foo-egress-rule service=*.foo.com port=443 protocol=HTTPS egress-proxy=no source=rules.yaml:1
   deny  evil.test:80 no egress rule allows evil.test on port 80
+
+Flags come before the hosts. A HOST beginning with '-' must follow '--',
+or it is read as a flag: egressd explain --rules rules.yaml -- -x.foo.com
 
 Exit status: 0 when the rules are valid (whatever the answers), 1 when they
 are not, 2 on a usage error.

@@ -54,6 +54,8 @@ func TestExplainErrors(t *testing.T) {
 		{"bad port", []string{"explain", "--rules", good, "a.test:99999"}, 2, `"a.test:99999": want HOST[:PORT] with a port from 1 to 65535`},
 		{"bad v6", []string{"explain", "--rules", good, "[2001:2::1"}, 2, "want HOST[:PORT]"},
 		{"bad flag", []string{"explain", "--bogus"}, 2, "flag provided but not defined"},
+		// A host that looks like a flag: the usage says how to give it.
+		{"host like a flag", []string{"explain", "--rules", good, "-x.good.test"}, 2, "A HOST beginning with '-' must follow '--'"},
 		{"invalid rules", []string{"explain", "--rules", bad, "a.test"}, 1, filepath.Join(bad, "bad.yaml") + ":5: spec.ports[0].port: 0 is out of range"},
 	}
 	for _, tt := range tests {
@@ -63,6 +65,15 @@ func TestExplainErrors(t *testing.T) {
 				t.Errorf("exit %d (want %d)\nstdout:\n%s\nstderr:\n%s\nwant stderr containing %q", code, tt.code, out, errOut, tt.stderr)
 			}
 		})
+	}
+}
+
+// After "--", a host beginning with '-' is a host.
+func TestExplainHostAfterDoubleDash(t *testing.T) {
+	good := writeRules(t, map[string]string{"good.yaml": goodRule})
+	out, errOut, code := runEgressd(t, "explain", "--rules", good, "--", "-x.good.test")
+	if want := "deny  -x.good.test:80 no egress rule allows -x.good.test on port 80\n"; code != 0 || out != want {
+		t.Errorf("exit %d, stdout %q, want %q\nstderr:\n%s", code, out, want, errOut)
 	}
 }
 
