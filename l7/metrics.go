@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_upstream_errors_total",
-			Help: "Upstream failures by kind (dns, connect, tls, timeout, protocol, egress_proxy).",
+			Help: "Upstream failures by kind (dns, connect, tls, timeout, protocol, egress_proxy, io).",
 		}, []string{"kind"}),
 		origMisses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "egressd_original_destination_misses_total",
