@@ -49,8 +49,9 @@
 // forward.go and relay.go (request to upstream, response back), body.go
 // (Content-Length, chunked and until-close bodies), deadline.go (coarse
 // connection deadlines), upgrade.go (101 splice),
-// respond.go (egressd's own answers), dial.go, pool.go and probe.go (upstream
-// connections, TLS origination config), errors.go (upstream error → status,
+// respond.go (egressd's own answers), dial.go (upstream dials and the TLS
+// origination config), pool.go and probe.go (pooled upstream connections
+// and their liveness check), errors.go (upstream error → status,
 // in one place), accesslog.go and accesslogbuf.go (the access log, slog or
 // batched), metrics.go.
 // h2c*.go, passthrough.go and clienthello.go hold HTTP/2, gRPC and TLS passthrough.
