@@ -1,5 +1,8 @@
 package bpf
 
 // See the package doc for the toolchain this needs. -target bpfel: egressd
-// runs on little-endian hosts (amd64, arm64).
-//go:generate go tool bpf2go -tags linux -target bpfel -type orig_dst -type tuple -type lpm_key Egressd egressd.c -- -I/usr/include/x86_64-linux-gnu -Wall -Werror -O2
+// runs on little-endian hosts (amd64, arm64). The asm/ headers that
+// linux/types.h needs live in the build host's multiarch directory
+// (/usr/include/x86_64-linux-gnu, /usr/include/aarch64-linux-gnu), which
+// clang -print-multiarch names.
+//go:generate sh -c "exec go tool bpf2go -tags linux -target bpfel -type orig_dst -type tuple -type lpm_key Egressd egressd.c -- -I/usr/include/$(clang -print-multiarch) -Wall -Werror -O2"
