@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -14,16 +15,74 @@ import (
 // unquotedWildcard finds a block-style "service: *.foo.com" whose value is
 // not quoted. YAML reads "*.foo.com" as an alias to an anchor named
 // ".foo.com", but the reference page writes it that way, and users copy it.
-// flowWildcard is the same in flow style: "{service: *.foo.com}".
+// flowWildcard is the same in flow style: "{service: *.foo.com}". Group 2
+// is the value, from its '*'.
 var (
 	unquotedWildcard = regexp.MustCompile(`(?m)^([ \t]*(?:-[ \t]+)?service[ \t]*:[ \t]+)(\*[^\s#]*)([ \t]*(?:#.*)?)$`)
 	flowWildcard     = regexp.MustCompile(`([{,][ \t]*service[ \t]*:[ \t]+)(\*[^\s#,{}\[\]]*)`)
 )
 
-// quoteServiceWildcards quotes such values, keeping every line where it is.
-func quoteServiceWildcards(data []byte) []byte {
-	data = unquotedWildcard.ReplaceAll(data, []byte(`$1"$2"$3`))
-	return flowWildcard.ReplaceAll(data, []byte(`$1"$2"`))
+// markServiceWildcards lets such values parse as plain scalars: it
+// replaces their '*' with mark, a word found nowhere in data, and
+// unmarkWildcards puts the '*' back in every parsed scalar. The pattern
+// also matches lines inside block scalars ("|", ">") and multi-line quoted
+// strings, where the replacement changes nothing YAML reads; there the mark
+// is only text, and unmarking restores that text as written. A value that
+// names an anchor defined in the file ("&svc" ... "service: *svc") is a
+// real alias and is left alone. mark is "" when nothing was replaced.
+func markServiceWildcards(data []byte) (out []byte, mark string) {
+	mark = "egressdwildcard"
+	for bytes.Contains(data, []byte(mark)) {
+		mark += "x"
+	}
+	var anchors map[string]bool
+	if bytes.IndexByte(data, '&') >= 0 {
+		anchors = anchorsIn(data)
+	}
+	var stars []int // offsets of the '*' to replace
+	for _, re := range [...]*regexp.Regexp{unquotedWildcard, flowWildcard} {
+		for _, m := range re.FindAllSubmatchIndex(data, -1) {
+			alias := string(data[m[4]+1 : m[5]])
+			if !anchors[alias] && !anchors[strings.TrimRight(alias, ",]}")] {
+				stars = append(stars, m[4])
+			}
+		}
+	}
+	if len(stars) == 0 {
+		return data, ""
+	}
+	slices.Sort(stars)
+	stars = slices.Compact(stars) // a line can match both patterns
+	out = make([]byte, 0, len(data)+len(stars)*len(mark))
+	last := 0
+	for _, i := range stars {
+		out = append(append(out, data[last:i]...), mark...)
+		last = i + 1
+	}
+	return append(out, data[last:]...), mark
+}
+
+// anchorName finds an anchor "&name" (YAML ends its name at whitespace and
+// flow indicators).
+var anchorName = regexp.MustCompile(`&([^\s,\[\]{}]+)`)
+
+// anchorsIn returns the anchor names in data.
+func anchorsIn(data []byte) map[string]bool {
+	names := make(map[string]bool)
+	for _, m := range anchorName.FindAllSubmatch(data, -1) {
+		names[string(m[1])] = true
+	}
+	return names
+}
+
+// unmarkWildcards replaces mark with '*' in every scalar under n.
+func unmarkWildcards(n *yaml.Node, mark string) {
+	if n.Kind == yaml.ScalarNode {
+		n.Value = strings.ReplaceAll(n.Value, mark, "*")
+	}
+	for _, c := range n.Content {
+		unmarkWildcards(c, mark)
+	}
 }
 
 // unknownAnchor finds the alias in yaml.v3's error for an undefined one.
@@ -34,7 +93,8 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // decodeFile decodes every document of one file.
 func (l *loader) decodeFile(file string, data []byte) {
-	dec := yaml.NewDecoder(bytes.NewReader(quoteServiceWildcards(data)))
+	marked, mark := markServiceWildcards(data)
+	dec := yaml.NewDecoder(bytes.NewReader(marked))
 	for {
 		var doc yaml.Node
 		err := dec.Decode(&doc)
@@ -44,6 +104,9 @@ func (l *loader) decodeFile(file string, data []byte) {
 		if err != nil {
 			l.yamlError(file, data, err)
 			return // the parser cannot resume after a syntax error
+		}
+		if mark != "" {
+			unmarkWildcards(&doc, mark)
 		}
 		l.decodeDocument(file, &doc)
 	}

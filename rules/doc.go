@@ -11,7 +11,10 @@
 // (config.istio.io/v1alpha2) and metadata; documents of other kinds are
 // skipped with a warning. The reference page's own example writes
 // "service: *.foo.com" unquoted, which YAML reads as an alias; such a value
-// is quoted before parsing, so the example loads as pasted. Decoding is
+// is read as the string it looks like, so the example loads as pasted. Only
+// a plain scalar changes meaning: the same text inside a block scalar or a
+// quoted string stays as written, and "service: *svc" with an anchor &svc
+// in the file stays the alias it is. Decoding is
 // strict: an unknown field is an error. Every problem of a run comes back at
 // once in an *Error, each as "file:line: field: what is wrong and how to fix
 // it". Besides malformed fields, two rules that give one port of one service
