@@ -6,7 +6,11 @@
 //
 // Load reads files, or directories of *.yaml, *.yml and *.json files (not
 // recursively; hidden entries are skipped, so a mounted ConfigMap's ..data
-// and ..<timestamp> entries are not read twice). A file holds one or more
+// and ..<timestamp> entries are not read twice). A directory with a ..data
+// entry, as the kubelet mounts a ConfigMap, is read through ..data resolved
+// once, so one load sees one version of the ConfigMap even while the
+// kubelet swaps it (and files placed beside the ConfigMap's own are not
+// read). A file holds one or more
 // documents of kind: EgressRule, with or without apiVersion
 // (config.istio.io/v1alpha2) and metadata; documents of other kinds are
 // skipped with a warning. The reference page's own example writes

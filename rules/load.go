@@ -2,8 +2,10 @@ package rules
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -59,7 +61,8 @@ func (e *Error) Error() string {
 // a Set. A path is a file (read whatever its name), or a directory whose
 // *.yaml, *.yml and *.json files are read, not recursively, skipping hidden
 // entries (so a mounted ConfigMap's "..data" and "..2024_..." entries are not
-// read twice). On invalid rules the error is an *Error holding every
+// read twice); one with a ..data entry (a mounted ConfigMap) is read through
+// ..data, resolved once. On invalid rules the error is an *Error holding every
 // problem; warnings are returned in both cases.
 func Load(paths ...string) (*Set, []Warning, error) {
 	s, warnings, _, err := load(paths)
@@ -139,12 +142,79 @@ func (l *loader) loadPath(path string) {
 		return
 	}
 	if !fi.IsDir() {
-		l.loadFile(path)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			l.problems = append(l.problems, readProblem(path, err))
+			return
+		}
+		l.useFile(path, data)
 		return
 	}
-	entries, err := os.ReadDir(path)
+	l.loadDir(path)
+}
+
+// dataLink is the entry of a directory mounted from a ConfigMap or Secret
+// that points to the directory of the current version.
+const dataLink = "..data"
+
+// loadDir reads the rule files of directory path. A directory with a
+// ..data entry (a mounted ConfigMap) is read through ..data resolved once:
+// the kubelet writes a new version to a new directory, swaps ..data to it,
+// then removes the old one, so reading each file through its own symlink
+// could mix two versions. When the version read is removed midway, the
+// read starts over in the new one.
+func (l *loader) loadDir(path string) {
+	for attempt := 1; ; attempt++ {
+		from, linked := resolveDataLink(path)
+		d := &dirRead{}
+		d.read(path, from)
+		if d.vanished && linked && attempt < 3 {
+			if again, _ := resolveDataLink(path); again != from {
+				continue
+			}
+		}
+		l.problems = append(l.problems, d.problems...)
+		l.warnings = append(l.warnings, d.warnings...)
+		for _, f := range d.files {
+			l.useFile(f.name, f.data)
+		}
+		return
+	}
+}
+
+// resolveDataLink returns the directory path's ..data points to, and
+// whether there is one; else path itself.
+func resolveDataLink(path string) (string, bool) {
+	target, err := filepath.EvalSymlinks(filepath.Join(path, dataLink))
 	if err != nil {
-		l.problem(path, 0, "", "cannot list directory: %v", err)
+		return path, false
+	}
+	if fi, err := os.Stat(target); err != nil || !fi.IsDir() {
+		return path, false
+	}
+	return target, true
+}
+
+// dirRead is one reading of a directory's rule files.
+type dirRead struct {
+	files    []readRuleFile
+	problems []Problem
+	warnings []Warning
+	vanished bool // a file listed was gone when read
+}
+
+type readRuleFile struct {
+	name string // as reported: in the directory given
+	data []byte
+}
+
+// read lists from (path, or the directory its ..data points to) and reads
+// its rule files, naming them as entries of path.
+func (d *dirRead) read(path, from string) {
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		d.problems = append(d.problems, Problem{path, 0, "", fmt.Sprintf("cannot list directory: %v", err)})
+		d.vanished = errors.Is(err, fs.ErrNotExist)
 		return
 	}
 	n := 0
@@ -153,17 +223,27 @@ func (l *loader) loadPath(path string) {
 		if strings.HasPrefix(name, ".") || !isRuleFile(name) {
 			continue // hidden: editor files, and a ConfigMap's ..data and ..<timestamp> entries
 		}
-		full := filepath.Join(path, name)
-		if fi, err := os.Stat(full); err == nil && fi.IsDir() {
-			l.warn(full, 0, "", "is a directory; subdirectories are not read")
+		full, src := filepath.Join(path, name), filepath.Join(from, name)
+		if fi, err := os.Stat(src); err == nil && fi.IsDir() {
+			d.warnings = append(d.warnings, Warning{full, 0, "", "is a directory; subdirectories are not read"})
 			continue
 		}
-		l.loadFile(full)
 		n++
+		data, err := os.ReadFile(src)
+		if err != nil {
+			d.problems = append(d.problems, readProblem(full, err))
+			d.vanished = d.vanished || errors.Is(err, fs.ErrNotExist)
+			continue
+		}
+		d.files = append(d.files, readRuleFile{full, data})
 	}
 	if n == 0 {
-		l.warn(path, 0, "", "has no *.yaml, *.yml or *.json files")
+		d.warnings = append(d.warnings, Warning{path, 0, "", "has no *.yaml, *.yml or *.json files"})
 	}
+}
+
+func readProblem(path string, err error) Problem {
+	return Problem{path, 0, "", fmt.Sprintf("cannot read: %v; check the path and its permissions", err)}
 }
 
 func isRuleFile(name string) bool {
@@ -174,18 +254,13 @@ func isRuleFile(name string) bool {
 	return false
 }
 
-// loadFile reads one file once, however it was named.
-func (l *loader) loadFile(path string) {
+// useFile decodes one file's data, once however the file was named.
+func (l *loader) useFile(path string, data []byte) {
 	if abs, err := filepath.Abs(path); err == nil {
 		if l.seen[abs] {
 			return
 		}
 		l.seen[abs] = true
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		l.problem(path, 0, "", "cannot read: %v; check the path and its permissions", err)
-		return
 	}
 	l.files = append(l.files, path)
 	fmt.Fprintf(l.sum, "%s\x00%d\x00", path, len(data))
