@@ -2,15 +2,22 @@
 //go:build ignore
 
 /*
- * egressd's redirection: cgroup connect hooks send every outbound TCP
- * connect to the local proxy and remember where it was going; sockops files
- * that memory under the connection as the proxy will see it; the connect
- * and sendmsg hooks keep UDP from becoming the bypass (QUIC refused).
+ * egressd's datapath, default deny: in an attached cgroup only TCP and UDP
+ * sockets can be created (sock_create); every TCP connect goes to the local
+ * proxy, which is told where it was going (connect4/6 remember it on the
+ * socket, sockops files it under the connection as the proxy will see it);
+ * UDP leaves only as DNS to a named resolver or where the operator allowed
+ * it (connect4/6 for connected sockets, sendmsg4/6 for the others).
  *
  * Entry points are thin; the decisions live in the static helpers below.
  * A sock_addr program returns VERDICT_ALLOW (the syscall proceeds, maybe
- * with a rewritten address) or VERDICT_REJECT (it fails with EPERM: used
- * for refused UDP).
+ * with a rewritten address) or VERDICT_REJECT (it fails with EPERM).
+ *
+ * Verifier: the programs load with CAP_BPF and CAP_NET_ADMIN alone (no
+ * CAP_PERFMON), where the verifier refuses pointer spills into stack slots
+ * partly written as scalars. So state is written straight into map values
+ * (the socket's storage) rather than built in stack structs and copied,
+ * and stack keys are written whole.
  */
 
 #include "egressd.h"
@@ -28,11 +35,9 @@
 /* Runtime settings: set by redirect.Attach on the CollectionSpec before
  * loading. New settings mean newly loaded programs, swapped in atomically. */
 volatile const __u16 proxy_port = 15001;
-volatile const __u32 sock_mark = 0;          /* 0: no socket is skipped by mark */
 volatile const __u64 host_netns_cookie = 0;  /* the agent's netns (SO_NETNS_COOKIE) */
 volatile const __u32 node_ip4 = 0;           /* network order; 0: none */
 volatile const __u32 node_ip6[4] = {};       /* network order; all zero: none */
-volatile const __u32 deny_udp = 0;           /* non-zero: refuse UDP but DNS */
 /* Not a setting: how many counters this object writes. Being of type enum
  * counter, it also puts the enum into BTF for bpf2go's Go constants. */
 volatile const enum counter counters_used = COUNTER_MAX;
@@ -69,6 +74,13 @@ static __always_inline int is_loopback(const __u32 a[4])
 	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(1);
 }
 
+/* 0.0.0.0, :: and ::ffff:0.0.0.0 mean "this host": never a destination
+ * the proxy should be asked to reach. */
+static __always_inline int is_unspecified(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && (a[2] == 0 || a[2] == bpf_htonl(0xffff)) && a[3] == 0;
+}
+
 static __always_inline int have_node_ip6(void)
 {
 	return node_ip6[0] | node_ip6[1] | node_ip6[2] | node_ip6[3];
@@ -82,80 +94,118 @@ static __always_inline int is_node_addr(const __u32 a[4])
 	       a[2] == node_ip6[2] && a[3] == node_ip6[3];
 }
 
-static __always_inline int is_excluded(const __u32 a[4])
+/* in_trie looks the address up in an LPM trie of struct lpm_key. */
+static __always_inline int in_trie(void *trie, const __u32 a[4])
 {
-	struct lpm_key key = { .prefixlen = 128 };
-	__u8 *v;
+	struct lpm_key key = {
+		.prefixlen = 128,
+		.addr = { a[0], a[1], a[2], a[3] },
+	};
+	__u8 *v = bpf_map_lookup_elem(trie, &key);
 
-	__builtin_memcpy(key.addr, a, sizeof(key.addr));
-	v = bpf_map_lookup_elem(&excluded, &key);
 	return v && *v;
+}
+
+static __always_inline int udp_allowed(const __u32 a[4], __u16 port)
+{
+	struct udp_key key = {
+		.prefixlen = 32 + 128,
+		.port = bpf_htonl((__u32)port << 16),
+		.addr = { a[0], a[1], a[2], a[3] },
+	};
+	__u8 *v = bpf_map_lookup_elem(&udp_allow, &key);
+
+	return v && *v;
+}
+
+/*
+ * own_socket says whether the socket is one egressd registered (cookie in
+ * own_socks); with consume, the registration is used up.
+ */
+static __always_inline int own_socket(struct bpf_sock_addr *ctx, int consume)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	if (!bpf_map_lookup_elem(&own_socks, &cookie))
+		return 0;
+	if (consume)
+		bpf_map_delete_elem(&own_socks, &cookie);
+	return 1;
 }
 
 /*
  * exempt returns why the destination is left alone whatever the protocol,
  * or COUNTER_MAX when the policy applies to it.
  */
-static __always_inline enum counter exempt(struct bpf_sock_addr *ctx, const __u32 a[4])
+static __always_inline enum counter exempt(const __u32 a[4])
 {
-	/* egressd's own upstream sockets carry its mark: rewriting them
-	 * would send the proxy's traffic back to the proxy. */
-	if (sock_mark && ctx->sk->mark == sock_mark)
-		return COUNTER_SKIP_MARK;
 	/* Loopback never leaves the host, so it is not egress. */
 	if (is_loopback(a))
 		return COUNTER_SKIP_LOOPBACK;
-	/* The proxy's own (node) address: it already reaches the node, and
-	 * rewriting a connect to the proxy itself would loop. */
-	if (is_node_addr(a))
-		return COUNTER_SKIP_PROXY;
 	/* Ranges the operator declared in-cluster (--exclude-cidr). */
-	if (is_excluded(a))
+	if (in_trie(&excluded, a))
 		return COUNTER_SKIP_EXCLUDED;
 	return COUNTER_MAX;
 }
 
-static __always_inline int udp_verdict(__u16 port)
+static __always_inline int udp_verdict(const __u32 a[4], __u16 port)
 {
-	/* DNS stays allowed: applications must resolve names. */
-	if (port == 53) {
-		count(COUNTER_UDP_ALLOWED);
-		return VERDICT_ALLOW;
-	}
-	/* QUIC (HTTP/3) would bypass the rules; refused, clients fall back
-	 * to TCP, which is redirected. Other UDP only with DenyUDP. */
-	if (port == 443 || deny_udp) {
+	/* QUIC (HTTP/3) would bypass the rules; refused whatever is
+	 * allowed, clients fall back to TCP, which is redirected. */
+	if (port == 443) {
 		count(COUNTER_UDP_REFUSED);
 		return VERDICT_REJECT;
 	}
-	count(COUNTER_UDP_ALLOWED);
-	return VERDICT_ALLOW;
+	if (port == 53 && in_trie(&resolvers, a)) {
+		count(COUNTER_UDP_DNS);
+		return VERDICT_ALLOW;
+	}
+	if (udp_allowed(a, port)) {
+		count(COUNTER_UDP_ALLOWED);
+		return VERDICT_ALLOW;
+	}
+	count(COUNTER_UDP_REFUSED);
+	return VERDICT_REJECT;
 }
 
-/* policy decides a connect: allow, reject, or redirect. */
+/* policy decides a connect: allow, reject, fail closed or redirect. */
 static __always_inline int policy(struct bpf_sock_addr *ctx, const __u32 a[4], __u16 port)
 {
-	enum counter why = exempt(ctx, a);
+	enum counter why;
+	int tcp = ctx->type == SOCK_STREAM;
 
+	/* egressd's own upstream and resolver sockets: rewriting them
+	 * would send the proxy's traffic back to the proxy. */
+	if (own_socket(ctx, 1)) {
+		count(COUNTER_SKIP_OWN);
+		return VERDICT_ALLOW;
+	}
+	if (is_unspecified(a)) {
+		count(COUNTER_UNSPECIFIED);
+		return VERDICT_REJECT;
+	}
+	why = exempt(a);
 	if (why != COUNTER_MAX) {
 		count(why);
 		return VERDICT_ALLOW;
 	}
 	if (ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP)
-		return udp_verdict(port);
-	/* Raw, ping and other datagram sockets: not HTTP, not ours. */
-	if (ctx->type != SOCK_STREAM) {
-		count(COUNTER_SKIP_OTHER);
+		return udp_verdict(a, port);
+	/* Anything else but TCP (SCTP, or a socket made before the
+	 * sock_create hook was attached) can't be tracked to the proxy:
+	 * refuse it rather than let it bypass the proxy. (MPTCP is fine: its
+	 * first subflow, a TCP socket, connects through these hooks.) */
+	if (!tcp || ctx->protocol != IPPROTO_TCP)
+		return VERDICT_FAIL_CLOSED;
+	/* The proxy itself on the node address (a pod's connect already
+	 * rewritten, or made to the proxy directly): the loop guard. Other
+	 * ports of the node address are egress like any other. */
+	if (port == proxy_port && is_node_addr(a)) {
+		count(COUNTER_SKIP_PROXY);
 		return VERDICT_ALLOW;
 	}
-	/* Stream protocols other than TCP (SCTP) can't be tracked to the
-	 * proxy: refuse them rather than let them bypass it. (MPTCP is fine:
-	 * its first subflow, a TCP socket, connects through these hooks.) */
-	if (ctx->protocol != IPPROTO_TCP)
-		return VERDICT_FAIL_CLOSED;
-	/* DNS over TCP (truncated answers) is allowed like UDP DNS; it opens
-	 * nothing UDP/53 does not. */
-	if (port == 53) {
+	/* DNS over TCP to a named resolver opens nothing UDP/53 does not. */
+	if (port == 53 && in_trie(&resolvers, a)) {
 		count(COUNTER_SKIP_DNS);
 		return VERDICT_ALLOW;
 	}
@@ -180,30 +230,42 @@ static __always_inline int fail_closed4(struct bpf_sock_addr *ctx)
 	return VERDICT_ALLOW;
 }
 
-static __always_inline int fail_closed6(struct bpf_sock_addr *ctx, const __u32 a[4])
+static __always_inline int fail_closed6(struct bpf_sock_addr *ctx, int mapped)
 {
-	__u32 lo[4] = { 0, 0, 0, bpf_htonl(1) };
-
-	if (is_v4mapped(a))
-		set_v4mapped(lo, bpf_htonl(INADDR_LOOPBACK));
-	ctx->user_ip6[0] = lo[0];
-	ctx->user_ip6[1] = lo[1];
-	ctx->user_ip6[2] = lo[2];
-	ctx->user_ip6[3] = lo[3];
+	ctx->user_ip6[0] = 0;
+	ctx->user_ip6[1] = 0;
+	if (mapped) {
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+		ctx->user_ip6[3] = bpf_htonl(INADDR_LOOPBACK);
+	} else {
+		ctx->user_ip6[2] = 0;
+		ctx->user_ip6[3] = bpf_htonl(1);
+	}
 	ctx->user_port = 0;
 	count(COUNTER_FAIL_CLOSED);
 	return VERDICT_ALLOW;
 }
 
-/* record remembers the original destination under the socket cookie until
- * sockops knows the source port. */
+/* record remembers the original destination, and who connected, on the
+ * socket until sockops knows the source port. */
 static __always_inline int record(struct bpf_sock_addr *ctx, const __u32 a[4], __u16 port)
 {
-	struct orig_dst orig = { .port = port };
-	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct bpf_sock *sk = ctx->sk;
+	struct sock_state *st;
 
-	__builtin_memcpy(orig.addr, a, sizeof(orig.addr));
-	return bpf_map_update_elem(&pending, &cookie, &orig, BPF_ANY) == 0;
+	if (!sk)
+		return 0;
+	st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0;
+	st->orig.addr[0] = a[0];
+	st->orig.addr[1] = a[1];
+	st->orig.addr[2] = a[2];
+	st->orig.addr[3] = a[3];
+	st->orig.port = port;
+	st->orig.cgroup_id = bpf_get_current_cgroup_id();
+	st->tracked = 0;
+	return 1;
 }
 
 SEC("cgroup/connect4")
@@ -235,74 +297,93 @@ int connect4(struct bpf_sock_addr *ctx)
 	return VERDICT_ALLOW;
 }
 
-/* target6 picks the proxy address for an IPv6 socket; 0: none. */
-static __always_inline int target6(struct bpf_sock_addr *ctx, const __u32 a[4], __u32 t[4])
+/* redirect6 rewrites an IPv6 socket's connect to the proxy; 0: there is
+ * no proxy address for it. */
+static __always_inline int redirect6(struct bpf_sock_addr *ctx, int mapped)
 {
-	int mapped = is_v4mapped(a);
-
 	if (in_host_netns(ctx)) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
 		if (mapped) {
-			set_v4mapped(t, bpf_htonl(INADDR_LOOPBACK));
+			ctx->user_ip6[2] = bpf_htonl(0xffff);
+			ctx->user_ip6[3] = bpf_htonl(INADDR_LOOPBACK);
 		} else {
-			t[0] = 0;
-			t[1] = 0;
-			t[2] = 0;
-			t[3] = bpf_htonl(1);
+			ctx->user_ip6[2] = 0;
+			ctx->user_ip6[3] = bpf_htonl(1);
 		}
+	} else if (mapped) {
+		if (!node_ip4)
+			return 0;
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+		ctx->user_ip6[3] = node_ip4;
+	} else {
+		if (!have_node_ip6())
+			return 0;
+		ctx->user_ip6[0] = node_ip6[0];
+		ctx->user_ip6[1] = node_ip6[1];
+		ctx->user_ip6[2] = node_ip6[2];
+		ctx->user_ip6[3] = node_ip6[3];
+	}
+	ctx->user_port = bpf_htons(proxy_port);
+	return 1;
+}
+
+static __always_inline int has_proxy6(struct bpf_sock_addr *ctx, int mapped)
+{
+	if (in_host_netns(ctx))
 		return 1;
-	}
-	if (mapped) {
-		set_v4mapped(t, node_ip4);
-		return node_ip4 != 0;
-	}
-	t[0] = node_ip6[0];
-	t[1] = node_ip6[1];
-	t[2] = node_ip6[2];
-	t[3] = node_ip6[3];
-	return have_node_ip6();
+	return mapped ? node_ip4 != 0 : have_node_ip6();
 }
 
 SEC("cgroup/connect6")
 int connect6(struct bpf_sock_addr *ctx)
 {
 	__u16 port = bpf_ntohs(ctx->user_port);
-	__u32 a[4], t[4];
-	int v;
+	__u32 a[4];
+	int v, mapped;
 
 	a[0] = ctx->user_ip6[0];
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
 	a[3] = ctx->user_ip6[3];
+	mapped = is_v4mapped(a);
 	v = policy(ctx, a, port);
 	if (v == VERDICT_FAIL_CLOSED)
-		return fail_closed6(ctx, a);
+		return fail_closed6(ctx, mapped);
 	if (v != VERDICT_REDIRECT)
 		return v;
 
-	if (!target6(ctx, a, t))
-		return fail_closed6(ctx, a); /* a pod, and nowhere to send it */
+	if (!has_proxy6(ctx, mapped))
+		return fail_closed6(ctx, mapped); /* a pod, and nowhere to send it */
 	if (!record(ctx, a, port))
-		return fail_closed6(ctx, a); /* the proxy could not serve it */
-	ctx->user_ip6[0] = t[0];
-	ctx->user_ip6[1] = t[1];
-	ctx->user_ip6[2] = t[2];
-	ctx->user_ip6[3] = t[3];
-	ctx->user_port = bpf_htons(proxy_port);
+		return fail_closed6(ctx, mapped); /* the proxy could not serve it */
+	redirect6(ctx, mapped);
 	count(COUNTER_REDIRECTED);
 	return VERDICT_ALLOW;
 }
 
-/* sendmsg hooks see unconnected UDP (connected sockets were decided at
- * connect). */
+/* sendmsg hooks see datagrams sent with an address (sendto/sendmsg on
+ * any UDP socket); connected sockets were decided at connect. */
 static __always_inline int sendmsg_verdict(struct bpf_sock_addr *ctx, const __u32 a[4])
 {
-	enum counter why = exempt(ctx, a);
+	enum counter why;
 
+	if (own_socket(ctx, 0)) {
+		count(COUNTER_SKIP_OWN);
+		return VERDICT_ALLOW;
+	}
+	if (is_unspecified(a)) {
+		count(COUNTER_UNSPECIFIED);
+		return VERDICT_REJECT;
+	}
+	why = exempt(a);
 	if (why != COUNTER_MAX) {
 		count(why);
 		return VERDICT_ALLOW;
 	}
-	return udp_verdict(bpf_ntohs(ctx->user_port));
+	return udp_verdict(a, bpf_ntohs(ctx->user_port));
 }
 
 SEC("cgroup/sendmsg4")
@@ -326,17 +407,44 @@ int sendmsg6(struct bpf_sock_addr *ctx)
 	return sendmsg_verdict(ctx, a);
 }
 
-/* tuple_of fills the connection as the proxy will see it. A v4-mapped
- * IPv6 socket runs IPv4 underneath, and its IPv6 source address is only
- * set after TCP_CONNECT_CB: read the IPv4 fields for it. */
-static __always_inline void tuple_of(struct bpf_sock_ops *skops, struct tuple *t)
+/*
+ * sock_create: the allowlist of sockets a process in an attached cgroup
+ * may create. The kernel runs it for AF_INET and AF_INET6 sockets made by
+ * socket(2) (not for the kernel's own, such as MPTCP subflows), after the
+ * protocol is resolved (0 reads as TCP or UDP); returning 0 fails the
+ * call with EPERM.
+ */
+SEC("cgroup/sock_create")
+int sock_create(struct bpf_sock *sk)
 {
-	__u32 remote6[4] = {
-		skops->remote_ip6[0], skops->remote_ip6[1],
-		skops->remote_ip6[2], skops->remote_ip6[3],
-	};
+	__u32 type = sk->type, proto = sk->protocol;
 
-	if (skops->family == AF_INET || is_v4mapped(remote6)) {
+	if (type == SOCK_STREAM && (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP))
+		return 1;
+	if (type == SOCK_DGRAM && proto == IPPROTO_UDP)
+		return 1;
+	if (type == SOCK_RAW)
+		count(COUNTER_SOCK_RAW);
+	else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+		count(COUNTER_SOCK_PING);
+	else if (proto == IPPROTO_UDPLITE)
+		count(COUNTER_SOCK_UDPLITE);
+	else if (proto == IPPROTO_SCTP)
+		count(COUNTER_SOCK_SCTP);
+	else
+		count(COUNTER_SOCK_OTHER);
+	return 0;
+}
+
+/* fill_tuple writes the connection as the proxy will see it into t (a map
+ * value). A v4-mapped IPv6 socket runs IPv4 underneath, and its IPv6
+ * source address is only set after TCP_CONNECT_CB: read the IPv4 fields
+ * for it. */
+static __always_inline void fill_tuple(struct bpf_sock_ops *skops, struct tuple *t)
+{
+	__u32 r0 = skops->remote_ip6[0], r1 = skops->remote_ip6[1], r2 = skops->remote_ip6[2];
+
+	if (skops->family == AF_INET || (r0 == 0 && r1 == 0 && r2 == bpf_htonl(0xffff))) {
 		set_v4mapped(t->client_addr, skops->local_ip4);
 		set_v4mapped(t->proxy_addr, skops->remote_ip4);
 	} else {
@@ -344,33 +452,59 @@ static __always_inline void tuple_of(struct bpf_sock_ops *skops, struct tuple *t
 		t->client_addr[1] = skops->local_ip6[1];
 		t->client_addr[2] = skops->local_ip6[2];
 		t->client_addr[3] = skops->local_ip6[3];
-		__builtin_memcpy(t->proxy_addr, remote6, sizeof(remote6));
+		t->proxy_addr[0] = r0;
+		t->proxy_addr[1] = r1;
+		t->proxy_addr[2] = r2;
+		t->proxy_addr[3] = skops->remote_ip6[3];
 	}
 	t->client_port = skops->local_port;           /* host order */
 	t->proxy_port = bpf_ntohl(skops->remote_port); /* network order, high half */
 }
 
-/* track_connect runs right before the SYN of a connect, when the source port is
- * known: it moves a pending original destination to orig_dsts. */
+/* track files a redirected socket's original destination under its
+ * connection, right before its SYN, and asks to hear of its close. */
+static __always_inline void track(struct bpf_sock_ops *skops, struct sock_state *st)
+{
+	fill_tuple(skops, &st->t);
+	if (bpf_map_update_elem(&conn_origs, &st->t, &st->orig, BPF_ANY) != 0) {
+		count(COUNTER_TRACK_FAILED);
+		return;
+	}
+	st->tracked = 1;
+	count(COUNTER_TRACKED);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* untrack removes the entry of a connection that closed before the proxy
+ * took it (reset, refused, given up). */
+static __always_inline void untrack(struct sock_state *st)
+{
+	if (!st->tracked)
+		return;
+	st->tracked = 0;
+	if (bpf_map_delete_elem(&conn_origs, &st->t) == 0)
+		count(COUNTER_UNTRACKED);
+}
+
 SEC("sockops")
 int track_connect(struct bpf_sock_ops *skops)
 {
-	struct orig_dst *pend, orig;
-	struct tuple t = {};
-	__u64 cookie;
+	struct bpf_sock *sk;
+	struct sock_state *st;
+	__u32 op = skops->op;
 
-	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB &&
+	    !(op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == BPF_TCP_CLOSE))
 		return 1;
-	cookie = bpf_get_socket_cookie(skops);
-	pend = bpf_map_lookup_elem(&pending, &cookie);
-	if (!pend)
+	sk = skops->sk;
+	if (!sk)
+		return 1;
+	st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (!st)
 		return 1; /* not redirected */
-	orig = *pend;
-	tuple_of(skops, &t);
-	if (bpf_map_update_elem(&orig_dsts, &t, &orig, BPF_ANY) == 0)
-		count(COUNTER_TRACKED);
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
+		track(skops, st);
 	else
-		count(COUNTER_TRACK_FAILED);
-	bpf_map_delete_elem(&pending, &cookie);
+		untrack(st);
 	return 1;
 }

@@ -18,14 +18,22 @@
 #define AF_INET6 10
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
+#define SOCK_RAW 3
+#define IPPROTO_ICMP 1
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
+#define IPPROTO_SCTP 132
+#define IPPROTO_UDPLITE 136
+#define IPPROTO_MPTCP 262
 
-/* An original destination, as the application asked for it. */
+/* An original destination, as the application asked for it, and the
+ * cgroup (v2 ID) of the process that connected. */
 struct orig_dst {
 	__u32 addr[4];
+	__u64 cgroup_id;
 	__u16 port;
-	__u16 _pad;
+	__u16 _pad[3];
 };
 
 /*
@@ -41,10 +49,27 @@ struct tuple {
 	__u16 proxy_port;
 };
 
-/* Key of the excluded-CIDR trie: prefixlen counts bits of the 16-byte form
- * (an IPv4 /n is stored as /96+n). */
+/* What a redirected socket carries (socket-local storage) from its connect
+ * to its close. */
+struct sock_state {
+	struct orig_dst orig;
+	struct tuple t;
+	__u32 tracked; /* 1: conn_origs holds t */
+};
+
+/* Key of the excluded and resolvers tries: prefixlen counts bits of the
+ * 16-byte form (an IPv4 /n is stored as /96+n). */
 struct lpm_key {
 	__u32 prefixlen;
+	__u32 addr[4];
+};
+
+/* Key of the udp_allow trie: the port first (network order, in the high
+ * half of the word: the low half is zero), then the address, so that a
+ * prefix of 32 bits is "this port, any address" and 32+128 one address. */
+struct udp_key {
+	__u32 prefixlen;
+	__u32 port;
 	__u32 addr[4];
 };
 
@@ -52,18 +77,28 @@ struct lpm_key {
  * agent versions. */
 enum counter {
 	COUNTER_REDIRECTED = 0,   /* TCP connect rewritten to the proxy */
-	COUNTER_SKIP_MARK,        /* socket carries egressd's mark */
+	COUNTER_SKIP_OWN,         /* one of egressd's own sockets (by cookie;
+	                           * before: by mark) */
 	COUNTER_SKIP_LOOPBACK,    /* destination is loopback */
-	COUNTER_SKIP_PROXY,       /* destination is the proxy's (node) address */
+	COUNTER_SKIP_PROXY,       /* destination is node address : proxy port */
 	COUNTER_SKIP_EXCLUDED,    /* destination in an excluded CIDR */
-	COUNTER_SKIP_DNS,         /* TCP to port 53, allowed like UDP DNS */
-	COUNTER_SKIP_OTHER,       /* not TCP nor UDP (raw, ping): not ours */
-	COUNTER_UDP_ALLOWED,      /* UDP allowed (DNS, or any without DenyUDP) */
-	COUNTER_UDP_REFUSED,      /* UDP refused (443 always, others with DenyUDP) */
+	COUNTER_SKIP_DNS,         /* TCP to port 53 of a named resolver */
+	COUNTER_SKIP_OTHER,       /* no longer written (other sockets are refused) */
+	COUNTER_UDP_ALLOWED,      /* UDP allowed by the operator (allow-udp) */
+	COUNTER_UDP_REFUSED,      /* UDP refused (443 always, others unless allowed) */
 	COUNTER_FAIL_CLOSED,      /* connect sent to loopback port 0 (refused): no
-	                           * node address, non-TCP stream, map full */
-	COUNTER_TRACKED,          /* sockops moved an entry to orig_dsts */
+	                           * node address, non-TCP stream, no storage */
+	COUNTER_TRACKED,          /* sockops filed an original destination */
 	COUNTER_TRACK_FAILED,     /* sockops could not store it (proxy will miss) */
+	COUNTER_UDP_DNS,          /* UDP to port 53 of a named resolver */
+	COUNTER_UNSPECIFIED,      /* connect/sendmsg to 0.0.0.0 or :: refused */
+	COUNTER_SOCK_RAW,         /* socket creation refused: SOCK_RAW */
+	COUNTER_SOCK_PING,        /* socket creation refused: ICMP datagram (ping) */
+	COUNTER_SOCK_UDPLITE,     /* socket creation refused: UDP-Lite */
+	COUNTER_SOCK_SCTP,        /* socket creation refused: SCTP */
+	COUNTER_SOCK_OTHER,       /* socket creation refused: anything else */
+	COUNTER_UNTRACKED,        /* a tracked connection closed before the
+	                           * proxy looked it up: its entry removed */
 	COUNTER_MAX,
 };
 
@@ -89,36 +124,81 @@ struct {
 } excluded SEC(".maps");
 
 /*
- * pending: original destinations of redirected sockets whose source port
- * is not known yet.
- * Writer: the connect4/connect6 hooks. Reader and deleter: sockops at
- * TCP_CONNECT_CB. Entries of connects that fail before that are evicted
- * by the LRU.
- * Key: __u64 socket cookie. Value: struct orig_dst.
+ * resolvers: the DNS servers pods may reach on port 53 (--dns-server).
+ * Writer: redirect.Attach, like excluded. Reader: the connect and sendmsg
+ * hooks, for port 53 only. Key: struct lpm_key. Value: __u8, 1: a resolver;
+ * 0: not (the v4-mapped guard, as in excluded).
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__type(key, __u64);
-	__type(value, struct orig_dst);
-} pending SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 256);
+	__type(key, struct lpm_key);
+	__type(value, __u8);
+} resolvers SEC(".maps");
 
 /*
- * orig_dsts: original destinations of redirected connections, by the
+ * udp_allow: the UDP destinations the operator allowed (--allow-udp).
+ * Writer: redirect.Attach, like excluded. Reader: the connect and sendmsg
+ * hooks. Key: struct udp_key. Value: __u8, 1: allowed; 0: not (guards).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, struct udp_key);
+	__type(value, __u8);
+} udp_allow SEC(".maps");
+
+/*
+ * sock_states: the original destination of each redirected socket, stored
+ * on the socket itself: it lives and dies with the socket, so no other
+ * socket's churn can evict it.
+ * Writer: the connect hooks (create). Reader and writer: sockops at
+ * TCP_CONNECT_CB (files it in conn_origs) and at the move to TCP_CLOSE
+ * (removes that entry if the proxy has not taken it).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, int);
+	__type(value, struct sock_state);
+} sock_states SEC(".maps");
+
+/*
+ * conn_origs: original destinations of redirected connections, by the
  * connection as the proxy sees it.
- * Writer: sockops at TCP_CONNECT_CB. Reader and deleter:
- * redirect.Redirector.Lookup when the proxy accepts. Entries of
- * connections the proxy never accepts are evicted by the LRU.
+ * Writer: sockops at TCP_CONNECT_CB. Deleters: redirect.Redirector.Lookup
+ * when the proxy accepts, and sockops when the connection closes first. A
+ * plain hash, not an LRU: an entry is never evicted for another; it is
+ * there exactly while its connection lives and the proxy has not read it.
  * Key: struct tuple. Value: struct orig_dst.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__type(key, struct tuple);
 	__type(value, struct orig_dst);
-} orig_dsts SEC(".maps");
+} conn_origs SEC(".maps");
+
+/*
+ * own_socks: egressd's own sockets about to connect, which the hooks leave
+ * alone (its upstream and resolver sockets; the agent may run inside an
+ * attached cgroup).
+ * Writer: the agent (redirect.Redirector.Control, before connect). Deleter:
+ * the connect hooks, when they let the socket through (one connect per
+ * registration); the LRU bounds what sockets that never connect leave.
+ * Key: __u64 socket cookie. Value: __u8 1.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, __u64);
+	__type(value, __u8);
+} own_socks SEC(".maps");
 
 /*
  * counters: what the hooks decided, per CPU.

@@ -17,7 +17,7 @@ type EgressdCounter uint32
 
 const (
 	EgressdCounterCOUNTER_REDIRECTED    EgressdCounter = 0
-	EgressdCounterCOUNTER_SKIP_MARK     EgressdCounter = 1
+	EgressdCounterCOUNTER_SKIP_OWN      EgressdCounter = 1
 	EgressdCounterCOUNTER_SKIP_LOOPBACK EgressdCounter = 2
 	EgressdCounterCOUNTER_SKIP_PROXY    EgressdCounter = 3
 	EgressdCounterCOUNTER_SKIP_EXCLUDED EgressdCounter = 4
@@ -28,7 +28,15 @@ const (
 	EgressdCounterCOUNTER_FAIL_CLOSED   EgressdCounter = 9
 	EgressdCounterCOUNTER_TRACKED       EgressdCounter = 10
 	EgressdCounterCOUNTER_TRACK_FAILED  EgressdCounter = 11
-	EgressdCounterCOUNTER_MAX           EgressdCounter = 12
+	EgressdCounterCOUNTER_UDP_DNS       EgressdCounter = 12
+	EgressdCounterCOUNTER_UNSPECIFIED   EgressdCounter = 13
+	EgressdCounterCOUNTER_SOCK_RAW      EgressdCounter = 14
+	EgressdCounterCOUNTER_SOCK_PING     EgressdCounter = 15
+	EgressdCounterCOUNTER_SOCK_UDPLITE  EgressdCounter = 16
+	EgressdCounterCOUNTER_SOCK_SCTP     EgressdCounter = 17
+	EgressdCounterCOUNTER_SOCK_OTHER    EgressdCounter = 18
+	EgressdCounterCOUNTER_UNTRACKED     EgressdCounter = 19
+	EgressdCounterCOUNTER_MAX           EgressdCounter = 20
 )
 
 type EgressdLpmKey struct {
@@ -38,10 +46,18 @@ type EgressdLpmKey struct {
 }
 
 type EgressdOrigDst struct {
-	_    structs.HostLayout
-	Addr [4]uint32
-	Port uint16
-	Pad  uint16
+	_        structs.HostLayout
+	Addr     [4]uint32
+	CgroupId uint64
+	Port     uint16
+	Pad      [3]uint16
+}
+
+type EgressdSockState struct {
+	_       structs.HostLayout
+	Orig    EgressdOrigDst
+	T       EgressdTuple
+	Tracked uint32
 }
 
 type EgressdTuple struct {
@@ -52,26 +68,35 @@ type EgressdTuple struct {
 	ProxyPort  uint16
 }
 
+type EgressdUdpKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Port      uint32
+	Addr      [4]uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	EgressdMapConnOrigs       = "conn_origs"
 	EgressdMapCounters        = "counters"
 	EgressdMapExcluded        = "excluded"
-	EgressdMapOrigDsts        = "orig_dsts"
-	EgressdMapPending         = "pending"
+	EgressdMapOwnSocks        = "own_socks"
+	EgressdMapResolvers       = "resolvers"
+	EgressdMapSockStates      = "sock_states"
+	EgressdMapUdpAllow        = "udp_allow"
 	EgressdProgConnect4       = "connect4"
 	EgressdProgConnect6       = "connect6"
 	EgressdProgSendmsg4       = "sendmsg4"
 	EgressdProgSendmsg6       = "sendmsg6"
+	EgressdProgSockCreate     = "sock_create"
 	EgressdProgTrackConnect   = "track_connect"
 	EgressdVarCountersUsed    = "counters_used"
-	EgressdVarDenyUdp         = "deny_udp"
 	EgressdVarHostNetnsCookie = "host_netns_cookie"
 	EgressdVarNodeIp4         = "node_ip4"
 	EgressdVarNodeIp6         = "node_ip6"
 	EgressdVarProxyPort       = "proxy_port"
-	EgressdVarSockMark        = "sock_mark"
 )
 
 // LoadEgressd returns the embedded CollectionSpec for Egressd.
@@ -120,6 +145,7 @@ type EgressdProgramSpecs struct {
 	Connect6     *ebpf.ProgramSpec `ebpf:"connect6"`
 	Sendmsg4     *ebpf.ProgramSpec `ebpf:"sendmsg4"`
 	Sendmsg6     *ebpf.ProgramSpec `ebpf:"sendmsg6"`
+	SockCreate   *ebpf.ProgramSpec `ebpf:"sock_create"`
 	TrackConnect *ebpf.ProgramSpec `ebpf:"track_connect"`
 }
 
@@ -127,10 +153,13 @@ type EgressdProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EgressdMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Excluded *ebpf.MapSpec `ebpf:"excluded"`
-	OrigDsts *ebpf.MapSpec `ebpf:"orig_dsts"`
-	Pending  *ebpf.MapSpec `ebpf:"pending"`
+	ConnOrigs  *ebpf.MapSpec `ebpf:"conn_origs"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Excluded   *ebpf.MapSpec `ebpf:"excluded"`
+	OwnSocks   *ebpf.MapSpec `ebpf:"own_socks"`
+	Resolvers  *ebpf.MapSpec `ebpf:"resolvers"`
+	SockStates *ebpf.MapSpec `ebpf:"sock_states"`
+	UdpAllow   *ebpf.MapSpec `ebpf:"udp_allow"`
 }
 
 // EgressdVariableSpecs contains global variables before they are loaded into the kernel.
@@ -138,12 +167,10 @@ type EgressdMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type EgressdVariableSpecs struct {
 	CountersUsed    *ebpf.VariableSpec `ebpf:"counters_used"`
-	DenyUdp         *ebpf.VariableSpec `ebpf:"deny_udp"`
 	HostNetnsCookie *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	NodeIp4         *ebpf.VariableSpec `ebpf:"node_ip4"`
 	NodeIp6         *ebpf.VariableSpec `ebpf:"node_ip6"`
 	ProxyPort       *ebpf.VariableSpec `ebpf:"proxy_port"`
-	SockMark        *ebpf.VariableSpec `ebpf:"sock_mark"`
 }
 
 // EgressdObjects contains all objects after they have been loaded into the kernel.
@@ -166,18 +193,24 @@ func (o *EgressdObjects) Close() error {
 //
 // It can be passed to LoadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EgressdMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	Excluded *ebpf.Map `ebpf:"excluded"`
-	OrigDsts *ebpf.Map `ebpf:"orig_dsts"`
-	Pending  *ebpf.Map `ebpf:"pending"`
+	ConnOrigs  *ebpf.Map `ebpf:"conn_origs"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	Excluded   *ebpf.Map `ebpf:"excluded"`
+	OwnSocks   *ebpf.Map `ebpf:"own_socks"`
+	Resolvers  *ebpf.Map `ebpf:"resolvers"`
+	SockStates *ebpf.Map `ebpf:"sock_states"`
+	UdpAllow   *ebpf.Map `ebpf:"udp_allow"`
 }
 
 func (m *EgressdMaps) Close() error {
 	return _EgressdClose(
+		m.ConnOrigs,
 		m.Counters,
 		m.Excluded,
-		m.OrigDsts,
-		m.Pending,
+		m.OwnSocks,
+		m.Resolvers,
+		m.SockStates,
+		m.UdpAllow,
 	)
 }
 
@@ -186,12 +219,10 @@ func (m *EgressdMaps) Close() error {
 // It can be passed to LoadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EgressdVariables struct {
 	CountersUsed    *ebpf.Variable `ebpf:"counters_used"`
-	DenyUdp         *ebpf.Variable `ebpf:"deny_udp"`
 	HostNetnsCookie *ebpf.Variable `ebpf:"host_netns_cookie"`
 	NodeIp4         *ebpf.Variable `ebpf:"node_ip4"`
 	NodeIp6         *ebpf.Variable `ebpf:"node_ip6"`
 	ProxyPort       *ebpf.Variable `ebpf:"proxy_port"`
-	SockMark        *ebpf.Variable `ebpf:"sock_mark"`
 }
 
 // EgressdPrograms contains all programs after they have been loaded into the kernel.
@@ -202,6 +233,7 @@ type EgressdPrograms struct {
 	Connect6     *ebpf.Program `ebpf:"connect6"`
 	Sendmsg4     *ebpf.Program `ebpf:"sendmsg4"`
 	Sendmsg6     *ebpf.Program `ebpf:"sendmsg6"`
+	SockCreate   *ebpf.Program `ebpf:"sock_create"`
 	TrackConnect *ebpf.Program `ebpf:"track_connect"`
 }
 
@@ -211,6 +243,7 @@ func (p *EgressdPrograms) Close() error {
 		p.Connect6,
 		p.Sendmsg4,
 		p.Sendmsg6,
+		p.SockCreate,
 		p.TrackConnect,
 	)
 }

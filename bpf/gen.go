@@ -5,4 +5,4 @@ package bpf
 // linux/types.h needs live in the build host's multiarch directory
 // (/usr/include/x86_64-linux-gnu, /usr/include/aarch64-linux-gnu), which
 // clang -print-multiarch names.
-//go:generate sh -c "exec go tool bpf2go -tags linux -target bpfel -type orig_dst -type tuple -type lpm_key Egressd egressd.c -- -I/usr/include/$(clang -print-multiarch) -Wall -Werror -O2"
+//go:generate sh -c "exec go tool bpf2go -tags linux -target bpfel -type orig_dst -type tuple -type lpm_key -type udp_key Egressd egressd.c -- -I/usr/include/$(clang -print-multiarch) -Wall -Werror -O2"

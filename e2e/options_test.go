@@ -42,7 +42,8 @@ func TestE2EDialOriginalAndExclude(t *testing.T) {
 
 // TestE2EAgentInsideCgroup runs egressd inside the cgroup it redirects, as
 // the DaemonSet's pod sits inside kubepods: its own upstream and DNS
-// sockets carry the socket mark, so they leave instead of looping back.
+// sockets are registered with the programs (by cookie), so they leave
+// instead of looping back.
 func TestE2EAgentInsideCgroup(t *testing.T) {
 	w := newWorld(t)
 	w.agentCgroup = w.cgroup
@@ -60,8 +61,8 @@ func TestE2EAgentInsideCgroup(t *testing.T) {
 		}
 	}
 	_, m := a.get("/metrics")
-	if n := metric(m, `egressd_redirect_events_total{event="skipped_mark"}`); n < 3 {
-		t.Errorf("egressd's own connects skipped by their mark: %v, want >= 3", n)
+	if n := metric(m, `egressd_redirect_events_total{event="skipped_own"}`); n < 3 {
+		t.Errorf("egressd's own connects let out by their cookie: %v, want >= 3", n)
 	}
 	assertNoBypass(t, w)
 }

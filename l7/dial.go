@@ -95,18 +95,18 @@ func (p *Proxy) dialDirect(ctx context.Context, host string, orig netip.AddrPort
 	return nc, nil
 }
 
-// markedResolver returns r (nil: net.DefaultResolver) made to put mark on
-// its DNS sockets, so that the proxy's own lookups (TCP DNS included) are
-// never redirected back to it. A resolver with its own Dial is returned as
-// is: that Dial owns its sockets.
-func markedResolver(r *net.Resolver, mark uint32) *net.Resolver {
+// markedResolver returns r (nil: net.DefaultResolver) made to run control
+// (Mark and Config.Control) on its DNS sockets, so that the proxy's own
+// lookups (TCP DNS included) are never redirected back to it. A resolver
+// with its own Dial is returned as is: that Dial owns its sockets.
+func markedResolver(r *net.Resolver, control func(network, address string, c syscall.RawConn) error) *net.Resolver {
 	if r == nil {
 		r = net.DefaultResolver
 	}
-	if mark == 0 || r.Dial != nil {
+	if control == nil || r.Dial != nil {
 		return r
 	}
-	d := &net.Dialer{Control: markControl(mark)}
+	d := &net.Dialer{Control: control}
 	return &net.Resolver{PreferGo: true, StrictErrors: r.StrictErrors, Dial: d.DialContext}
 }
 

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +79,11 @@ type Config struct {
 	DialMode    DialMode                          // zero: DialResolve
 	Resolver    *net.Resolver                     // nil: net.DefaultResolver; without a Dial of its own it is made to mark its sockets
 	Mark        uint32                            // SO_MARK on every upstream socket; 0: none
+	// Control runs on every socket the proxy connects itself (upstream,
+	// egress proxy, the resolver's unless it has its own Dial) before
+	// connect, after Mark; an error fails the dial. egressd's agent
+	// registers its own sockets with the BPF programs here. nil: none.
+	Control func(network, address string, c syscall.RawConn) error
 	// Dial opens upstream TCP connections. nil: a net.Dialer with Resolver,
 	// Mark and ConnectTimeout. It receives "host:port" in DialResolve mode and
 	// "ip:port" in DialOriginal mode.
@@ -137,7 +143,8 @@ func New(cfg Config) (*Proxy, error) {
 	setDefault(&cfg.ResponseTimeout, DefaultResponseTimeout)
 	setDefault(&cfg.MaxIdlePerHost, DefaultMaxIdlePerHost)
 	setDefault(&cfg.UpstreamIdle, DefaultUpstreamIdle)
-	cfg.Resolver = markedResolver(cfg.Resolver, cfg.Mark)
+	control := chainControl(markControl(cfg.Mark), cfg.Control)
+	cfg.Resolver = markedResolver(cfg.Resolver, control)
 	egress, err := newEgressProxy(cfg.EgressProxy)
 	if err != nil {
 		return nil, err
@@ -158,7 +165,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.accessBuf, _ = p.access.Handler().(*AccessLog)
 	p.dial = cfg.Dial
 	if p.dial == nil {
-		d := &net.Dialer{Timeout: cfg.ConnectTimeout, Resolver: cfg.Resolver, Control: markControl(cfg.Mark)}
+		d := &net.Dialer{Timeout: cfg.ConnectTimeout, Resolver: cfg.Resolver, Control: control}
 		p.dial = d.DialContext
 	}
 	p.pool = newUpstreamPool(cfg.MaxIdlePerHost, cfg.UpstreamIdle)
@@ -168,6 +175,30 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.metrics = m
 	return p, nil
+}
+
+// chainControl runs the non-nil Control functions in order; nil if none.
+func chainControl(fs ...func(network, address string, c syscall.RawConn) error) func(network, address string, c syscall.RawConn) error {
+	var set []func(network, address string, c syscall.RawConn) error
+	for _, f := range fs {
+		if f != nil {
+			set = append(set, f)
+		}
+	}
+	switch len(set) {
+	case 0:
+		return nil
+	case 1:
+		return set[0]
+	}
+	return func(network, address string, c syscall.RawConn) error {
+		for _, f := range set {
+			if err := f(network, address, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 func setDefault[T comparable](v *T, def T) {

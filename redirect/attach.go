@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -21,12 +21,30 @@ import (
 // are safe for concurrent use.
 type Redirector struct {
 	objs   bpf.EgressdObjects
-	links  []link.Link
+	links  []attached
 	pinDir string
 	log    *slog.Logger
 
+	lookupMisses, lookupErrors atomic.Uint64
+
 	closeMu sync.Mutex
 	closed  bool
+}
+
+// attached is one of the agent's links: a program in a cgroup.
+type attached struct {
+	l      link.Link
+	cgroup string
+	hook   string
+	prog   ebpf.ProgramID // 0: unknown
+}
+
+func newAttached(l link.Link, p plannedLink, prog *ebpf.Program) attached {
+	a := attached{l: l, cgroup: p.cgroup, hook: p.h.name}
+	if info, err := prog.Info(); err == nil {
+		a.prog, _ = info.ID()
+	}
+	return a
 }
 
 // hook is one program and where it attaches in a cgroup.
@@ -44,12 +62,16 @@ var hooks = []hook{
 	{"connect6", ebpf.AttachCGroupInet6Connect, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.Connect6 }},
 	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.Sendmsg4 }},
 	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.Sendmsg6 }},
+	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.SockCreate }},
 }
 
 // Attach loads the programs configured by opts and attaches them to
 // opts.Cgroups, taking over the links and maps pinned by a previous agent
 // (see the package doc). Cgroups pinned before but not in opts.Cgroups are
-// detached.
+// detached. It is all or nothing: on error, nothing this call attached
+// stays attached, no pin it made is left, and the previous agent's links
+// still run its programs (unless switching one of them failed; see the
+// package doc).
 func Attach(opts Options) (_ *Redirector, err error) {
 	s, err := opts.settings()
 	if err != nil {
@@ -67,29 +89,33 @@ func Attach(opts Options) (_ *Redirector, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("redirect: %w", err)
 	}
+	undo, err := notePins(dir)
+	if err != nil {
+		return nil, fmt.Errorf("redirect: %w", err)
+	}
 	r := &Redirector{pinDir: dir, log: s.Logger}
 	defer func() {
 		if err != nil {
 			r.Close()
+			undo()
 		}
 	}()
 	if err := r.load(s); err != nil {
 		return nil, fmt.Errorf("redirect: %w", err)
 	}
-	wanted := map[string]bool{}
-	for _, cg := range s.Cgroups {
-		if err := r.attachCgroup(cg, wanted); err != nil {
-			return nil, fmt.Errorf("redirect: %w", err)
-		}
+	wanted, err := r.attachAll(s.Cgroups)
+	if err != nil {
+		return nil, fmt.Errorf("redirect: %w", err)
 	}
 	if err := detachUnwanted(filepath.Join(dir, "links"), wanted, r.log); err != nil {
 		return nil, fmt.Errorf("redirect: %w", err)
 	}
+	removeStalePins(filepath.Join(dir, "maps"), r.log)
 	return r, nil
 }
 
 // load loads the programs with their settings, reusing pinned maps, and
-// fills the excluded CIDRs.
+// fills the excluded CIDRs, resolvers and UDP rules.
 func (r *Redirector) load(s settings) error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("remove memlock limit: %w", err)
@@ -119,80 +145,176 @@ func (r *Redirector) load(s settings) error {
 	if err != nil {
 		return fmt.Errorf("load BPF objects: %w", err)
 	}
-	return r.fillExcluded(s.ExcludeCIDRs)
+	return r.fill(s)
 }
 
-// fillExcluded writes the excluded CIDRs. An IPv6 prefix that contains
-// the v4-mapped range (::/0, say) must not exclude all of IPv4: the
-// range ::ffff:0:0/96 is entered as not excluded first, the longer match
-// for IPv4 destinations unless 0.0.0.0/0 itself is excluded.
-func (r *Redirector) fillExcluded(cidrs []netip.Prefix) error {
-	v4 := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	if err := r.objs.Excluded.Put(lpmKey(v4), uint8(0)); err != nil {
-		return fmt.Errorf("exclude: %w", err)
-	}
-	for _, p := range cidrs {
-		if err := r.objs.Excluded.Put(lpmKey(p), uint8(1)); err != nil {
-			return fmt.Errorf("exclude %v: %w", p, err)
-		}
-	}
-	return nil
+// plannedLink is one hook of one cgroup, before it is attached.
+type plannedLink struct {
+	cgroup string
+	h      hook
+	pin    string
+	old    link.Link // the previous agent's pinned link; nil: none
 }
 
-// attachCgroup attaches every hook to cg, or switches its pinned link to
-// the new program, and adds the pin names to wanted.
-func (r *Redirector) attachCgroup(cg string, wanted map[string]bool) error {
-	var st unix.Stat_t
-	if err := unix.Stat(cg, &st); err != nil {
-		return fmt.Errorf("cgroup %s: %w", cg, err)
-	}
-	links := filepath.Join(r.pinDir, "links")
-	if err := os.MkdirAll(links, 0o700); err != nil {
-		return fmt.Errorf("pin directory: %w", err)
-	}
-	for _, h := range hooks {
-		// The inode number is the cgroup's ID: it names the cgroup
-		// however it is spelled.
-		name := fmt.Sprintf("%s-cgroup%d", h.name, st.Ino)
-		wanted[name] = true
-		l, err := r.attachHook(cg, filepath.Join(links, name), h)
-		if err != nil {
-			return fmt.Errorf("attach %s to %s: %w", h.name, cg, err)
-		}
-		r.links = append(r.links, l)
-	}
-	return nil
-}
-
-func (r *Redirector) attachHook(cg, pin string, h hook) (link.Link, error) {
-	prog := h.prog(&r.objs.EgressdPrograms)
-	l, err := link.LoadPinnedLink(pin, nil)
-	switch {
-	case err == nil:
-		// Atomic: the cgroup runs the old program until this returns,
-		// the new one afterwards.
-		if err := l.Update(prog); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("update pinned link: %w", err)
-		}
-		r.log.Debug("took over pinned link", "pin", pin)
-		return l, nil
-	case !errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("load pinned link: %w", err)
-	}
-	l, err = link.AttachCgroup(link.CgroupOptions{Path: cg, Attach: h.attach, Program: prog})
+// attachAll attaches every hook to every cgroup in two phases: first the
+// new links (attached and pinned), undone all together if one fails; then
+// the previous agent's pinned links switched to the new programs. It
+// returns the pin names in use.
+func (r *Redirector) attachAll(cgroups []string) (map[string]bool, error) {
+	plan, wanted, err := r.plan(cgroups)
 	if err != nil {
 		return nil, err
 	}
-	if err := l.Pin(pin); err != nil {
+	var fresh []attached
+	undo := func() {
+		for _, a := range fresh {
+			_ = a.l.Unpin()
+			_ = a.l.Close() // unpinned and closed: detached
+		}
+		for _, p := range plan {
+			if p.old != nil {
+				p.old.Close() // still pinned: stays attached with its program
+			}
+		}
+	}
+	for _, p := range plan {
+		if p.old != nil {
+			continue
+		}
+		l, err := r.attachNew(p)
+		if err != nil {
+			undo()
+			return nil, fmt.Errorf("attach %s to %s: %w", p.h.name, p.cgroup, err)
+		}
+		fresh = append(fresh, newAttached(l, p, p.h.prog(&r.objs.EgressdPrograms)))
+	}
+	r.links = append(r.links, fresh...)
+	for i, p := range plan {
+		if p.old == nil {
+			continue
+		}
+		// Atomic: the cgroup runs the old program until this returns,
+		// the new one afterwards.
+		prog := p.h.prog(&r.objs.EgressdPrograms)
+		if err := p.old.Update(prog); err != nil {
+			r.links = r.links[len(fresh):] // those switched already: Close releases them, their pins stay
+			undo()
+			return nil, fmt.Errorf("take over %s of %s: %w", p.h.name, p.cgroup, err)
+		}
+		plan[i].old = nil
+		r.links = append(r.links, newAttached(p.old, p, prog))
+		r.log.Debug("took over pinned link", "pin", p.pin)
+	}
+	return wanted, nil
+}
+
+// plan lists the links to make and loads the pinned ones to take over.
+func (r *Redirector) plan(cgroups []string) ([]plannedLink, map[string]bool, error) {
+	links := filepath.Join(r.pinDir, "links")
+	if err := os.MkdirAll(links, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("pin directory: %w", err)
+	}
+	var plan []plannedLink
+	wanted := map[string]bool{}
+	fail := func(err error) ([]plannedLink, map[string]bool, error) {
+		for _, p := range plan {
+			if p.old != nil {
+				p.old.Close()
+			}
+		}
+		return nil, nil, err
+	}
+	for _, cg := range cgroups {
+		var st unix.Stat_t
+		if err := unix.Stat(cg, &st); err != nil {
+			return fail(fmt.Errorf("cgroup %s: %w", cg, err))
+		}
+		for _, h := range hooks {
+			// The inode number is the cgroup's ID: it names the cgroup
+			// however it is spelled.
+			name := fmt.Sprintf("%s-cgroup%d", h.name, st.Ino)
+			if wanted[name] {
+				continue // the same cgroup twice
+			}
+			wanted[name] = true
+			p := plannedLink{cgroup: cg, h: h, pin: filepath.Join(links, name)}
+			l, err := link.LoadPinnedLink(p.pin, nil)
+			switch {
+			case err == nil:
+				p.old = l
+			case !errors.Is(err, os.ErrNotExist):
+				return fail(fmt.Errorf("load pinned link %s: %w", p.pin, err))
+			}
+			plan = append(plan, p)
+		}
+	}
+	return plan, wanted, nil
+}
+
+func (r *Redirector) attachNew(p plannedLink) (link.Link, error) {
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: p.cgroup, Attach: p.h.attach, Program: p.h.prog(&r.objs.EgressdPrograms)})
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Pin(p.pin); err != nil {
 		l.Close()
 		if errors.Is(err, link.ErrNotSupported) {
 			return nil, fmt.Errorf("%w: needs cgroup BPF links (Linux 5.7): %v", ErrUnsupported, err)
 		}
 		return nil, err
 	}
-	r.log.Debug("attached", "cgroup", cg, "pin", pin)
+	r.log.Debug("attached", "cgroup", p.cgroup, "pin", p.pin)
 	return l, nil
+}
+
+// notePins records what exists under the pin directory dir; the returned
+// func removes whatever Attach added since (maps pinned by this load,
+// directories it made), on failure.
+func notePins(dir string) (undo func(), err error) {
+	before := map[string]bool{}
+	for _, sub := range []string{"", "maps", "links"} {
+		p := filepath.Join(dir, sub)
+		if _, err := os.Stat(p); err == nil {
+			before[p] = true
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("pin directory: %w", err)
+		}
+		for _, e := range entries {
+			before[filepath.Join(p, e.Name())] = true
+		}
+	}
+	return func() {
+		for _, sub := range []string{"maps", "links"} {
+			p := filepath.Join(dir, sub)
+			entries, _ := os.ReadDir(p)
+			for _, e := range entries {
+				if q := filepath.Join(p, e.Name()); !before[q] {
+					_ = os.Remove(q)
+				}
+			}
+		}
+		for _, p := range []string{filepath.Join(dir, "maps"), filepath.Join(dir, "links"), dir} {
+			if !before[p] {
+				_ = os.Remove(p) // only if empty
+			}
+		}
+	}, nil
+}
+
+// staleMaps are maps earlier versions pinned and this one no longer uses.
+var staleMaps = []string{"pending", "orig_dsts"}
+
+// removeStalePins unpins maps of earlier versions once their programs are
+// replaced everywhere (a previous agent still holding them keeps them
+// alive until it exits).
+func removeStalePins(maps string, log *slog.Logger) {
+	for _, name := range staleMaps {
+		if err := os.Remove(filepath.Join(maps, name)); err == nil {
+			log.Info("removed the pin of an earlier version's map", "map", name)
+		}
+	}
 }
 
 // setVariables writes the settings into the programs' volatile consts.
@@ -214,22 +336,13 @@ func setVariables(spec *ebpf.CollectionSpec, s settings, hostNetns uint64) error
 		value any
 	}{
 		{vars.ProxyPort, s.ProxyPort},
-		{vars.SockMark, s.Mark},
 		{vars.HostNetnsCookie, hostNetns},
 		{vars.NodeIp4, node4}, // network order, as the bytes are
 		{vars.NodeIp6, node6},
-		{vars.DenyUdp, boolU32(s.DenyUDP)},
 	} {
 		if err := v.spec.Set(v.value); err != nil {
 			return fmt.Errorf("set %s: %w", v.spec.Name, err)
 		}
 	}
 	return nil
-}
-
-func boolU32(b bool) uint32 {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -106,7 +106,7 @@ func BenchmarkLookup(b *testing.B) {
 		for i := range n {
 			c := client(i)
 			key := bpf.EgressdTuple{ClientAddr: words(c.Addr()), ProxyAddr: words(proxy.Addr()), ClientPort: c.Port(), ProxyPort: proxy.Port()}
-			if err := r.objs.OrigDsts.Put(&key, &orig); err != nil {
+			if err := r.objs.ConnOrigs.Put(&key, &orig); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -22,8 +22,13 @@ var (
 	excludedAddr4 = netip.MustParseAddr("198.18.1.2")
 	excludedAddr6 = netip.MustParseAddr("2001:2:0:1::2")
 	excluded      = []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24"), netip.MustParsePrefix("2001:2:0:1::/64")}
-	nodeAddr4     = netip.MustParseAddr("198.19.1.1")
-	nodeAddr6     = netip.MustParseAddr("2001:2:1::1")
+	// otherAddr4/6 is an external address that is neither excluded nor a
+	// DNS server (extAddr4/6 are the DNS servers).
+	otherAddr4 = netip.MustParseAddr("198.18.32.2")
+	otherAddr6 = netip.MustParseAddr("2001:2:0:11::2")
+	dnsServers = []netip.Prefix{netip.PrefixFrom(extAddr4, 32), netip.PrefixFrom(extAddr6, 128)}
+	nodeAddr4  = netip.MustParseAddr("198.19.1.1")
+	nodeAddr6  = netip.MustParseAddr("2001:2:1::1")
 )
 
 // topo is a throwaway world for one test: a cgroup, the ext and pod
@@ -34,7 +39,7 @@ type topo struct {
 	ext, pod *kerneltest.NS
 	pinDir   string
 	proxy    *proxy
-	extPort  uint16 // TCP port served in ext; UDP echo on 53, 443, 5353
+	extPort  uint16 // TCP port served in ext; UDP echo on 53, 443, 5353, 51820
 	loopback netip.AddrPort
 }
 
@@ -43,8 +48,10 @@ func newTopo(t testing.TB) *topo {
 	kerneltest.Require(t)
 	tp := &topo{cg: kerneltest.Cgroup(t), ext: kerneltest.Netns(t), pod: kerneltest.Netns(t), pinDir: testPinDir(t)}
 	p := netip.MustParsePrefix
-	kerneltest.Veth(t, nil, []netip.Prefix{p("198.18.0.1/24"), p("198.18.1.1/24"), p("2001:2::1/64"), p("2001:2:0:1::1/64")},
-		tp.ext, []netip.Prefix{p("198.18.0.2/24"), p("198.18.1.2/24"), p("2001:2::2/64"), p("2001:2:0:1::2/64")})
+	kerneltest.Veth(t, nil, []netip.Prefix{p("198.18.0.1/24"), p("198.18.1.1/24"), p("198.18.32.1/24"),
+		p("2001:2::1/64"), p("2001:2:0:1::1/64"), p("2001:2:0:11::1/64")},
+		tp.ext, []netip.Prefix{p("198.18.0.2/24"), p("198.18.1.2/24"), p("198.18.32.2/24"),
+			p("2001:2::2/64"), p("2001:2:0:1::2/64"), p("2001:2:0:11::2/64")})
 	_, podIf := kerneltest.Veth(t, nil, []netip.Prefix{p("198.19.1.1/24"), p("2001:2:1::1/64")},
 		tp.pod, []netip.Prefix{p("198.19.1.2/24"), p("2001:2:1::2/64")})
 	for _, r := range []struct {
@@ -58,7 +65,7 @@ func newTopo(t testing.TB) *topo {
 	tp.proxy = startProxy(t, nil, "proxy", "[::]:0")
 	tp.extPort = startProxy(t, tp.ext, "direct", "[::]:0").port()
 	tp.loopback = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), startProxy(t, nil, "loopback", "127.0.0.1:0").port())
-	for _, port := range []int{53, 443, 5353} {
+	for _, port := range []int{53, 443, 5353, 51820} {
 		startUDPEcho(t, tp.ext, port)
 	}
 	return tp
@@ -71,6 +78,7 @@ func (tp *topo) options() Options {
 		ProxyPort:    tp.proxy.port(),
 		NodeAddrs:    []netip.Addr{nodeAddr4, nodeAddr6},
 		ExcludeCIDRs: excluded,
+		DNSServers:   dnsServers,
 		PinDir:       tp.pinDir,
 	}
 }

@@ -2,18 +2,34 @@ package redirect
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/egressd/egressd/bpf"
 )
 
-// Lookup returns the original destination of a connection the proxy
-// accepted, given its remote (client) and local (proxy) addresses as the
-// proxy sees them, and forgets it. ok is false for a connection that was
-// not redirected by egressd (or whose entry was already read or evicted):
-// the proxy must close it. It satisfies l7.OriginalDst.
-func (r *Redirector) Lookup(client, local netip.AddrPort) (orig netip.AddrPort, ok bool) {
+// Origin is what the programs recorded about a redirected connection.
+type Origin struct {
+	// Dst is the destination the application connected to.
+	Dst netip.AddrPort
+	// CgroupID is the cgroup v2 ID (the directory's inode number) of the
+	// process that called connect: the pod, for per-client decisions.
+	CgroupID uint64
+}
+
+// ErrNotRedirected: the connection is not one the programs redirected (or
+// its entry was already read).
+var ErrNotRedirected = errors.New("redirect: connection not redirected by egressd")
+
+// Origin returns what was recorded about a connection the proxy accepted,
+// given its remote (client) and local (proxy) addresses as the proxy sees
+// them, and forgets it. The error is ErrNotRedirected for a connection
+// egressd did not redirect; any other error is a failure to read the map
+// (counted and logged apart). Either way the proxy must close it.
+func (r *Redirector) Origin(client, local netip.AddrPort) (Origin, error) {
 	key := bpf.EgressdTuple{
 		ClientAddr: words(client.Addr()),
 		ProxyAddr:  words(local.Addr()),
@@ -21,10 +37,24 @@ func (r *Redirector) Lookup(client, local netip.AddrPort) (orig netip.AddrPort, 
 		ProxyPort:  local.Port(),
 	}
 	var v bpf.EgressdOrigDst
-	if err := r.objs.OrigDsts.LookupAndDelete(&key, &v); err != nil {
-		return netip.AddrPort{}, false
+	err := r.objs.ConnOrigs.LookupAndDelete(&key, &v)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		r.lookupMisses.Add(1)
+		return Origin{}, ErrNotRedirected
+	case err != nil:
+		r.lookupErrors.Add(1)
+		r.log.Error("original destination lookup failed", "client", client, "local", local, "err", err)
+		return Origin{}, fmt.Errorf("redirect: lookup %v -> %v: %w", client, local, err)
 	}
-	return netip.AddrPortFrom(addr(v.Addr), v.Port), true
+	return Origin{Dst: netip.AddrPortFrom(addr(v.Addr), v.Port), CgroupID: v.CgroupId}, nil
+}
+
+// Lookup is Origin reduced to the destination: ok is false when there is
+// none (the proxy must close the connection). It satisfies l7.OriginalDst.
+func (r *Redirector) Lookup(client, local netip.AddrPort) (orig netip.AddrPort, ok bool) {
+	o, err := r.Origin(client, local)
+	return o.Dst, err == nil
 }
 
 // words is an address in the programs' 16-byte form (IPv4 v4-mapped), in
@@ -51,49 +81,4 @@ func lpmKey(p netip.Prefix) bpf.EgressdLpmKey {
 		bits += 96
 	}
 	return bpf.EgressdLpmKey{Prefixlen: uint32(bits), Addr: words(p.Masked().Addr())}
-}
-
-// Stats are the programs' decisions since the maps were first pinned,
-// summed over CPUs.
-type Stats struct {
-	Redirected      uint64 // TCP connects sent to the proxy
-	SkippedMark     uint64 // egressd's own sockets
-	SkippedLoopback uint64
-	SkippedProxy    uint64 // to a node (proxy) address
-	SkippedExcluded uint64 // to an excluded CIDR
-	SkippedDNS      uint64 // TCP to port 53
-	SkippedOther    uint64 // neither TCP nor UDP
-	UDPAllowed      uint64
-	UDPRefused      uint64 // port 443, or any but DNS with DenyUDP
-	FailClosed      uint64 // connects refused rather than let through
-	Tracked         uint64 // redirected connections made visible to Lookup
-	TrackFailed     uint64 // redirected connections Lookup will miss
-}
-
-// Stats reads the counters.
-func (r *Redirector) Stats() (Stats, error) {
-	var s Stats
-	for c, dst := range map[bpf.EgressdCounter]*uint64{
-		bpf.EgressdCounterCOUNTER_REDIRECTED:    &s.Redirected,
-		bpf.EgressdCounterCOUNTER_SKIP_MARK:     &s.SkippedMark,
-		bpf.EgressdCounterCOUNTER_SKIP_LOOPBACK: &s.SkippedLoopback,
-		bpf.EgressdCounterCOUNTER_SKIP_PROXY:    &s.SkippedProxy,
-		bpf.EgressdCounterCOUNTER_SKIP_EXCLUDED: &s.SkippedExcluded,
-		bpf.EgressdCounterCOUNTER_SKIP_DNS:      &s.SkippedDNS,
-		bpf.EgressdCounterCOUNTER_SKIP_OTHER:    &s.SkippedOther,
-		bpf.EgressdCounterCOUNTER_UDP_ALLOWED:   &s.UDPAllowed,
-		bpf.EgressdCounterCOUNTER_UDP_REFUSED:   &s.UDPRefused,
-		bpf.EgressdCounterCOUNTER_FAIL_CLOSED:   &s.FailClosed,
-		bpf.EgressdCounterCOUNTER_TRACKED:       &s.Tracked,
-		bpf.EgressdCounterCOUNTER_TRACK_FAILED:  &s.TrackFailed,
-	} {
-		var perCPU []uint64
-		if err := r.objs.Counters.Lookup(uint32(c), &perCPU); err != nil {
-			return Stats{}, fmt.Errorf("read counter %d: %w", c, err)
-		}
-		for _, n := range perCPU {
-			*dst += n
-		}
-	}
-	return s, nil
 }

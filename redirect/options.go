@@ -5,15 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
+	"strings"
 )
 
 // DefaultProxyPort is the proxy port when Options.ProxyPort is 0.
 const DefaultProxyPort = 15001
-
-// DefaultMark is the socket mark egressd's own sockets carry when
-// Options.Mark is 0. It avoids the bits kube-proxy (0xc000) and Cilium
-// (0x0f00) use in the low 16 bits; change it if the node uses it.
-const DefaultMark uint32 = 0x30e5
 
 // Options configures Attach. The zero value of each optional field has the
 // documented default.
@@ -25,25 +22,88 @@ type Options struct {
 	ProxyPort uint16
 	// NodeAddrs are where sockets outside the host network namespace
 	// (pods) are sent: at most one IPv4 and one IPv6 address. A pod socket
-	// of a family with no node address is refused (fail closed).
+	// of a family with no node address is refused (fail closed). Only
+	// their ProxyPort is exempt; other ports are egress like any address.
 	NodeAddrs []netip.Addr
-	// ExcludeCIDRs are destinations never redirected (cluster ranges).
+	// ExcludeCIDRs are destinations never redirected nor refused
+	// (cluster ranges), whatever the protocol.
 	ExcludeCIDRs []netip.Prefix
-	// Mark is the SO_MARK of egressd's own sockets, which are never
-	// redirected. 0: DefaultMark.
-	Mark uint32
+	// DNSServers are the resolvers processes may reach on port 53, UDP
+	// and TCP. Port 53 elsewhere is refused (UDP) or redirected (TCP).
+	DNSServers []netip.Prefix
+	// AllowUDP are the UDP destinations allowed besides DNSServers; all
+	// other UDP is refused. Port 443 (QUIC) is refused regardless.
+	AllowUDP []UDPRule
 	// PinDir is where links and maps are pinned; it must be on bpffs.
 	// "": <bpffs mount>/egressd, mounting bpffs at /sys/fs/bpf if none is.
 	PinDir string
-	// DenyUDP refuses all UDP but DNS (port 53). UDP to port 443 is
-	// refused regardless.
-	DenyUDP bool
 	// Logger receives attach and takeover events. nil: discard.
 	Logger *slog.Logger
 }
 
-// maxExcluded is the size of the excluded map (egressd.h).
-const maxExcluded = 4096 - 1 // one entry guards the v4-mapped range
+// UDPRule allows UDP to Port at the addresses in Prefix (the zero Prefix:
+// any address).
+type UDPRule struct {
+	Prefix netip.Prefix
+	Port   uint16
+}
+
+// ParseUDPRule parses "PORT", "CIDR:PORT" or "IP:PORT" ("[IPv6]:PORT"
+// too). Port 443 is refused: QUIC never bypasses the proxy.
+func ParseUDPRule(s string) (UDPRule, error) {
+	var r UDPRule
+	addr, port := "", s
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		addr, port = strings.Trim(s[:i], "[]"), s[i+1:]
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return r, fmt.Errorf("UDP rule %q: want PORT, CIDR:PORT or IP:PORT with a port of 1-65535", s)
+	}
+	r.Port = uint16(n)
+	if r.Port == 443 {
+		return r, fmt.Errorf("UDP rule %q: UDP to port 443 (QUIC) is always refused", s)
+	}
+	if addr != "" {
+		if r.Prefix, err = parsePrefix(addr); err != nil {
+			return r, fmt.Errorf("UDP rule %q: %w", s, err)
+		}
+	}
+	return r, nil
+}
+
+func (r UDPRule) String() string {
+	if !r.Prefix.IsValid() {
+		return strconv.Itoa(int(r.Port))
+	}
+	return r.Prefix.String() + ":" + strconv.Itoa(int(r.Port))
+}
+
+// parsePrefix parses a CIDR or a single address (as /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap().WithZone("")
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ParsePrefix parses a CIDR, or an address standing for itself alone (the
+// form of --dns-server).
+func ParsePrefix(s string) (netip.Prefix, error) { return parsePrefix(s) }
+
+// Sizes of the tries (egressd.h), less the entry guarding the v4-mapped
+// range.
+const (
+	maxExcluded  = 4096 - 1
+	maxResolvers = 256 - 1
+	maxAllowUDP  = 1024 - 1
+)
 
 // settings are Options validated and with defaults applied.
 type settings struct {
@@ -58,9 +118,6 @@ func (o Options) settings() (settings, error) {
 	}
 	if s.ProxyPort == 0 {
 		s.ProxyPort = DefaultProxyPort
-	}
-	if s.Mark == 0 {
-		s.Mark = DefaultMark
 	}
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
@@ -79,12 +136,26 @@ func (o Options) settings() (settings, error) {
 		}
 		*slot = a.WithZone("")
 	}
-	if len(o.ExcludeCIDRs) > maxExcluded {
-		return s, fmt.Errorf("%d exclude CIDRs: at most %d", len(o.ExcludeCIDRs), maxExcluded)
+	for _, l := range []struct {
+		what     string
+		prefixes []netip.Prefix
+		max      int
+	}{{"exclude CIDR", o.ExcludeCIDRs, maxExcluded}, {"DNS server", o.DNSServers, maxResolvers}} {
+		if len(l.prefixes) > l.max {
+			return s, fmt.Errorf("%d %ss: at most %d", len(l.prefixes), l.what, l.max)
+		}
+		for _, p := range l.prefixes {
+			if !p.IsValid() {
+				return s, fmt.Errorf("%s %v: invalid", l.what, p)
+			}
+		}
 	}
-	for _, p := range o.ExcludeCIDRs {
-		if !p.IsValid() {
-			return s, fmt.Errorf("exclude CIDR %v: invalid", p)
+	if len(o.AllowUDP) > maxAllowUDP {
+		return s, fmt.Errorf("%d UDP rules: at most %d", len(o.AllowUDP), maxAllowUDP)
+	}
+	for _, r := range o.AllowUDP {
+		if r.Port == 0 || r.Port == 443 {
+			return s, fmt.Errorf("UDP rule %v: port must be 1-65535 and not 443", r)
 		}
 	}
 	return s, nil

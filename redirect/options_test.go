@@ -18,8 +18,8 @@ func TestOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.ProxyPort != DefaultProxyPort || s.Mark != DefaultMark || s.Logger == nil {
-		t.Errorf("defaults: port %d mark %#x logger %v", s.ProxyPort, s.Mark, s.Logger)
+	if s.ProxyPort != DefaultProxyPort || s.Logger == nil {
+		t.Errorf("defaults: port %d logger %v", s.ProxyPort, s.Logger)
 	}
 	s, err = Options{Cgroups: []string{"/x"}, NodeAddrs: []netip.Addr{
 		netip.MustParseAddr("::ffff:10.0.0.1"), netip.MustParseAddr("fd00::1"), netip.MustParseAddr("10.0.0.1"),
@@ -105,12 +105,12 @@ func TestAttachIncompatiblePin(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "maps"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "orig_dsts", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "conn_origs", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if err := m.Pin(filepath.Join(dir, "maps", "orig_dsts")); err != nil {
+	if err := m.Pin(filepath.Join(dir, "maps", "conn_origs")); err != nil {
 		t.Fatal(err)
 	}
 	_, err = Attach(Options{Cgroups: []string{kerneltest.Cgroup(t)}, PinDir: dir})

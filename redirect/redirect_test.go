@@ -48,7 +48,9 @@ func TestRedirect(t *testing.T) {
 		{"pod ipv4", true, job{Network: "tcp4", Addr: ext4}, "orig " + ext4},
 		{"pod ipv6", true, job{Network: "tcp6", Addr: ext6}, "orig " + ext6},
 		{"pod v4-mapped", true, job{Network: "tcp6-mapped", Addr: ext4}, "orig " + ext4},
-		{"marked", false, job{Network: "tcp4", Addr: ext4, Mark: DefaultMark}, "direct"},
+		// A mark exempts nothing, not even egressd's old default.
+		{"marked", false, job{Network: "tcp4", Addr: ext4, Mark: 0x30e5}, "orig " + ext4},
+		{"pod marked", true, job{Network: "tcp4", Addr: ext4, Mark: 0x30e5}, "orig " + ext4},
 		{"loopback", false, job{Network: "tcp4", Addr: tp.loopback.String()}, "loopback"},
 		{"excluded ipv4", false, job{Network: "tcp4", Addr: hostPort(excludedAddr4, tp.extPort)}, "direct"},
 		{"excluded ipv6", false, job{Network: "tcp6", Addr: hostPort(excludedAddr6, tp.extPort)}, "direct"},
@@ -71,29 +73,41 @@ func TestRedirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("stats: %+v", s)
-	if s.Redirected != 24 || s.Tracked != 24 || s.SkippedMark != 3 || s.SkippedLoopback != 3 || s.SkippedExcluded != 6 {
-		t.Errorf("stats %+v: want 24 redirected and tracked, 3 marked, 3 loopback, 6 excluded", s)
+	if s.Redirected != 30 || s.Tracked != 30 || s.SkippedOwn != 0 || s.SkippedLoopback != 3 || s.SkippedExcluded != 6 {
+		t.Errorf("stats %+v: want 30 redirected and tracked, 3 loopback, 6 excluded", s)
 	}
 }
 
+// UDP is default deny: DNS to a named server, the operator's rules and
+// excluded ranges pass; QUIC never does.
 func TestUDP(t *testing.T) {
 	tp := newTopo(t)
-	tp.attach(t, tp.options())
-	udp := func(port int) string { return hostPort(extAddr4, uint16(port)) }
-	udp6 := func(port int) string { return hostPort(extAddr6, uint16(port)) }
+	opts := tp.options()
+	opts.AllowUDP = []UDPRule{{Port: 5353}, {Prefix: netip.PrefixFrom(otherAddr6, 128), Port: 51820}}
+	tp.attach(t, opts)
+	udp := func(a netip.Addr, port int) string { return hostPort(a, uint16(port)) }
 	for _, tt := range []struct {
 		name string
 		j    job
 		want string // reply, or errno
 	}{
-		{"dns", job{Network: "udp4", Addr: udp(53)}, "echo 53"},
-		{"dns ipv6", job{Network: "udp6", Addr: udp6(53)}, "echo 53"},
-		{"dns unconnected", job{Network: "udp4", Addr: udp(53), Unconn: true}, "echo 53"},
-		{"quic", job{Network: "udp4", Addr: udp(443)}, "EPERM"},
-		{"quic ipv6", job{Network: "udp6", Addr: udp6(443)}, "EPERM"},
-		{"quic unconnected", job{Network: "udp4", Addr: udp(443), Unconn: true}, "EPERM"},
-		{"quic unconnected ipv6", job{Network: "udp6", Addr: udp6(443), Unconn: true}, "EPERM"},
-		{"other", job{Network: "udp4", Addr: udp(5353)}, "echo 5353"},
+		{"dns", job{Network: "udp4", Addr: udp(extAddr4, 53)}, "echo 53"},
+		{"dns ipv6", job{Network: "udp6", Addr: udp(extAddr6, 53)}, "echo 53"},
+		{"dns unconnected", job{Network: "udp4", Addr: udp(extAddr4, 53), Unconn: true}, "echo 53"},
+		{"dns not a server", job{Network: "udp4", Addr: udp(otherAddr4, 53)}, "EPERM"},
+		{"dns not a server ipv6 unconnected", job{Network: "udp6", Addr: udp(otherAddr6, 53), Unconn: true}, "EPERM"},
+		{"quic", job{Network: "udp4", Addr: udp(extAddr4, 443)}, "EPERM"},
+		{"quic ipv6", job{Network: "udp6", Addr: udp(extAddr6, 443)}, "EPERM"},
+		{"quic unconnected", job{Network: "udp4", Addr: udp(extAddr4, 443), Unconn: true}, "EPERM"},
+		{"quic unconnected ipv6", job{Network: "udp6", Addr: udp(extAddr6, 443), Unconn: true}, "EPERM"},
+		{"allowed port", job{Network: "udp4", Addr: udp(otherAddr4, 5353)}, "echo 5353"},
+		{"allowed port ipv6 unconnected", job{Network: "udp6", Addr: udp(otherAddr6, 5353), Unconn: true}, "echo 5353"},
+		{"allowed address and port", job{Network: "udp6", Addr: udp(otherAddr6, 51820)}, "echo 51820"},
+		{"port allowed elsewhere", job{Network: "udp6", Addr: udp(extAddr6, 51820)}, "EPERM"},
+		{"port allowed elsewhere unconnected", job{Network: "udp4", Addr: udp(otherAddr4, 51820), Unconn: true}, "EPERM"},
+		{"excluded", job{Network: "udp4", Addr: udp(excludedAddr4, 51820)}, "echo 51820"},
+		{"unspecified", job{Network: "udp4", Addr: "0.0.0.0:5353"}, "EPERM"},
+		{"unspecified ipv6 unconnected", job{Network: "udp6", Addr: "[::]:5353", Unconn: true}, "EPERM"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.j.N = 2
@@ -105,14 +119,6 @@ func TestUDP(t *testing.T) {
 			}
 		})
 	}
-
-	// A new agent with DenyUDP takes over: only DNS is left.
-	opts := tp.options()
-	opts.DenyUDP = true
-	tp.attach(t, opts)
-	wantErr(t, "deny-udp other", runChild(t, tp.cg, nil, job{Network: "udp4", Addr: udp(5353), N: 2}), "EPERM")
-	wantErr(t, "deny-udp other unconnected", runChild(t, tp.cg, nil, job{Network: "udp6", Addr: udp6(5353), N: 2, Unconn: true}), "EPERM")
-	want(t, "deny-udp dns", runChild(t, tp.cg, nil, job{Network: "udp4", Addr: udp(53), N: 2}), "echo 53")
 }
 
 func TestPodWithoutNodeAddrFailsClosed(t *testing.T) {

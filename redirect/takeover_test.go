@@ -25,7 +25,7 @@ func TestTakeoverHasNoGap(t *testing.T) {
 	for range 5 {
 		time.Sleep(200 * time.Millisecond)
 		next := tp.attach(t, opts)
-		if a, b := mapID(t, r.objs.OrigDsts), mapID(t, next.objs.OrigDsts); a != b {
+		if a, b := mapID(t, r.objs.ConnOrigs), mapID(t, next.objs.ConnOrigs); a != b {
 			t.Fatalf("orig_dsts not reused: map %d, then %d", a, b)
 		}
 		if err := r.Close(); err != nil {
@@ -60,7 +60,7 @@ func TestLookupMapsDrain(t *testing.T) {
 	for _, m := range []struct {
 		name string
 		n    int
-	}{{"pending", countEntries(t, r.objs.Pending)}, {"orig_dsts", countEntries(t, r.objs.OrigDsts)}} {
+	}{{"conn_origs", countEntries(t, r.objs.ConnOrigs)}} {
 		if m.n != 0 {
 			t.Errorf("%s holds %d entries after 10,000 connections; want 0", m.name, m.n)
 		}

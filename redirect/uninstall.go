@@ -25,8 +25,8 @@ func (r *Redirector) Close() error {
 	}
 	r.closed = true
 	var errs []error
-	for _, l := range r.links {
-		errs = append(errs, l.Close())
+	for _, a := range r.links {
+		errs = append(errs, a.l.Close())
 	}
 	r.links = nil
 	errs = append(errs, r.objs.Close())

@@ -17,20 +17,28 @@ import (
 // readiness is what /readyz reports: ready only while the BPF programs are
 // attached and the proxy listens, and not once shutdown has begun.
 type readiness struct {
-	attached  atomic.Bool
+	// links reports whether the programs are still attached (redirect's
+	// Check); nil: not attached yet.
+	links     atomic.Pointer[func() error]
 	listening atomic.Bool
 	stopping  atomic.Bool
 }
+
+// attached makes /readyz ask check whether the programs are still attached.
+func (r *readiness) attached(check func() error) { r.links.Store(&check) }
 
 // notReady says why the agent is not ready, or "" when it is.
 func (r *readiness) notReady() string {
 	switch {
 	case r.stopping.Load():
 		return "shutting down"
-	case !r.attached.Load():
+	case r.links.Load() == nil:
 		return "BPF programs not attached"
 	case !r.listening.Load():
 		return "proxy not listening"
+	}
+	if err := (*r.links.Load())(); err != nil {
+		return "BPF programs not attached: " + err.Error()
 	}
 	return ""
 }

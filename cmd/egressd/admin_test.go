@@ -41,7 +41,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if code, body := get(t, base+"/readyz"); code != 503 || !strings.Contains(body, "not attached") {
 		t.Errorf("/readyz before attach: %d %q", code, body)
 	}
-	ready.attached.Store(true)
+	ready.attached(func() error { return nil })
 	if code, body := get(t, base+"/readyz"); code != 503 || !strings.Contains(body, "not listening") {
 		t.Errorf("/readyz before listen: %d %q", code, body)
 	}

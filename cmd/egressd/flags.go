@@ -34,9 +34,11 @@ type runConfig struct {
 	Dial         string // resolve | original
 	LogFormat    string // text | json
 	AccessLog    string // on ("" too) | off (accesslog.go)
+	DNSServers   []netip.Prefix     // --dns-server; none given: resolv.conf's and --dns (dnsservers.go)
+	AllowUDP     []redirect.UDPRule // --allow-udp
 	SocketMark   uint32
 	PinDir       string
-	DenyUDP      bool
+	DenyUDP      bool // deprecated no-op: UDP is refused by default
 	Uninstall    bool
 
 	ShutdownTimeout   time.Duration
@@ -54,6 +56,10 @@ const (
 	defaultProxyPort       = 15001
 	defaultAdmin           = "127.0.0.1:15090"
 	defaultShutdownTimeout = 25 * time.Second // under Kubernetes' 30 s grace period
+	// defaultSocketMark avoids the bits kube-proxy (0xc000) and Cilium
+	// (0x0f00) use in the low 16 bits. The mark exempts nothing from
+	// redirection; it is there for the node's routing rules.
+	defaultSocketMark uint32 = 0x30e5
 )
 
 // newRunFlags declares run's flags on a fresh FlagSet writing into cfg.
@@ -83,9 +89,13 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.Dial, "dial", "resolve", "upstream address: `resolve` the matched host, or dial the original destination IP")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.Var(accessLogFlag{&cfg.AccessLog}, "access-log", accessLogUsage)
-	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK `mark` on egressd's own sockets, which the BPF programs skip")
+	fs.Var(listFlag(&cfg.DNSServers, redirect.ParsePrefix), "dns-server",
+		"`IP or CIDR` of a DNS server the cgroups may reach on port 53 (repeatable; default: the agent's resolv.conf nameservers and --dns)")
+	fs.Var(listFlag(&cfg.AllowUDP, redirect.ParseUDPRule), "allow-udp",
+		"UDP destination the cgroups may send to: `PORT or CIDR:PORT` (repeatable; other UDP but DNS is refused, port 443 always)")
+	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK `mark` on egressd's own sockets (for routing rules; it exempts nothing from redirection)")
 	fs.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs `directory` of the pinned programs and maps (default <bpffs>/egressd)")
-	fs.BoolVar(&cfg.DenyUDP, "deny-udp", false, "refuse all UDP from the cgroups but DNS (UDP to port 443 is always refused)")
+	fs.BoolVar(&cfg.DenyUDP, "deny-udp", false, "deprecated, no effect: UDP is refused by default (see --allow-udp)")
 	fs.BoolVar(&cfg.Uninstall, "uninstall", false, "detach the programs, remove every pin, and exit")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long requests in flight may take to finish")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 0, "upstream connect plus TLS handshake (0: proxy default, 5s)")
@@ -100,7 +110,7 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 // line from its environment twin (looked up with getenv). A bad value in
 // either place is a usage error.
 func parseRunFlags(args []string, getenv func(string) (string, bool), out io.Writer) (*runConfig, error) {
-	cfg := &runConfig{ProxyPort: defaultProxyPort, SocketMark: redirect.DefaultMark}
+	cfg := &runConfig{ProxyPort: defaultProxyPort, SocketMark: defaultSocketMark}
 	if err := parseFlagSet(newRunFlags(cfg, out), args, getenv, cfg.validate); err != nil {
 		return nil, err
 	}

@@ -128,7 +128,7 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 	reg := newRegistry(reloader)
 	pc := l7.Config{Rules: reloader, Mark: cfg.SocketMark, RootCAs: roots, Logger: log, AccessLog: cfg.accessLog, Metrics: reg}
 	if cfg.DNS != "" {
-		pc.Resolver = dnsResolver(cfg.DNS, cfg.SocketMark)
+		pc.Resolver = dnsResolver(cfg.DNS, cfg.SocketMark, nil)
 	}
 	proxy, err := l7.New(pc)
 	if err != nil {
@@ -136,7 +136,7 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 	}
 
 	var ready readiness
-	ready.attached.Store(true) // nothing to attach: the gateway is reached explicitly
+	ready.attached(func() error { return nil }) // nothing to attach: the gateway is reached explicitly
 	admin, err := startAdmin(cfg.Admin, adminHandler(reg, &ready, log), log)
 	if err != nil {
 		return err

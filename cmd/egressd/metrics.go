@@ -42,11 +42,19 @@ func (c rulesCollector) Collect(ch chan<- prometheus.Metric) {
 // They count since the maps were first pinned, across agent restarts.
 type redirectCollector struct{ r *redirect.Redirector }
 
-var redirectDesc = prometheus.NewDesc("egressd_redirect_events_total",
-	"Decisions of the BPF connect/sendmsg programs since their maps were first pinned, by event.",
-	[]string{"event"}, nil)
+var (
+	redirectDesc = prometheus.NewDesc("egressd_redirect_events_total",
+		"Decisions of the BPF programs since their maps were first pinned, by event (sock_refused_KIND: socket creations refused).",
+		[]string{"event"}, nil)
+	lookupsDesc = prometheus.NewDesc("egressd_redirect_lookups_failed_total",
+		"This agent's original-destination lookups that found nothing, by reason: miss (not redirected by egressd), error (the map could not be read).",
+		[]string{"reason"}, nil)
+)
 
-func (c redirectCollector) Describe(ch chan<- *prometheus.Desc) { ch <- redirectDesc }
+func (c redirectCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- redirectDesc
+	ch <- lookupsDesc
+}
 
 func (c redirectCollector) Collect(ch chan<- prometheus.Metric) {
 	st, err := c.r.Stats()
@@ -59,18 +67,25 @@ func (c redirectCollector) Collect(ch chan<- prometheus.Metric) {
 		n    uint64
 	}{
 		{"redirected", st.Redirected},
-		{"skipped_mark", st.SkippedMark},
+		{"skipped_own", st.SkippedOwn},
 		{"skipped_loopback", st.SkippedLoopback},
 		{"skipped_proxy", st.SkippedProxy},
 		{"skipped_excluded", st.SkippedExcluded},
 		{"skipped_dns", st.SkippedDNS},
-		{"skipped_other", st.SkippedOther},
+		{"udp_dns", st.UDPDNS},
 		{"udp_allowed", st.UDPAllowed},
 		{"udp_refused", st.UDPRefused},
+		{"unspecified_refused", st.Unspecified},
 		{"fail_closed", st.FailClosed},
 		{"tracked", st.Tracked},
 		{"track_failed", st.TrackFailed},
+		{"untracked", st.Untracked},
 	} {
 		ch <- prometheus.MustNewConstMetric(redirectDesc, prometheus.CounterValue, float64(e.n), e.name)
 	}
+	for kind, n := range st.SocketsRefused {
+		ch <- prometheus.MustNewConstMetric(redirectDesc, prometheus.CounterValue, float64(n), "sock_refused_"+kind)
+	}
+	ch <- prometheus.MustNewConstMetric(lookupsDesc, prometheus.CounterValue, float64(st.LookupMisses), "miss")
+	ch <- prometheus.MustNewConstMetric(lookupsDesc, prometheus.CounterValue, float64(st.LookupErrors), "error")
 }

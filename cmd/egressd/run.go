@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -71,11 +72,19 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	if len(cfg.Cgroups) == 0 {
 		return fmt.Errorf("%w: at least one --cgroup is required (the cgroup v2 directory whose processes egressd redirects)", errUsage)
 	}
+	if cfg.DenyUDP {
+		log.Warn("--deny-udp is deprecated and has no effect: UDP from the cgroups is refused by default but DNS to --dns-server; allow more with --allow-udp")
+	}
+	dnsServers, err := dnsServers(cfg, log) // dnsservers.go
+	if err != nil {
+		return err
+	}
 	mark := cfg.SocketMark
 	if mark == 0 {
-		mark = redirect.DefaultMark
+		mark = defaultSocketMark
 	}
-	proxyCfg, err := proxyConfig(cfg, reloader, mark, log)
+	var own ownSockets
+	proxyCfg, err := proxyConfig(cfg, reloader, mark, own.control, log)
 	if err != nil {
 		return err
 	}
@@ -95,14 +104,15 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	}
 	defer ln.Close()
 	red, err := redirect.Attach(redirect.Options{
-		Cgroups: cfg.Cgroups, ProxyPort: cfg.ProxyPort, NodeAddrs: cfg.NodeAddrs,
-		ExcludeCIDRs: cfg.ExcludeCIDRs, Mark: mark, PinDir: cfg.PinDir, DenyUDP: cfg.DenyUDP, Logger: log,
+		Cgroups: cfg.Cgroups, ProxyPort: cfg.ProxyPort, NodeAddrs: cfg.NodeAddrs, ExcludeCIDRs: cfg.ExcludeCIDRs,
+		DNSServers: dnsServers, AllowUDP: cfg.AllowUDP, PinDir: cfg.PinDir, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
 	defer red.Close() // keeps the pins: connects stay redirected (and refused) until the next agent
-	ready.attached.Store(true)
+	own.red.Store(red)
+	ready.attached(red.Check)
 	reg.MustRegister(redirectCollector{red})
 
 	proxyCfg.OriginalDst = red
@@ -120,8 +130,9 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 }
 
 // proxyConfig builds the l7 configuration from the flags (OriginalDst and
-// Metrics are filled in later).
-func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, log *slog.Logger) (l7.Config, error) {
+// Metrics are filled in later). control is run on every socket the proxy
+// connects itself.
+func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, control controlFunc, log *slog.Logger) (l7.Config, error) {
 	dial, err := l7.ParseDialMode(cfg.Dial)
 	if err != nil {
 		return l7.Config{}, err
@@ -134,6 +145,7 @@ func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, log *slo
 		Rules:             reloader,
 		DialMode:          dial,
 		Mark:              mark,
+		Control:           control,
 		RootCAs:           roots,
 		EgressProxy:       cfg.EgressProxy,
 		Logger:            log,
@@ -145,9 +157,24 @@ func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, log *slo
 		ResponseTimeout:   cfg.ResponseTimeout,
 	}
 	if cfg.DNS != "" {
-		pc.Resolver = dnsResolver(cfg.DNS, mark)
+		pc.Resolver = dnsResolver(cfg.DNS, mark, control)
 	}
 	return pc, nil
+}
+
+// controlFunc is a net.Dialer Control.
+type controlFunc = func(network, address string, c syscall.RawConn) error
+
+// ownSockets registers egressd's own sockets with the Redirector (once
+// attached) so that the programs let them out: the agent may run inside a
+// cgroup it redirects, as the DaemonSet does.
+type ownSockets struct{ red atomic.Pointer[redirect.Redirector] }
+
+func (o *ownSockets) control(network, address string, c syscall.RawConn) error {
+	if r := o.red.Load(); r != nil {
+		return r.Control(network, address, c)
+	}
+	return nil // not attached yet: nothing dials before
 }
 
 // loadRootCAs reads --ca-file: extra roots trusted for TLS origination
@@ -168,12 +195,25 @@ func loadRootCAs(file string) (*x509.CertPool, error) {
 }
 
 // dnsResolver resolves through the server at addr (host:port) only. Its
-// sockets carry the mark (none for 0), so they are never redirected even when
-// egressd runs inside an attached cgroup.
-func dnsResolver(addr string, mark uint32) *net.Resolver {
+// sockets carry the mark (none for 0) and go through control (nil: none),
+// which keeps them from being redirected when egressd runs inside an
+// attached cgroup.
+func dnsResolver(addr string, mark uint32, control controlFunc) *net.Resolver {
 	d := &net.Dialer{}
+	var mc controlFunc
 	if mark != 0 { // setting SO_MARK takes CAP_NET_ADMIN, which the gateway may lack
-		d.Control = markControl(mark)
+		mc = markControl(mark)
+	}
+	d.Control = func(network, address string, c syscall.RawConn) error {
+		for _, f := range []controlFunc{mc, control} {
+			if f == nil {
+				continue
+			}
+			if err := f(network, address, c); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return &net.Resolver{
 		PreferGo: true,
