@@ -21,10 +21,13 @@ func TestSpec(t *testing.T) {
 		spec *ebpf.MapSpec
 		pin  ebpf.PinType
 	}{
-		{specs.Pending, ebpf.PinByName},
-		{specs.OrigDsts, ebpf.PinByName},
+		{specs.SockStates, ebpf.PinByName},
+		{specs.ConnOrigs, ebpf.PinByName},
+		{specs.OwnSocks, ebpf.PinByName},
 		{specs.Counters, ebpf.PinByName},
 		{specs.Excluded, ebpf.PinNone},
+		{specs.Resolvers, ebpf.PinNone},
+		{specs.UdpAllow, ebpf.PinNone},
 	} {
 		if m.spec.Pinning != m.pin {
 			t.Errorf("map %s: pinning %v, want %v", m.spec.Name, m.spec.Pinning, m.pin)
@@ -34,6 +37,9 @@ func TestSpec(t *testing.T) {
 		if p.Type != ebpf.CGroupSockAddr {
 			t.Errorf("program %s: type %v", p.Name, p.Type)
 		}
+	}
+	if specs.SockCreate.Type != ebpf.CGroupSock || specs.SockCreate.AttachType != ebpf.AttachCGroupInetSockCreate {
+		t.Errorf("sock_create: type %v, attach %v", specs.SockCreate.Type, specs.SockCreate.AttachType)
 	}
 	if specs.TrackConnect.Type != ebpf.SockOps {
 		t.Errorf("track_connect: type %v", specs.TrackConnect.Type)
