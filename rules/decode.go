@@ -163,7 +163,13 @@ func (l *loader) decodeDocument(file string, doc *yaml.Node) {
 		l.problem(file, n.Line, "kind", "missing; add kind: EgressRule")
 		return
 	}
-	if k := l.str(file, kind, "kind"); k != "EgressRule" {
+	switch k := l.str(file, kind, "kind"); k {
+	case "EgressRule":
+	case DenyAllKind:
+		l.fields(file, n, "", "apiVersion", "kind", "metadata")
+		l.denyAll = append(l.denyAll, Problem{File: file, Line: n.Line})
+		return
+	default:
 		if k != "" {
 			l.warn(file, kind.Line, "kind", "%s is not an EgressRule; document skipped", k)
 		}

@@ -63,11 +63,13 @@
 // first load (NewReloader) can fail the caller; afterwards a version with
 // problems is logged, counted (Stats) and reported to OnReload, and the last
 // good Set stays in force. Watch blocks until its context ends: run it on its
-// own goroutine, and call Reload on SIGHUP. A file edited in place can be
-// read half-written: a partial version is normally refused as invalid, but
-// an empty one is valid (it denies everything) until the write's next event
-// reloads again. Replace rule files atomically (write, then rename), as
-// Kubernetes does. Compile does not modify the Rules
+// own goroutine, and call Reload on SIGHUP. A version without any
+// EgressRule is refused while the rules in force have some, unless a
+// document says so (kind: DenyAllEgress, alone or with apiVersion and
+// metadata); the first load may be empty. A file edited in place can be
+// read half-written: a partial version is normally refused as invalid, an
+// empty one as above, until the write's next event reloads again. Replace
+// rule files atomically (write, then rename), as Kubernetes does. Compile does not modify the Rules
 // it is given (their Service is kept as written, the index is normalized),
 // and Match returns those same pointers.
 package rules

@@ -38,6 +38,11 @@ func (p Problem) String() string {
 	return b.String()
 }
 
+// DenyAllKind is the kind of a document that says a version without
+// EgressRules is meant: every request denied. A Reloader refuses to go from
+// rules to none without it (see Reloader).
+const DenyAllKind = "DenyAllEgress"
+
 // Warning is a Problem that does not stop the rules from loading: a document
 // of another kind, an ignored field, a directory without rule files.
 type Warning = Problem
@@ -102,10 +107,14 @@ func (l *loader) finish() (*Set, error) {
 	if err != nil { // validation above refuses all Compile refuses
 		return nil, &Error{Problems: []Problem{{Message: err.Error()}}}
 	}
-	if len(rs) == 0 {
+	switch {
+	case len(rs) == 0 && len(l.denyAll) == 0:
 		l.warn("", 0, "", "no EgressRule documents found: every request will be denied")
+	case len(rs) > 0 && len(l.denyAll) > 0:
+		l.warn(l.denyAll[0].File, l.denyAll[0].Line, "", "kind: %s has no effect beside %d EgressRule(s), which allow what they list; remove it", DenyAllKind, len(rs))
 	}
 	s.files = l.files
+	s.denyAll = len(l.denyAll) > 0
 	return s, nil
 }
 
@@ -115,6 +124,7 @@ type loader struct {
 	warnings []Warning
 	rules    []loadedRule
 	files    []string
+	denyAll  []Problem       // where each DenyAllEgress document is (File, Line)
 	seen     map[string]bool // absolute paths already read
 	sum      hash.Hash
 }

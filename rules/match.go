@@ -8,8 +8,9 @@ import (
 
 // Set is a compiled, immutable set of rules. It is safe for concurrent use.
 type Set struct {
-	rules []*Rule
-	files []string // the files the rules were read from, for reporting
+	rules   []*Rule
+	files   []string // the files the rules were read from, for reporting
+	denyAll bool     // the files hold a DenyAllEgress document: no rules on purpose
 
 	exact      map[string]*domain // "api.foo.com"
 	suffix     map[string]*domain // "*.foo.com" under ".foo.com"

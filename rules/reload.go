@@ -28,12 +28,22 @@ type ReloaderOptions struct {
 	// Debounce is how long Watch waits after the last file event before it
 	// reloads, so that a burst of writes is read once. 0: 100ms.
 	Debounce time.Duration
+	// Check, if not nil, vets every valid version before it is put in
+	// force, the first one too: an error refuses the version as a problem
+	// in the files would (at start, NewReloader fails with it). cmd checks
+	// there that rules with useEgressProxy have an egress proxy.
+	Check func(*Set) error
 }
 
 // Reloader holds the current rules and replaces them when their files
 // change. Readers call Current, which is lock-free. A version with problems
 // never replaces a valid one: it is logged, counted and reported to
-// OnReload, and the previous rules stay in force.
+// OnReload, and the previous rules stay in force. So is a version without
+// any EgressRule while the rules in force have some, unless it holds a
+// document of kind DenyAllEgress: an emptied ConfigMap or a file caught
+// half-written would otherwise deny every request without anyone having
+// asked for it. The first load may have no rules (there is nothing to
+// keep, and denying everything is what no rules mean).
 type Reloader struct {
 	paths []string
 	opts  ReloaderOptions
@@ -73,6 +83,11 @@ func NewReloader(paths []string, opts ReloaderOptions) (*Reloader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load rules: %w", err)
 	}
+	if opts.Check != nil {
+		if err := opts.Check(s); err != nil {
+			return nil, fmt.Errorf("rules: %w", err)
+		}
+	}
 	r.cur.Store(s)
 	r.curSum = sum
 	r.log.Info("rules loaded", "rules", s.Len(), "files", len(s.Files()))
@@ -100,6 +115,9 @@ func (r *Reloader) reload(force bool) error {
 	defer r.mu.Unlock()
 	s, warnings, sum, err := load(r.paths)
 	r.reads.Add(1)
+	if err == nil {
+		err = r.vet(s)
+	}
 	if !force && (sum == r.curSum || err != nil && sum == r.failedSum) {
 		return nil
 	}
@@ -124,6 +142,19 @@ func (r *Reloader) reload(force bool) error {
 		r.opts.OnReload(err)
 	}
 	return err
+}
+
+// vet refuses a valid version that would empty the rules in force by
+// accident, or that Check refuses.
+func (r *Reloader) vet(s *Set) error {
+	if n := r.cur.Load().Len(); s.Len() == 0 && n > 0 && !s.denyAll {
+		return &Error{Problems: []Problem{{Message: fmt.Sprintf("no EgressRule in the files, while the %d rule(s) in force allow requests: "+
+			"refused; to deny every request on purpose, add a document of kind: %s", n, DenyAllKind)}}}
+	}
+	if r.opts.Check != nil {
+		return r.opts.Check(s)
+	}
+	return nil
 }
 
 func (r *Reloader) logRefused(err error) {
