@@ -114,7 +114,8 @@ func testAdmin(t *testing.T, a *agent) {
 }
 
 // testReload changes the rules file while the agent runs: a new rule is
-// picked up, a broken version is refused while the last good one keeps
+// picked up, a broken version, a useEgressProxy rule without an egress
+// proxy and an empty version are refused while the last good one keeps
 // serving, and SIGHUP reloads too.
 func testReload(t *testing.T, w *world, a *agent) {
 	newRule := "---\nkind: EgressRule\nmetadata: {name: added}\nspec:\n  destination: {service: new.test}\n  ports: [{port: 80, protocol: http}]\n"
@@ -132,6 +133,25 @@ func testReload(t *testing.T, w *world, a *agent) {
 	}
 	if !strings.Contains(a.output(), "rules.yaml:") {
 		t.Errorf("the refused version's problems are not logged with file:line:\n%s", a.output())
+	}
+
+	// Refused as well, with the last good rules serving: a rule with
+	// useEgressProxy while the agent has no --egress-proxy (its requests
+	// could only get 502), and a version with no rule at all (deny-all
+	// takes a DenyAllEgress document).
+	proxied := "---\nkind: EgressRule\nmetadata: {name: proxied}\nspec:\n  destination: {service: proxied.test}\n  ports: [{port: 80, protocol: http}]\n  useEgressProxy: true\n"
+	for i, version := range []string{rulesYAML + newRule + proxied, "# emptied\n"} {
+		writeFile(t, w.rulesFile, version)
+		waitFor(t, "the version refused", func() bool {
+			_, m := a.get("/metrics")
+			return metric(m, `egressd_rules_reloads_total{result="refused"}`) >= float64(2+i)
+		})
+		if r := curl(t, w, nil, at("new.test", portHTTP, decoy4)...); r.code != 200 {
+			t.Errorf("refused version %d: new.test got %d, want 200 (old rules in force)", i, r.code)
+		}
+		if r := curl(t, w, nil, at("proxied.test", portHTTP, decoy4)...); r.code != 403 {
+			t.Errorf("refused version %d: proxied.test got %d, want 403 (no rule in force allows it)", i, r.code)
+		}
 	}
 
 	// SIGHUP reloads too: back to the original rules.

@@ -116,7 +116,7 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // proxy until ctx ends (SIGTERM/SIGINT), reloading the rules on change and
 // SIGHUP, then drains.
 func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error {
-	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log) // serve.go
+	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log, nil) // serve.go
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -59,14 +60,11 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 // so a redirected connect never meets a closed port because of us; the
 // readiness flags follow the real state.
 func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
-	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log) // serve.go
+	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log, egressProxyCheck(cfg.EgressProxy)) // serve.go
 	if err != nil {
 		return err
 	}
 	defer stopHUP()
-	if err := l7.CheckEgressProxy(reloader.Current(), cfg.EgressProxy); err != nil {
-		return fmt.Errorf("rules: %w", err)
-	}
 	// Checked after the rules, so invalid rules are reported (exit 1) even
 	// on a command line that lacks --cgroup.
 	if len(cfg.Cgroups) == 0 {
@@ -127,6 +125,13 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 		"cgroups", cfg.Cgroups, "rules", reloader.Current().Len(), "dial", cfg.Dial)
 
 	return serve(ctx, cfg.ShutdownTimeout, reloader, proxy, serveErr, hup, &ready, log)
+}
+
+// egressProxyCheck refuses rules with useEgressProxy when no egress proxy is
+// given: at start (exit 1) and at every reload (the last good rules stay),
+// since their requests could only get 502.
+func egressProxyCheck(egressProxy *url.URL) func(*rules.Set) error {
+	return func(s *rules.Set) error { return l7.CheckEgressProxy(s, egressProxy) }
 }
 
 // proxyConfig builds the l7 configuration from the flags (OriginalDst and

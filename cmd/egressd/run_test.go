@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,5 +74,29 @@ func TestRunWithoutCgroup(t *testing.T) {
 		if code := exitCode(err, &stderr); code != tc.code || !strings.Contains(stderr.String(), tc.want) {
 			t.Errorf("run --rules %s: exit %d, want %d; stderr lacks %q:\n%s", filepath.Base(tc.rules), code, tc.code, tc.want, stderr.String())
 		}
+	}
+}
+
+// A reload that brings a useEgressProxy rule while no --egress-proxy is
+// given is refused as the start would be: the last good rules stay.
+func TestReloadRefusesEgressProxyRulesWithoutProxy(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "r.yaml"), []byte(goodRule), 0o644)
+	var logs strings.Builder
+	r, _, stop, err := loadRules(dir, slog.New(slog.NewTextHandler(&logs, nil)), egressProxyCheck(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	os.WriteFile(filepath.Join(dir, "r.yaml"), []byte(goodRule+"---\n"+proxyRule), 0o644)
+	err = r.Reload()
+	if err == nil || !strings.Contains(err.Error(), "1 rule(s) have useEgressProxy but no egress proxy is configured") {
+		t.Fatalf("Reload = %v, want refused", err)
+	}
+	if _, ok := r.Current().Match("p.test", 80); ok || r.Current().Len() != 1 || !r.Stats().LastFailed {
+		t.Errorf("after the refused version: %d rules, p.test allowed %v, stats %+v", r.Current().Len(), ok, r.Stats())
+	}
+	if !strings.Contains(logs.String(), "rules reload refused") {
+		t.Errorf("log lacks the refusal:\n%s", logs.String())
 	}
 }

@@ -22,12 +22,13 @@ import (
 // on SIGTERM.
 
 // loadRules catches SIGHUP from the start (its default action would kill
-// the process) and loads the rules at path for reloading. stop releases
-// the signal.
-func loadRules(path string, log *slog.Logger) (r *rules.Reloader, hup <-chan os.Signal, stop func(), err error) {
+// the process) and loads the rules at path for reloading. check, if not
+// nil, vets the first version and every reload (rules.ReloaderOptions.Check).
+// stop releases the signal.
+func loadRules(path string, log *slog.Logger, check func(*rules.Set) error) (r *rules.Reloader, hup <-chan os.Signal, stop func(), err error) {
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, syscall.SIGHUP)
-	r, err = rules.NewReloader([]string{path}, rules.ReloaderOptions{Logger: log})
+	r, err = rules.NewReloader([]string{path}, rules.ReloaderOptions{Logger: log, Check: check})
 	if err != nil {
 		signal.Stop(c)
 		return nil, nil, nil, err
