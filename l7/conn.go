@@ -9,9 +9,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-)
 
-var errTooManyFiles = syscall.EMFILE
+	"golang.org/x/sys/unix"
+)
 
 // Connection states, for Shutdown.
 const (
@@ -111,6 +111,7 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // serveConn runs one accepted connection to its end.
 func (p *Proxy) serveConn(c *clientConn) {
+	defer p.limits.release(c.client.Addr())
 	defer p.trackConn(c, false)
 	defer func() {
 		if r := recover(); r != nil {
@@ -137,8 +138,6 @@ func (p *Proxy) serveConn(c *clientConn) {
 		return
 	}
 	c.orig = orig
-	c.br = readerPool.Get().(*bufio.Reader)
-	c.br.Reset(c.nc)
 	switch p.sniff(c) {
 	case protoH2C:
 		p.serveH2C(c)
@@ -158,16 +157,35 @@ const (
 	protoTLS
 )
 
-// sniff waits (IdleTimeout) for the first bytes and classifies them without
-// consuming any: a TLS handshake record, the h2c preface, or else HTTP/1.x.
-func (p *Proxy) sniff(c *clientConn) sniffed {
-	c.nc.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
-	defer c.nc.SetReadDeadline(time.Time{})
+// awaitFirstBytes waits, holding no buffer, until c's first bytes arrive
+// (at most ReadHeaderTimeout after accept: an idle connection is not kept
+// longer than a slow head), then gives c its buffered reader. false: the
+// connection ended, timed out or was closed by Shutdown. It leaves the
+// deadline of ReadHeaderTimeout after accept set.
+func (p *Proxy) awaitFirstBytes(c *clientConn) bool {
+	c.nc.SetReadDeadline(c.start.Add(p.cfg.ReadHeaderTimeout))
 	if !c.setIdle() { // nothing received yet: Shutdown may close it
+		return false
+	}
+	err := awaitReadable(c.nc)
+	if !c.setActive() || err != nil {
+		return false
+	}
+	c.br = readerPool.Get().(*bufio.Reader)
+	c.br.Reset(c.nc)
+	return true
+}
+
+// sniff waits for the first bytes (awaitFirstBytes) and classifies them
+// without consuming any: a TLS handshake record, the h2c preface, or else
+// HTTP/1.x.
+func (p *Proxy) sniff(c *clientConn) sniffed {
+	defer c.nc.SetReadDeadline(time.Time{})
+	if !p.awaitFirstBytes(c) {
 		return protoNone
 	}
 	b, err := c.br.Peek(1)
-	if !c.setActive() || err != nil {
+	if err != nil {
 		return protoNone
 	}
 	switch b[0] {
@@ -189,4 +207,33 @@ func (p *Proxy) sniff(c *clientConn) sniffed {
 		}
 	}
 	return protoH2C
+}
+
+// awaitReadable waits until nc has bytes to read, its end of stream or an
+// error (or its read deadline passes), without reading anything: a
+// connection that sends nothing holds no buffer. A conn that is not a
+// socket returns at once (the buffered read that follows waits instead).
+func awaitReadable(nc net.Conn) error {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var b [1]byte
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return false // wait for readability
+		}
+		rerr = err // nil: bytes or the end of stream, which the reader sees
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
 }

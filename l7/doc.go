@@ -14,6 +14,14 @@
 // Traps:
 //   - A connection whose original destination is unknown is closed at once:
 //     the proxy must never become an open proxy.
+//   - A connection over MaxConns, MaxConnsPerClient (by source address) or
+//     accepted while the runtime is above 90 % of its memory limit is shed
+//     at accept (limit.go): reset unread, counted by reason, logged at most
+//     every 5 s per reason. Accept errors of exhausted resources (EMFILE,
+//     ENFILE, ENOBUFS, ENOMEM) pause Serve, never end it.
+//   - The first request head (TLS ClientHello, h2c preface) must arrive
+//     within ReadHeaderTimeout of accept, not of its first byte; until its
+//     first byte a connection holds no read buffer.
 //   - Spliced connections (TLS passthrough, CONNECT tunnels, 101 upgrades)
 //     pass half-closes on; once one direction has ended, the other is cut
 //     after IdleTimeout without a byte.
@@ -44,7 +52,8 @@
 // BenchmarkProxyAllowedKeepAlive measures it.
 //
 // Files: proxy.go (Config, New, Serve, Shutdown), conn.go (accept path and
-// protocol sniffing), http1.go (the per-connection request loop, deny),
+// protocol sniffing), limit.go (admission at accept: connection limits,
+// memory shedding; temporary accept errors), http1.go (the per-connection request loop, deny),
 // head.go, token.go and request.go (head reader, parser and pre-match checks),
 // forward.go and relay.go (request to upstream, response back), body.go
 // (Content-Length, chunked and until-close bodies), deadline.go (coarse

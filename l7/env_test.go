@@ -130,7 +130,15 @@ func newEnv(t testing.TB, cfg Config) *env {
 // dial opens a raw client connection to the proxy.
 func (e *env) dial() *rawClient {
 	e.t.Helper()
-	c, err := net.Dial("tcp", e.addr)
+	return e.dialFrom("")
+}
+
+// dialFrom opens a raw client connection to the proxy from source address
+// src (any 127/8 address is the loopback's; "": the kernel's choice).
+func (e *env) dialFrom(src string) *rawClient {
+	e.t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", e.addr)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -138,6 +146,7 @@ func (e *env) dial() *rawClient {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	return &rawClient{t: e.t, c: c, br: bufio.NewReader(c)}
 }
+
 
 // counter reads a counter from the proxy's registry.
 func (e *env) counter(name string, labels ...string) float64 {

@@ -8,7 +8,6 @@ package l7
 // gateway is never an open proxy.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -54,9 +53,9 @@ func (p *Proxy) ServeGateway(ln net.Listener) error {
 
 // serveGateway serves one gateway client connection (HTTP/1.x only).
 func (p *Proxy) serveGateway(c *clientConn) {
-	c.br = readerPool.Get().(*bufio.Reader)
-	c.br.Reset(c.nc)
-	p.serveHTTP1(c)
+	if p.awaitFirstBytes(c) {
+		p.serveHTTP1(c)
+	}
 }
 
 // serveGatewayRequest decides and answers one gateway request whose head

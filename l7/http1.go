@@ -24,6 +24,9 @@ type h1conn struct {
 
 	clientText, origText string // for the access log, formatted once
 	lastHost             string // the previous request's authority, reused when repeated
+	// first: the next request is the connection's first, whose head must
+	// arrive within ReadHeaderTimeout of accept (not of its first byte).
+	first bool
 }
 
 // hostString returns b as a string, without allocating when it repeats the
@@ -45,7 +48,7 @@ func (p *Proxy) serveHTTP1(c *clientConn) {
 	if c.gateway { // no original destination: where the client connected (gatewayDecide logs the target)
 		orig = c.local
 	}
-	s.p, s.c, s.clientText, s.origText = p, c, c.client.String(), orig.String()
+	s.p, s.c, s.clientText, s.origText, s.first = p, c, c.client.String(), orig.String(), true
 	defer s.release()
 	for s.serveOne() && !p.closing.Load() {
 	}
@@ -76,19 +79,29 @@ func (s *h1conn) release() {
 // serveOne reads, decides and answers one request; false: close.
 func (s *h1conn) serveOne() bool {
 	c, p := s.c, s.p
+	first := s.first
+	s.first = false
 	if c.br.Buffered() == 0 {
 		if !c.setIdle() {
 			return false
 		}
-		c.rdl.setRead(c.nc, time.Now(), p.cfg.IdleTimeout)
+		if first {
+			c.rdl.setRead(c.nc, c.start, p.cfg.ReadHeaderTimeout)
+		} else {
+			c.rdl.setRead(c.nc, time.Now(), p.cfg.IdleTimeout)
+		}
 		_, err := c.br.Peek(1)
 		if !c.setActive() || err != nil {
 			return false
 		}
 	}
 	now := time.Now()
-	if !headBuffered(c.br) { // reading the head may block: ReadHeaderTimeout from its first byte
-		c.rdl.setRead(c.nc, now, p.cfg.ReadHeaderTimeout)
+	if !headBuffered(c.br) { // reading the head may block: ReadHeaderTimeout from its first byte, or from accept for the first head
+		from := now
+		if first {
+			from = c.start
+		}
+		c.rdl.setRead(c.nc, from, p.cfg.ReadHeaderTimeout)
 	}
 	s.req.method = span{}
 	s.entry = accessEntry{start: now, client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1,

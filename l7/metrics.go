@@ -2,6 +2,8 @@ package l7
 
 import (
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -21,9 +23,11 @@ type metrics struct {
 	openConns      prometheus.Gauge
 	upstreamErrors *prometheus.CounterVec // kind
 	origMisses     prometheus.Counter
+	shed           *prometheus.CounterVec // reason
+	limits         prometheus.Collector   // the limits in force (limit.go)
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, l *limiter) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_requests_total",
@@ -46,14 +50,49 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "egressd_original_destination_misses_total",
 			Help: "Accepted connections with no known original destination (closed at once).",
 		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_connections_shed_total",
+			Help: "Client connections closed at accept, unread, by reason (max_conns, max_conns_per_client, memory).",
+		}, []string{"reason"}),
+		limits: limitsCollector{l},
+	}
+	for _, r := range shedReasons {
+		m.shed.WithLabelValues(r) // every reason shows, at 0 until it happens
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.limits} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("l7: register metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+// limitsCollector exports the limits in force: the connection limits (0:
+// none) and the runtime's memory limit with the level above which new
+// connections are shed (0: no limit).
+type limitsCollector struct{ l *limiter }
+
+var limitDesc = prometheus.NewDesc("egressd_limit",
+	"Limits in force: max_conns, max_conns_per_client (0: none), memory_bytes (the Go runtime's memory limit, GOMEMLIMIT) and memory_shed_bytes (new connections are shed above it); 0: none.",
+	[]string{"limit"}, nil)
+
+func (c limitsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- limitDesc }
+
+func (c limitsCollector) Collect(ch chan<- prometheus.Metric) {
+	l := c.l
+	l.readMemory(time.Now())
+	memLimit := l.memLimit.Load()
+	if memLimit == math.MaxInt64 {
+		memLimit = 0
+	}
+	for _, v := range []struct {
+		name string
+		v    int64
+	}{{"max_conns", int64(max(l.maxConns, 0))}, {"max_conns_per_client", int64(max(l.perClient, 0))},
+		{"memory_bytes", memLimit}, {"memory_shed_bytes", l.memShed.Load()}} {
+		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(v.v), v.name)
+	}
 }

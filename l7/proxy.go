@@ -69,6 +69,8 @@ const (
 	DefaultResponseTimeout   = 60 * time.Second
 	DefaultMaxIdlePerHost    = 64
 	DefaultUpstreamIdle      = 30 * time.Second
+	DefaultMaxConns          = 16384
+	DefaultMaxConnsPerClient = 1024
 )
 
 // Config configures a Proxy. Rules and OriginalDst are required; every other
@@ -105,6 +107,11 @@ type Config struct {
 	ResponseTimeout   time.Duration // wait for the upstream response head, and longest stall in a response body; 0: DefaultResponseTimeout
 	MaxIdlePerHost    int           // idle upstream connections kept per (protocol, host, port, target); 0: DefaultMaxIdlePerHost
 	UpstreamIdle      time.Duration // how long an idle upstream connection is kept; 0: DefaultUpstreamIdle
+	// MaxConns and MaxConnsPerClient bound the client connections open at
+	// once, in all and from one client (source address); a connection over
+	// either is shed at accept (limit.go). 0: the default; negative: none.
+	MaxConns          int // 0: DefaultMaxConns
+	MaxConnsPerClient int // 0: DefaultMaxConnsPerClient
 }
 
 // Proxy is the L7 egress proxy. It is safe for concurrent use.
@@ -116,6 +123,7 @@ type Proxy struct {
 	metrics   *metrics
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 	pool      *upstreamPool
+	limits    *limiter     // limit.go: admission at accept
 	egress    *egressProxy // egressproxy.go: parsed Config.EgressProxy; nil: none
 	h2        h2cProxy     // h2c.go: HTTP/2 server and transport shared by h2c connections
 	tlsSess   tls.ClientSessionCache
@@ -143,6 +151,8 @@ func New(cfg Config) (*Proxy, error) {
 	setDefault(&cfg.ResponseTimeout, DefaultResponseTimeout)
 	setDefault(&cfg.MaxIdlePerHost, DefaultMaxIdlePerHost)
 	setDefault(&cfg.UpstreamIdle, DefaultUpstreamIdle)
+	setDefault(&cfg.MaxConns, DefaultMaxConns)
+	setDefault(&cfg.MaxConnsPerClient, DefaultMaxConnsPerClient)
 	control := chainControl(markControl(cfg.Mark), cfg.Control)
 	cfg.Resolver = markedResolver(cfg.Resolver, control)
 	egress, err := newEgressProxy(cfg.EgressProxy)
@@ -169,7 +179,8 @@ func New(cfg Config) (*Proxy, error) {
 		p.dial = d.DialContext
 	}
 	p.pool = newUpstreamPool(cfg.MaxIdlePerHost, cfg.UpstreamIdle)
-	m, err := newMetrics(cfg.Metrics)
+	p.limits = newLimiter(cfg.MaxConns, cfg.MaxConnsPerClient, p.log)
+	m, err := newMetrics(cfg.Metrics, p.limits)
 	if err != nil {
 		return nil, err
 	}
@@ -230,8 +241,7 @@ func (p *Proxy) serve(ln net.Listener, gateway bool) error {
 			if p.closing.Load() {
 				return ErrProxyClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+			if temporaryAcceptError(err) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				p.log.Warn("accept", "err", err, "retry_in", backoff)
 				time.Sleep(backoff)
@@ -242,6 +252,9 @@ func (p *Proxy) serve(ln net.Listener, gateway bool) error {
 		backoff = 0
 		c := newClientConn(nc)
 		c.gateway = gateway
+		if !p.admit(c) {
+			continue
+		}
 		if !p.trackConn(c, true) {
 			nc.Close()
 			return ErrProxyClosed

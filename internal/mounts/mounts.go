@@ -1,5 +1,6 @@
-// Package mounts finds where a filesystem type is mounted by reading
-// /proc/mounts. It exists so that redirect (cgroup v2, bpffs) and the test
+// Package mounts finds where a filesystem type (or a cgroup v1 controller)
+// is mounted by reading /proc/mounts. It exists so that redirect (cgroup
+// v2, bpffs), cmd/egressd (the memory controller) and the test
 // fixtures in internal/kerneltest agree on the lookup without hard-coding
 // /sys/fs/cgroup or /sys/fs/bpf: hosts differ (unified layout at
 // /sys/fs/cgroup, hybrid layout at /sys/fs/cgroup/unified, containers with
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -24,27 +26,47 @@ var ErrNotMounted = errors.New("not mounted")
 // Find returns the first mount point of fstype ("cgroup2", "bpf") listed in
 // /proc/mounts.
 func Find(fstype string) (string, error) {
+	return findIn(fstype+" mount", func(r io.Reader) (string, error) { return find(r, fstype) })
+}
+
+// FindCgroupV1 returns the mount point of the cgroup v1 hierarchy that
+// holds controller ("memory"), as on hosts with the hybrid or legacy layout.
+func FindCgroupV1(controller string) (string, error) {
+	return findIn("cgroup "+controller+" mount", func(r io.Reader) (string, error) { return findCgroupV1(r, controller) })
+}
+
+func findIn(what string, find func(io.Reader) (string, error)) (string, error) {
 	f, err := os.Open("/proc/mounts")
 	if err != nil {
-		return "", fmt.Errorf("find %s mount: %w", fstype, err)
+		return "", fmt.Errorf("find %s: %w", what, err)
 	}
 	defer f.Close()
-	return find(f, fstype)
+	return find(f)
 }
 
 func find(r io.Reader, fstype string) (string, error) {
+	return scan(r, fstype+" mount", func(fields []string) bool { return fields[2] == fstype })
+}
+
+func findCgroupV1(r io.Reader, controller string) (string, error) {
+	return scan(r, "cgroup "+controller+" mount", func(fields []string) bool {
+		return len(fields) >= 4 && fields[2] == "cgroup" && slices.Contains(strings.Split(fields[3], ","), controller)
+	})
+}
+
+// scan returns the mount point of the first line of /proc/mounts (in r)
+// whose fields (device mountpoint fstype options dump pass) match.
+func scan(r io.Reader, what string, match func(fields []string) bool) (string, error) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		// device mountpoint fstype options dump pass
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 3 && fields[2] == fstype {
+		if fields := strings.Fields(sc.Text()); len(fields) >= 3 && match(fields) {
 			return unescape(fields[1]), nil
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("find %s mount: read /proc/mounts: %w", fstype, err)
+		return "", fmt.Errorf("find %s: read /proc/mounts: %w", what, err)
 	}
-	return "", fmt.Errorf("find %s mount: %w", fstype, ErrNotMounted)
+	return "", fmt.Errorf("find %s: %w", what, ErrNotMounted)
 }
 
 // unescape undoes the octal escapes (\040 for space and so on) the kernel

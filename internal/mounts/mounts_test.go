@@ -34,3 +34,20 @@ bpf /sys/fs/bpf bpf rw 0 0
 		t.Fatalf("missing bpffs: err = %v, want ErrNotMounted", err)
 	}
 }
+
+func TestFindCgroupV1(t *testing.T) {
+	const hybrid = `tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
+cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,relatime,cpu,cpuacct 0 0
+cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0
+cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
+`
+	if got, err := findCgroupV1(strings.NewReader(hybrid), "memory"); err != nil || got != "/sys/fs/cgroup/memory" {
+		t.Errorf("memory: %q, %v", got, err)
+	}
+	if got, err := findCgroupV1(strings.NewReader(hybrid), "cpuacct"); err != nil || got != "/sys/fs/cgroup/cpu,cpuacct" {
+		t.Errorf("cpuacct: %q, %v", got, err)
+	}
+	if _, err := findCgroupV1(strings.NewReader("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n"), "memory"); !errors.Is(err, ErrNotMounted) {
+		t.Errorf("unified: err = %v, want ErrNotMounted", err)
+	}
+}

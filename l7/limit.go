@@ -1,0 +1,208 @@
+package l7
+
+import (
+	"errors"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	rtmetrics "runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Admission at accept: a connection over a limit is shed — closed at once,
+// before a byte of it is read — so that one client cannot take the fds,
+// memory or goroutines the others need. The limits, in the order checked:
+//
+//   - MaxConns: client connections open at once, all clients together;
+//   - MaxConnsPerClient: connections open at once from one client, which is
+//     the source address (a pod; host processes share the loopback
+//     addresses);
+//   - memory: while the Go runtime's memory is above memoryShedFraction of
+//     its limit (debug.SetMemoryLimit, GOMEMLIMIT), every new connection is
+//     shed, so that the connections already open can finish before the
+//     kernel's OOM killer would end them all.
+//
+// Shed connections are counted by reason and logged at most once per
+// shedLogEvery per reason, with the count since the last line.
+
+// Reasons a connection is shed, as logged and as the "reason" metric label.
+const (
+	shedMaxConns  = "max_conns"
+	shedPerClient = "max_conns_per_client"
+	shedMemory    = "memory"
+)
+
+var shedReasons = [...]string{shedMaxConns, shedPerClient, shedMemory}
+
+// memoryShedFraction of the runtime's memory limit: above it, new
+// connections are shed.
+const memoryShedFraction = 0.9
+
+// memoryCheckEvery bounds how often admit reads the runtime's memory
+// figures (a flood of connects reads them at most this often).
+const memoryCheckEvery = 20 * time.Millisecond
+
+// shedLogEvery is the least time between two log lines of one shed reason.
+const shedLogEvery = 5 * time.Second
+
+// limiter counts the open client connections, overall and per client.
+type limiter struct {
+	maxConns, perClient int
+
+	mu       sync.Mutex
+	open     int
+	byClient map[netip.Addr]int32
+
+	// memory: the runtime's limit when admit last read it, the threshold
+	// above which it sheds (0: none), and whether it is above it.
+	memLimit  atomic.Int64
+	memShed   atomic.Int64
+	memOver   atomic.Bool
+	memLastNs atomic.Int64 // when the memory figures were last read (UnixNano)
+	memMu     sync.Mutex   // one reader of runtime/metrics at a time
+	memSample []rtmetrics.Sample
+
+	log     *slog.Logger
+	shedLog [len(shedReasons)]shedLogState
+}
+
+type shedLogState struct {
+	last   atomic.Int64 // UnixNano of the last line
+	unseen atomic.Int64 // shed since the last line
+}
+
+func newLimiter(maxConns, perClient int, log *slog.Logger) *limiter {
+	l := &limiter{maxConns: maxConns, perClient: perClient, byClient: make(map[netip.Addr]int32), log: log,
+		memSample: []rtmetrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}}
+	l.readMemory(time.Now())
+	return l
+}
+
+// admit counts a new connection from client, or says why it must be shed
+// ("" when admitted). An admitted connection is released once, when it ends.
+func (l *limiter) admit(client netip.Addr, now time.Time) string {
+	if l.memoryOver(now) {
+		return shedMemory
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.maxConns > 0 && l.open >= l.maxConns {
+		return shedMaxConns
+	}
+	n := l.byClient[client]
+	if l.perClient > 0 && int(n) >= l.perClient {
+		return shedPerClient
+	}
+	l.byClient[client] = n + 1
+	l.open++
+	return ""
+}
+
+func (l *limiter) release(client netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.open--
+	if n := l.byClient[client] - 1; n > 0 {
+		l.byClient[client] = n
+	} else {
+		delete(l.byClient, client)
+	}
+}
+
+// memoryOver reports whether the runtime's memory is above the shedding
+// threshold, reading the figures at most every memoryCheckEvery.
+func (l *limiter) memoryOver(now time.Time) bool {
+	if now.UnixNano()-l.memLastNs.Load() >= int64(memoryCheckEvery) {
+		l.readMemory(now)
+	}
+	return l.memOver.Load()
+}
+
+// readMemory reads the runtime's memory limit and the memory it counts
+// against it (all memory mapped by the runtime but what it released).
+func (l *limiter) readMemory(now time.Time) {
+	if !l.memMu.TryLock() {
+		return // another accept loop is reading them
+	}
+	defer l.memMu.Unlock()
+	l.memLastNs.Store(now.UnixNano())
+	limit := debug.SetMemoryLimit(-1)
+	l.memLimit.Store(limit)
+	if limit <= 0 || limit == math.MaxInt64 {
+		l.memShed.Store(0)
+		l.memOver.Store(false)
+		return
+	}
+	shed := int64(float64(limit) * memoryShedFraction)
+	l.memShed.Store(shed)
+	rtmetrics.Read(l.memSample)
+	used := int64(l.memSample[0].Value.Uint64() - l.memSample[1].Value.Uint64())
+	l.memOver.Store(used >= shed)
+}
+
+// shed records a shed connection: the metric, and a log line unless one
+// for the same reason was written less than shedLogEvery ago.
+func (p *Proxy) shed(reason string, client netip.AddrPort, now time.Time) {
+	p.metrics.shed.WithLabelValues(reason).Inc()
+	l := p.limits
+	for i, r := range shedReasons {
+		if r != reason {
+			continue
+		}
+		st := &l.shedLog[i]
+		n := st.unseen.Add(1)
+		last := st.last.Load()
+		if now.UnixNano()-last < int64(shedLogEvery) || !st.last.CompareAndSwap(last, now.UnixNano()) {
+			return
+		}
+		st.unseen.Add(-n)
+		l.log.Warn("shedding new connections: limit reached", "reason", reason, "client", client.Addr(),
+			"shed", n, "max_conns", l.maxConns, "max_conns_per_client", l.perClient,
+			"memory_shed_bytes", l.memShed.Load())
+	}
+}
+
+// admit admits a connection just accepted, or sheds it: closed at once
+// with a reset (nothing of it is read), counted and logged.
+func (p *Proxy) admit(c *clientConn) bool {
+	reason := p.limits.admit(c.client.Addr(), c.start)
+	if reason == "" {
+		return true
+	}
+	p.shed(reason, c.client, c.start) // counted before the client can see it
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		tc.SetLinger(0) // RST: no FIN handshake nor TIME_WAIT kept for a shed connection
+	}
+	c.nc.Close()
+	return false
+}
+
+// temporaryAcceptError reports whether Accept may succeed again after a
+// pause, as net/http's Serve retries its "temporary" errors: timeouts; the
+// process or the kernel out of fds, buffers or memory; a connection that
+// failed before it was accepted (accept(2): Linux passes pending network
+// errors of the new socket on, "treat them like EAGAIN by retrying"); a
+// firewall refusing one. Anything else (the listener closed) ends Serve.
+func temporaryAcceptError(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	switch errno {
+	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EINTR, syscall.EAGAIN, syscall.EPERM,
+		syscall.ENETDOWN, syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EHOSTDOWN, syscall.ENONET,
+		syscall.EHOSTUNREACH, syscall.EOPNOTSUPP, syscall.ENETUNREACH:
+		return true
+	}
+	return false
+}
