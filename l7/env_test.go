@@ -147,7 +147,6 @@ func (e *env) dialFrom(src string) *rawClient {
 	return &rawClient{t: e.t, c: c, br: bufio.NewReader(c)}
 }
 
-
 // counter reads a counter from the proxy's registry.
 func (e *env) counter(name string, labels ...string) float64 {
 	e.t.Helper()
