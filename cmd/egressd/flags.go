@@ -47,6 +47,9 @@ type runConfig struct {
 	IdleTimeout       time.Duration
 	ResponseTimeout   time.Duration
 	MaxHeaderBytes    int
+	MaxConns          int         // 0: derived from RLIMIT_NOFILE (limits.go)
+	MaxConnsPerClient int         // 0: the proxy's default
+	MemoryLimit       memoryLimit // the Go runtime's memory limit (limits.go)
 
 	accessLog *slog.Logger // built from AccessLog by runCmd; nil: the main log
 }
@@ -103,6 +106,9 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "keep-alive wait for a client's next request (0: proxy default, 2m)")
 	fs.DurationVar(&cfg.ResponseTimeout, "response-timeout", 0, "wait for an upstream response head (0: proxy default, 1m)")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", 0, "request/response head size limit (0: proxy default, 32 KiB)")
+	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "client connections open at once, all clients; more are reset at accept (0: 16384, lowered to fit the open files limit; -1: none)")
+	fs.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", 0, "client connections open at once from one source address (a pod); more are reset at accept (0: 1024; -1: none)")
+	fs.Var(memoryLimitFlag{&cfg.MemoryLimit}, "memory-limit", "the Go runtime's memory `limit`: auto (85% of the cgroup's, unless GOMEMLIMIT is set), none, or a size (400MiB); new connections are shed above 90% of it")
 	return fs
 }
 
@@ -222,6 +228,14 @@ func (c *runConfig) validate() error {
 	}
 	if c.MaxHeaderBytes < 0 {
 		return fmt.Errorf("--max-header-bytes %d: must not be negative", c.MaxHeaderBytes)
+	}
+	for _, l := range []struct {
+		name string
+		v    int
+	}{{"max-conns", c.MaxConns}, {"max-conns-per-client", c.MaxConnsPerClient}} {
+		if l.v < -1 {
+			return fmt.Errorf("--%s %d: want a count, 0 for the default or -1 for none", l.name, l.v)
+		}
 	}
 	return nil
 }

@@ -80,6 +80,10 @@ func TestParseRunFlagsUsageErrors(t *testing.T) {
 		{"bad env cidr", ok, []string{"EGRESSD_EXCLUDE_CIDR", "10.0.0.0/8,nonsense"}},
 		{"bad env bool", ok, []string{"EGRESSD_DENY_UDP", "maybe"}},
 		{"negative timeout", append([]string{"--shutdown-timeout", "-1s"}, ok...), nil},
+		{"max-conns below -1", append([]string{"--max-conns", "-2"}, ok...), nil},
+		{"bad env max-conns-per-client", ok, []string{"EGRESSD_MAX_CONNS_PER_CLIENT", "many"}},
+		{"bad memory limit", append([]string{"--memory-limit", "lots"}, ok...), nil},
+		{"bad env memory limit", ok, []string{"EGRESSD_MEMORY_LIMIT", "12TB"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseRunFlags(tc.args, env(tc.env...), io.Discard)

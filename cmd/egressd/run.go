@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -86,6 +87,8 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	limits := applyProcessLimits(cfg, log) // limits.go
+	proxyCfg.MaxConns = limits.maxConns
 
 	reg := newRegistry(reloader)
 	proxyCfg.Metrics = reg
@@ -122,7 +125,9 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	go func() { serveErr <- proxy.Serve(ln) }()
 	ready.listening.Store(true)
 	log.Info("egressd running", "proxy", ln.Addr().String(), "admin", admin.addr.String(),
-		"cgroups", cfg.Cgroups, "rules", reloader.Current().Len(), "dial", cfg.Dial)
+		"cgroups", cfg.Cgroups, "rules", reloader.Current().Len(), "dial", cfg.Dial,
+		"max_conns", limits.maxConns, "max_conns_per_client", cmp.Or(cfg.MaxConnsPerClient, l7.DefaultMaxConnsPerClient),
+		"nofile", limits.nofile, "memory_limit", limits.memoryLimit, "memory_limit_from", limits.memorySource)
 
 	return serve(ctx, cfg.ShutdownTimeout, reloader, proxy, serveErr, hup, &ready, log)
 }
@@ -156,6 +161,7 @@ func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, control 
 		Logger:            log,
 		AccessLog:         cfg.accessLog,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		MaxConnsPerClient: cfg.MaxConnsPerClient,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		ConnectTimeout:    cfg.ConnectTimeout,
