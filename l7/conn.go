@@ -36,6 +36,8 @@ type clientConn struct {
 	// gateway: accepted by ServeGateway (gateway.go), an explicit proxy
 	// with no original destination.
 	gateway bool
+	// limitKey: the client it is counted for (limit.go); zero: none yet.
+	limitKey clientKey
 
 	state atomic.Int32
 	// up is the upstream connection of the HTTP/1.x exchange in flight, if
@@ -111,7 +113,7 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // serveConn runs one accepted connection to its end.
 func (p *Proxy) serveConn(c *clientConn) {
-	defer p.limits.release(c.client.Addr())
+	defer func() { p.limits.release(c.limitKey) }()
 	defer p.trackConn(c, false)
 	defer func() {
 		if r := recover(); r != nil {
@@ -131,10 +133,13 @@ func (p *Proxy) serveConn(c *clientConn) {
 		p.serveGateway(c)
 		return
 	}
-	orig, ok := p.cfg.OriginalDst.Lookup(c.client, c.local)
+	orig, cgroup, ok := p.lookup(c)
 	if !ok {
 		p.metrics.origMisses.Inc()
 		p.log.Warn("no original destination: closing", "client", c.client, "local", c.local)
+		return
+	}
+	if c.limitKey == (clientKey{}) && !p.admitCgroup(c, cgroup) {
 		return
 	}
 	c.orig = orig

@@ -19,9 +19,11 @@ import (
 // memory or goroutines the others need. The limits, in the order checked:
 //
 //   - MaxConns: client connections open at once, all clients together;
-//   - MaxConnsPerClient: connections open at once from one client, which is
-//     the source address (a pod; host processes share the loopback
-//     addresses);
+//   - MaxConnsPerClient: connections open at once from one client: the
+//     source address for pods; for host processes, which all connect from
+//     loopback, the cgroup of the process that connected when OriginalDst
+//     knows it (OriginalDstCgroup; checked right after the lookup, before
+//     a byte is read), else the loopback address they share;
 //   - memory: while the Go runtime's memory is above memoryShedFraction of
 //     its limit (debug.SetMemoryLimit, GOMEMLIMIT), every new connection is
 //     shed, so that the connections already open can finish before the
@@ -50,13 +52,20 @@ const memoryCheckEvery = 20 * time.Millisecond
 // shedLogEvery is the least time between two log lines of one shed reason.
 const shedLogEvery = 5 * time.Second
 
+// A clientKey identifies a client for MaxConnsPerClient: its address, or
+// for host processes their cgroup. The zero key counts for no client.
+type clientKey struct {
+	addr   netip.Addr
+	cgroup uint64
+}
+
 // limiter counts the open client connections, overall and per client.
 type limiter struct {
 	maxConns, perClient int
 
 	mu       sync.Mutex
 	open     int
-	byClient map[netip.Addr]int32
+	byClient map[clientKey]int32
 
 	// memory: the runtime's limit when admit last read it, the threshold
 	// above which it sheds (0: none), and whether it is above it.
@@ -77,15 +86,16 @@ type shedLogState struct {
 }
 
 func newLimiter(maxConns, perClient int, log *slog.Logger) *limiter {
-	l := &limiter{maxConns: maxConns, perClient: perClient, byClient: make(map[netip.Addr]int32), log: log,
+	l := &limiter{maxConns: maxConns, perClient: perClient, byClient: make(map[clientKey]int32), log: log,
 		memSample: []rtmetrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}}
 	l.readMemory(time.Now())
 	return l
 }
 
-// admit counts a new connection from client, or says why it must be shed
-// ("" when admitted). An admitted connection is released once, when it ends.
-func (l *limiter) admit(client netip.Addr, now time.Time) string {
+// admit counts a new connection, for client unless it is the zero key, or
+// says why it must be shed ("" when admitted). An admitted connection is
+// released once, when it ends, with the key of its last admission.
+func (l *limiter) admit(client clientKey, now time.Time) string {
 	if l.memoryOver(now) {
 		return shedMemory
 	}
@@ -94,19 +104,42 @@ func (l *limiter) admit(client netip.Addr, now time.Time) string {
 	if l.maxConns > 0 && l.open >= l.maxConns {
 		return shedMaxConns
 	}
-	n := l.byClient[client]
-	if l.perClient > 0 && int(n) >= l.perClient {
+	if !l.addClient(client) {
 		return shedPerClient
 	}
-	l.byClient[client] = n + 1
 	l.open++
 	return ""
 }
 
-func (l *limiter) release(client netip.Addr) {
+// admitClient counts an admitted connection for client too (its identity
+// was learnt after accept); false: shed it, and release it with the zero key.
+func (l *limiter) admitClient(client clientKey) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.addClient(client)
+}
+
+// addClient counts one connection more for client, if under the limit;
+// l.mu is held.
+func (l *limiter) addClient(client clientKey) bool {
+	if client == (clientKey{}) {
+		return true
+	}
+	n := l.byClient[client]
+	if l.perClient > 0 && int(n) >= l.perClient {
+		return false
+	}
+	l.byClient[client] = n + 1
+	return true
+}
+
+func (l *limiter) release(client clientKey) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.open--
+	if client == (clientKey{}) {
+		return
+	}
 	if n := l.byClient[client] - 1; n > 0 {
 		l.byClient[client] = n
 	} else {
@@ -168,18 +201,43 @@ func (p *Proxy) shed(reason string, client netip.AddrPort, now time.Time) {
 }
 
 // admit admits a connection just accepted, or sheds it: closed at once
-// with a reset (nothing of it is read), counted and logged.
+// with a reset (nothing of it is read), counted and logged. A host
+// process's connection (from loopback) is counted for its cgroup after the
+// lookup (admitCgroup) when OriginalDst tells cgroups.
 func (p *Proxy) admit(c *clientConn) bool {
-	reason := p.limits.admit(c.client.Addr(), c.start)
+	c.limitKey = clientKey{addr: c.client.Addr()}
+	if _, byCgroup := p.cfg.OriginalDst.(OriginalDstCgroup); byCgroup && c.limitKey.addr.IsLoopback() && !c.gateway {
+		c.limitKey = clientKey{}
+	}
+	reason := p.limits.admit(c.limitKey, c.start)
 	if reason == "" {
 		return true
 	}
-	p.shed(reason, c.client, c.start) // counted before the client can see it
+	p.shedConn(c, reason)
+	return false
+}
+
+// admitCgroup counts a host process's connection for its cgroup (for its
+// address when the cgroup is unknown, 0); false: it was shed.
+func (p *Proxy) admitCgroup(c *clientConn, cgroup uint64) bool {
+	key := clientKey{cgroup: cgroup}
+	if cgroup == 0 {
+		key = clientKey{addr: c.client.Addr()}
+	}
+	if !p.limits.admitClient(key) {
+		p.shedConn(c, shedPerClient)
+		return false
+	}
+	c.limitKey = key
+	return true
+}
+
+func (p *Proxy) shedConn(c *clientConn, reason string) {
+	p.shed(reason, c.client, time.Now()) // counted before the client can see it
 	if tc, ok := c.nc.(*net.TCPConn); ok {
 		tc.SetLinger(0) // RST: no FIN handshake nor TIME_WAIT kept for a shed connection
 	}
 	c.nc.Close()
-	return false
 }
 
 // temporaryAcceptError reports whether Accept may succeed again after a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -299,4 +300,41 @@ func TestIdleConnectionHoldsNoBuffer(t *testing.T) {
 	if per > 3<<10 {
 		t.Errorf("an idle connection costs %d bytes of heap, want under 3 KiB (no read buffer)", per)
 	}
+}
+
+// cgroupOrig is an OriginalDstCgroup: every connection goes to dst, from
+// the cgroup its source address is mapped to.
+type cgroupOrig struct {
+	dst     netip.AddrPort
+	cgroups map[netip.Addr]uint64
+}
+
+func (o cgroupOrig) Lookup(client, local netip.AddrPort) (netip.AddrPort, bool) { return o.dst, true }
+
+func (o cgroupOrig) LookupCgroup(client, local netip.AddrPort) (netip.AddrPort, uint64, bool) {
+	return o.dst, o.cgroups[client.Addr()], true
+}
+
+// TestHostProcessesCountedPerCgroup: connections from loopback (host
+// processes) count for the connecting cgroup, not the address they share.
+func TestHostProcessesCountedPerCgroup(t *testing.T) {
+	u := newUpstream(t, nil)
+	a := netip.MustParseAddr
+	e := newEnv(t, Config{
+		Rules:             compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst:       cgroupOrig{u.orig(), map[netip.Addr]uint64{a("127.0.0.1"): 7, a("127.0.0.2"): 7, a("127.0.0.3"): 8}},
+		MaxConnsPerClient: 2,
+	})
+	c1, c2 := e.dialFrom("127.0.0.1"), e.dialFrom("127.0.0.2") // cgroup 7 twice
+	wantServed(t, c1)
+	wantServed(t, c2)
+	e.wantShed("127.0.0.1") // its address has one connection, its cgroup two
+	wantServed(t, e.dialFrom("127.0.0.3"))
+	wantServed(t, e.dialFrom("127.0.0.4")) // no cgroup known: its address
+	if n := e.counter("egressd_connections_shed_total", "reason", "max_conns_per_client"); n != 1 {
+		t.Errorf("shed max_conns_per_client = %v, want 1", n)
+	}
+	c1.c.Close()
+	e.waitOpen(3)
+	wantServed(t, e.dialFrom("127.0.0.1"))
 }

@@ -31,6 +31,25 @@ type OriginalDst interface {
 	Lookup(client, local netip.AddrPort) (orig netip.AddrPort, ok bool)
 }
 
+// OriginalDstCgroup is an OriginalDst that also tells the cgroup of the
+// process that connected. Host processes all connect from loopback; with
+// it, MaxConnsPerClient counts their connections per cgroup (a
+// hostNetwork pod each) instead of all of them together.
+type OriginalDstCgroup interface {
+	OriginalDst
+	LookupCgroup(client, local netip.AddrPort) (orig netip.AddrPort, cgroupID uint64, ok bool)
+}
+
+// lookup asks Config.OriginalDst where c was going (and its cgroup, when
+// known: 0 otherwise).
+func (p *Proxy) lookup(c *clientConn) (netip.AddrPort, uint64, bool) {
+	if oc, ok := p.cfg.OriginalDst.(OriginalDstCgroup); ok {
+		return oc.LookupCgroup(c.client, c.local)
+	}
+	orig, ok := p.cfg.OriginalDst.Lookup(c.client, c.local)
+	return orig, 0, ok
+}
+
 // DialMode chooses the address an allowed request is sent to.
 type DialMode int
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -16,12 +17,23 @@ import (
 
 	"github.com/egressd/egressd/internal/mounts"
 	"github.com/egressd/egressd/l7"
+	"github.com/egressd/egressd/redirect"
 )
 
 // The process limits `egressd run` sets itself at start, before serving:
 // RLIMIT_NOFILE raised to its hard limit, the Go runtime's memory limit
 // from the container's cgroup, and the connection limit derived from the
 // fds. l7 sheds connections against them (l7/limit.go).
+
+// originalDst gives l7 the connecting cgroup with the original
+// destination (l7.OriginalDstCgroup): host processes all connect from
+// loopback, and --max-conns-per-client counts theirs per cgroup.
+type originalDst struct{ *redirect.Redirector }
+
+func (o originalDst) LookupCgroup(client, local netip.AddrPort) (netip.AddrPort, uint64, bool) {
+	origin, err := o.Origin(client, local)
+	return origin.Dst, origin.CgroupID, err == nil
+}
 
 // memoryLimitShare of the cgroup's memory limit becomes the runtime's
 // memory limit (the rest: what the runtime does not count, kernel memory

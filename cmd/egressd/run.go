@@ -116,7 +116,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	ready.attached(red.Check)
 	reg.MustRegister(redirectCollector{red})
 
-	proxyCfg.OriginalDst = red
+	proxyCfg.OriginalDst = originalDst{red} // limits.go: with the cgroup, for per-client limits
 	proxy, err := l7.New(proxyCfg)
 	if err != nil {
 		return err
