@@ -33,6 +33,11 @@ type job struct {
 	Mark    uint32        // SO_MARK on the socket
 	For     time.Duration // with N: keep going until both are reached
 	Unconn  bool          // UDP: unconnected socket, WriteTo (sendmsg hook)
+	Payload string        // sent after connecting (TCP) or as the datagram (UDP, Socket); "": "ping\n" for UDP
+	// Socket: instead of the net package, one datagram from a socket of
+	// this kind (sockets_test.go): ping4, ping6, udplite4, udplite6 (Unconn
+	// too), raw4, sctp4. The reply is "sent".
+	Socket string
 
 	// DefaultPins: instead of connecting, unmount bpffs (the child runs
 	// in a private mount namespace), Attach to this cgroup with the
@@ -64,7 +69,9 @@ func TestMain(m *testing.M) {
 		_ = json.NewEncoder(os.Stdout).Encode(o)
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeChildBinary()
+	os.Exit(code)
 }
 
 func (j job) run() outcome {
@@ -84,6 +91,9 @@ func (j job) run() outcome {
 }
 
 func (j job) once() (string, error) {
+	if j.Socket != "" {
+		return j.socket()
+	}
 	d := net.Dialer{Timeout: 3 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -113,8 +123,12 @@ func (j job) once() (string, error) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	if strings.HasPrefix(j.Network, "udp") && !j.Unconn {
-		if _, err := c.Write([]byte("ping\n")); err != nil {
+	payload := j.Payload
+	if payload == "" && strings.HasPrefix(j.Network, "udp") {
+		payload = "ping\n"
+	}
+	if payload != "" && !j.Unconn {
+		if _, err := c.Write([]byte(payload)); err != nil {
 			return "", err
 		}
 	}
@@ -132,13 +146,20 @@ func (j job) sendTo(d net.Dialer) (net.Conn, error) {
 	}
 	ua, err := net.ResolveUDPAddr(j.Network, j.Addr)
 	if err == nil {
-		_, err = pc.WriteTo([]byte("ping\n"), ua)
+		_, err = pc.WriteTo([]byte(cmpOr(j.Payload, "ping\n")), ua)
 	}
 	if err != nil {
 		pc.Close()
 		return nil, err
 	}
 	return pc.(*net.UDPConn), nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // dialMapped connects an IPv6 socket to an IPv4 address in its v4-mapped
@@ -205,7 +226,7 @@ func runChild(t testing.TB, cgroup string, ns *kerneltest.NS, j job, wrapper ...
 func startChild(t testing.TB, cgroup string, ns *kerneltest.NS, j job, wrapper ...string) (wait func() outcome) {
 	t.Helper()
 	spec, _ := json.Marshal(j)
-	argv := append(wrapper, os.Args[0], "-test.run=^$")
+	argv := append(wrapper, childBinary(t), "-test.run=^$")
 	cmd := kerneltest.Command(t, cgroup, ns, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
 	var stdout, stderr strings.Builder

@@ -66,7 +66,9 @@ func newTopo(t testing.TB) *topo {
 	tp.extPort = startProxy(t, tp.ext, "direct", "[::]:0").port()
 	tp.loopback = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), startProxy(t, nil, "loopback", "127.0.0.1:0").port())
 	for _, port := range []int{53, 443, 5353, 51820} {
-		startUDPEcho(t, tp.ext, port)
+		for _, a := range []netip.Addr{extAddr4, excludedAddr4, otherAddr4, extAddr6, excludedAddr6, otherAddr6} {
+			startUDPEcho(t, tp.ext, netip.AddrPortFrom(a, uint16(port)))
+		}
 	}
 	return tp
 }
@@ -172,12 +174,14 @@ func (p *proxy) serve() {
 	}
 }
 
-// startUDPEcho answers every datagram to port in ns with "echo PORT".
-func startUDPEcho(t testing.TB, ns *kerneltest.NS, port int) {
+// startUDPEcho answers every datagram to at in ns with "echo PORT", from
+// at (a connected client accepts no other source).
+func startUDPEcho(t testing.TB, ns *kerneltest.NS, at netip.AddrPort) {
 	t.Helper()
+	port := at.Port()
 	var pc net.PacketConn
 	err := ns.Do(func() (err error) {
-		pc, err = net.ListenPacket("udp", fmt.Sprintf("[::]:%d", port))
+		pc, err = net.ListenPacket("udp", at.String())
 		return err
 	})
 	if err != nil {
