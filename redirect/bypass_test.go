@@ -203,4 +203,3 @@ func startCounting(t *testing.T, at netip.AddrPort) *countingServer {
 	}()
 	return s
 }
-

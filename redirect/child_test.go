@@ -27,7 +27,7 @@ const childEnv = "EGRESSD_REDIRECT_CHILD"
 
 // job is what a child does: N connects (or datagrams) to Addr.
 type job struct {
-	Network string // tcp4, tcp6, udp4, udp6; tcp6-mapped (IPv4 through an IPv6 socket); tcp4-fastopen (TFO sendto); mptcp4
+	Network string // tcp4, tcp6, udp4, udp6; tcp6-mapped (IPv4 through an IPv6 socket); tcp4-fastopen (TFO sendto); mptcp4; tcp4-abandon (connect, reset at once)
 	Addr    string
 	N       int
 	Mark    uint32        // SO_MARK on the socket
@@ -110,6 +110,8 @@ func (j job) once() (string, error) {
 		c, err = dialMapped(j.Addr)
 	case j.Network == "tcp4-fastopen":
 		c, err = dialFastOpen(j.Addr)
+	case j.Network == "tcp4-abandon":
+		return abandon(j.Addr)
 	case j.Unconn:
 		c, err = j.sendTo(d)
 	case j.Network == "mptcp4":
@@ -200,6 +202,29 @@ func dialFastOpen(addr string) (net.Conn, error) {
 		return nil, err
 	}
 	return net.FileConn(f)
+}
+
+// abandon starts a connect and resets it at once (SO_LINGER 0), before
+// the proxy can accept it: the churn that must not cost others their
+// original destinations.
+func abandon(addr string) (string, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return "", err
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+		return "", err
+	}
+	err = unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
+	if err != nil && err != unix.EINPROGRESS {
+		return "", err
+	}
+	return "abandoned", nil
 }
 
 // errName reduces an error to its errno where there is one.

@@ -2,6 +2,7 @@ package redirect
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -123,11 +124,21 @@ type proxy struct {
 	ln   net.Listener
 	mu   sync.RWMutex // held for writing while the Redirector is swapped
 	r    *Redirector
+
+	cgMu    sync.Mutex
+	cgroups map[uint64]int // connections found, by the cgroup ID recorded
+}
+
+// cgroupIDs returns how many connections were found, by recorded cgroup ID.
+func (p *proxy) cgroupIDs() map[uint64]int {
+	p.cgMu.Lock()
+	defer p.cgMu.Unlock()
+	return maps.Clone(p.cgroups)
 }
 
 func startProxy(t testing.TB, ns *kerneltest.NS, name, addr string) *proxy {
 	t.Helper()
-	p := &proxy{name: name}
+	p := &proxy{name: name, cgroups: map[uint64]int{}}
 	err := ns.Do(func() (err error) {
 		p.ln, err = net.Listen("tcp", addr)
 		return err
@@ -162,8 +173,11 @@ func (p *proxy) serve() {
 		reply := p.name
 		if p.r != nil {
 			reply = "miss"
-			if orig, ok := p.r.Lookup(client, local); ok {
-				reply = "orig " + orig.String()
+			if o, err := p.r.Origin(client, local); err == nil {
+				reply = "orig " + o.Dst.String()
+				p.cgMu.Lock()
+				p.cgroups[o.CgroupID]++
+				p.cgMu.Unlock()
 			}
 		}
 		p.mu.RUnlock()

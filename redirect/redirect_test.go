@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/egressd/egressd/internal/kerneltest"
 )
 
@@ -68,6 +70,15 @@ func TestRedirect(t *testing.T) {
 	t.Run("outside cgroup", func(t *testing.T) {
 		want(t, "outside", runChild(t, "", nil, job{Network: "tcp4", Addr: ext4, N: 3}), "direct")
 	})
+	// Each original destination names the cgroup of the process that
+	// connected (the host's and the pod's alike).
+	var st unix.Stat_t
+	if err := unix.Stat(tp.cg, &st); err != nil {
+		t.Fatal(err)
+	}
+	if ids := tp.proxy.cgroupIDs(); len(ids) != 1 || ids[st.Ino] != 30 {
+		t.Errorf("cgroup IDs recorded %v, want all 30 connections from %d (%s)", ids, st.Ino, tp.cg)
+	}
 	s, err := r.Stats()
 	if err != nil {
 		t.Fatal(err)
