@@ -31,11 +31,7 @@ func (s *h1conn) forward(m rules.Match) bool {
 	for attempt := 0; ; attempt++ {
 		var uc *upConn
 		if attempt == 0 { // a retry always gets a new connection: it cannot be stale
-			uc = p.pool.get(key, s.entry.start)
-		}
-		for uc != nil && s.req.hasBody() && !uc.alive() {
-			uc.nc.Close() // a body cannot be retried: do not risk it on a dead connection
-			uc = p.pool.get(key, s.entry.start)
+			uc = s.pooled(key)
 		}
 		if uc == nil {
 			var err error
@@ -49,6 +45,18 @@ func (s *h1conn) forward(m rules.Match) bool {
 		if !retry || attempt > 0 {
 			return keep
 		}
+	}
+}
+
+// pooled returns an idle connection for key that passes the reuse check
+// (probe.go), closing those that fail it, or nil.
+func (s *h1conn) pooled(key poolKey) *upConn {
+	for {
+		uc := s.p.pool.get(key, s.entry.start)
+		if uc == nil || uc.usable() {
+			return uc
+		}
+		uc.nc.Close()
 	}
 }
 
@@ -133,13 +141,14 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 		bodyRead = true
 		now = time.Now() // the response is awaited from the end of the body on
 	}
+	s.resp.buf = s.resp.buf[:0] // stays empty until a byte of the response arrives
 	err := uc.bw.Flush()
 	if err == nil {
 		err = s.readResponseHead(uc, now)
 	}
 	if err != nil {
 		uc.nc.Close()
-		if uc.reused && !r.hasBody() && len(s.resp.buf) == 0 && isRetryable(err) {
+		if uc.reused && len(s.resp.buf) == 0 && isRetryable(err) && r.replayable() {
 			return false, true
 		}
 		return s.upstreamFailed(err, bodyRead), false
@@ -184,9 +193,35 @@ func (s *h1conn) readResponseHead(uc *upConn, now time.Time) error {
 	return nil
 }
 
-// isRetryable: a reused connection the upstream had closed while idle.
+// isRetryable: the upstream closed a reused connection instead of
+// answering (it may have closed it while idle, or failed processing).
 func isRetryable(err error) bool {
 	return isEOF(err) || errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe)
+}
+
+// replayable reports whether r may be sent again after a reused upstream
+// connection failed without a byte of response: the rule of net/http's
+// Transport (RFC 9110 9.2.2), since the upstream may have processed it. A
+// body is never replayed: it was streamed, not kept.
+func (r *request) replayable() bool {
+	if r.hasBody() {
+		return false
+	}
+	switch string(r.bytes(r.method)) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return r.hasField("Idempotency-Key") || r.hasField("X-Idempotency-Key")
+}
+
+// hasField reports whether h has a field named name (not hop-by-hop).
+func (h *head) hasField(name string) bool {
+	for i := range h.fields {
+		if f := &h.fields[i]; f.kind == fieldOther && equalFold(h.bytes(f.name), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // bodyFailed handles a request body that could not be moved upstream.

@@ -28,83 +28,177 @@ type upConn struct {
 	reused    bool         // taken from the pool (it may have been closed by the peer)
 	via       *egressProxy // plain HTTP to the egress proxy (absolute form); nil: to the upstream
 	rdl, wdl  deadline     // nc's read and write deadlines (deadline.go)
+
+	// While idle: the client that returned it (its share of the pool) and
+	// its places in the pool's three lists (listKey, listAll, listClient).
+	owner netip.Addr
+	links [3]struct{ prev, next *upConn }
 }
 
-// upstreamPool keeps idle upstream connections, newest first out.
+// The lists an idle connection is on.
+const (
+	listKey    = iota // the connections of its poolKey; the newest is reused first
+	listAll           // every idle connection, oldest first: expiry and the total bound
+	listClient        // the idle connections its owner returned: the per-client bound
+)
+
+// idleList is a doubly linked list of idle connections through their
+// links[which].
+type idleList struct {
+	head, tail *upConn
+	n          int
+}
+
+func (l *idleList) pushBack(uc *upConn, which int) {
+	uc.links[which].prev, uc.links[which].next = l.tail, nil
+	if l.tail != nil {
+		l.tail.links[which].next = uc
+	} else {
+		l.head = uc
+	}
+	l.tail = uc
+	l.n++
+}
+
+func (l *idleList) remove(uc *upConn, which int) {
+	lk := &uc.links[which]
+	if lk.prev != nil {
+		lk.prev.links[which].next = lk.next
+	} else {
+		l.head = lk.next
+	}
+	if lk.next != nil {
+		lk.next.links[which].prev = lk.prev
+	} else {
+		l.tail = lk.prev
+	}
+	lk.prev, lk.next = nil, nil
+	l.n--
+}
+
+// upstreamPool keeps idle upstream connections: at most maxPerKey per key,
+// maxPerClient returned by one client address (so that one client naming
+// thousands of hosts cannot make the node hold a socket to each) and
+// maxTotal in all; over a bound, the oldest idle connection concerned is
+// closed. A connection idle for longer than maxIdle is closed.
 type upstreamPool struct {
-	maxPerKey int
-	maxIdle   time.Duration
+	maxPerKey, maxPerClient, maxTotal int
+	maxIdle                           time.Duration
+
 	mu        sync.Mutex
-	idle      map[poolKey][]*upConn
+	byKey     map[poolKey]*idleList
+	byClient  map[netip.Addr]*idleList
+	all       idleList
 	closed    bool
 	lastSweep time.Time
 }
 
-func newUpstreamPool(maxPerKey int, maxIdle time.Duration) *upstreamPool {
-	return &upstreamPool{maxPerKey: maxPerKey, maxIdle: maxIdle, idle: make(map[poolKey][]*upConn)}
+func newUpstreamPool(maxPerKey, maxPerClient, maxTotal int, maxIdle time.Duration) *upstreamPool {
+	return &upstreamPool{maxPerKey: maxPerKey, maxPerClient: maxPerClient, maxTotal: maxTotal, maxIdle: maxIdle,
+		byKey: make(map[poolKey]*idleList), byClient: make(map[netip.Addr]*idleList)}
 }
 
-// get returns an idle connection for k, or nil; now is the current time
-// (to the microsecond: it only ages idle connections).
+// get takes the newest idle connection for k, or nil; now is the current
+// time (to the microsecond: it only ages idle connections). The caller
+// checks it (probe.go) before use.
 func (u *upstreamPool) get(k poolKey, now time.Time) *upConn {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	l := u.idle[k]
-	// Drop the stale ones, oldest first.
-	i := 0
-	for i < len(l) && now.Sub(l[i].idleSince) > u.maxIdle {
-		l[i].nc.Close()
-		l[i] = nil
-		i++
-	}
-	l = l[i:]
-	if len(l) == 0 {
-		delete(u.idle, k)
+	l := u.byKey[k]
+	if l == nil {
 		return nil
 	}
-	uc := l[len(l)-1]
-	l[len(l)-1] = nil
-	u.idle[k] = l[:len(l)-1]
+	uc := l.tail
+	if now.Sub(uc.idleSince) > u.maxIdle { // the newest is stale: so are the others
+		u.expire(now)
+		return nil
+	}
+	u.unlink(uc)
 	uc.reused = true
 	return uc
 }
 
-// put returns uc to the pool, or closes it when the pool is full or closed;
-// now is the current time.
-func (u *upstreamPool) put(uc *upConn, now time.Time) {
-	uc.idleSince = now
+// unlink takes uc off every list; u.mu is held.
+func (u *upstreamPool) unlink(uc *upConn) {
+	l := u.byKey[uc.key]
+	if l.remove(uc, listKey); l.n == 0 {
+		delete(u.byKey, uc.key)
+	}
+	c := u.byClient[uc.owner]
+	if c.remove(uc, listClient); c.n == 0 {
+		delete(u.byClient, uc.owner)
+	}
+	u.all.remove(uc, listAll)
+}
+
+// put returns uc, last used by client, to the pool (or closes it when the
+// pool is closed); now is the current time.
+func (u *upstreamPool) put(uc *upConn, client netip.Addr, now time.Time) {
+	uc.idleSince, uc.owner = now, client
 	u.mu.Lock()
-	l := u.idle[uc.key]
-	if u.closed || len(l) >= u.maxPerKey {
+	if u.closed {
 		u.mu.Unlock()
 		uc.nc.Close()
 		return
 	}
-	u.idle[uc.key] = append(l, uc)
-	if uc.idleSince.Sub(u.lastSweep) > u.maxIdle {
-		u.sweep(uc.idleSince)
+	l := u.byKey[uc.key]
+	if l == nil {
+		l = new(idleList)
+		u.byKey[uc.key] = l
+	}
+	c := u.byClient[client]
+	if c == nil {
+		c = new(idleList)
+		u.byClient[client] = c
+	}
+	var evict [3]*upConn
+	if l.n >= u.maxPerKey {
+		evict[0] = l.head
+	}
+	if c.n >= u.maxPerClient && c.head != evict[0] {
+		evict[1] = c.head
+	}
+	if u.all.n >= u.maxTotal && u.all.head != evict[0] && u.all.head != evict[1] {
+		evict[2] = u.all.head
+	}
+	for _, old := range evict {
+		if old != nil {
+			u.unlink(old)
+			old.nc.Close()
+		}
+	}
+	// The lists may have been emptied and deleted by the evictions.
+	if u.byKey[uc.key] == nil {
+		u.byKey[uc.key] = l
+	}
+	if u.byClient[client] == nil {
+		u.byClient[client] = c
+	}
+	l.pushBack(uc, listKey)
+	c.pushBack(uc, listClient)
+	u.all.pushBack(uc, listAll)
+	if now.Sub(u.lastSweep) > u.maxIdle {
+		u.lastSweep = now
+		u.expire(now)
 	}
 	u.mu.Unlock()
 }
 
-// sweep closes the connections idle for longer than maxIdle under every key,
-// so that hosts asked for once do not keep sockets open until Shutdown. It
-// runs at most once per maxIdle, from put; u.mu is held.
-func (u *upstreamPool) sweep(now time.Time) {
-	u.lastSweep = now
-	for k, l := range u.idle {
-		i := 0
-		for i < len(l) && now.Sub(l[i].idleSince) > u.maxIdle {
-			l[i].nc.Close()
-			l[i] = nil
-			i++
-		}
-		if i == len(l) {
-			delete(u.idle, k)
-		} else if i > 0 {
-			u.idle[k] = append(l[:0:0], l[i:]...)
-		}
+// expire closes the connections idle for longer than maxIdle, so that hosts
+// asked for once do not keep sockets open until Shutdown. put runs it at
+// most once per maxIdle; u.mu is held.
+func (u *upstreamPool) expire(now time.Time) {
+	for uc := u.all.head; uc != nil && now.Sub(uc.idleSince) > u.maxIdle; uc = u.all.head {
+		u.unlink(uc)
+		uc.nc.Close()
 	}
+}
+
+// idle returns the number of idle connections.
+func (u *upstreamPool) idle() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.all.n
 }
 
 // closeAll closes every idle connection and makes put close from now on.
@@ -112,10 +206,8 @@ func (u *upstreamPool) closeAll() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.closed = true
-	for k, l := range u.idle {
-		for _, uc := range l {
-			uc.nc.Close()
-		}
-		delete(u.idle, k)
+	for uc := u.all.head; uc != nil; uc = u.all.head {
+		u.unlink(uc)
+		uc.nc.Close()
 	}
 }

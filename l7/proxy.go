@@ -90,6 +90,8 @@ const (
 	DefaultUpstreamIdle      = 30 * time.Second
 	DefaultMaxConns          = 16384
 	DefaultMaxConnsPerClient = 1024
+	DefaultMaxIdleUpstream   = 1024
+	DefaultMaxIdlePerClient  = 128
 )
 
 // Config configures a Proxy. Rules and OriginalDst are required; every other
@@ -131,6 +133,12 @@ type Config struct {
 	// either is shed at accept (limit.go). 0: the default; negative: none.
 	MaxConns          int // 0: DefaultMaxConns
 	MaxConnsPerClient int // 0: DefaultMaxConnsPerClient
+	MaxIdleUpstream   int // idle upstream HTTP/1.x connections kept in all; 0: DefaultMaxIdleUpstream
+	// MaxIdlePerClient bounds the idle upstream HTTP/1.x connections that the
+	// requests of one client address may leave pooled (so one client naming
+	// thousands of hosts makes egressd hold at most this many sockets for
+	// it); 0: DefaultMaxIdlePerClient. Over a bound the oldest is closed.
+	MaxIdlePerClient int
 }
 
 // Proxy is the L7 egress proxy. It is safe for concurrent use.
@@ -172,6 +180,8 @@ func New(cfg Config) (*Proxy, error) {
 	setDefault(&cfg.UpstreamIdle, DefaultUpstreamIdle)
 	setDefault(&cfg.MaxConns, DefaultMaxConns)
 	setDefault(&cfg.MaxConnsPerClient, DefaultMaxConnsPerClient)
+	setDefault(&cfg.MaxIdleUpstream, DefaultMaxIdleUpstream)
+	setDefault(&cfg.MaxIdlePerClient, DefaultMaxIdlePerClient)
 	control := chainControl(markControl(cfg.Mark), cfg.Control)
 	cfg.Resolver = markedResolver(cfg.Resolver, control)
 	egress, err := newEgressProxy(cfg.EgressProxy)
@@ -197,7 +207,7 @@ func New(cfg Config) (*Proxy, error) {
 		d := &net.Dialer{Timeout: cfg.ConnectTimeout, Resolver: cfg.Resolver, Control: control}
 		p.dial = d.DialContext
 	}
-	p.pool = newUpstreamPool(cfg.MaxIdlePerHost, cfg.UpstreamIdle)
+	p.pool = newUpstreamPool(cfg.MaxIdlePerHost, cfg.MaxIdlePerClient, cfg.MaxIdleUpstream, cfg.UpstreamIdle)
 	p.limits = newLimiter(cfg.MaxConns, cfg.MaxConnsPerClient, p.log)
 	m, err := newMetrics(cfg.Metrics, p.limits)
 	if err != nil {

@@ -66,8 +66,10 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 		return false
 	}
 	now := time.Now()
-	if reusable {
-		s.p.pool.put(uc, now)
+	// Bytes after the response (the body of a HEAD answer, a second
+	// response) must never reach the next request's client.
+	if reusable && uc.br.Buffered() == 0 {
+		s.p.pool.put(uc, s.c.client.Addr(), now)
 	} else {
 		uc.nc.Close()
 	}

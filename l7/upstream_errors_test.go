@@ -181,21 +181,21 @@ func TestStalePooledConnectionIsNotUsedForABody(t *testing.T) {
 }
 
 func TestPoolSweepClosesStaleIdleConnections(t *testing.T) {
-	pool := newUpstreamPool(4, 50*time.Millisecond)
+	pool := newUpstreamPool(4, 4, 4, 50*time.Millisecond)
 	defer pool.closeAll()
 	a, b := net.Pipe()
 	defer b.Close()
-	pool.put(&upConn{nc: a, key: poolKey{host: "once.allowed.test"}}, time.Now())
+	pool.put(&upConn{nc: a, key: poolKey{host: "once.allowed.test"}}, netip.Addr{}, time.Now())
 	time.Sleep(100 * time.Millisecond)
 	c, d := net.Pipe()
 	defer d.Close()
-	pool.put(&upConn{nc: c, key: poolKey{host: "other.allowed.test"}}, time.Now()) // triggers the sweep
+	pool.put(&upConn{nc: c, key: poolKey{host: "other.allowed.test"}}, netip.Addr{}, time.Now()) // triggers the sweep
 	b.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := b.Read(make([]byte, 1)); err == nil {
 		t.Fatal("stale idle connection still open")
 	}
-	if len(pool.idle) != 1 {
-		t.Fatalf("pool keeps %d keys, want 1", len(pool.idle))
+	if len(pool.byKey) != 1 || pool.idle() != 1 {
+		t.Fatalf("pool keeps %d keys, %d connections, want 1", len(pool.byKey), pool.idle())
 	}
 }
 

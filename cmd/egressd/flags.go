@@ -30,10 +30,10 @@ type runConfig struct {
 	ExcludeCIDRs []netip.Prefix
 	EgressProxy  *url.URL
 	CAFile       string
-	DNS          string // host:port of the resolver; "" for the system's
-	Dial         string // resolve | original
-	LogFormat    string // text | json
-	AccessLog    string // on ("" too) | off (accesslog.go)
+	DNS          string             // host:port of the resolver; "" for the system's
+	Dial         string             // resolve | original
+	LogFormat    string             // text | json
+	AccessLog    string             // on ("" too) | off (accesslog.go)
 	DNSServers   []netip.Prefix     // --dns-server; none given: resolv.conf's and --dns (dnsservers.go)
 	AllowUDP     []redirect.UDPRule // --allow-udp
 	SocketMark   uint32
@@ -50,6 +50,8 @@ type runConfig struct {
 	MaxConns          int         // 0: derived from RLIMIT_NOFILE (limits.go)
 	MaxConnsPerClient int         // 0: the proxy's default
 	MemoryLimit       memoryLimit // the Go runtime's memory limit (limits.go)
+	MaxIdleUpstream   int
+	MaxIdlePerClient  int
 
 	accessLog *slog.Logger // built from AccessLog by runCmd; nil: the main log
 }
@@ -109,6 +111,9 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "client connections open at once, all clients; more are reset at accept (0: 16384, lowered to fit the open files limit; -1: none)")
 	fs.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", 0, "client connections open at once from one source address (a pod); more are reset at accept (0: 1024; -1: none)")
 	fs.Var(memoryLimitFlag{&cfg.MemoryLimit}, "memory-limit", "the Go runtime's memory `limit`: auto (85% of the cgroup's, unless GOMEMLIMIT is set), none, or a size (400MiB); new connections are shed above 90% of it")
+	fs.IntVar(&cfg.MaxIdleUpstream, "max-idle-upstream", 0, "idle upstream HTTP/1.x connections kept in all (0: proxy default, 1024)")
+	fs.IntVar(&cfg.MaxIdlePerClient, "max-idle-upstream-per-client", 0,
+		"idle upstream HTTP/1.x connections one client address may leave pooled, whatever hosts it names (0: proxy default, 128)")
 	return fs
 }
 
@@ -226,8 +231,14 @@ func (c *runConfig) validate() error {
 			return fmt.Errorf("--%s %v: must not be negative", d.name, d.v)
 		}
 	}
-	if c.MaxHeaderBytes < 0 {
-		return fmt.Errorf("--max-header-bytes %d: must not be negative", c.MaxHeaderBytes)
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"max-header-bytes", c.MaxHeaderBytes}, {"max-idle-upstream", c.MaxIdleUpstream},
+		{"max-idle-upstream-per-client", c.MaxIdlePerClient}} {
+		if n.v < 0 {
+			return fmt.Errorf("--%s %d: must not be negative", n.name, n.v)
+		}
 	}
 	for _, l := range []struct {
 		name string

@@ -166,6 +166,8 @@ func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, control 
 		IdleTimeout:       cfg.IdleTimeout,
 		ConnectTimeout:    cfg.ConnectTimeout,
 		ResponseTimeout:   cfg.ResponseTimeout,
+		MaxIdleUpstream:   cfg.MaxIdleUpstream,
+		MaxIdlePerClient:  cfg.MaxIdlePerClient,
 	}
 	if cfg.DNS != "" {
 		pc.Resolver = dnsResolver(cfg.DNS, mark, control)
