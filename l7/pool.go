@@ -25,9 +25,10 @@ type upConn struct {
 	bw        *bufio.Writer
 	key       poolKey
 	idleSince time.Time
-	reused    bool         // taken from the pool (it may have been closed by the peer)
-	via       *egressProxy // plain HTTP to the egress proxy (absolute form); nil: to the upstream
-	rdl, wdl  deadline     // nc's read and write deadlines (deadline.go)
+	reused    bool          // taken from the pool (it may have been closed by the peer)
+	via       *egressProxy  // plain HTTP to the egress proxy (absolute form); nil: to the upstream
+	rdl, wdl  deadline      // nc's read and write deadlines (deadline.go)
+	peeker    *socketPeeker // probe.go: the reuse check; nil until the first reuse
 
 	// While idle: the client that returned it (its share of the pool) and
 	// its places in the pool's three lists (listKey, listAll, listClient).
@@ -86,8 +87,8 @@ type upstreamPool struct {
 	maxIdle                           time.Duration
 
 	mu        sync.Mutex
-	byKey     map[poolKey]*idleList
-	byClient  map[netip.Addr]*idleList
+	byKey     map[poolKey]idleList // by value: an emptied key costs no allocation when it returns
+	byClient  map[netip.Addr]idleList
 	all       idleList
 	closed    bool
 	lastSweep time.Time
@@ -95,7 +96,7 @@ type upstreamPool struct {
 
 func newUpstreamPool(maxPerKey, maxPerClient, maxTotal int, maxIdle time.Duration) *upstreamPool {
 	return &upstreamPool{maxPerKey: maxPerKey, maxPerClient: maxPerClient, maxTotal: maxTotal, maxIdle: maxIdle,
-		byKey: make(map[poolKey]*idleList), byClient: make(map[netip.Addr]*idleList)}
+		byKey: make(map[poolKey]idleList), byClient: make(map[netip.Addr]idleList)}
 }
 
 // get takes the newest idle connection for k, or nil; now is the current
@@ -104,11 +105,10 @@ func newUpstreamPool(maxPerKey, maxPerClient, maxTotal int, maxIdle time.Duratio
 func (u *upstreamPool) get(k poolKey, now time.Time) *upConn {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	l := u.byKey[k]
-	if l == nil {
+	uc := u.byKey[k].tail
+	if uc == nil {
 		return nil
 	}
-	uc := l.tail
 	if now.Sub(uc.idleSince) > u.maxIdle { // the newest is stale: so are the others
 		u.expire(now)
 		return nil
@@ -123,10 +123,14 @@ func (u *upstreamPool) unlink(uc *upConn) {
 	l := u.byKey[uc.key]
 	if l.remove(uc, listKey); l.n == 0 {
 		delete(u.byKey, uc.key)
+	} else {
+		u.byKey[uc.key] = l
 	}
 	c := u.byClient[uc.owner]
 	if c.remove(uc, listClient); c.n == 0 {
 		delete(u.byClient, uc.owner)
+	} else {
+		u.byClient[uc.owner] = c
 	}
 	u.all.remove(uc, listAll)
 }
@@ -141,41 +145,22 @@ func (u *upstreamPool) put(uc *upConn, client netip.Addr, now time.Time) {
 		uc.nc.Close()
 		return
 	}
+	// Over a bound, the oldest connection concerned goes first.
+	if l := u.byKey[uc.key]; l.n >= u.maxPerKey {
+		u.evict(l.head)
+	}
+	if c := u.byClient[client]; c.n >= u.maxPerClient {
+		u.evict(c.head)
+	}
+	if u.all.n >= u.maxTotal {
+		u.evict(u.all.head)
+	}
 	l := u.byKey[uc.key]
-	if l == nil {
-		l = new(idleList)
-		u.byKey[uc.key] = l
-	}
-	c := u.byClient[client]
-	if c == nil {
-		c = new(idleList)
-		u.byClient[client] = c
-	}
-	var evict [3]*upConn
-	if l.n >= u.maxPerKey {
-		evict[0] = l.head
-	}
-	if c.n >= u.maxPerClient && c.head != evict[0] {
-		evict[1] = c.head
-	}
-	if u.all.n >= u.maxTotal && u.all.head != evict[0] && u.all.head != evict[1] {
-		evict[2] = u.all.head
-	}
-	for _, old := range evict {
-		if old != nil {
-			u.unlink(old)
-			old.nc.Close()
-		}
-	}
-	// The lists may have been emptied and deleted by the evictions.
-	if u.byKey[uc.key] == nil {
-		u.byKey[uc.key] = l
-	}
-	if u.byClient[client] == nil {
-		u.byClient[client] = c
-	}
 	l.pushBack(uc, listKey)
+	u.byKey[uc.key] = l
+	c := u.byClient[client]
 	c.pushBack(uc, listClient)
+	u.byClient[client] = c
 	u.all.pushBack(uc, listAll)
 	if now.Sub(u.lastSweep) > u.maxIdle {
 		u.lastSweep = now
@@ -184,13 +169,18 @@ func (u *upstreamPool) put(uc *upConn, client netip.Addr, now time.Time) {
 	u.mu.Unlock()
 }
 
+// evict closes the idle connection uc; u.mu is held.
+func (u *upstreamPool) evict(uc *upConn) {
+	u.unlink(uc)
+	uc.nc.Close()
+}
+
 // expire closes the connections idle for longer than maxIdle, so that hosts
 // asked for once do not keep sockets open until Shutdown. put runs it at
 // most once per maxIdle; u.mu is held.
 func (u *upstreamPool) expire(now time.Time) {
 	for uc := u.all.head; uc != nil && now.Sub(uc.idleSince) > u.maxIdle; uc = u.all.head {
-		u.unlink(uc)
-		uc.nc.Close()
+		u.evict(uc)
 	}
 }
 
@@ -207,7 +197,6 @@ func (u *upstreamPool) closeAll() {
 	defer u.mu.Unlock()
 	u.closed = true
 	for uc := u.all.head; uc != nil; uc = u.all.head {
-		u.unlink(uc)
-		uc.nc.Close()
+		u.evict(uc)
 	}
 }

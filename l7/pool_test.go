@@ -354,3 +354,53 @@ func TestPoolBounds(t *testing.T) {
 	}
 	newest.nc.Close()
 }
+
+// The reuse check must not cost the pool its use: a well-behaved upstream
+// carries a client's requests on one connection, over TLS too (whose
+// session tickets arrive after the handshake).
+func TestPooledConnectionIsReused(t *testing.T) {
+	withTLS(t, func(t *testing.T, ca *testCA, cert *tls.Certificate) {
+		u := newScriptedUpstream(t, cert, func(u *scriptedUpstream, i int, c net.Conn, br *bufio.Reader) {
+			serveHello(u, c, br)
+		})
+		e := scriptedEnv(t, u, ca)
+		for i := range 4 {
+			rc := e.dial() // a new client each time: the pool is shared
+			rc.send(fmt.Sprintf("GET /%d HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n", i))
+			if resp, body := rc.read("GET"); resp.StatusCode != 200 || body != fmt.Sprintf("hello /%d", i) {
+				t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := u.conns.Load(); n != 1 {
+			t.Fatalf("upstream saw %d connections for 4 requests, want 1", n)
+		}
+	})
+}
+
+// BenchmarkReuseCheck prices the check every pooled connection passes
+// before it carries a request (one MSG_PEEK on a loopback socket).
+func BenchmarkReuseCheck(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	peer, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer peer.Close()
+	uc := &upConn{nc: nc, br: bufio.NewReader(nc)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if !uc.usable() {
+			b.Fatal("idle connection judged unusable")
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,21 +28,33 @@ func (uc *upConn) usable() bool {
 		return false // never pooled so; checked for what came through br
 	}
 	tc, isTLS := uc.nc.(*tls.Conn)
+	if uc.peeker == nil {
+		raw := uc.nc
+		if isTLS {
+			raw = tc.NetConn()
+		}
+		uc.peeker = newSocketPeeker(raw)
+	}
 	if !isTLS {
-		return peekSocket(uc.nc) == peekNothing
+		return uc.peeker.peek() == peekNothing
+	}
+	waiting := uc.peeker.peek() // first: the probes below move the deadline
+	if waiting == peekClosed {
+		return false
 	}
 	uc.rdl = deadline{} // unknown from here on: the next setRead sets it
 	if !tlsQuiet(tc, time.Unix(1, 0)) {
 		return false
 	}
-	switch peekSocket(tc.NetConn()) {
-	case peekNothing:
+	if waiting == peekNothing {
 		return true
-	case peekClosed:
-		return false
 	}
 	// Bytes arrived: read them through TLS, briefly (a ticket is small).
-	return tlsQuiet(tc, time.Now().Add(tlsProbeWait)) && peekSocket(tc.NetConn()) == peekNothing
+	if !tlsQuiet(tc, time.Now().Add(tlsProbeWait)) {
+		return false
+	}
+	tc.SetReadDeadline(time.Time{})
+	return uc.peeker.peek() == peekNothing
 }
 
 // tlsProbeWait bounds the read of records waiting on an idle TLS connection.
@@ -52,8 +65,7 @@ const tlsProbeWait = 5 * time.Millisecond
 // the past it only processes the records tc has already read.
 func tlsQuiet(tc *tls.Conn, deadline time.Time) bool {
 	tc.SetReadDeadline(deadline)
-	var b [1]byte
-	n, err := tc.Read(b[:])
+	n, err := tc.Read(make([]byte, 1))
 	return n == 0 && isTimeout(err)
 }
 
@@ -65,40 +77,55 @@ const (
 	peekClosed                // end of stream or error
 )
 
-// peekSocket looks at nc's receive queue without blocking or consuming.
-// A connection it cannot look into counts as having nothing waiting.
-func peekSocket(nc net.Conn) peeked {
-	if pc, ok := nc.(*prereadConn); ok { // a tunnel through the egress proxy
-		if pc.r.Buffered() > 0 {
-			return peekData
-		}
-		nc = pc.Conn
+// socketPeeker looks at one socket's receive queue without blocking or
+// consuming. It is built once per upstream connection (lazily, on its first
+// reuse), so that the check of every later reuse allocates nothing.
+type socketPeeker struct {
+	rc  syscall.RawConn // nil: a connection it cannot look into
+	pre *prereadConn    // a tunnel through the egress proxy: its buffer first
+	fn  func(fd uintptr) bool
+	res peeked
+	b   [1]byte
+}
+
+func newSocketPeeker(nc net.Conn) *socketPeeker {
+	sp := new(socketPeeker)
+	if pc, ok := nc.(*prereadConn); ok {
+		sp.pre, nc = pc, pc.Conn
 	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return peekNothing
+	if sc, ok := nc.(syscall.Conn); ok {
+		sp.rc, _ = sc.SyscallConn()
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return peekClosed
-	}
-	res := peekNothing
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	sp.fn = func(fd uintptr) bool {
+		// recvfrom(2) without an address: unix.Recvfrom allocates one.
+		n, _, err := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&sp.b[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
-		case err != nil, n == 0:
-			res = peekClosed // reset or end of stream
+			sp.res = peekNothing
+		case err != 0, n == 0:
+			sp.res = peekClosed // reset or end of stream
 		default:
-			res = peekData
+			sp.res = peekData
 		}
 		return true
-	})
-	if err != nil {
+	}
+	return sp
+}
+
+// peek reports what waits on the socket; one it cannot look into counts as
+// having nothing waiting.
+func (sp *socketPeeker) peek() peeked {
+	if sp.pre != nil && sp.pre.r.Buffered() > 0 {
+		return peekData
+	}
+	if sp.rc == nil {
+		return peekNothing
+	}
+	if err := sp.rc.Read(sp.fn); err != nil {
 		return peekClosed
 	}
-	return res
+	return sp.res
 }
 
 func isTimeout(err error) bool {
