@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,6 +211,11 @@ func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry, s
 		h[k] = vv
 	}
 	removeH2HopHeaders(h)
+	// x/net moves the upstream's "trailer:" field into res.Trailer's keys;
+	// announce them to the client as the upstream did.
+	if len(res.Trailer) > 0 {
+		h["Trailer"] = slices.Sorted(maps.Keys(res.Trailer))
+	}
 	// The server would add what the upstream left out; a nil value keeps
 	// it out (net/http's convention).
 	for _, k := range [...]string{"Content-Type", "Date"} {

@@ -170,6 +170,17 @@ func nghttp(t *testing.T, e *env, authority string, paths ...string) []string {
 // nghttpArgs is nghttp with extra arguments.
 func nghttpArgs(t *testing.T, e *env, extra []string, paths ...string) []string {
 	t.Helper()
+	out := nghttpOutput(t, e, extra, paths...)
+	var statuses []string
+	for _, m := range regexp.MustCompile(`recv \(stream_id=\d+\) :status: (\d+)`).FindAllStringSubmatch(out, -1) {
+		statuses = append(statuses, m[1])
+	}
+	return statuses
+}
+
+// nghttpOutput runs nghttp -nv with extra arguments and returns its output.
+func nghttpOutput(t *testing.T, e *env, extra []string, paths ...string) string {
+	t.Helper()
 	bin, err := exec.LookPath("nghttp")
 	if err != nil {
 		t.Skip("nghttp is not installed (apt-get install nghttp2-client)")
@@ -184,11 +195,7 @@ func nghttpArgs(t *testing.T, e *env, extra []string, paths ...string) []string 
 	if err != nil {
 		t.Fatalf("nghttp %v: %v\n%s", args, err, out)
 	}
-	var statuses []string
-	for _, m := range regexp.MustCompile(`recv \(stream_id=\d+\) :status: (\d+)`).FindAllStringSubmatch(string(out), -1) {
-		statuses = append(statuses, m[1])
-	}
-	return statuses
+	return string(out)
 }
 
 func TestH2CNghttp(t *testing.T) {
@@ -360,5 +367,22 @@ func TestH2CForwardsUnchanged(t *testing.T) {
 	}
 	if ct, date := res.Header.Values("Content-Type"), res.Header.Values("Date"); len(ct) != 0 || len(date) != 0 {
 		t.Fatalf("client got Content-Type %q, Date %q; want neither", ct, date)
+	}
+}
+
+// The upstream's "trailer:" response field reaches the client with the
+// trailers it announces (nghttp shows every field it receives).
+func TestH2CTrailerFieldPassed(t *testing.T) {
+	e, u, _ := h2cEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum, X-Lines")
+		w.Write([]byte("body\n"))
+		w.Header().Set("X-Checksum", "abc")
+		w.Header().Set("X-Lines", "1")
+	})
+	out := nghttpOutput(t, e, []string{"-H", fmt.Sprintf(":authority: api.allowed.test:%d", u.port)}, "/t")
+	for _, want := range []string{"trailer: X-Checksum", "trailer: X-Lines", "x-checksum: abc", "x-lines: 1"} {
+		if !regexp.MustCompile(`recv \(stream_id=\d+\) ` + regexp.QuoteMeta(want) + `\n`).MatchString(out) {
+			t.Errorf("nghttp did not receive %q:\n%s", want, out)
+		}
 	}
 }
