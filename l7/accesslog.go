@@ -32,9 +32,12 @@ type accessEntry struct {
 	rule     string // matching rule name; "" when none
 	decision string // decision*
 	status   int    // status sent to the client (0: none, connection dropped)
-	bytesIn  int64  // request body bytes from the client
-	bytesOut int64  // response body bytes to the client
-	reason   string // why a request was refused or failed ("" for success)
+	// grpcStatus is the grpc-status the client got (gRPC only; "" when
+	// none came: the stream was reset or is not gRPC).
+	grpcStatus string
+	bytesIn    int64  // request body bytes from the client
+	bytesOut   int64  // response body bytes to the client
+	reason     string // why a request was refused or failed ("" for success)
 
 	// Optional text forms of client and orig, cached per connection by
 	// handlers that log many requests on one ("": formatted here).
@@ -83,7 +86,8 @@ func (p *Proxy) finishAt(e *accessEntry, now time.Time) {
 }
 
 // accessAttrs are the attributes of e's line; only the first n are logged.
-func accessAttrs(e *accessEntry, d time.Duration) (attrs [13]slog.Attr, n int) {
+// grpc_status and reason appear only when set.
+func accessAttrs(e *accessEntry, d time.Duration) (attrs [14]slog.Attr, n int) {
 	attrs = [...]slog.Attr{
 		slog.String("client", addrText(e.clientText, e.client)),
 		slog.String("orig_dst", addrText(e.origText, e.orig)),
@@ -94,14 +98,21 @@ func accessAttrs(e *accessEntry, d time.Duration) (attrs [13]slog.Attr, n int) {
 		slog.String("rule", e.rule),
 		slog.String("decision", e.decision),
 		slog.Int("status", e.status),
+		{}, // grpc_status
 		slog.Int64("bytes_in", e.bytesIn),
 		slog.Int64("bytes_out", e.bytesOut),
 		slog.Duration("duration", d),
-		slog.String("reason", e.reason),
+		{}, // reason
 	}
-	n = len(attrs)
-	if e.reason == "" {
-		n--
+	n = 9
+	if e.grpcStatus != "" {
+		attrs[n] = slog.String("grpc_status", e.grpcStatus)
+		n++
+	}
+	n += copy(attrs[n:], attrs[10:13])
+	if e.reason != "" {
+		attrs[n] = slog.String("reason", e.reason)
+		n++
 	}
 	return attrs, n
 }

@@ -150,6 +150,9 @@ func (a *AccessLog) logEntry(now time.Time, e *accessEntry, d time.Duration) {
 	b = a.str(b, "rule", e.rule)
 	b = a.str(b, "decision", e.decision)
 	b = a.int(b, "status", int64(e.status))
+	if e.grpcStatus != "" {
+		b = a.str(b, "grpc_status", e.grpcStatus)
+	}
 	b = a.int(b, "bytes_in", e.bytesIn)
 	b = a.int(b, "bytes_out", e.bytesOut)
 	if a.json {

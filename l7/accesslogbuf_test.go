@@ -31,6 +31,11 @@ func TestAccessLogEncodesAsSlog(t *testing.T) {
 		e.clientText = "[::1]:9"
 		entries = append(entries, e)
 	}
+	grpc := base
+	grpc.protocol, grpc.grpcStatus = protoNameGRPC, "7"
+	entries = append(entries, grpc)
+	grpc.reason = "denied"
+	entries = append(entries, grpc)
 	now := time.Date(2026, 11, 26, 6, 30, 0, 123000000, time.FixedZone("x", 3600))
 	for _, asJSON := range []bool{true, false} {
 		for _, e := range entries {

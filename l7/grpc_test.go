@@ -242,6 +242,14 @@ func TestGRPCDeniedAndUpstreamStatus(t *testing.T) {
 		t.Fatalf("upstream status: %v, want NotFound with its message", err)
 	}
 	u.next(t)
+
+	// The access log says what the clients got: HTTP 200 and the grpc-status
+	// (7 PERMISSION_DENIED from egressd, 5 NOT_FOUND from the upstream).
+	logs := e.logs.String()
+	if n := strings.Count(logs, `"decision":"deny","status":200,"grpc_status":"7",`); n != 2 {
+		t.Errorf("%d denied calls logged with status 200 and grpc_status 7, want 2:\n%s", n, logs)
+	}
+	mustContain(t, logs, `"decision":"allow","status":200,"grpc_status":"5",`)
 }
 
 // On an HTTPS port the app speaks h2c and egressd originates TLS with ALPN h2.

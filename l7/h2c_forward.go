@@ -156,6 +156,11 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 	e.status = res.StatusCode
 	err = copyH2Response(w, res, e, stall, p.cfg.ResponseTimeout)
 	if err == nil {
+		if grpc && e.reason == "" { // in the trailers, or in the head of a trailers-only answer
+			if e.grpcStatus = res.Trailer.Get("Grpc-Status"); e.grpcStatus == "" {
+				e.grpcStatus = res.Header.Get("Grpc-Status")
+			}
+		}
 		return
 	}
 	if r.Context().Err() != nil {
@@ -173,7 +178,7 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 	}
 	// A gRPC client learns the outcome from trailers; give it the status
 	// it would have seen talking to the upstream itself.
-	setGRPCStatus(w, true, grpcFailureCode(err, http.StatusBadGateway, r, e.start), e.reason)
+	setGRPCStatus(w, e, true, grpcFailureCode(err, http.StatusBadGateway, r, e.start), e.reason)
 }
 
 var errResponseTimeout = fmt.Errorf("upstream silent for the response timeout: %w", context.DeadlineExceeded)
@@ -192,9 +197,8 @@ func (p *Proxy) failH2(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	status, reason := p.upstreamError(err)
 	e.reason = reason
 	if grpc {
-		e.status = status
 		w.Header().Set("X-Egressd", markerError)
-		setGRPCStatus(w, false, grpcFailureCode(err, status, r, e.start), reason)
+		setGRPCStatus(w, e, false, grpcFailureCode(err, status, r, e.start), reason)
 		return
 	}
 	writeLocalH2(w, e, false, status, reason)

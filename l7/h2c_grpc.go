@@ -36,8 +36,8 @@ const (
 // the HTTP/1 path does (respond.go): status, an X-Egressd marker and the
 // text "egressd: msg"; for gRPC a trailers-only response (HTTP 200, one
 // HEADERS frame) whose grpc-status is the gRPC equivalent of status and
-// whose grpc-message is the text. e gets status (the HTTP one in both
-// cases) and the bytes sent.
+// whose grpc-message is the text. e gets what the client got: the status
+// (200 for gRPC, with the grpc-status) and the bytes sent.
 func writeLocalH2(w http.ResponseWriter, e *accessEntry, grpc bool, status int, msg string) {
 	marker := markerError
 	switch status {
@@ -48,7 +48,6 @@ func writeLocalH2(w http.ResponseWriter, e *accessEntry, grpc bool, status int, 
 	}
 	h := w.Header()
 	h.Set("X-Egressd", marker)
-	e.status = status
 	if grpc {
 		code := grpcUnavailable
 		switch status {
@@ -59,9 +58,10 @@ func writeLocalH2(w http.ResponseWriter, e *accessEntry, grpc bool, status int, 
 		case http.StatusGatewayTimeout:
 			code = grpcDeadlineExceeded
 		}
-		setGRPCStatus(w, false, code, msg)
+		setGRPCStatus(w, e, false, code, msg)
 		return
 	}
+	e.status = status
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
@@ -70,10 +70,12 @@ func writeLocalH2(w http.ResponseWriter, e *accessEntry, grpc bool, status int, 
 }
 
 // setGRPCStatus ends a gRPC stream with code and msg: as trailers after a
-// head already written, else as a trailers-only response.
-func setGRPCStatus(w http.ResponseWriter, headWritten bool, code int, msg string) {
+// head already written, else as a trailers-only response (HTTP 200). e
+// records what the client gets.
+func setGRPCStatus(w http.ResponseWriter, e *accessEntry, headWritten bool, code int, msg string) {
 	h := w.Header()
 	msg = grpcEncodeMessage("egressd: " + msg)
+	e.grpcStatus = strconv.Itoa(code)
 	if headWritten {
 		h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(code)}
 		h[http.TrailerPrefix+"Grpc-Message"] = []string{msg}
@@ -82,6 +84,7 @@ func setGRPCStatus(w http.ResponseWriter, headWritten bool, code int, msg string
 	h.Set("Content-Type", "application/grpc")
 	h.Set("Grpc-Status", strconv.Itoa(code))
 	h.Set("Grpc-Message", msg)
+	e.status = http.StatusOK
 	w.WriteHeader(http.StatusOK)
 }
 
