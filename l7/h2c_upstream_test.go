@@ -65,6 +65,9 @@ func TestH2CUpstreamFailures(t *testing.T) {
 			if res.StatusCode != 200 || res.Header.Get("Grpc-Status") != tc.grpcStatus {
 				t.Fatalf("gRPC: status %d, grpc-status %q; want 200, %s", res.StatusCode, res.Header.Get("Grpc-Status"), tc.grpcStatus)
 			}
+			// Logged as the client got it (the line is written before the
+			// stream ends).
+			mustContain(t, e.logs.String(), `"protocol":"grpc","upstream":"http","rule":"h2-api","decision":"allow","status":200,"grpc_status":"`+tc.grpcStatus+`",`)
 		})
 	}
 }
