@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -19,9 +18,9 @@ var resolvConf = "/etc/resolv.conf"
 // --dns-server when given; otherwise what the node's pods use, the
 // nameservers of the agent's resolv.conf (on a node, the host's) plus the
 // --dns server. The cluster DNS service is normally in --exclude-cidr.
-func dnsServers(cfg *runConfig, log *slog.Logger) ([]netip.Prefix, error) {
+func dnsServers(cfg *runConfig, log *slog.Logger) []netip.Prefix {
 	if len(cfg.DNSServers) > 0 {
-		return cfg.DNSServers, nil
+		return cfg.DNSServers
 	}
 	servers, err := readNameservers(resolvConf)
 	if err != nil {
@@ -29,14 +28,14 @@ func dnsServers(cfg *runConfig, log *slog.Logger) ([]netip.Prefix, error) {
 	}
 	if cfg.DNS != "" {
 		host, _, _ := net.SplitHostPort(cfg.DNS)
-		p, err := redirect.ParsePrefix(host)
-		if err != nil {
-			return nil, fmt.Errorf("%w: --dns %q: want an IP address (it is also a DNS server the cgroups may reach): %v", errUsage, cfg.DNS, err)
+		if p, err := redirect.ParsePrefix(host); err == nil {
+			servers = append(servers, p)
+		} else {
+			log.Warn("--dns is not an IP address: not added to the DNS servers the cgroups may reach (use --dns-server)", "dns", cfg.DNS)
 		}
-		servers = append(servers, p)
 	}
 	log.Info("DNS servers the cgroups may reach on port 53", "servers", servers)
-	return servers, nil
+	return servers
 }
 
 // readNameservers returns the nameserver addresses of a resolv.conf file.

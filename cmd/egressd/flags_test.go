@@ -84,6 +84,11 @@ func TestParseRunFlagsUsageErrors(t *testing.T) {
 		{"bad env max-conns-per-client", ok, []string{"EGRESSD_MAX_CONNS_PER_CLIENT", "many"}},
 		{"bad memory limit", append([]string{"--memory-limit", "lots"}, ok...), nil},
 		{"bad env memory limit", ok, []string{"EGRESSD_MEMORY_LIMIT", "12TB"}},
+		{"allow-udp 443", append([]string{"--allow-udp", "443"}, ok...), nil},
+		{"allow-udp CIDR:443", append([]string{"--allow-udp", "10.0.0.0/8:443"}, ok...), nil},
+		{"allow-udp no port", append([]string{"--allow-udp", "10.0.0.0/8"}, ok...), nil},
+		{"bad env allow-udp", ok, []string{"EGRESSD_ALLOW_UDP", "5353,nonsense:53"}},
+		{"bad dns-server", append([]string{"--dns-server", "resolver.local"}, ok...), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseRunFlags(tc.args, env(tc.env...), io.Discard)

@@ -74,10 +74,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	if cfg.DenyUDP {
 		log.Warn("--deny-udp is deprecated and has no effect: UDP from the cgroups is refused by default but DNS to --dns-server; allow more with --allow-udp")
 	}
-	dnsServers, err := dnsServers(cfg, log) // dnsservers.go
-	if err != nil {
-		return err
-	}
+	dnsServers := dnsServers(cfg, log) // dnsservers.go
 	mark := cfg.SocketMark
 	if mark == 0 {
 		mark = defaultSocketMark
