@@ -178,7 +178,9 @@ type controlFunc = func(network, address string, c syscall.RawConn) error
 // ownSockets registers egressd's own sockets with the Redirector (once
 // attached) so that the programs let them out: the agent may run inside a
 // cgroup it redirects, as the DaemonSet does.
-type ownSockets struct{ red atomic.Pointer[redirect.Redirector] }
+type ownSockets struct {
+	red atomic.Pointer[redirect.Redirector]
+}
 
 func (o *ownSockets) control(network, address string, c syscall.RawConn) error {
 	if r := o.red.Load(); r != nil {
