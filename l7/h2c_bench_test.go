@@ -140,3 +140,52 @@ func BenchmarkGRPCUnary(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkH2CUpload: 1 MiB request bodies through the proxy on one h2c
+// connection (one stream at a time, and 8 at once), for flow-control
+// windows (h2cUploadBuffer, connection/stream) from 64 KiB to x/net's
+// default of 1 MiB. SetBytes: MB/s is the upload rate.
+func BenchmarkH2CUpload(b *testing.B) {
+	saved := h2cUploadBuffer
+	b.Cleanup(func() { h2cUploadBuffer = saved })
+	body := strings.Repeat("x", 1<<20)
+	for _, w := range []struct{ conn, stream int32 }{{64 << 10, 64 << 10}, {128 << 10, 128 << 10}, {256 << 10, 128 << 10}, {1 << 20, 1 << 20}} {
+		h2cUploadBuffer = w // read when the proxy serves its first h2c connection
+		e, _ := benchH2CEnv(b)
+		name := fmt.Sprintf("window=%dK-%dK", w.conn>>10, w.stream>>10)
+		upload := func(c *http.Client) {
+			req, _ := http.NewRequest("POST", "http://bench/up", strings.NewReader(body))
+			req.Host = "api.allowed.test"
+			res, err := c.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				b.Fatalf("status %d", res.StatusCode)
+			}
+		}
+		b.Run(name, func(b *testing.B) {
+			c := benchH2Client(b, e.addr)
+			upload(c)
+			b.SetBytes(int64(len(body)))
+			b.ResetTimer()
+			for range b.N {
+				upload(c)
+			}
+		})
+		b.Run(name+"/parallel", func(b *testing.B) {
+			c := benchH2Client(b, e.addr)
+			upload(c)
+			b.SetBytes(int64(len(body)))
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					upload(c)
+				}
+			})
+		})
+	}
+}

@@ -41,8 +41,6 @@ func (s *h1conn) hostString(b []byte) string {
 // serveHTTP1 serves HTTP/1.x requests on c, one after the other (pipelined
 // ones too), each decided on its own, until the connection ends.
 func (p *Proxy) serveHTTP1(c *clientConn) {
-	c.bw = writerPool.Get().(*bufio.Writer)
-	c.bw.Reset(c.nc)
 	s := h1connPool.Get().(*h1conn)
 	orig := c.orig
 	if c.gateway { // no original destination: where the client connected (gatewayDecide logs the target)
@@ -82,6 +80,11 @@ func (s *h1conn) serveOne() bool {
 	first := s.first
 	s.first = false
 	if c.br.Buffered() == 0 {
+		if c.bw != nil && c.bw.Buffered() == 0 { // an idle connection holds no write buffer
+			c.bw.Reset(nil)
+			writerPool.Put(c.bw)
+			c.bw = nil
+		}
 		if !c.setIdle() {
 			return false
 		}
@@ -94,6 +97,10 @@ func (s *h1conn) serveOne() bool {
 		if !c.setActive() || err != nil {
 			return false
 		}
+	}
+	if c.bw == nil {
+		c.bw = writerPool.Get().(*bufio.Writer)
+		c.bw.Reset(c.nc)
 	}
 	now := time.Now()
 	if !headBuffered(c.br) { // reading the head may block: ReadHeaderTimeout from its first byte, or from accept for the first head
