@@ -109,7 +109,9 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	access := newAccessLog(cfg.AccessLog, cfg.LogFormat, stderr)
 	defer access.close() // the lines still waiting, once the proxy has stopped
 	cfg.accessLog = access.logger
-	return runGateway(ctx, cfg, newLogger(cfg.LogFormat, stderr))
+	log := newLogger(cfg.LogFormat, stderr)
+	routeStdLog(log) // serve.go
+	return runGateway(ctx, cfg, log)
 }
 
 // runGateway loads the rules, serves the admin endpoints and the explicit

@@ -28,6 +28,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	log := newLogger(cfg.LogFormat, stderr)
+	routeStdLog(log) // serve.go
 	if cfg.Uninstall {
 		if err := redirect.Uninstall(cfg.PinDir); err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -34,6 +35,15 @@ func loadRules(path string, log *slog.Logger, check func(*rules.Set) error) (r *
 		return nil, nil, nil, err
 	}
 	return r, c, func() { signal.Stop(c) }, nil
+}
+
+// routeStdLog sends what is printed through the standard log package into
+// log, as warnings marked via=go-log: x/net's HTTP/2 transport has no
+// logger to give and prints there ("protocol error: received DATA on a
+// HEAD request"), which would otherwise reach stderr as unstructured text.
+func routeStdLog(log *slog.Logger) {
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(slog.NewLogLogger(log.With("via", "go-log").Handler(), slog.LevelWarn).Writer())
 }
 
 // newRegistry is the metrics registry of the admin endpoint: Go runtime,

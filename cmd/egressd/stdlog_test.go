@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	stdlog "log"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lockedBuffer is a bytes.Buffer safe for a writing server and a reading test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// x/net's HTTP/2 transport prints through the standard log package. In a
+// running gateway (the agent routes it the same way) such a line lands in
+// the JSON log as a warning, not as bare text on stderr.
+func TestStdLogLinesGoToTheLog(t *testing.T) {
+	for _, name := range []string{"EGRESSD_LISTEN", "EGRESSD_ADMIN", "EGRESSD_LOG_FORMAT", "EGRESSD_ACCESS_LOG"} {
+		unsetEnv(t, name)
+	}
+	t.Cleanup(func() {
+		stdlog.SetOutput(os.Stderr)
+		stdlog.SetFlags(stdlog.LstdFlags)
+	})
+	dir := writeRules(t, map[string]string{"good.yaml": goodRule})
+	var stderr lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- gatewayCmd(ctx, []string{"--rules", dir, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"}, io.Discard, &stderr)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "egressd gateway running"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway not running after 10s:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	const msg = "protocol error: received DATA on a HEAD request"
+	stdlog.Printf(msg) // as x/net's (*ClientConn).logf does
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("gateway: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("not a JSON line: %q", line)
+			continue
+		}
+		if rec["msg"] == msg {
+			if rec["level"] != "WARN" || rec["via"] != "go-log" {
+				t.Errorf("line %s: want level WARN and via go-log", line)
+			}
+			return
+		}
+	}
+	t.Fatalf("no log line %q in:\n%s", msg, stderr.String())
+}
