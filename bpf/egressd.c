@@ -14,10 +14,11 @@
  * with a rewritten address) or VERDICT_REJECT (it fails with EPERM).
  *
  * Verifier: the programs load with CAP_BPF and CAP_NET_ADMIN alone (no
- * CAP_PERFMON), where the verifier refuses pointer spills into stack slots
- * partly written as scalars. So state is written straight into map values
- * (the socket's storage) rather than built in stack structs and copied,
- * and stack keys are written whole.
+ * CAP_PERFMON), where Linux 6.1's verifier refuses a write narrower than 8
+ * bytes into a stack slot holding a spilled register. So state is written
+ * straight into map values (the socket's storage) rather than built in
+ * stack structs and copied, and what is on the stack is written in 8-byte
+ * words (see pair).
  */
 
 #include "egressd.h"
@@ -44,9 +45,27 @@ volatile const enum counter counters_used = COUNTER_MAX;
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
+/*
+ * Stack writes are 8 bytes wide, all of them (bpf TestStackSlotsOneWidth):
+ * Linux 6.1's verifier without CAP_PERFMON refuses a narrower write into a
+ * slot holding a spilled register, and clang shares slots between
+ * variables. So keys and addresses on the stack are unions written by
+ * their __u64 words (little-endian: the low half is the lower field).
+ */
+static __always_inline __u64 pair(__u32 lo, __u32 hi)
+{
+	return (__u64)lo | ((__u64)hi << 32);
+}
+
+/* An address on the stack, in the 16-byte form. */
+union addr16 {
+	__u32 w[4];
+	__u64 d[2];
+};
+
 static __always_inline void count(enum counter c)
 {
-	__u32 key = c;
+	__u64 key = c; /* counters' 4-byte key: the low half */
 	__u64 *v = bpf_map_lookup_elem(&counters, &key);
 
 	/* Per-CPU slot: no other CPU writes it. */
@@ -59,12 +78,20 @@ static __always_inline int is_v4mapped(const __u32 a[4])
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
 }
 
+/* set_v4mapped writes the v4-mapped form into a map value. */
 static __always_inline void set_v4mapped(__u32 a[4], __u32 ip4)
 {
 	a[0] = 0;
 	a[1] = 0;
 	a[2] = bpf_htonl(0xffff);
 	a[3] = ip4;
+}
+
+/* v4mapped16 writes it into a stack address. */
+static __always_inline void v4mapped16(union addr16 *a, __u32 ip4)
+{
+	a->d[0] = 0;
+	a->d[1] = pair(bpf_htonl(0xffff), ip4);
 }
 
 static __always_inline int is_loopback(const __u32 a[4])
@@ -97,24 +124,31 @@ static __always_inline int is_node_addr(const __u32 a[4])
 /* in_trie looks the address up in an LPM trie of struct lpm_key. */
 static __always_inline int in_trie(void *trie, const __u32 a[4])
 {
-	struct lpm_key key = {
-		.prefixlen = 128,
-		.addr = { a[0], a[1], a[2], a[3] },
-	};
-	__u8 *v = bpf_map_lookup_elem(trie, &key);
+	union {
+		struct lpm_key k;
+		__u64 d[3];
+	} key;
+	__u8 *v;
 
+	key.d[0] = pair(128, a[0]);
+	key.d[1] = pair(a[1], a[2]);
+	key.d[2] = pair(a[3], 0);
+	v = bpf_map_lookup_elem(trie, &key);
 	return v && *v;
 }
 
 static __always_inline int udp_allowed(const __u32 a[4], __u16 port)
 {
-	struct udp_key key = {
-		.prefixlen = 32 + 128,
-		.port = bpf_htonl((__u32)port << 16),
-		.addr = { a[0], a[1], a[2], a[3] },
-	};
-	__u8 *v = bpf_map_lookup_elem(&udp_allow, &key);
+	union {
+		struct udp_key k;
+		__u64 d[3];
+	} key;
+	__u8 *v;
 
+	key.d[0] = pair(32 + 128, bpf_htonl((__u32)port << 16));
+	key.d[1] = pair(a[0], a[1]);
+	key.d[2] = pair(a[2], a[3]);
+	v = bpf_map_lookup_elem(&udp_allow, &key);
 	return v && *v;
 }
 
@@ -272,11 +306,12 @@ SEC("cgroup/connect4")
 int connect4(struct bpf_sock_addr *ctx)
 {
 	__u16 port = bpf_ntohs(ctx->user_port);
-	__u32 a[4], target;
+	union addr16 a;
+	__u32 target;
 	int v;
 
-	set_v4mapped(a, ctx->user_ip4);
-	v = policy(ctx, a, port);
+	v4mapped16(&a, ctx->user_ip4);
+	v = policy(ctx, a.w, port);
 	if (v == VERDICT_FAIL_CLOSED)
 		return fail_closed4(ctx);
 	if (v != VERDICT_REDIRECT)
@@ -289,7 +324,7 @@ int connect4(struct bpf_sock_addr *ctx)
 	else
 		return fail_closed4(ctx); /* a pod, and nowhere to send it */
 
-	if (!record(ctx, a, port))
+	if (!record(ctx, a.w, port))
 		return fail_closed4(ctx); /* the proxy could not serve it */
 	ctx->user_ip4 = target;
 	ctx->user_port = bpf_htons(proxy_port);
@@ -341,15 +376,13 @@ SEC("cgroup/connect6")
 int connect6(struct bpf_sock_addr *ctx)
 {
 	__u16 port = bpf_ntohs(ctx->user_port);
-	__u32 a[4];
+	union addr16 a;
 	int v, mapped;
 
-	a[0] = ctx->user_ip6[0];
-	a[1] = ctx->user_ip6[1];
-	a[2] = ctx->user_ip6[2];
-	a[3] = ctx->user_ip6[3];
-	mapped = is_v4mapped(a);
-	v = policy(ctx, a, port);
+	a.d[0] = pair(ctx->user_ip6[0], ctx->user_ip6[1]);
+	a.d[1] = pair(ctx->user_ip6[2], ctx->user_ip6[3]);
+	mapped = is_v4mapped(a.w);
+	v = policy(ctx, a.w, port);
 	if (v == VERDICT_FAIL_CLOSED)
 		return fail_closed6(ctx, mapped);
 	if (v != VERDICT_REDIRECT)
@@ -357,7 +390,7 @@ int connect6(struct bpf_sock_addr *ctx)
 
 	if (!has_proxy6(ctx, mapped))
 		return fail_closed6(ctx, mapped); /* a pod, and nowhere to send it */
-	if (!record(ctx, a, port))
+	if (!record(ctx, a.w, port))
 		return fail_closed6(ctx, mapped); /* the proxy could not serve it */
 	redirect6(ctx, mapped);
 	count(COUNTER_REDIRECTED);
@@ -389,22 +422,20 @@ static __always_inline int sendmsg_verdict(struct bpf_sock_addr *ctx, const __u3
 SEC("cgroup/sendmsg4")
 int sendmsg4(struct bpf_sock_addr *ctx)
 {
-	__u32 a[4];
+	union addr16 a;
 
-	set_v4mapped(a, ctx->user_ip4);
-	return sendmsg_verdict(ctx, a);
+	v4mapped16(&a, ctx->user_ip4);
+	return sendmsg_verdict(ctx, a.w);
 }
 
 SEC("cgroup/sendmsg6")
 int sendmsg6(struct bpf_sock_addr *ctx)
 {
-	__u32 a[4];
+	union addr16 a;
 
-	a[0] = ctx->user_ip6[0];
-	a[1] = ctx->user_ip6[1];
-	a[2] = ctx->user_ip6[2];
-	a[3] = ctx->user_ip6[3];
-	return sendmsg_verdict(ctx, a);
+	a.d[0] = pair(ctx->user_ip6[0], ctx->user_ip6[1]);
+	a.d[1] = pair(ctx->user_ip6[2], ctx->user_ip6[3]);
+	return sendmsg_verdict(ctx, a.w);
 }
 
 /*
