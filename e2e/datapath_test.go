@@ -5,11 +5,11 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/internal/kerneltest"
+	"github.com/egressd/egressd/internal/upstream"
 )
 
 // TestE2EReadyzAfterUninstall: an external `egressd run --uninstall`
@@ -44,7 +44,12 @@ func TestE2EDatapathFlags(t *testing.T) {
 	allowed := netip.AddrPortFrom(dns4, 5353)
 	got := udpListen(t, w, allowed)
 	udpListen(t, w, netip.AddrPortFrom(dns4, 5354))
-	node := nodeService(t)
+	ln, err := net.Listen("tcp", net.JoinHostPort(node4.String(), "0")) // a service on the node address
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	nodeSvc, accepted := ln.Addr().String(), upstream.CountAccepts(ln)
 	a := startAgent(t, w, 0, "--dial", "original", "--allow-udp", allowed.String(), "--deny-udp")
 	if !strings.Contains(a.output(), "--deny-udp is deprecated") {
 		t.Errorf("no deprecation warning for --deny-udp:\n%s", a.output())
@@ -79,7 +84,7 @@ func TestE2EDatapathFlags(t *testing.T) {
 		args []string
 	}{
 		{"TCP/53, not a DNS server", at("a.allowed.test", 53, decoy4)},
-		{"node service", []string{"-H", "Host: a.allowed.test", "http://" + node.addr.String() + "/"}},
+		{"node service", []string{"-H", "Host: a.allowed.test", "http://" + nodeSvc + "/"}},
 		{"0.0.0.0", at("a.allowed.test", portHTTP, netip.IPv4Unspecified())},
 	} {
 		r := curl(t, w, nil, c.args...)
@@ -87,7 +92,7 @@ func TestE2EDatapathFlags(t *testing.T) {
 			t.Errorf("%s: 200, want the proxy's refusal or a failed connect\n%s", c.name, r.body)
 		}
 	}
-	if n := node.accepted.Load(); n != 0 {
+	if n := accepted.Load(); n != 0 {
 		t.Errorf("the node service accepted %d connections from the cgroup, want 0", n)
 	}
 	assertNoBypass(t, w)
@@ -120,32 +125,4 @@ func sendUDP(t *testing.T, w *world, to netip.AddrPort, payload string) bool {
 	cmd := kerneltest.Command(t, w.cgroup, nil, "bash", "-c",
 		"echo "+payload+" > /dev/udp/"+to.Addr().String()+"/"+itoa(int(to.Port())))
 	return cmd.Run() == nil
-}
-
-// nodeService is a TCP service on the node address (the host's end of the
-// pod veth) that counts what it accepts.
-type nodeSvc struct {
-	addr     netip.AddrPort
-	accepted atomic.Int64
-}
-
-func nodeService(t *testing.T) *nodeSvc {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(node4.String(), "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	s := &nodeSvc{addr: ln.Addr().(*net.TCPAddr).AddrPort()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.accepted.Add(1)
-			c.Close()
-		}
-	}()
-	return s
 }

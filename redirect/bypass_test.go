@@ -6,10 +6,10 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/egressd/egressd/internal/kerneltest"
+	"github.com/egressd/egressd/internal/upstream"
 )
 
 // privileges a pod's process may have: none, and root with the one
@@ -35,7 +35,13 @@ func TestBypass(t *testing.T) {
 	tp.attach(t, opts)
 	routeAround(t, tp)
 	startProxy(t, tp.ext, "direct", "[::]:53") // TCP DNS on every external address
-	node := startCounting(t, netip.AddrPortFrom(nodeAddr4, 0))
+	// A service on the node address, on a port that is not the proxy's.
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(nodeAddr4, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	nodeSvc, nodeAccepted := ln.Addr().String(), upstream.CountAccepts(ln)
 	if err := tp.pod.Do(func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0o644)
 	}); err != nil {
@@ -79,7 +85,7 @@ func TestBypass(t *testing.T) {
 				// Setting the mark needs CAP_NET_RAW (or NET_ADMIN); with it the
 				// connect is redirected all the same.
 				{"SO_MARK of egressd", job{Network: "tcp4", Addr: other4(tp.extPort), Mark: 0x30e5}, "orig " + other4(tp.extPort) + "|EPERM"},
-				{"node address, not the proxy port", job{Network: "tcp4", Addr: node.addr.String()}, "orig " + node.addr.String()},
+				{"node address, not the proxy port", job{Network: "tcp4", Addr: nodeSvc}, "orig " + nodeSvc},
 				{"0.0.0.0", job{Network: "tcp4", Addr: hostPort(netip.IPv4Unspecified(), tp.extPort)}, "EPERM"},
 				{"::", job{Network: "tcp6", Addr: hostPort(netip.IPv6Unspecified(), tp.extPort)}, "EPERM"},
 				{"::ffff:0.0.0.0", job{Network: "tcp6-mapped", Addr: hostPort(netip.IPv4Unspecified(), tp.extPort)}, "EPERM"},
@@ -132,8 +138,8 @@ func TestBypass(t *testing.T) {
 			}
 		})
 	}
-	if n := node.accepted.Load(); n != 0 {
-		t.Errorf("the node's service on %v accepted %d connections from the pod, want 0", node.addr, n)
+	if n := nodeAccepted.Load(); n != 0 {
+		t.Errorf("the node's service on %v accepted %d connections from the pod, want 0", nodeSvc, n)
 	}
 }
 
@@ -174,32 +180,4 @@ func sum(m map[string]int) (n int) {
 		n += v
 	}
 	return n
-}
-
-// countingServer is a TCP service on the host that counts what it accepts.
-type countingServer struct {
-	addr     netip.AddrPort
-	accepted atomic.Int64
-}
-
-func startCounting(t *testing.T, at netip.AddrPort) *countingServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", at.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	s := &countingServer{addr: ln.Addr().(*net.TCPAddr).AddrPort()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.accepted.Add(1)
-			fmt.Fprintln(c, "node")
-			c.Close()
-		}
-	}()
-	return s
 }
