@@ -27,7 +27,7 @@ const childEnv = "EGRESSD_REDIRECT_CHILD"
 
 // job is what a child does: N connects (or datagrams) to Addr.
 type job struct {
-	Network string // tcp4, tcp6, udp4, udp6; tcp6-mapped (IPv4 through an IPv6 socket); tcp4-fastopen (TFO sendto); mptcp4; tcp4-abandon (connect, reset at once)
+	Network string // tcp4, tcp6, udp4, udp6; tcp6-mapped (IPv4 through an IPv6 socket); tcp4-fastopen (TFO sendto); mptcp4; tcp4-iouring (IORING_OP_CONNECT); tcp4-abandon (connect, reset at once)
 	Addr    string
 	N       int
 	Mark    uint32        // SO_MARK on the socket
@@ -112,6 +112,8 @@ func (j job) once() (string, error) {
 		c, err = dialFastOpen(j.Addr)
 	case j.Network == "tcp4-abandon":
 		return abandon(j.Addr)
+	case j.Network == "tcp4-iouring":
+		c, err = dialIOUring(j.Addr)
 	case j.Unconn:
 		c, err = j.sendTo(d)
 	case j.Network == "mptcp4":

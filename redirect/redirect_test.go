@@ -47,6 +47,11 @@ func TestRedirect(t *testing.T) {
 		{"fast open", false, job{Network: "tcp4-fastopen", Addr: ext4}, "orig " + ext4},
 		// MPTCP connects its first subflow, a TCP socket, through the hooks.
 		{"mptcp", false, job{Network: "mptcp4", Addr: ext4}, "orig " + ext4},
+		// io_uring's connect runs the same socket layer, hooks included.
+		{"io_uring", false, job{Network: "tcp4-iouring", Addr: ext4}, "orig " + ext4},
+		{"pod io_uring", true, job{Network: "tcp4-iouring", Addr: ext4}, "orig " + ext4},
+		{"pod fast open", true, job{Network: "tcp4-fastopen", Addr: ext4}, "orig " + ext4},
+		{"pod mptcp", true, job{Network: "mptcp4", Addr: ext4}, "orig " + ext4},
 		{"pod ipv4", true, job{Network: "tcp4", Addr: ext4}, "orig " + ext4},
 		{"pod ipv6", true, job{Network: "tcp6", Addr: ext6}, "orig " + ext6},
 		{"pod v4-mapped", true, job{Network: "tcp6-mapped", Addr: ext4}, "orig " + ext4},
@@ -76,16 +81,16 @@ func TestRedirect(t *testing.T) {
 	if err := unix.Stat(tp.cg, &st); err != nil {
 		t.Fatal(err)
 	}
-	if ids := tp.proxy.cgroupIDs(); len(ids) != 1 || ids[st.Ino] != 30 {
-		t.Errorf("cgroup IDs recorded %v, want all 30 connections from %d (%s)", ids, st.Ino, tp.cg)
+	if ids := tp.proxy.cgroupIDs(); len(ids) != 1 || ids[st.Ino] != 42 {
+		t.Errorf("cgroup IDs recorded %v, want all 42 connections from %d (%s)", ids, st.Ino, tp.cg)
 	}
 	s, err := r.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("stats: %+v", s)
-	if s.Redirected != 30 || s.Tracked != 30 || s.SkippedOwn != 0 || s.SkippedLoopback != 3 || s.SkippedExcluded != 6 {
-		t.Errorf("stats %+v: want 30 redirected and tracked, 3 loopback, 6 excluded", s)
+	if s.Redirected != 42 || s.Tracked != 42 || s.SkippedOwn != 0 || s.SkippedLoopback != 3 || s.SkippedExcluded != 6 {
+		t.Errorf("stats %+v: want 42 redirected and tracked, 3 loopback, 6 excluded", s)
 	}
 }
 
