@@ -166,44 +166,40 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// dialMapped connects an IPv6 socket to an IPv4 address in its v4-mapped
-// form, which Go's dialer does not do.
-func dialMapped(addr string) (net.Conn, error) {
+// dialRaw makes a TCP socket of family, has connect connect it to addr its
+// own way, and returns it as a net.Conn.
+func dialRaw(addr string, family int, connect func(fd int, ap netip.AddrPort) error) (net.Conn, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, err
 	}
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "mapped")
+	f := os.NewFile(uintptr(fd), "raw")
 	defer f.Close()
-	sa := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: netip.AddrFrom4(ap.Addr().As4()).As16()}
-	if err := unix.Connect(fd, sa); err != nil {
+	if err := connect(fd, ap); err != nil {
 		return nil, err
 	}
 	return net.FileConn(f)
 }
 
+// dialMapped connects an IPv6 socket to an IPv4 address in its v4-mapped
+// form, which Go's dialer does not do.
+func dialMapped(addr string) (net.Conn, error) {
+	return dialRaw(addr, unix.AF_INET6, func(fd int, ap netip.AddrPort) error {
+		return unix.Connect(fd, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: netip.AddrFrom4(ap.Addr().As4()).As16()})
+	})
+}
+
 // dialFastOpen connects with TCP Fast Open: sendto(MSG_FASTOPEN) on an
 // unconnected socket, no connect call.
 func dialFastOpen(addr string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), "fastopen")
-	defer f.Close()
-	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	if err := unix.Sendto(fd, []byte("hello\n"), unix.MSG_FASTOPEN, sa); err != nil {
-		return nil, err
-	}
-	return net.FileConn(f)
+	return dialRaw(addr, unix.AF_INET, func(fd int, ap netip.AddrPort) error {
+		sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+		return unix.Sendto(fd, []byte("hello\n"), unix.MSG_FASTOPEN, sa)
+	})
 }
 
 // abandon starts a connect and resets it at once (SO_LINGER 0), before

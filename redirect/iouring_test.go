@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"sync/atomic"
 	"unsafe"
@@ -16,25 +15,17 @@ import (
 // dialIOUring connects a TCP socket through io_uring (IORING_OP_CONNECT),
 // not connect(2): raw system calls, one submission, one completion.
 func dialIOUring(addr string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), "io_uring")
-	defer f.Close()
-	sa := make([]byte, 16) // struct sockaddr_in
-	binary.NativeEndian.PutUint16(sa[0:], unix.AF_INET)
-	binary.BigEndian.PutUint16(sa[2:], ap.Port())
-	ip := ap.Addr().As4()
-	copy(sa[4:], ip[:])
-	if err := ioUringConnect(fd, sa); err != nil {
-		return nil, fmt.Errorf("io_uring connect: %w", err)
-	}
-	return net.FileConn(f)
+	return dialRaw(addr, unix.AF_INET, func(fd int, ap netip.AddrPort) error {
+		sa := make([]byte, 16) // struct sockaddr_in
+		binary.NativeEndian.PutUint16(sa[0:], unix.AF_INET)
+		binary.BigEndian.PutUint16(sa[2:], ap.Port())
+		ip := ap.Addr().As4()
+		copy(sa[4:], ip[:])
+		if err := ioUringConnect(fd, sa); err != nil {
+			return fmt.Errorf("io_uring connect: %w", err)
+		}
+		return nil
+	})
 }
 
 const (
