@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/internal/mounts"
 )
@@ -39,11 +42,11 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 		"--ca-file", filepath.Join(e.dir, "ca.pem"),
 		"--log-format", "json",
 	}
-	pinDir := ""
-	if bpffs, err := mounts.Find("bpf"); err == nil {
-		pinDir = filepath.Join(bpffs, "egressbench-"+strconv.Itoa(os.Getpid())+"-"+name)
-		args = append(args, "--pin-dir", pinDir)
+	pinDir, err := benchPinDir(name)
+	if err != nil {
+		return nil, err
 	}
+	args = append(args, "--pin-dir", pinDir)
 	cmd := exec.Command(e.o.egressd, args...)
 	cmd.Env = append(os.Environ(), e.o.env...)
 	cmd.Stdout = logFile(e.dir, name+".log")
@@ -54,13 +57,12 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 	}
 	e.onClose(func() {
 		s.stop()
-		if pinDir != "" { // pins outlive egressd by design; remove them
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			un := exec.CommandContext(ctx, e.o.egressd, "run", "--uninstall", "--pin-dir", pinDir)
-			if out, err := un.CombinedOutput(); err != nil {
-				fmt.Fprintf(e.stderr, "egressbench: %s --uninstall: %v: %s\n", name, err, out)
-			}
+		// Pins outlive egressd by design; remove them.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		un := exec.CommandContext(ctx, e.o.egressd, "run", "--uninstall", "--pin-dir", pinDir)
+		if out, err := un.CombinedOutput(); err != nil {
+			fmt.Fprintf(e.stderr, "egressbench: %s --uninstall: %v: %s\n", name, err, out)
 		}
 	})
 	t := &target{name: name, addr: dest, cgroup: fd, proxy: s}
@@ -79,6 +81,30 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 		time.Sleep(200 * time.Millisecond)
 	}
 	return t, nil
+}
+
+// defaultBPFFS is where bpffs is mounted when none is, as egressd does.
+const defaultBPFFS = "/sys/fs/bpf"
+
+// benchPinDir is the pin directory of case name: a directory of its own on
+// bpffs, which the cleanup removes with --uninstall. Never egressd's
+// default <bpffs>/egressd: pins left there (links to the case's deleted
+// cgroup, its maps) would be taken over by the next `egressd run` with
+// defaults. When no bpffs is mounted, it mounts one where egressd would.
+func benchPinDir(name string) (string, error) {
+	fs, err := mounts.Find("bpf")
+	if errors.Is(err, mounts.ErrNotMounted) {
+		if err = os.MkdirAll(defaultBPFFS, 0o700); err == nil {
+			err = unix.Mount("bpf", defaultBPFFS, "bpf", 0, "mode=0700")
+		}
+		if err != nil {
+			return "", fmt.Errorf("pin directory: no bpffs mounted, and mounting one at %s: %w", defaultBPFFS, err)
+		}
+		fs = defaultBPFFS
+	} else if err != nil {
+		return "", fmt.Errorf("pin directory: %w", err)
+	}
+	return filepath.Join(fs, "egressbench-"+strconv.Itoa(os.Getpid())+"-"+name), nil
 }
 
 // rulesFile writes (once) a file of n rules in a directory of its own:
