@@ -126,3 +126,29 @@ func TestReloaderCheck(t *testing.T) {
 		t.Fatalf("after the refused version: good %v, bad %v, stats %+v", allows(r.Current(), "good.test"), allows(r.Current(), "bad.test"), r.Stats())
 	}
 }
+
+// LastFailed (egressd_rules_last_reload_failed) clears when the files go
+// back to the version in force after a refused one, on a file event and on
+// SIGHUP alike.
+func TestLastFailedClearsWhenFilesRevert(t *testing.T) {
+	for _, force := range []bool{false, true} {
+		path := writeFile(t, t.TempDir(), "r.yaml", hostRule("a.test"))
+		r, err := NewReloader([]string{path}, ReloaderOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Dir(path), "r.yaml", invalidRule)
+		if err := r.reload(force); err == nil || !r.Stats().LastFailed {
+			t.Fatalf("force=%v: invalid version: %v, stats %+v", force, err, r.Stats())
+		}
+		writeFile(t, filepath.Dir(path), "r.yaml", hostRule("a.test"))
+		if err := r.reload(force); err != nil || r.Stats().LastFailed {
+			t.Errorf("force=%v: back to the rules in force: %v, stats %+v; want LastFailed false", force, err, r.Stats())
+		}
+		// The same refused edit again is refused (and counted) again.
+		writeFile(t, filepath.Dir(path), "r.yaml", invalidRule)
+		if err := r.reload(force); err == nil || !r.Stats().LastFailed || r.Stats().Failures != 2 {
+			t.Errorf("force=%v: the invalid version again: %v, stats %+v; want refused, 2 failures", force, err, r.Stats())
+		}
+	}
+}

@@ -118,6 +118,13 @@ func (r *Reloader) reload(force bool) error {
 	if err == nil {
 		err = r.vet(s)
 	}
+	if sum == r.curSum {
+		// Back to the version in force (after a refused edit, say): the
+		// latest version read is no longer a refused one, and that one
+		// coming again is news again.
+		r.lastFailed.Store(false)
+		r.failedSum = [32]byte{}
+	}
 	if !force && (sum == r.curSum || err != nil && sum == r.failedSum) {
 		return nil
 	}
