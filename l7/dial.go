@@ -69,6 +69,11 @@ var errNoEgressProxy = errors.New("rule requires the egress proxy, and none is c
 // the original port, with Config.Mark and ConnectTimeout. Rules with
 // UseEgressProxy never go direct. TLS is layered by the caller.
 func (p *Proxy) dialUpstream(ctx context.Context, m rules.Match, host string, orig netip.AddrPort) (net.Conn, error) {
+	service := ""
+	if m.Rule != nil {
+		service = m.Rule.Service
+	}
+	ctx = withIntent(ctx, intentFor(hostOnly(host), service))
 	if m.UseEgressProxy {
 		return p.dialViaEgressProxy(ctx, hostOnly(host), orig.Port())
 	}
@@ -76,12 +81,27 @@ func (p *Proxy) dialUpstream(ctx context.Context, m rules.Match, host string, or
 }
 
 // dialTarget is the address dialUpstream dials for host (port excluded from
-// host) in the configured mode; it is also part of the pool key.
+// host) in the configured mode. A name is made absolute: the resolver looks
+// it up as it is, once, never under the search list of resolv.conf (which
+// would cost a query per search domain and let a cluster-local name shadow
+// an allowed external one).
 func (p *Proxy) dialTarget(host string, orig netip.AddrPort) string {
 	if p.cfg.DialMode == DialOriginal {
 		return orig.String()
 	}
-	return net.JoinHostPort(host, strconv.Itoa(int(orig.Port())))
+	return net.JoinHostPort(absoluteName(host), strconv.Itoa(int(orig.Port())))
+}
+
+// absoluteName adds the root's dot to a DNS name; IP literals and names
+// that have it are returned as they are.
+func absoluteName(host string) string {
+	if host == "" || host[len(host)-1] == '.' {
+		return host
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return host
+	}
+	return host + "."
 }
 
 func (p *Proxy) dialDirect(ctx context.Context, host string, orig netip.AddrPort) (net.Conn, error) {

@@ -105,10 +105,11 @@ func TestDefaultDialerMarksUpstreamSockets(t *testing.T) {
 	u := newUpstream(t, nil)
 	const mark = 0x1e9
 	p, err := New(Config{
-		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
-		OriginalDst: fixedOrig{u.orig()},
-		DialMode:    DialOriginal,
-		Mark:        mark,
+		Rules:         compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst:   fixedOrig{u.orig()},
+		DialMode:      DialOriginal,
+		Mark:          mark,
+		AllowUpstream: testLoopback,
 	})
 	if err != nil {
 		t.Fatal(err)

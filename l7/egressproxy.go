@@ -106,7 +106,9 @@ func (p *Proxy) dialEgressProxy(ctx context.Context) (net.Conn, error) {
 	if ep == nil {
 		return nil, errNoEgressProxy
 	}
-	nc, err := p.dial(ctx, "tcp", ep.addr)
+	// The operator named the egress proxy: an IP literal there is allowed
+	// by the address policy like a rule's; the addresses of a name are not.
+	nc, err := p.dial(withIntent(ctx, intentFor(ep.host, ep.host)), "tcp", ep.addr)
 	if err != nil {
 		return nil, ep.fail(err)
 	}

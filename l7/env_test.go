@@ -90,11 +90,19 @@ func (e *env) localDial(ctx context.Context, network, addr string) (net.Conn, er
 	return d.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
 }
 
+// testLoopback is the AllowUpstream of tests whose upstreams listen on the
+// loopback.
+var testLoopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
 // newEnv starts a proxy with cfg (Rules and OriginalDst must be set; Dial
-// (unless Resolver is set), Logger and Metrics default to test versions) and
-// stops it on cleanup.
+// (unless Resolver is set), Logger and Metrics default to test versions; a
+// nil AllowUpstream is testLoopback, give an empty one to test the address
+// policy) and stops it on cleanup.
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
+	if cfg.AllowUpstream == nil {
+		cfg.AllowUpstream = testLoopback
+	}
 	e := &env{t: t, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, dials: make(chan string, 64)}
 	if cfg.Dial == nil && cfg.Resolver == nil { // a test with a Resolver wants the default dialer
 		cfg.Dial = e.localDial

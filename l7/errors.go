@@ -24,8 +24,11 @@ func upstreamFailure(err error) (status int, kind, reason string) {
 		recErr  tls.RecordHeaderError
 		alert   tls.AlertError
 		ne      net.Error
+		refused *addrRefusedError
 	)
 	switch {
+	case errors.As(err, &refused): // addrpolicy.go, before egress_proxy: the egress proxy's address may be the one
+		return 403, "address_refused", refused.Error()
 	case errors.Is(err, errNoEgressProxy):
 		return 502, "egress_proxy", err.Error()
 	case errors.As(err, &epErr): // egressproxy.go: unreachable, TLS, refused CONNECT, 407
@@ -60,5 +63,10 @@ var errUpstreamProtocol = errors.New("malformed response")
 func (p *Proxy) upstreamError(err error) (status int, reason string) {
 	status, kind, reason := upstreamFailure(err)
 	p.metrics.upstreamErrors.WithLabelValues(kind).Inc()
+	var refused *addrRefusedError
+	if errors.As(err, &refused) {
+		p.metrics.addrRefused.WithLabelValues(refused.code).Inc()
+		p.log.Warn("upstream address refused", "addr", refused.addr, "host", refused.host, "reason", refused.reason)
+	}
 	return status, reason
 }

@@ -42,8 +42,8 @@ func TestAllowForwardsToTheMatchedHost(t *testing.T) {
 			t.Errorf("upstream got hop-by-hop %s: %q", h, v)
 		}
 	}
-	if dialed := <-e.dials; dialed != fmt.Sprintf("api.allowed.test:%d", u.port) {
-		t.Errorf("proxy dialed %q, want the resolved host on the original port", dialed)
+	if dialed := <-e.dials; dialed != fmt.Sprintf("api.allowed.test.:%d", u.port) {
+		t.Errorf("proxy dialed %q, want the resolved host (absolute) on the original port", dialed)
 	}
 	if n := e.counter("egressd_requests_total", "decision", "allow", "rule", "wild"); n != 1 {
 		t.Errorf("allow counter = %v", n)

@@ -25,6 +25,7 @@ type metrics struct {
 	origMisses     prometheus.Counter
 	shed           *prometheus.CounterVec // reason
 	limits         prometheus.Collector   // the limits in force (limit.go)
+	addrRefused    *prometheus.CounterVec // reason code (addrpolicy.go)
 }
 
 func newMetrics(reg prometheus.Registerer, l *limiter) (*metrics, error) {
@@ -44,7 +45,7 @@ func newMetrics(reg prometheus.Registerer, l *limiter) (*metrics, error) {
 		}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_upstream_errors_total",
-			Help: "Upstream failures by kind (dns, connect, tls, timeout, protocol, egress_proxy, io).",
+			Help: "Upstream failures by kind (dns, connect, tls, timeout, protocol, egress_proxy, io, address_refused).",
 		}, []string{"kind"}),
 		origMisses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "egressd_original_destination_misses_total",
@@ -54,6 +55,10 @@ func newMetrics(reg prometheus.Registerer, l *limiter) (*metrics, error) {
 			Name: "egressd_connections_shed_total",
 			Help: "Client connections closed at accept, unread, by reason (max_conns, max_conns_per_client, memory).",
 		}, []string{"reason"}),
+		addrRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_upstream_addresses_refused_total",
+			Help: "Upstream dials refused by the address policy, by reason (loopback, unspecified, link_local, multicast, broadcast, node_address, not_original).",
+		}, []string{"reason"}),
 		limits: limitsCollector{l},
 	}
 	for _, r := range shedReasons {
@@ -62,7 +67,7 @@ func newMetrics(reg prometheus.Registerer, l *limiter) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.limits} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.limits, m.addrRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("l7: register metrics: %w", err)
 		}

@@ -108,12 +108,19 @@ type Config struct {
 	// registers its own sockets with the BPF programs here. nil: none.
 	Control func(network, address string, c syscall.RawConn) error
 	// Dial opens upstream TCP connections. nil: a net.Dialer with Resolver,
-	// Mark and ConnectTimeout. It receives "host:port" in DialResolve mode and
-	// "ip:port" in DialOriginal mode.
-	Dial        func(ctx context.Context, network, addr string) (net.Conn, error)
-	RootCAs     *x509.CertPool // trusted for TLS origination in addition to the system roots; nil: system roots only
-	EgressProxy *url.URL       // for rules with useEgressProxy; nil: such requests fail with 502, never go direct
-	Logger      *slog.Logger   // errors, and the access log unless AccessLog is set; nil: discard
+	// Mark and ConnectTimeout whose ControlContext applies the upstream
+	// address policy (addrpolicy.go) before each connect. It receives
+	// "host.:port" (an absolute name) or "ip:port". A Dial of the
+	// embedder's is checked after it connects: a refused address is closed
+	// before a byte is sent.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// AllowUpstream lists the ranges the upstream address policy lets
+	// through although they are loopback, link-local, multicast,
+	// unspecified or the node's own (--allow-upstream).
+	AllowUpstream []netip.Prefix
+	RootCAs       *x509.CertPool // trusted for TLS origination in addition to the system roots; nil: system roots only
+	EgressProxy   *url.URL       // for rules with useEgressProxy; nil: such requests fail with 502, never go direct
+	Logger        *slog.Logger   // errors, and the access log unless AccessLog is set; nil: discard
 	// AccessLog receives one Info record per request ("request"); nil: Logger.
 	// A logger whose handler is disabled at Info (slog.DiscardHandler) turns
 	// the access log off at no cost; an *AccessLog handler (NewAccessLog)
@@ -154,6 +161,7 @@ type Proxy struct {
 	egress    *egressProxy // egressproxy.go: parsed Config.EgressProxy; nil: none
 	h2        h2cProxy     // h2c.go: HTTP/2 server and transport shared by h2c connections
 	tlsSess   tls.ClientSessionCache
+	policy    addrPolicy // addrpolicy.go: which upstream addresses may be dialled
 
 	closing  atomic.Bool
 	mu       sync.Mutex
@@ -202,11 +210,8 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.access = cmp.Or(cfg.AccessLog, p.log)
 	p.accessBuf, _ = p.access.Handler().(*AccessLog)
-	p.dial = cfg.Dial
-	if p.dial == nil {
-		d := &net.Dialer{Timeout: cfg.ConnectTimeout, Resolver: cfg.Resolver, Control: control}
-		p.dial = d.DialContext
-	}
+	p.policy.allow = cfg.AllowUpstream
+	p.dial = p.policyDial(cfg.Dial, control)
 	p.pool = newUpstreamPool(cfg.MaxIdlePerHost, cfg.MaxIdlePerClient, cfg.MaxIdleUpstream, cfg.UpstreamIdle)
 	p.limits = newLimiter(cfg.MaxConns, cfg.MaxConnsPerClient, p.log)
 	m, err := newMetrics(cfg.Metrics, p.limits)

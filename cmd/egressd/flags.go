@@ -22,24 +22,25 @@ const envPrefix = "EGRESSD_"
 
 // runConfig is the parsed command line of `egressd run`.
 type runConfig struct {
-	Rules        string
-	Cgroups      []string
-	ProxyPort    uint16
-	Admin        string
-	NodeAddrs    []netip.Addr
-	ExcludeCIDRs []netip.Prefix
-	EgressProxy  *url.URL
-	CAFile       string
-	DNS          string             // host:port of the resolver; "" for the system's
-	Dial         string             // resolve | original
-	LogFormat    string             // text | json
-	AccessLog    string             // on ("" too) | off (accesslog.go)
-	DNSServers   []netip.Prefix     // --dns-server; none given: resolv.conf's and --dns (dnsservers.go)
-	AllowUDP     []redirect.UDPRule // --allow-udp
-	SocketMark   uint32
-	PinDir       string
-	DenyUDP      bool // deprecated no-op: UDP is refused by default
-	Uninstall    bool
+	Rules         string
+	Cgroups       []string
+	ProxyPort     uint16
+	Admin         string
+	NodeAddrs     []netip.Addr
+	ExcludeCIDRs  []netip.Prefix
+	AllowUpstream []netip.Prefix
+	EgressProxy   *url.URL
+	CAFile        string
+	DNS           string             // host:port of the resolver; "" for the system's
+	Dial          string             // resolve | original
+	LogFormat     string             // text | json
+	AccessLog     string             // on ("" too) | off (accesslog.go)
+	DNSServers    []netip.Prefix     // --dns-server; none given: resolv.conf's and --dns (dnsservers.go)
+	AllowUDP      []redirect.UDPRule // --allow-udp
+	SocketMark    uint32
+	PinDir        string
+	DenyUDP       bool // deprecated no-op: UDP is refused by default
+	Uninstall     bool
 
 	ShutdownTimeout   time.Duration
 	ConnectTimeout    time.Duration
@@ -88,6 +89,7 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 		"this node's `address` that pods' connections are sent to (repeatable: one IPv4, one IPv6); none: pods fail closed")
 	fs.Var(listFlag(&cfg.ExcludeCIDRs, netip.ParsePrefix), "exclude-cidr",
 		"`CIDR` never redirected, e.g. the cluster's pod and service ranges (repeatable)")
+	allowUpstreamFlag(fs, &cfg.AllowUpstream)
 	fs.Var(urlFlag{&cfg.EgressProxy}, "egress-proxy", "`URL` of the egress proxy for rules with useEgressProxy (http[s]://[user:pass@]host[:port])")
 	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM `file` of extra root CAs for TLS origination")
 	fs.StringVar(&cfg.DNS, "dns", "", "DNS server `host[:port]` to resolve upstream names with (default: the system's)")
@@ -115,6 +117,24 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxIdlePerClient, "max-idle-upstream-per-client", 0,
 		"idle upstream HTTP/1.x connections one client address may leave pooled, whatever hosts it names (0: proxy default, 128)")
 	return fs
+}
+
+// allowUpstreamFlag declares --allow-upstream, shared by run and gateway.
+func allowUpstreamFlag(fs *flag.FlagSet, dst *[]netip.Prefix) {
+	fs.Var(listFlag(dst, parseCIDR), "allow-upstream",
+		"`CIDR` egressd may dial although it is loopback, link-local, multicast, unspecified or this node's own address (repeatable; default: none)")
+}
+
+// parseCIDR parses a CIDR, or a single address as its /32 or /128.
+func parseCIDR(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return p.Masked(), nil
 }
 
 // parseRunFlags parses args, then fills every flag not given on the command

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"strings"
@@ -15,6 +16,28 @@ func env(kv ...string) func(string) (string, bool) {
 		m[kv[i]] = kv[i+1]
 	}
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestAllowUpstreamFlag(t *testing.T) {
+	cfg, err := parseRunFlags([]string{"--rules", "r", "--cgroup", "c", "--allow-upstream", "127.0.0.53",
+		"--allow-upstream", "fd00:1::/64"}, env(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(cfg.AllowUpstream); got != "[127.0.0.53/32 fd00:1::/64]" {
+		t.Errorf("--allow-upstream: %s", got)
+	}
+	cfg, err = parseRunFlags([]string{"--rules", "r", "--cgroup", "c"}, env("EGRESSD_ALLOW_UPSTREAM", "169.254.0.0/16, ::1"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(cfg.AllowUpstream); got != "[169.254.0.0/16 ::1/128]" {
+		t.Errorf("EGRESSD_ALLOW_UPSTREAM: %s", got)
+	}
+	g, err := parseGatewayFlags([]string{"--rules", "r", "--allow-upstream", "127.0.0.0/8"}, env(), io.Discard)
+	if err != nil || fmt.Sprint(g.AllowUpstream) != "[127.0.0.0/8]" {
+		t.Errorf("gateway --allow-upstream: %v %v", g, err)
+	}
 }
 
 func TestParseRunFlags(t *testing.T) {
@@ -79,6 +102,7 @@ func TestParseRunFlagsUsageErrors(t *testing.T) {
 		{"bad env port", ok, []string{"EGRESSD_PROXY_PORT", "x"}},
 		{"bad env cidr", ok, []string{"EGRESSD_EXCLUDE_CIDR", "10.0.0.0/8,nonsense"}},
 		{"bad env bool", ok, []string{"EGRESSD_DENY_UDP", "maybe"}},
+		{"bad allow-upstream", append([]string{"--allow-upstream", "127.0.0.1/33"}, ok...), nil},
 		{"negative timeout", append([]string{"--shutdown-timeout", "-1s"}, ok...), nil},
 		{"max-conns below -1", append([]string{"--max-conns", "-2"}, ok...), nil},
 		{"bad env max-conns-per-client", ok, []string{"EGRESSD_MAX_CONNS_PER_CLIENT", "many"}},

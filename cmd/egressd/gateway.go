@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"time"
 
@@ -26,6 +27,7 @@ type gatewayConfig struct {
 	AccessLog       string // on ("" too) | off (accesslog.go)
 	TLSCert, TLSKey string // serve the proxy over TLS; both or neither
 	SocketMark      uint32
+	AllowUpstream   []netip.Prefix
 	ShutdownTimeout time.Duration
 
 	accessLog *slog.Logger // built from AccessLog by gatewayCmd; nil: the main log
@@ -62,6 +64,7 @@ func newGatewayFlags(cfg *gatewayConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM `file` of the certificate (chain) to serve the proxy over TLS, with --tls-key; agents then use --egress-proxy https://…")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM `file` of the private key of --tls-cert")
 	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets, 0: none (give the agent's mark when the gateway runs in a redirected cgroup)")
+	allowUpstreamFlag(fs, &cfg.AllowUpstream)
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long requests and tunnels in flight may take to finish")
 	return fs
 }
@@ -128,7 +131,7 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 		return err
 	}
 	reg := newRegistry(reloader)
-	pc := l7.Config{Rules: reloader, Mark: cfg.SocketMark, RootCAs: roots, Logger: log, AccessLog: cfg.accessLog, Metrics: reg}
+	pc := l7.Config{Rules: reloader, Mark: cfg.SocketMark, RootCAs: roots, AllowUpstream: cfg.AllowUpstream, Logger: log, AccessLog: cfg.accessLog, Metrics: reg}
 	if cfg.DNS != "" {
 		pc.Resolver = dnsResolver(cfg.DNS, cfg.SocketMark, nil)
 	}

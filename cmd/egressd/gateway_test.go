@@ -155,8 +155,10 @@ func TestGatewayBinary(t *testing.T) {
 		return fmt.Sprintf("kind: EgressRule\nmetadata: {name: local}\nspec:\n  destination: {service: %s}\n"+
 			"  ports: [{port: %d, protocol: HTTP}]\n  useEgressProxy: true\n", service, port)
 	}
-	g := startGatewayBinary(t, rule("localhost"))
-	url := fmt.Sprintf("http://localhost:%d/x", port)
+	// The rule names the loopback IP literally, which lets the upstream
+	// address policy through (a name resolving there would be refused).
+	g := startGatewayBinary(t, rule("127.0.0.1"))
+	url := fmt.Sprintf("http://127.0.0.1:%d/x", port)
 
 	if _, status := g.curlVia(t, url, false); status != 200 {
 		t.Fatalf("absolute form: %d", status)
@@ -168,7 +170,7 @@ func TestGatewayBinary(t *testing.T) {
 		t.Fatalf("CONNECT tunnel: %d %d", connect, status)
 	}
 	<-seen
-	sidecarThrough(t, g, fmt.Sprintf("GET /chained HTTP/1.1\r\nHost: localhost:%d\r\n\r\n", port), port)
+	sidecarThrough(t, g, fmt.Sprintf("GET /chained HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", port), port)
 	if r := <-seen; r.URL.Path != "/chained" {
 		t.Fatalf("service saw %s", r.URL.Path)
 	}
@@ -190,7 +192,7 @@ func TestGatewayBinary(t *testing.T) {
 		}
 	}
 
-	// A new rule version applies on SIGHUP (or by the watcher): localhost is no longer allowed.
+	// A new rule version applies on SIGHUP (or by the watcher): 127.0.0.1 is no longer allowed.
 	if err := os.WriteFile(g.rules, []byte(rule("other.test")), 0o644); err != nil {
 		t.Fatal(err)
 	}

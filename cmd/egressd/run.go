@@ -156,6 +156,7 @@ func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, control 
 		Control:           control,
 		RootCAs:           roots,
 		EgressProxy:       cfg.EgressProxy,
+		AllowUpstream:     cfg.AllowUpstream,
 		Logger:            log,
 		AccessLog:         cfg.accessLog,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
