@@ -152,8 +152,9 @@ func markControl(mark uint32) func(network, address string, c syscall.RawConn) e
 }
 
 // tlsConfig is the client TLS configuration for originating TLS to
-// serverName: the chain and the name are verified against the system roots
-// and Config.RootCAs; there is no way to skip verification.
+// serverName (a DNS name or an IP literal): the chain and the name are
+// verified against the system roots and Config.RootCAs; there is no way to
+// skip verification.
 func (p *Proxy) tlsConfig(serverName string, alpn []string) *tls.Config {
 	return &tls.Config{
 		ServerName:         serverName,
@@ -163,17 +164,25 @@ func (p *Proxy) tlsConfig(serverName string, alpn []string) *tls.Config {
 		// Verification is done in VerifyConnection (never skipped) so that
 		// both the system pool and RootCAs are tried.
 		InsecureSkipVerify: true,
-		VerifyConnection:   p.verifyPeer,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return p.verifyPeer(serverName, cs)
+		},
 	}
 }
 
-// verifyPeer verifies the server's chain and name against the system roots,
-// then against Config.RootCAs.
-func (p *Proxy) verifyPeer(cs tls.ConnectionState) error {
+// verifyPeer verifies the server's chain and that it names name (a DNS
+// name, or an IP literal against the IP SANs), against the system roots,
+// then against Config.RootCAs. name is the configured one, never
+// ConnectionState.ServerName, which Go leaves empty for IP literals (no SNI
+// is sent for them): an empty name would check no name at all.
+func (p *Proxy) verifyPeer(name string, cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("tls: server sent no certificate")
 	}
-	opts := x509.VerifyOptions{DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
+	if name == "" {
+		return errors.New("tls: no server name to verify")
+	}
+	opts := x509.VerifyOptions{DNSName: name, Intermediates: x509.NewCertPool()}
 	for _, c := range cs.PeerCertificates[1:] {
 		opts.Intermediates.AddCert(c)
 	}

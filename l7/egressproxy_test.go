@@ -375,6 +375,46 @@ func TestEgressProxyOverTLS(t *testing.T) {
 	})
 }
 
+// TestEgressProxyOverTLSToAnIPLiteral: an https://IP egress proxy must
+// present a certificate naming that IP; one for another name gets nothing,
+// least of all the Proxy-Authorization.
+func TestEgressProxyOverTLSToAnIPLiteral(t *testing.T) {
+	ca, cases := chainCases(t)
+	for _, tc := range []struct {
+		name string
+		cert tls.Certificate
+		ok   bool
+	}{
+		{"certificate for another name", ca.leaf(t, "proxy.test"), false},
+		{"IP SAN", ca.leaf(t, "127.0.0.1"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rp := newRecordingProxy(t, &tc.cert)
+			e := chainEnv(t, cases[0].svc, &url.URL{Scheme: "https", Host: rp.addr, User: url.UserPassword("u", "secret")}, ca)
+			rc := e.dial()
+			rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+			resp, body := rc.read("GET")
+			if !tc.ok {
+				if resp.StatusCode != 502 || !strings.Contains(body, "certificate") {
+					t.Fatalf("got %d %q, want 502 for the egress proxy's certificate", resp.StatusCode, body)
+				}
+				select {
+				case h := <-rp.heads:
+					t.Fatalf("the egress proxy got a request (%s %s)", h.Method, h.URL)
+				default:
+				}
+				return
+			}
+			if resp.StatusCode != 200 {
+				t.Fatalf("got %d %q", resp.StatusCode, body)
+			}
+			if h := <-rp.heads; h.Header.Get("Proxy-Authorization") == "" {
+				t.Fatal("the egress proxy got no Proxy-Authorization")
+			}
+		})
+	}
+}
+
 func TestEgressProxyURLChecked(t *testing.T) {
 	for _, raw := range []string{"socks5://p:1080", "http://", "http://p:3128/path", "http://p:3128?x=1"} {
 		u, err := url.Parse(raw)

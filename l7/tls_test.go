@@ -51,9 +51,18 @@ func newTestCA(t testing.TB) *testCA {
 	return &testCA{cert: cert, key: key, pool: pool}
 }
 
-// leaf issues a server certificate for names.
+// leaf issues a server certificate for names (IP literals become IP SANs).
 func (ca *testCA) leaf(t testing.TB, names ...string) tls.Certificate {
 	t.Helper()
+	var dnsNames []string
+	var ips []net.IP
+	for _, n := range names {
+		if a, err := netip.ParseAddr(n); err == nil {
+			ips = append(ips, a.AsSlice())
+		} else {
+			dnsNames = append(dnsNames, n)
+		}
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +70,8 @@ func (ca *testCA) leaf(t testing.TB, names ...string) tls.Certificate {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
+		DNSNames:     dnsNames,
+		IPAddresses:  ips,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -199,4 +209,44 @@ func TestTLSHandshakeTimeoutIs504(t *testing.T) {
 		t.Fatalf("got %d %q, want 504", resp.StatusCode, body)
 	}
 	mustContain(t, body, "timed out")
+}
+
+// TestTLSOriginationToAnIPLiteral: for a rule naming an IP on an HTTPS port,
+// the certificate must name that IP (an IP SAN); one from a trusted CA for
+// another name is refused.
+func TestTLSOriginationToAnIPLiteral(t *testing.T) {
+	ca := newTestCA(t)
+	for _, tc := range []struct {
+		name   string
+		cert   tls.Certificate
+		status int
+	}{
+		{"certificate for another name", ca.leaf(t, "other.test"), 502},
+		{"certificate for another IP", ca.leaf(t, "127.0.0.2"), 502},
+		{"IP SAN", ca.leaf(t, "127.0.0.1"), 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newTLSUpstream(t, tc.cert)
+			e := newEnv(t, Config{
+				Rules: compileRules(t, &rules.Rule{Name: "ip", Service: "127.0.0.1",
+					Ports: []rules.Port{{Number: u.port, Protocol: rules.HTTPS}}}),
+				OriginalDst:   fixedOrig{u.orig()},
+				RootCAs:       ca.pool,
+				Dial:          (&net.Dialer{}).DialContext,
+				AllowUpstream: []netip.Prefix{},
+			})
+			rc := e.dial()
+			rc.send("GET /ip HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+			resp, body := rc.read("GET")
+			if resp.StatusCode != tc.status {
+				t.Fatalf("got %d %q, want %d", resp.StatusCode, body, tc.status)
+			}
+			if tc.status == 200 {
+				u.next(t)
+				return
+			}
+			mustContain(t, body, "certificate")
+			u.none(t)
+		})
+	}
 }
