@@ -15,9 +15,10 @@ func TestControlRunsOnUpstreamSockets(t *testing.T) {
 	var calls atomic.Int32
 	var fail atomic.Bool
 	p, err := New(Config{
-		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
-		OriginalDst: fixedOrig{u.orig()},
-		DialMode:    DialOriginal,
+		Rules:         compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst:   fixedOrig{u.orig()},
+		DialMode:      DialOriginal,
+		AllowUpstream: testLoopback,
 		Control: func(_, _ string, c syscall.RawConn) error {
 			calls.Add(1)
 			if fail.Load() {

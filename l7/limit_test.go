@@ -186,7 +186,7 @@ func TestAcceptResourceErrorsAreTemporary(t *testing.T) {
 	}
 	u := newUpstream(t, nil)
 	e := &env{t: t, dials: make(chan string, 1)}
-	p, err := New(Config{Rules: compileRules(t, httpRule("wild", "*.allowed.test", u.port)), OriginalDst: fixedOrig{u.orig()}, Dial: e.localDial})
+	p, err := New(Config{Rules: compileRules(t, httpRule("wild", "*.allowed.test", u.port)), OriginalDst: fixedOrig{u.orig()}, Dial: e.localDial, AllowUpstream: testLoopback})
 	if err != nil {
 		t.Fatal(err)
 	}
