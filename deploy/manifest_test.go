@@ -25,10 +25,7 @@ var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
 // keyed by "Kind/name".
 func decodeAll(t *testing.T) map[string]any {
 	t.Helper()
-	files, err := filepath.Glob("*.yaml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no manifests: %v", err)
-	}
+	files := manifests(t)
 	objs := map[string]any{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -71,6 +68,37 @@ func decodeAll(t *testing.T) map[string]any {
 	return objs
 }
 
+// manifests lists the Kubernetes manifests here: every *.yaml but the
+// kustomization.
+func manifests(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests: %v", err)
+	}
+	return slices.DeleteFunc(files, func(f string) bool { return f == "kustomization.yaml" })
+}
+
+// TestKustomizationListsEveryManifest: `kubectl apply -k deploy/` (README's
+// one step) applies every manifest here, so none is forgotten and the
+// Namespace comes with them (kustomize orders it first).
+func TestKustomizationListsEveryManifest(t *testing.T) {
+	b, err := os.ReadFile("kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		Resources []string `json:"resources"`
+	}
+	if err := yaml.Unmarshal(b, &k); err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Sorted(slices.Values(k.Resources))
+	if want := manifests(t); !slices.Equal(got, want) {
+		t.Errorf("kustomization.yaml resources %v, want every manifest %v", got, want)
+	}
+}
+
 func TestManifestsDecodeStrictly(t *testing.T) {
 	objs := decodeAll(t)
 	for _, want := range []string{"Namespace/egressd-system", "ServiceAccount/egressd", "ConfigMap/egressd-rules", "DaemonSet/egressd"} {
@@ -101,7 +129,16 @@ func TestDaemonSet(t *testing.T) {
 	if len(pod.Containers) != 1 {
 		t.Fatalf("%d containers", len(pod.Containers))
 	}
+	if pod.DNSPolicy != corev1.DNSDefault {
+		t.Errorf("dnsPolicy %q: Default, so that the agent's upstream lookups use the node's resolvers, not the pods' search list", pod.DNSPolicy)
+	}
 	c := pod.Containers[0]
+	if tag := c.Image[strings.LastIndex(c.Image, ":")+1:]; !strings.Contains(c.Image, ":") || tag == "latest" {
+		t.Errorf("image %s: a versioned tag, so that a preloaded image is used", c.Image)
+	}
+	if c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("imagePullPolicy %q, want IfNotPresent", c.ImagePullPolicy)
+	}
 	sc := c.SecurityContext
 	if sc == nil || sc.Capabilities == nil {
 		t.Fatal("no securityContext with capabilities")
@@ -145,6 +182,11 @@ func TestDaemonSet(t *testing.T) {
 	}
 	if mounts["bpffs"] == "" {
 		t.Error("no bpffs mount: pins would not outlive the container")
+	}
+	// Its own pins: the default <bpffs>/egressd would take over an egressd
+	// started by hand on the node.
+	if pd := env["EGRESSD_PIN_DIR"].Value; !strings.HasPrefix(pd, mounts["bpffs"]+"/") || pd == mounts["bpffs"]+"/egressd" {
+		t.Errorf("EGRESSD_PIN_DIR %q: a directory of its own below the bpffs mount %q", pd, mounts["bpffs"])
 	}
 	checkEnvAreFlags(t, env)
 }

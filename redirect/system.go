@@ -80,7 +80,10 @@ func pinDir(dir string, mount bool) (string, error) {
 		}
 	}
 	if st.Type != unix.BPF_FS_MAGIC {
-		return "", fmt.Errorf("pin directory %s: not on bpffs", dir)
+		// In a container this is a host path volume of a directory that is
+		// no bpffs mount on the node: pins there would not outlive it.
+		return "", fmt.Errorf("pin directory %s: not on bpffs (mount it on the host, mount -t bpf bpf /sys/fs/bpf, "+
+			"shared or slave for a container's HostToContainer volume: mount --make-shared /sys/fs/bpf)", dir)
 	}
 	return dir, nil
 }

@@ -38,13 +38,21 @@ PACKAGES=(
 	ca-certificates
 	unzip
 	git
+	# The single-node Kubernetes cluster (scripts/k8s-up.sh): the runtime,
+	# etcd and the CNI plugins; kube-proxy's iptables; the client image.
+	containerd
+	runc
+	etcd-server
+	containernetworking-plugins
+	iptables
+	busybox-static
 )
 
 # Services some of those packages ship. Tests and benchmarks start their own
 # instances with their own configs; the system-wide ones would only hold
 # ports, so apt is kept from starting them and they are not enabled at boot
 # (only for packages this script installs).
-DAEMONS=(nginx squid haproxy)
+DAEMONS=(nginx squid haproxy containerd etcd)
 
 log() { printf 'provision: %s\n' "$*" >&2; }
 
