@@ -63,7 +63,15 @@ cg2=$(findmnt -n -t cgroup2 -o TARGET | head -n1)
 K8S_DAEMON_CG=$cg2/egressd-k8s
 mkdir -p "$K8S_STATE"/{pids,logs,pki,cni,images} "$K8S_DATA"
 # Whatever fails from here on, take down what was started.
-trap 'rc=$?; if [ $rc -ne 0 ]; then log "failed; logs in $K8S_STATE/logs; tearing down"; "$repo/scripts/k8s-down.sh" >&2 || true; fi' EXIT
+failed() {
+	local l
+	for l in "$K8S_STATE"/logs/*.log; do
+		[ -s "$l" ] && { echo "--- $l (tail)"; tail -n 15 "$l"; }
+	done >&2
+	log "failed; tearing down"
+	"$repo/scripts/k8s-down.sh" >&2 || true
+}
+trap 'rc=$?; [ $rc -eq 0 ] || failed' EXIT
 
 # --- sysctls the node needs or the kubelet sets; k8s-down.sh restores them.
 : >"$K8S_STATE/sysctls"
@@ -88,7 +96,7 @@ ip -n "$K8S_EXT_NS" route add default via "$K8S_EXT_GW"
 # external address, nothing else (no upstream servers).
 printf 'nameserver %s\n' "$K8S_EXT_IP" >"$K8S_STATE/resolv.conf"
 ip netns exec "$K8S_EXT_NS" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
-	--listen-address="$K8S_EXT_IP" --address="/e2e.test/$K8S_EXT_IP" --conf-file=/dev/null --pid-file="$K8S_STATE/dnsmasq.pid" --user=root \
+	--listen-address="$K8S_EXT_IP" --address="/e2e.test/$K8S_EXT_IP" --filter-AAAA --conf-file=/dev/null --pid-file="$K8S_STATE/dnsmasq.pid" --user=root \
 	>"$K8S_STATE/logs/dnsmasq.log" 2>&1 &
 echo $! >"$K8S_STATE/pids/dnsmasq"
 
@@ -136,7 +144,7 @@ wait_for() { # what seconds command...
 	local what=$1 deadline=$((SECONDS + $2))
 	shift 2
 	until "$@" >/dev/null 2>&1; do
-		[ $SECONDS -lt $deadline ] || die "$what not up after ${deadline}s"
+		[ $SECONDS -lt $deadline ] || die "$what not up after $2 s"
 		sleep 0.5
 	done
 }
