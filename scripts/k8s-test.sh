@@ -15,4 +15,11 @@ export EGRESSD_E2E=${EGRESSD_E2E-require}
 if [ "$(id -u)" -eq 0 ]; then
 	scripts/k8s-build.sh >/dev/null
 fi
-exec go test -tags k8s -count=1 -timeout "${EGRESSD_K8S_TEST_TIMEOUT:-10m}" -v "$@" ./e2e/k8s/
+# A test binary that hits -timeout panics without running its cleanups:
+# remove the cluster here too (k8s-down.sh is idempotent).
+rc=0
+go test -tags k8s -count=1 -timeout "${EGRESSD_K8S_TEST_TIMEOUT:-10m}" -v "$@" ./e2e/k8s/ || rc=$?
+if [ "$(id -u)" -eq 0 ] && [ -d "${EGRESSD_K8S_STATE:-/run/egressd-k8s}" ]; then
+	scripts/k8s-down.sh
+fi
+exit "$rc"
