@@ -142,9 +142,9 @@ func (c *cluster) waitReady(ns, what string, timeout time.Duration) {
 func (c *cluster) agentPod() (name, uid string) {
 	c.t.Helper()
 	out := c.kubectl("-n", "egressd-system", "get", "pods", "-l", "app.kubernetes.io/name=egressd", "-o",
-		`jsonpath={range .items[?(!@.metadata.deletionTimestamp)]}{.metadata.name} {.metadata.uid}{"\n"}{end}`)
+		`jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.metadata.deletionTimestamp}{"\n"}{end}`)
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if f := strings.Fields(l); len(f) == 2 {
+		if f := strings.Fields(l); len(f) == 2 { // a third field: being deleted
 			return f[0], f[1]
 		}
 	}
