@@ -261,7 +261,8 @@ ns_start kubelet "$bin/kubelet" --config "$K8S_STATE/kubelet.yaml" --kubeconfig 
 ns_start kube-proxy "$bin/kube-proxy" --kubeconfig "$KUBECONFIG" --hostname-override "$K8S_NODE" \
 	--proxy-mode iptables --cluster-cidr "$K8S_POD_CIDR" --bind-address "$K8S_NODE_IP" \
 	--metrics-bind-address 127.0.0.1:10349 --healthz-bind-address 127.0.0.1:10356 \
-	--conntrack-max-per-core 0 --profiling=false
+	--conntrack-max-per-core 0 --conntrack-tcp-timeout-established 0 --conntrack-tcp-timeout-close-wait 0 \
+	--profiling=false
 
 wait_for "node $K8S_NODE Ready" 120 kubectl wait --for=condition=Ready "node/$K8S_NODE" --timeout=2s
 # Pods are admitted only once their service account exists.
