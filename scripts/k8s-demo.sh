@@ -85,14 +85,14 @@ YAML
 kubectl wait --for=condition=Ready pod/client --timeout=120s
 
 ok=1
-say "allowed: kubectl exec client -- wget -q -O - http://allowed.e2e.test/"
-out=$(kubectl exec client -- wget -q -O - http://allowed.e2e.test/ 2>&1) || true
+say "allowed: kubectl exec client -- fetch http://allowed.e2e.test/"
+out=$(kubectl exec client -- fetch http://allowed.e2e.test/ 2>&1) || true
 echo "$out"
 grep -q "hello from the upstream" <<<"$out" || { echo "FAIL: want the upstream's page"; ok=; }
-say "denied: kubectl exec client -- wget -S -q -O - http://denied.e2e.test/"
-out=$(kubectl exec client -- wget -S -q -O - http://denied.e2e.test/ 2>&1) || true
+say "denied: kubectl exec client -- fetch http://denied.e2e.test/"
+out=$(kubectl exec client -- fetch http://denied.e2e.test/ 2>&1) || true
 echo "$out"
-grep -q "HTTP/1.1 403" <<<"$out" || { echo "FAIL: want 403 from egressd"; ok=; }
+grep -q "HTTP 403" <<<"$out" || { echo "FAIL: want 403 from egressd"; ok=; }
 say "egressd's access log: kubectl -n egressd-system logs ds/egressd --tail=2"
 kubectl -n egressd-system logs ds/egressd --tail=2
 [ -n "$ok" ] && say "demo: allowed 200, denied 403" || { say "demo: FAILED"; exit 1; }

@@ -4,7 +4,8 @@
 # here without a registry:
 #   egressd.tar  scripts/image.sh: the release image, tagged as the DaemonSet names it
 #   pause.tar    the pod sandbox (scripts/pause)
-#   client.tar   static busybox (sh, wget, nc, httpd, sleep): the test pods
+#   client.tar   static busybox (sh, httpd, sleep...) and scripts/fetch (an
+#                HTTP client): the test pods
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH=/usr/local/bin:$PATH:/usr/local/go/bin
@@ -27,7 +28,8 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok in
 mkdir -m 0755 -p "$tmp/client/bin" "$tmp/client/tmp" "$tmp/client/www"
 chmod 1777 "$tmp/client/tmp"
 cp "$busybox" "$tmp/client/bin/busybox"
-for a in sh wget nc httpd sleep cat echo date ls ps kill true false seq touch rm mkdir sed head; do
+for a in sh nc httpd sleep cat echo date ls ps kill true false seq touch rm mkdir sed head; do
 	ln -s busybox "$tmp/client/bin/$a"
 done
+(cd "$repo" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$tmp/client/bin/fetch" ./scripts/fetch)
 "$repo/scripts/oci-image.sh" "$K8S_CLIENT_IMAGE" "$tmp/client" "$out/client.tar" /bin/sh

@@ -171,7 +171,7 @@ ns_start kube-apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$
 	--client-ca-file "$pki/ca.crt" --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key" \
 	--service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
 	--service-account-issuer https://kubernetes.default.svc --authorization-mode Node,RBAC \
-	--enable-priority-and-fairness=false --profiling=false
+	--kubelet-preferred-address-types InternalIP --enable-priority-and-fairness=false --profiling=false
 kubectl() { "$bin/kubectl" --kubeconfig "$KUBECONFIG" "$@"; }
 wait_for kube-apiserver 90 kubectl get --raw /readyz
 

@@ -40,6 +40,7 @@ func TestDaemonSetOnANode(t *testing.T) {
 	c.startClient(t)
 
 	t.Run("allowed 200, denied 403, upstream sees egressd", func(t *testing.T) {
+		c := c.with(t)
 		if code, out := c.httpGet("client", "http://"+allowed+"/"); code != 200 || !strings.Contains(out, "upstream "+allowed) {
 			t.Fatalf("allowed host: %d\n%s", code, out)
 		}
@@ -50,6 +51,7 @@ func TestDaemonSetOnANode(t *testing.T) {
 	})
 
 	t.Run("ConfigMap rule change without restart", func(t *testing.T) {
+		c := c.with(t)
 		agent, uid := c.agentPod()
 		c.kubectl("-n", "egressd-system", "patch", "configmap", "egressd-rules", "--type", "merge", "-p",
 			fmt.Sprintf(`{"data":{"e2e.yaml":%q}}`, rulesFor(allowed, denied)))
@@ -76,6 +78,7 @@ func TestDaemonSetOnANode(t *testing.T) {
 	})
 
 	t.Run("API server by service IP, logs, exec, probes", func(t *testing.T) {
+		c := c.with(t)
 		// The kubernetes service (kube-proxy's DNAT to the API server) from a
 		// pod: the excluded service range is not sent to the proxy.
 		code, out := c.httpGet("client", "https://"+v["K8S_API_SVC_IP"]+"/version")
@@ -105,6 +108,7 @@ func TestDaemonSetOnANode(t *testing.T) {
 	})
 
 	t.Run("agent pod deleted: fail closed, new pod takes over", func(t *testing.T) {
+		c := c.with(t)
 		old, oldUID := c.agentPod()
 		poll := c.pollFromClient(t, "http://"+allowed+"/")
 		c.kubectl("-n", "egressd-system", "delete", "pod", old, "--wait=false")
@@ -137,6 +141,7 @@ func TestDaemonSetOnANode(t *testing.T) {
 	})
 
 	t.Run("--uninstall makes /readyz fail", func(t *testing.T) {
+		c := c.with(t)
 		agent := mustAgent(t, c)
 		c.kubectl("-n", "egressd-system", "exec", agent, "--", "egressd", "run", "--uninstall")
 		c.kubectl("-n", "egressd-system", "wait", "--for=condition=Ready=false", "pod/"+agent, "--timeout=60s")
@@ -262,7 +267,7 @@ spec:
       imagePullPolicy: Never
       command: [sh, -c, "mkdir -p /tmp/www && echo ok >/tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"]
       readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 2}
-      livenessProbe: {exec: {command: [wget, -q, -O, /dev/null, "http://127.0.0.1:8080/"]}, periodSeconds: 5}
+      livenessProbe: {exec: {command: [fetch, "http://127.0.0.1:8080/"]}, periodSeconds: 5}
 `, v["K8S_EXT_IP"], allowed, denied, v["K8S_CLIENT_IMAGE"])
 	c.kubectlIn([]byte(pod), "apply", "-f", "-")
 	c.waitReady("default", "pod/client", 2*time.Minute)
@@ -281,7 +286,7 @@ func (c *cluster) pollFromClient(t *testing.T, url string) *poller {
 	t.Helper()
 	c.kubectl("exec", "client", "--", "rm", "-f", "/tmp/stop")
 	script := fmt.Sprintf(`i=0; while [ ! -e /tmp/stop ] && [ $i -lt 3000 ]; do
-  s=$(wget -S -T 2 -q -O /dev/null %s 2>&1 | sed -n 's/^ *HTTP\/1\.[01] \([0-9]\).*/\1/p' | head -n1)
+  s=$(fetch -t 2s %s | sed -n 's/^HTTP \([0-9]\).*/\1/p')
   echo "code ${s:-0}"; i=$((i+1)); sleep 0.1; done`, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)

@@ -53,6 +53,13 @@ type cluster struct {
 	vars       map[string]string
 }
 
+// with returns c reporting to t (a subtest's).
+func (c *cluster) with(t testing.TB) *cluster {
+	c2 := *c
+	c2.t = t
+	return &c2
+}
+
 // startCluster runs scripts/k8s-up.sh and registers scripts/k8s-down.sh,
 // printing the components' log tails first when the test failed.
 func startCluster(t *testing.T) *cluster {
@@ -151,21 +158,21 @@ func (c *cluster) agentPod() (name, uid string) {
 	return "", ""
 }
 
-// httpGet fetches url from inside pod with busybox wget and returns the
+// httpGet fetches url from inside pod with scripts/fetch and returns the
 // status code, 0 when no HTTP answer came (the reason in body).
 func (c *cluster) httpGet(pod, url string) (code int, body string) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, _ := c.kubectlCtx(ctx, nil, "exec", pod, "--", "wget", "-S", "-T", "5", "-q", "-O", "-", url)
-	return parseWget(out)
+	out, _ := c.kubectlCtx(ctx, nil, "exec", pod, "--", "fetch", url)
+	return parseFetch(out)
 }
 
-var statusLine = regexp.MustCompile(`(?m)^\s*HTTP/1\.[01] (\d{3})`)
+var statusLine = regexp.MustCompile(`(?m)^HTTP (\d{3})$`)
 
-// parseWget reads busybox wget -S output: the status line's code (0 if none)
-// and the output.
-func parseWget(out string) (int, string) {
+// parseFetch reads fetch's output: the status line's code (0 if none) and
+// the output.
+func parseFetch(out string) (int, string) {
 	m := statusLine.FindStringSubmatch(out)
 	if m == nil {
 		return 0, out
