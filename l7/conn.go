@@ -76,8 +76,10 @@ func (c *clientConn) setIdle() bool { return c.state.CompareAndSwap(stateActive,
 // setActive marks c busy; false: Shutdown closed it meanwhile.
 func (c *clientConn) setActive() bool { return c.state.CompareAndSwap(stateIdle, stateActive) }
 
-func (c *clientConn) closeIfIdle() {
-	if c.state.CompareAndSwap(stateIdle, stateClosed) {
+// closeIfIdle closes c if it is idle and idle is true; either way an h2c
+// connection gets its onShutdown (GOAWAY).
+func (c *clientConn) closeIfIdle(idle bool) {
+	if idle && c.state.CompareAndSwap(stateIdle, stateClosed) {
 		c.close()
 		return
 	}

@@ -7,9 +7,14 @@
 //
 // Lifecycle: New validates a Config and registers the metrics; Serve runs an
 // accept loop per listener (IPv4 and IPv6 listeners may share one Proxy);
-// Shutdown stops accepting, lets requests in flight finish, closes idle client
-// and upstream connections and makes every Serve return ErrProxyClosed; at its
-// context's end it cuts what remains, client and upstream sides.
+// Shutdown stops accepting, lets requests in flight finish (HTTP/1.x
+// responses then say "Connection: close", h2c connections get GOAWAY), closes
+// client connections still idle after a short grace and the idle upstream
+// connections, and makes every Serve return ErrProxyClosed; at its context's
+// end it cuts what remains, client and upstream sides. A listening socket
+// shared with another process (an agent hand-over) keeps serving there: a
+// connection this Proxy accepted is served to its end, and no keep-alive
+// client loses a request to the close of its idle connection.
 //
 // Traps:
 //   - A connection whose original destination is unknown is closed at once:

@@ -262,7 +262,10 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	return p.serve(ln, false)
 }
 
-// serve is the accept loop of Serve and ServeGateway (gateway.go).
+// serve is the accept loop of Serve and ServeGateway (gateway.go). A
+// connection Accept returned is served even when Shutdown has begun: with a
+// listening socket shared with a successor (see Shutdown), closing it would
+// drop a connect the kernel already completed.
 func (p *Proxy) serve(ln net.Listener, gateway bool) error {
 	if !p.trackListener(&ln, true) {
 		return ErrProxyClosed
@@ -289,14 +292,14 @@ func (p *Proxy) serve(ln net.Listener, gateway bool) error {
 		if !p.admit(c) {
 			continue
 		}
-		if !p.trackConn(c, true) {
-			nc.Close()
-			return ErrProxyClosed
-		}
+		p.trackConn(c, true)
 		go p.serveConn(c)
 	}
 }
 
+// trackListener registers a running accept loop (add) or its end. An
+// accept loop counts in connsWG like a connection, so that the connections
+// it still accepts during Shutdown are waited for.
 func (p *Proxy) trackListener(ln *net.Listener, add bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -305,19 +308,20 @@ func (p *Proxy) trackListener(ln *net.Listener, add bool) bool {
 			return false
 		}
 		p.lns[ln] = struct{}{}
+		p.connsWG.Add(1)
 	} else {
 		delete(p.lns, ln)
+		p.connsWG.Done()
 	}
 	return true
 }
 
-func (p *Proxy) trackConn(c *clientConn, add bool) bool {
+// trackConn registers an accepted connection (add) or its end. Called by
+// a registered accept loop, so connsWG is above zero when it adds.
+func (p *Proxy) trackConn(c *clientConn, add bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if add {
-		if p.closing.Load() {
-			return false
-		}
 		p.conns[c] = struct{}{}
 		p.connsWG.Add(1)
 		p.metrics.openConns.Inc()
@@ -326,15 +330,28 @@ func (p *Proxy) trackConn(c *clientConn, add bool) bool {
 		p.connsWG.Done()
 		p.metrics.openConns.Dec()
 	}
-	return true
 }
 
-// Shutdown stops accepting, closes idle client connections, waits for the
-// requests in flight to finish and closes the idle upstream connections. When
-// ctx ends first, the remaining connections are closed, client and upstream
-// sides (a request waiting for its response head does not hold Shutdown up
-// to ResponseTimeout; a dial under way still takes up to ConnectTimeout),
-// and ctx's error is returned.
+// idleGrace is how long Shutdown leaves idle client connections open
+// before closing them. Meanwhile a client sending requests back to back
+// gets "Connection: close" on its next response (or GOAWAY on h2c) and
+// moves to a new connection without a failed request, and a connection
+// accepted just before the listener closed receives its first request:
+// closing an idle keep-alive connection races the client's next request,
+// which a client may not retry.
+const idleGrace = 500 * time.Millisecond
+
+// Shutdown stops accepting, waits for the requests in flight to finish,
+// closes idle client connections (those still idle after idleGrace) and
+// the idle upstream connections. When ctx ends first, the remaining
+// connections are closed, client and upstream sides (a request waiting for
+// its response head does not hold Shutdown up to ResponseTimeout; a dial
+// under way still takes up to ConnectTimeout), and ctx's error is returned.
+//
+// Shutdown closes the listeners: a listening socket shared with another
+// process (a successor agent that was handed it) keeps listening there,
+// with the connections queued in its backlog; a connection this Proxy
+// accepted before the close is served to its end.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	if !p.closing.Swap(true) {
@@ -351,13 +368,14 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	defer tick.Stop()
 	defer p.pool.closeAll()
 	defer p.h2.closeIdle()
+	closeIdleFrom := time.Now().Add(idleGrace)
 	for {
-		p.closeIdleConns(false)
+		p.closeIdleConns(false, !time.Now().Before(closeIdleFrom))
 		select {
 		case <-done:
 			return nil
 		case <-ctx.Done():
-			p.closeIdleConns(true)
+			p.closeIdleConns(true, true)
 			<-done
 			return ctx.Err()
 		case <-tick.C:
@@ -365,14 +383,16 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 }
 
-func (p *Proxy) closeIdleConns(all bool) {
+// closeIdleConns closes every connection (all) or asks each to end:
+// h2c ones get GOAWAY, idle HTTP/1.x ones are closed when idle is true.
+func (p *Proxy) closeIdleConns(all, idle bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for c := range p.conns {
 		if all {
 			c.forceClose()
 		} else {
-			c.closeIfIdle()
+			c.closeIfIdle(idle)
 		}
 	}
 }
