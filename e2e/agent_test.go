@@ -97,13 +97,17 @@ func startAgent(t *testing.T, w *world, port int, extra ...string) *agent {
 		port = freePort(t)
 	}
 	admin := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	args := append([]string{"run", "--rules", w.rulesFile, "--cgroup", w.cgroup,
+	a := startEgressdIn(t, w.agentCgroup, w.agentWrap, admin, agentArgs(w, port, admin, extra...)...)
+	a.port = port
+	return a
+}
+
+// agentArgs is the command line of startAgent.
+func agentArgs(w *world, port int, admin string, extra ...string) []string {
+	return append([]string{"run", "--rules", w.rulesFile, "--cgroup", w.cgroup,
 		"--proxy-port", strconv.Itoa(port), "--admin", admin, "--pin-dir", w.pinDir,
 		"--node-addr", node4.String(), "--node-addr", node6.String(),
 		"--dns", dns4.String(), "--ca-file", w.caFile, "--shutdown-timeout", "10s"}, extra...)
-	a := startEgressdIn(t, w.agentCgroup, w.agentWrap, admin, args...)
-	a.port = port
-	return a
 }
 
 // startEgressd starts the egressd binary with args and waits until its
@@ -116,6 +120,26 @@ func startEgressd(t *testing.T, admin string, args ...string) *agent {
 // startEgressdIn is startEgressd with the process placed in cgroup ("" for
 // the test's own) and started through wrap (e.g. setpriv ...), if any.
 func startEgressdIn(t *testing.T, cgroup string, wrap []string, admin string, args ...string) *agent {
+	t.Helper()
+	a := launchEgressd(t, cgroup, wrap, admin, args...)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if code, _ := a.get("/readyz"); code == http.StatusOK {
+			return a
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("egressd %s exited at start: %v\n%s", args[0], a.err, a.output())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("egressd %s not ready after 15s:\n%s", args[0], a.output())
+		}
+	}
+}
+
+// launchEgressd starts egressd as startEgressdIn does, without waiting.
+func launchEgressd(t *testing.T, cgroup string, wrap []string, admin string, args ...string) *agent {
 	t.Helper()
 	a := &agent{admin: admin, out: &bytes.Buffer{}, done: make(chan struct{})}
 	argv := append(append(wrap[:len(wrap):len(wrap)], egressdBinary(t)), args...)
@@ -136,20 +160,7 @@ func startEgressdIn(t *testing.T, cgroup string, wrap []string, admin string, ar
 			t.Logf("egressd %s output:\n%s", args[0], a.output())
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if code, _ := a.get("/readyz"); code == http.StatusOK {
-			return a
-		}
-		select {
-		case <-a.done:
-			t.Fatalf("egressd %s exited at start: %v\n%s", args[0], a.err, a.output())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("egressd %s not ready after 15s:\n%s", args[0], a.output())
-		}
-	}
+	return a
 }
 
 func (a *agent) signal(sig os.Signal) {

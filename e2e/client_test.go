@@ -23,8 +23,11 @@ import (
 const helperEnv = "EGRESSD_E2E_HELPER"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "grpc" {
+	switch os.Getenv(helperEnv) {
+	case "grpc":
 		os.Exit(grpcClientMain(os.Args[1:]))
+	case "loop":
+		os.Exit(loopClientMain(os.Args[1:])) // handover_test.go
 	}
 	code := m.Run()
 	if build.dir != "" {

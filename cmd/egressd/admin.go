@@ -67,6 +67,7 @@ func adminHandler(reg *prometheus.Registry, ready *readiness, log *slog.Logger) 
 // adminServer is the running admin HTTP server.
 type adminServer struct {
 	srv      *http.Server
+	ln       net.Listener // handed to a successor agent (handover.go)
 	addr     net.Addr
 	done     chan struct{} // closed when Serve has returned
 	serveErr error
@@ -78,12 +79,19 @@ func startAdmin(addr string, h http.Handler, log *slog.Logger) (*adminServer, er
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
+	return serveAdmin(ln, h, log), nil
+}
+
+// serveAdmin serves h on ln in the background (ln: bound by startAdmin,
+// or handed over by the previous agent).
+func serveAdmin(ln net.Listener, h http.Handler, log *slog.Logger) *adminServer {
 	a := &adminServer{
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 5 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
+		ln:   ln,
 		addr: ln.Addr(),
 		done: make(chan struct{}),
 	}
@@ -91,7 +99,7 @@ func startAdmin(addr string, h http.Handler, log *slog.Logger) (*adminServer, er
 		a.serveErr = a.srv.Serve(ln)
 		close(a.done)
 	}()
-	return a, nil
+	return a
 }
 
 // shutdown stops the server, waiting for scrapes in flight up to ctx. It may

@@ -157,7 +157,7 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 	ready.listening.Store(true)
 	log.Info("egressd gateway running", "listen", ln.Addr().String(), "admin", admin.addr.String(),
 		"rules", reloader.Current().Len())
-	return serve(ctx, cfg.ShutdownTimeout, reloader, proxy, serveErr, hup, &ready, log)
+	return serve(ctx, cfg.ShutdownTimeout, reloader, proxy, serveErr, hup, &ready, nil, log)
 }
 
 // listenGateway listens on --listen, behind TLS with --tls-cert/--tls-key

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 
@@ -55,11 +54,14 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, nil))
 }
 
-// runAgent loads the rules, serves the admin endpoints, listens, attaches
-// the BPF programs and proxies until ctx ends (SIGTERM/SIGINT), then drains.
+// runAgent loads the rules, serves the admin endpoints, listens (or takes
+// the listening sockets over from the agent serving the port: handover.go),
+// attaches the BPF programs and proxies until ctx ends (SIGTERM/SIGINT), or
+// a successor took over, then drains.
 //
-// Order matters: the proxy port is bound before the programs are attached,
-// so a redirected connect never meets a closed port because of us; the
+// Order matters: the proxy port is bound (or held) before the programs are
+// attached, so a redirected connect never meets a closed port because of
+// us; the previous agent stops accepting only once this one serves; the
 // readiness flags follow the real state.
 func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log, egressProxyCheck(cfg.EgressProxy)) // serve.go
@@ -91,17 +93,21 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	reg := newRegistry(reloader)
 	proxyCfg.Metrics = reg
 	var ready readiness
-	admin, err := startAdmin(cfg.Admin, adminHandler(reg, &ready, log), log)
+	lns, err := acquireListeners(cfg, log) // handover.go: from the agent serving the port, or bound here
 	if err != nil {
 		return err
 	}
-	defer admin.shutdown(context.Background())
-
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(int(cfg.ProxyPort)))) // dual stack
-	if err != nil {
-		return fmt.Errorf("proxy: %w", err)
+	defer lns.close()
+	// A handed-over admin socket is served once this agent is ready: until
+	// then the previous agent answers the probes.
+	var admin *adminServer
+	if lns.admin == nil {
+		if admin, err = startAdmin(cfg.Admin, adminHandler(reg, &ready, log), log); err != nil {
+			return err
+		}
+		defer admin.shutdown(context.Background())
 	}
-	defer ln.Close()
+
 	red, err := redirect.Attach(redirect.Options{
 		Cgroups: cfg.Cgroups, ProxyPort: cfg.ProxyPort, NodeAddrs: cfg.NodeAddrs, ExcludeCIDRs: cfg.ExcludeCIDRs,
 		DNSServers: dnsServers, AllowUDP: cfg.AllowUDP, PinDir: cfg.PinDir, Logger: log,
@@ -120,14 +126,21 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 		return err
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- proxy.Serve(ln) }()
+	go func() { serveErr <- proxy.Serve(lns.proxy) }()
 	ready.listening.Store(true)
-	log.Info("egressd running", "proxy", ln.Addr().String(), "admin", admin.addr.String(),
+	if admin == nil {
+		admin = serveAdmin(lns.admin, adminHandler(reg, &ready, log), log)
+		defer admin.shutdown(context.Background())
+	}
+	succ := startSuccession(cfg, lns, admin.ln, red, log) // handover.go: the previous agent stops; wait for the next
+	succ.stopAdmin = func() { admin.shutdown(context.Background()) }
+	defer succ.close()
+	log.Info("egressd running", "proxy", lns.proxy.Addr().String(), "admin", admin.addr.String(),
 		"cgroups", cfg.Cgroups, "rules", reloader.Current().Len(), "dial", cfg.Dial,
 		"max_conns", limits.maxConns, "max_conns_per_client", cmp.Or(cfg.MaxConnsPerClient, l7.DefaultMaxConnsPerClient),
 		"nofile", limits.nofile, "memory_limit", limits.memoryLimit, "memory_limit_from", limits.memorySource)
 
-	return serve(ctx, cfg.ShutdownTimeout, reloader, proxy, serveErr, hup, &ready, log)
+	return serve(ctx, cfg.ShutdownTimeout, reloader, proxy, serveErr, hup, &ready, succ, log)
 }
 
 // egressProxyCheck refuses rules with useEgressProxy when no egress proxy is

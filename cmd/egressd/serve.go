@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/egressd/egressd/internal/handover"
 	"github.com/egressd/egressd/l7"
 	"github.com/egressd/egressd/rules"
 )
@@ -55,10 +56,11 @@ func newRegistry(reloader *rules.Reloader) *prometheus.Registry {
 	return reg
 }
 
-// serve reloads rules on change and SIGHUP until ctx ends or the proxy
-// fails, then shuts the proxy down gracefully (drain).
+// serve reloads rules on change and SIGHUP until ctx ends, the proxy
+// fails or a successor took over (succ: nil for none, as in the gateway),
+// then shuts the proxy down gracefully (drain).
 func serve(ctx context.Context, shutdownTimeout time.Duration, reloader *rules.Reloader, proxy *l7.Proxy,
-	serveErr <-chan error, hup <-chan os.Signal, ready *readiness, log *slog.Logger) error {
+	serveErr <-chan error, hup <-chan os.Signal, ready *readiness, succ *succession, log *slog.Logger) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go func() {
@@ -66,6 +68,7 @@ func serve(ctx context.Context, shutdownTimeout time.Duration, reloader *rules.R
 			log.Error("rules: watching for changes failed; SIGHUP still reloads", "err", err)
 		}
 	}()
+	succeeding := false // a successor holds the sockets and is taking over
 	for {
 		select {
 		case <-hup:
@@ -74,10 +77,41 @@ func serve(ctx context.Context, shutdownTimeout time.Duration, reloader *rules.R
 		case err := <-serveErr:
 			ready.listening.Store(false)
 			return fmt.Errorf("proxy: %w", err)
+		case e := <-succ.events():
+			switch e {
+			case handover.Offered:
+				succeeding = true
+			case handover.Failed:
+				succeeding = false
+			case handover.HandedOver:
+				return handedOver(ctx, shutdownTimeout, proxy, serveErr, ready, succ, log)
+			}
 		case <-ctx.Done():
+			if succeeding {
+				log.Info("shutting down once the successor taking over is ready (or failed)", "timeout", shutdownTimeout)
+				if succ.await(shutdownTimeout) == handover.HandedOver {
+					return handedOver(ctx, shutdownTimeout, proxy, serveErr, ready, succ, log)
+				}
+			}
+			succ.close() // no successor takes over a draining agent
 			return drain(shutdownTimeout, proxy, serveErr, ready, log)
 		}
 	}
+}
+
+// handedOver stops serving the admin socket, drains, and then waits for ctx
+// to end: under Kubernetes an agent that exited would be restarted, and
+// take the sockets back.
+func handedOver(ctx context.Context, shutdownTimeout time.Duration, proxy *l7.Proxy,
+	serveErr <-chan error, ready *readiness, succ *succession, log *slog.Logger) error {
+	log.Info("hand-over: the successor serves; no longer accepting here")
+	succ.stopAdmin()
+	err := drain(shutdownTimeout, proxy, serveErr, ready, log)
+	if ctx.Err() == nil {
+		log.Info("hand-over: drained; waiting for SIGTERM")
+		<-ctx.Done()
+	}
+	return err
 }
 
 // shutdownGrace is how long past --shutdown-timeout drain waits for the
