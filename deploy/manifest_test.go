@@ -188,7 +188,25 @@ func TestDaemonSet(t *testing.T) {
 	if pd := env["EGRESSD_PIN_DIR"].Value; !strings.HasPrefix(pd, mounts["bpffs"]+"/") || pd == mounts["bpffs"]+"/egressd" {
 		t.Errorf("EGRESSD_PIN_DIR %q: a directory of its own below the bpffs mount %q", pd, mounts["bpffs"])
 	}
+	checkSurge(t, ds)
 	checkEnvAreFlags(t, env)
+}
+
+// checkSurge: an update starts the new agent next to the old one (which
+// hands its sockets over) and never leaves a node without one; and nothing
+// keeps two agent pods from one node.
+func checkSurge(t *testing.T, ds *appsv1.DaemonSet) {
+	t.Helper()
+	ru := ds.Spec.UpdateStrategy.RollingUpdate
+	if ds.Spec.UpdateStrategy.Type != appsv1.RollingUpdateDaemonSetStrategyType || ru == nil ||
+		ru.MaxSurge == nil || ru.MaxSurge.IntValue() != 1 || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
+		t.Errorf("updateStrategy %+v: want RollingUpdate with maxSurge 1, maxUnavailable 0", ds.Spec.UpdateStrategy)
+	}
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		if len(c.Ports) > 0 {
+			t.Errorf("container %s declares ports: with hostNetwork they are hostPorts, and the surge pod could not be scheduled", c.Name)
+		}
+	}
 }
 
 // checkEnvAreFlags asks the real binary which flags `run` has, so that an
