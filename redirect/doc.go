@@ -49,7 +49,12 @@
 // new program atomically (BPF_LINK_UPDATE), with no moment at which a
 // connect bypasses the proxy. Close releases the agent's file descriptors
 // and keeps the pins: the programs stay attached. Uninstall detaches them
-// and removes every pin. One agent per pin directory at a time.
+// and removes every pin. One agent per pin directory at a time, but for an
+// agent hand-over (cmd/egressd): the new agent attaches while the old one
+// still serves, and both share the pinned original-destination map, each
+// reading (and removing) only the entries of the connections it accepted.
+// HandoverToken and CheckHandoverToken (handover.go) let the old agent
+// check that the new one opened the same pins.
 //
 // Traps: the agent must run in the host network namespace (the one its
 // proxy listens in); its own sockets must go through Control if it runs

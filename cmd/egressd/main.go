@@ -6,6 +6,13 @@
 //	egressd check PATH...
 //	egressd explain --rules PATH HOST[:PORT]...
 //	egressd gateway --rules PATH [flags]
+//
+// A second `egressd run` on the same proxy port and pin directory takes
+// over from the running one without refusing a connect: it is handed the
+// listening sockets, attaches, serves, and only then does the old one stop
+// accepting and drain; if the new one fails to start, the old one keeps
+// serving. handover.go describes the order; run.go, serve.go and admin.go
+// are the agent's start, serve loop and admin endpoints.
 package main
 
 import (
