@@ -36,6 +36,8 @@ type clientConn struct {
 	// gateway: accepted by ServeGateway (gateway.go), an explicit proxy
 	// with no original destination.
 	gateway bool
+	// linger: a request body was left unread; close with lingerClose.
+	linger bool
 	// limitKey: the client it is counted for (limit.go); zero: none yet.
 	limitKey clientKey
 

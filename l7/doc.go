@@ -60,7 +60,9 @@
 // protocol sniffing), limit.go (admission at accept: connection limits,
 // memory shedding; temporary accept errors), http1.go (the per-connection request loop, deny),
 // head.go, token.go and request.go (head reader, parser and pre-match checks),
-// forward.go and relay.go (request to upstream, response back), body.go
+// forward.go, exchange.go and relay.go (request to upstream, response
+// back), upload.go (the request body sent while the response is read),
+// watch.go (a client leaving mid-exchange), body.go
 // (Content-Length, chunked and until-close bodies), deadline.go (coarse
 // connection deadlines), upgrade.go (101 splice),
 // respond.go (egressd's own answers), dial.go (upstream dials and the TLS

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net/netip"
-	"time"
 
 	"github.com/egressd/egressd/rules"
 )
@@ -108,91 +107,6 @@ func (p *Proxy) connectUpstream(key poolKey, m rules.Match, orig netip.AddrPort)
 	return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096), key: key}, nil
 }
 
-// upstreamFailed answers 502/504 for an upstream that could not be reached
-// or failed before a response head was relayed.
-func (s *h1conn) upstreamFailed(err error, bodyRead bool) bool {
-	status, reason := s.p.upstreamError(err)
-	keep := s.keepAlive() && (bodyRead || s.discardBody())
-	s.local(status, reason, markerError, !keep)
-	return keep
-}
-
-// exchange does one request/response on uc. keep: the client connection
-// stays usable; retry: uc was a stale pooled connection that failed before
-// anything was consumed, and the request may be sent again on a new one.
-func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
-	r := &s.req
-	now := time.Now()
-	uc.wdl.setWrite(uc.nc, now, s.p.cfg.ResponseTimeout)
-	s.writeRequestHead(uc.bw, uc.via)
-	bodyRead := !r.hasBody()
-	if r.hasBody() {
-		if r.expectContinue && r.minor == 1 {
-			s.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-			s.c.bw.Flush()
-		}
-		pm := s.clientPump(uc)
-		err := pm.requestBody(r)
-		s.entry.bytesIn = pm.n
-		if err != nil {
-			uc.nc.Close()
-			return s.bodyFailed(err), false
-		}
-		bodyRead = true
-		now = time.Now() // the response is awaited from the end of the body on
-	}
-	s.resp.buf = s.resp.buf[:0] // stays empty until a byte of the response arrives
-	err := uc.bw.Flush()
-	if err == nil {
-		err = s.readResponseHead(uc, now)
-	}
-	if err != nil {
-		uc.nc.Close()
-		if uc.reused && len(s.resp.buf) == 0 && isRetryable(err) && r.replayable() {
-			return false, true
-		}
-		return s.upstreamFailed(err, bodyRead), false
-	}
-	for s.resp.status < 200 {
-		if s.resp.status == 101 {
-			if !r.wantsUpgrade() {
-				uc.nc.Close()
-				return s.upstreamFailed(errors.Join(errUpstreamProtocol, errors.New("101 without an Upgrade request")), true), false
-			}
-			s.spliceUpgrade(uc)
-			return false, false
-		}
-		if r.minor == 1 { // 1xx are relayed to HTTP/1.1 clients only
-			s.writeResponseHead(false, false)
-			s.c.bw.Flush()
-		}
-		if err := s.readResponseHead(uc, time.Now()); err != nil {
-			uc.nc.Close()
-			return s.upstreamFailed(err, true), false
-		}
-	}
-	return s.relayResponse(uc), false
-}
-
-// readResponseHead reads and parses the response head within ResponseTimeout
-// from now.
-func (s *h1conn) readResponseHead(uc *upConn, now time.Time) error {
-	uc.rdl.setRead(uc.nc, now, s.p.cfg.ResponseTimeout)
-	if err := s.resp.readHead(uc.br, s.p.cfg.MaxHeaderBytes); err != nil {
-		if errors.Is(err, errHeadTooLarge) || errors.Is(err, errBareLF) || errors.Is(err, errMalformed) {
-			return errors.Join(errUpstreamProtocol, err)
-		}
-		return err
-	}
-	if err := s.resp.parseResponse(); err != nil {
-		return err
-	}
-	if uc.via != nil && s.resp.status == 407 { // the egress proxy refused us, not the upstream
-		return uc.via.fail(errProxyAuth)
-	}
-	return nil
-}
-
 // isRetryable: the upstream closed a reused connection instead of
 // answering (it may have closed it while idle, or failed processing).
 func isRetryable(err error) bool {
@@ -221,23 +135,5 @@ func (h *head) hasField(name string) bool {
 			return true
 		}
 	}
-	return false
-}
-
-// bodyFailed handles a request body that could not be moved upstream.
-func (s *h1conn) bodyFailed(err error) bool {
-	var ce *copyError
-	if errors.As(err, &ce) && ce.write {
-		s.p.upstreamError(ce.err)
-		s.local(502, "upstream failed while receiving the request body", markerError, true)
-		return false
-	}
-	if errors.Is(err, errBadChunk) {
-		s.entry.decision = decisionInvalid
-		s.local(400, "invalid chunked request body", markerInvalid, true)
-		return false
-	}
-	s.entry.reason = "client went away during the request body"
-	s.p.finish(&s.entry)
 	return false
 }

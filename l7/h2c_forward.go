@@ -131,13 +131,21 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 		body = &countingBody{rc: r.Body}
 		out.Body = body
 	}
-	// ResponseTimeout bounds every wait on the upstream: for the head once
-	// the request body is sent, and each stall in the response body. Not
-	// for gRPC: calls carry their own deadline (grpc-timeout), and a stream
-	// may rightly stay quiet for long.
+	// ResponseTimeout bounds the wait for the head once the request body
+	// is sent; IdleTimeout each stall in the response body (long polls and
+	// server-sent events pause inside the body). Not for gRPC: calls carry
+	// their own deadline (grpc-timeout), and a stream may rightly stay
+	// quiet for long.
 	var stall *time.Timer
+	var inBody atomic.Bool
 	if !grpc {
-		stall = time.AfterFunc(p.cfg.ResponseTimeout, func() { cancel(errResponseTimeout) })
+		stall = time.AfterFunc(p.cfg.ResponseTimeout, func() {
+			if inBody.Load() {
+				cancel(errBodyStall)
+			} else {
+				cancel(errResponseTimeout)
+			}
+		})
 		defer stall.Stop()
 		if body != nil {
 			stall.Stop() // until the client's body is all sent
@@ -154,7 +162,8 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 	}
 	defer res.Body.Close()
 	e.status = res.StatusCode
-	err = copyH2Response(w, res, e, stall, p.cfg.ResponseTimeout)
+	inBody.Store(true)
+	err = copyH2Response(w, res, e, stall, p.cfg.IdleTimeout)
 	if err == nil {
 		if grpc && e.reason == "" { // in the trailers, or in the head of a trailers-only answer
 			if e.grpcStatus = res.Trailer.Get("Grpc-Status"); e.grpcStatus == "" {
@@ -181,7 +190,10 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 	setGRPCStatus(w, e, true, grpcFailureCode(err, http.StatusBadGateway, r, e.start), e.reason)
 }
 
-var errResponseTimeout = fmt.Errorf("upstream silent for the response timeout: %w", context.DeadlineExceeded)
+var (
+	errResponseTimeout = fmt.Errorf("upstream silent for the response timeout: %w", context.DeadlineExceeded)
+	errBodyStall       = fmt.Errorf("upstream silent for the idle timeout inside the response body: %w", context.DeadlineExceeded)
+)
 
 // failH2 answers a stream whose upstream exchange failed before a response
 // head: 502/504 (gRPC: UNAVAILABLE/DEADLINE_EXCEEDED), or nothing when the

@@ -83,9 +83,9 @@ func TestH2CResponseStall(t *testing.T) {
 			<-r.Context().Done()
 			return
 		}
-		time.Sleep(50 * time.Millisecond) // quiet, but within the timeout
+		time.Sleep(300 * time.Millisecond) // quiet for longer than the response timeout, within the idle one
 		w.Write([]byte("second"))
-	}, func(c *Config) { c.ResponseTimeout = 150 * time.Millisecond })
+	}, func(c *Config) { c.ResponseTimeout, c.IdleTimeout = 150*time.Millisecond, 600*time.Millisecond })
 	client, _ := h2cClient(t, e)
 	get := func(path string) (string, error) {
 		pr, pw := io.Pipe()
@@ -112,7 +112,7 @@ func TestH2CResponseStall(t *testing.T) {
 	if body, err := get("/stall"); err == nil || body != "first " {
 		t.Fatalf("stalled body: %q, %v; want the first part, then a reset", body, err)
 	}
-	waitForLog(t, e, "upstream silent for the response timeout")
+	waitForLog(t, e, "upstream silent for the idle timeout inside the response body")
 }
 
 // On an HTTPS port egressd originates TLS with ALPN h2; an upstream that

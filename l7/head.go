@@ -33,6 +33,7 @@ type head struct {
 	connUpgrade    bool  // Connection: upgrade
 	upgrade        span  // Upgrade field value
 	expectContinue bool  // Expect: 100-continue
+	expectOther    bool  // an Expect field with another expectation (417)
 	teTrailers     bool  // TE names trailers
 }
 
@@ -325,6 +326,8 @@ func (h *head) noteField(f *field) error {
 	case fieldExpect:
 		if equalFold(v, "100-continue") {
 			h.expectContinue = true
+		} else {
+			h.expectOther = true
 		}
 	}
 	return nil

@@ -19,6 +19,7 @@ type h1conn struct {
 	resp    head
 	entry   accessEntry
 	mc      metricsCache // the previous request's collectors
+	watch   clientWatch  // watch.go: a client leaving during an exchange
 	scratch []byte       // body of the proxy's own responses
 	num     [24]byte     // number formatting
 
@@ -49,6 +50,9 @@ func (p *Proxy) serveHTTP1(c *clientConn) {
 	s.p, s.c, s.clientText, s.origText, s.first = p, c, c.client.String(), orig.String(), true
 	defer s.release()
 	for s.serveOne() && !p.closing.Load() {
+	}
+	if c.linger && c.bw.Flush() == nil {
+		c.lingerClose()
 	}
 }
 

@@ -130,9 +130,9 @@ type Config struct {
 
 	MaxHeaderBytes    int           // request/response head size limit (431 / 502); 0: DefaultMaxHeaderBytes
 	ReadHeaderTimeout time.Duration // time to read a request head once it started (slowloris); 0: DefaultReadHeaderTimeout
-	IdleTimeout       time.Duration // keep-alive wait for the next request, and longest stall while reading a body; 0: DefaultIdleTimeout
+	IdleTimeout       time.Duration // keep-alive wait for the next request, and longest stall inside a request or response body (long polls, SSE); 0: DefaultIdleTimeout
 	ConnectTimeout    time.Duration // upstream TCP connect plus TLS handshake; 0: DefaultConnectTimeout
-	ResponseTimeout   time.Duration // wait for the upstream response head, and longest stall in a response body; 0: DefaultResponseTimeout
+	ResponseTimeout   time.Duration // wait for the upstream response head after the request (body included) was sent; not gRPC (grpc-timeout); 0: DefaultResponseTimeout
 	MaxIdlePerHost    int           // idle upstream connections kept per (protocol, host, port, target); 0: DefaultMaxIdlePerHost
 	UpstreamIdle      time.Duration // how long an idle upstream connection is kept; 0: DefaultUpstreamIdle
 	// MaxConns and MaxConnsPerClient bound the client connections open at

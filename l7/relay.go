@@ -21,8 +21,12 @@ const (
 )
 
 // relayResponse writes the final response head and body to the client and
-// returns uc to the pool when it can carry another request.
-func (s *h1conn) relayResponse(uc *upConn) bool {
+// returns uc to the pool when it can carry another request. up is the
+// request body's upload, nil without a body: a response that comes before
+// the body was sent whole says Connection: close, the body goes on being
+// sent while it is relayed (full duplex), and what remains of it when the
+// response has ended is cut.
+func (s *h1conn) relayResponse(uc *upConn, up *upload) bool {
 	r, resp := &s.req, &s.resp
 	framing := bodyUntilClose
 	switch {
@@ -36,12 +40,13 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 		framing = bodyLength
 	}
 	reframe := framing == bodyChunked && r.minor == 1
-	keep := s.keepAlive() && framing != bodyUntilClose && (framing != bodyChunked || reframe)
+	early := up != nil && !up.headArrived()
+	keep := s.keepAlive() && framing != bodyUntilClose && (framing != bodyChunked || reframe) && !early
 	reusable := framing != bodyUntilClose && !resp.connClose && resp.minor == 1 &&
 		!(resp.chunked && resp.contentLength >= 0) // ambiguous framing: do not trust the rest
 	s.writeResponseHead(reframe, !keep)
 
-	pm := pump{dst: s.c.bw, dstConn: s.c.nc, dstDL: &s.c.wdl, src: uc.br, srcConn: uc.nc, srcDL: &uc.rdl, stall: s.p.cfg.ResponseTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
+	pm := pump{dst: s.c.bw, dstConn: s.c.nc, dstDL: &s.c.wdl, src: uc.br, srcConn: uc.nc, srcDL: &uc.rdl, stall: s.p.cfg.IdleTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
 	var err error
 	switch framing {
 	case bodyLength:
@@ -53,10 +58,17 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 	}
 	s.entry.status = resp.status
 	s.entry.bytesOut = pm.n
+	if up != nil && !s.finishUpload(up, uc) {
+		keep, reusable = false, false
+	}
+	// Before uc can go back to the pool: the watch would close it.
+	gone := s.watch.stop()
 	if err != nil {
 		uc.nc.Close()
 		var ce *copyError
-		if errors.As(err, &ce) && !ce.write {
+		if gone {
+			s.entry.reason = "client went away during the response body"
+		} else if errors.As(err, &ce) && !ce.write {
 			_, reason := s.p.upstreamError(err)
 			s.entry.reason = "response body cut: " + reason
 		} else {
@@ -68,7 +80,7 @@ func (s *h1conn) relayResponse(uc *upConn) bool {
 	now := time.Now()
 	// Bytes after the response (the body of a HEAD answer, a second
 	// response) must never reach the next request's client.
-	if reusable && uc.br.Buffered() == 0 {
+	if reusable && uc.br.Buffered() == 0 && !gone {
 		s.p.pool.put(uc, s.c.client.Addr(), now)
 	} else {
 		uc.nc.Close()
@@ -146,6 +158,9 @@ func (s *h1conn) writeRequestHead(bw *bufio.Writer, via *egressProxy) {
 	writeFields(bw, &r.head)
 	if r.teTrailers {
 		bw.WriteString("TE: trailers\r\n")
+	}
+	if r.expectContinue && r.minor == 1 && r.hasBody() { // the upstream's 100 (or refusal) is relayed
+		bw.WriteString("Expect: 100-continue\r\n")
 	}
 	if r.wantsUpgrade() {
 		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")

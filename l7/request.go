@@ -2,6 +2,8 @@ package l7
 
 // Request and response lines, and the request checks done before matching.
 
+import "errors"
+
 // Parsed request facts beyond head: where the request is going.
 type request struct {
 	head
@@ -81,6 +83,8 @@ func (r *request) check() (int, string) {
 		return 400, "Transfer-Encoding in an HTTP/1.0 request"
 	case r.teOther:
 		return 501, "unsupported Transfer-Encoding (only chunked is)"
+	case r.expectOther && r.minor == 1: // HTTP/1.0 requests' Expect is ignored (RFC 9110 10.1.1)
+		return 417, "unsupported expectation (only 100-continue is)"
 	}
 	if r.hosts == 1 && !validAuthority(r.bytes(r.host), r.minor == 1) {
 		return 400, "invalid Host header field"
@@ -201,6 +205,8 @@ func isHex(c byte) bool {
 // regNameTable: unreserved, sub-delims and '%' (RFC 3986 reg-name).
 var regNameTable = asciiTable("-._~!$&'()*+,;=%")
 
+var errReasonPhrase = errors.New("control character in the reason phrase")
+
 // parseResponse parses a response head read by readHead.
 func (h *head) parseResponse() error {
 	h.reset()
@@ -222,6 +228,11 @@ func (h *head) parseResponse() error {
 	}
 	if code < 100 || len(line) > 12 && line[12] != ' ' {
 		return errUpstreamProtocol
+	}
+	for _, c := range line[min(len(line), 13):] { // reason-phrase: HTAB, SP, VCHAR, obs-text
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return errors.Join(errUpstreamProtocol, errReasonPhrase)
+		}
 	}
 	h.minor, h.status = minor, code
 	h.reason = span{ln.lo + 9, ln.hi}

@@ -18,6 +18,8 @@ fi
 # provision.sh may have just linked Go into /usr/local/bin.
 export PATH=/usr/local/bin:$PATH:/usr/local/go/bin
 export EGRESSD_E2E=${EGRESSD_E2E-require}
+# l7's TestLongPauseInsideABody: a 90 s pause inside a response body (runs in parallel).
+export EGRESSD_LONG_TESTS=${EGRESSD_LONG_TESTS-1}
 
 args=("$@")
 if [ "${#args[@]}" -eq 0 ]; then

@@ -1,0 +1,160 @@
+package l7
+
+import (
+	"errors"
+	"time"
+)
+
+// exchange does one request/response on uc. keep: the client connection
+// stays usable; retry: uc was a reused connection that failed before a
+// byte of response, and the request may be sent again on a new one.
+//
+// The request head is sent first; a body follows from its own goroutine
+// (upload.go) while this one reads the response, relaying 1xx responses
+// (the upstream's own 100 Continue among them: egressd passes Expect:
+// 100-continue on and never answers it itself) and then the final one.
+// ResponseTimeout bounds the wait for the head from the end of the body
+// (or of the head, without one); 1xx responses do not restart it.
+func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
+	r := &s.req
+	now := time.Now()
+	uc.wdl.setWrite(uc.nc, now, s.p.cfg.IdleTimeout)
+	s.writeRequestHead(uc.bw, uc.via)
+	s.resp.buf = s.resp.buf[:0] // stays empty until a byte of the response arrives
+	s.watch.begin(s, uc)
+	defer s.watch.stop()
+	var up *upload
+	err := uc.bw.Flush()
+	if err == nil {
+		if r.hasBody() {
+			uc.rdl = deadline{}
+			uc.nc.SetReadDeadline(time.Time{}) // the body's stalls bound the wait until it is sent
+			up = s.startUpload(uc)
+		} else {
+			uc.rdl.setRead(uc.nc, now, s.p.cfg.ResponseTimeout)
+			s.watch.arm()
+		}
+		err = s.readHeads(uc)
+	}
+	if err != nil {
+		uc.nc.Close()
+		return s.exchangeFailed(uc, up, err)
+	}
+	if s.resp.status == 101 {
+		if up != nil || !r.wantsUpgrade() {
+			uc.nc.Close()
+			if up != nil {
+				s.finishUpload(up, uc)
+			}
+			s.local(502, "invalid upstream response: 101 without an Upgrade request", markerError, true)
+			return false, false
+		}
+		if s.watch.stop() {
+			uc.nc.Close()
+			s.clientGone()
+			return false, false
+		}
+		s.spliceUpgrade(uc)
+		return false, false
+	}
+	return s.relayResponse(uc, up), false
+}
+
+// exchangeFailed answers a request whose exchange on uc (now closed)
+// failed before a final response head: a retry when allowed, nothing when
+// the client left, the client's own fault (its body), or 502/504.
+func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry bool) {
+	bodySent := true
+	if up != nil {
+		bodySent = s.finishUpload(up, uc)
+		var ce *copyError
+		if up.err != nil && !(errors.As(up.err, &ce) && ce.write) && !up.stop.Load() {
+			return s.bodyFailed(up.err), false
+		}
+	}
+	if s.watch.stop() {
+		s.clientGone()
+		return false, false
+	}
+	if up == nil && uc.reused && len(s.resp.buf) == 0 && isRetryable(err) && s.req.replayable() {
+		return false, true
+	}
+	if !bodySent { // part of the body is unread: the connection cannot carry another request
+		status, reason := s.p.upstreamError(err)
+		s.local(status, "upstream failed while receiving the request body: "+reason, markerError, true)
+		return false, false
+	}
+	return s.upstreamFailed(err, true), false
+}
+
+// clientGone logs a request whose client went away before its answer.
+func (s *h1conn) clientGone() {
+	s.entry.status = 0
+	s.entry.reason = "client went away while waiting for the response"
+	s.p.finish(&s.entry)
+}
+
+// max1xx is the most interim (1xx) responses accepted before the final one
+// (net/http's Transport allows 5).
+const max1xx = 5
+
+// readHeads reads response heads up to the final one (or a 101), relaying
+// the 1xx ones to HTTP/1.1 clients.
+func (s *h1conn) readHeads(uc *upConn) error {
+	for n := 0; ; n++ {
+		if err := s.readResponseHead(uc); err != nil {
+			return err
+		}
+		if s.resp.status >= 200 || s.resp.status == 101 {
+			return nil
+		}
+		if n == max1xx {
+			return errors.Join(errUpstreamProtocol, errors.New("too many 1xx responses"))
+		}
+		if s.req.minor == 1 {
+			s.writeResponseHead(false, false)
+			if err := s.c.bw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// readResponseHead reads and parses one response head (under the read
+// deadline the caller set).
+func (s *h1conn) readResponseHead(uc *upConn) error {
+	if err := s.resp.readHead(uc.br, s.p.cfg.MaxHeaderBytes); err != nil {
+		if errors.Is(err, errHeadTooLarge) || errors.Is(err, errBareLF) || errors.Is(err, errMalformed) {
+			return errors.Join(errUpstreamProtocol, err)
+		}
+		return err
+	}
+	if err := s.resp.parseResponse(); err != nil {
+		return err
+	}
+	if uc.via != nil && s.resp.status == 407 { // the egress proxy refused us, not the upstream
+		return uc.via.fail(errProxyAuth)
+	}
+	return nil
+}
+
+// upstreamFailed answers 502/504 for an upstream that could not be reached
+// or failed before a response head was relayed.
+func (s *h1conn) upstreamFailed(err error, bodyRead bool) bool {
+	status, reason := s.p.upstreamError(err)
+	keep := s.keepAlive() && (bodyRead || s.discardBody())
+	s.local(status, reason, markerError, !keep)
+	return keep
+}
+
+// bodyFailed handles a request body that could not be read from the client.
+func (s *h1conn) bodyFailed(err error) bool {
+	if errors.Is(err, errBadChunk) {
+		s.entry.decision = decisionInvalid
+		s.local(400, "invalid chunked request body", markerInvalid, true)
+		return false
+	}
+	s.entry.reason = "client went away during the request body"
+	s.p.finish(&s.entry)
+	return false
+}
