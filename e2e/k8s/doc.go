@@ -16,7 +16,8 @@
 //     address; a ConfigMap rule change; the API server through its service
 //     IP, kubectl logs and exec, probes; the agent pod deleted: fail closed,
 //     the new pod takes over; --uninstall turning /readyz 503).
-//   - cluster.go_test: starting and removing the cluster, kubectl, the pods.
+//   - kube_test.go: starting and removing the cluster, kubectl, requests
+//     from a pod (scripts/fetch in the client image).
 //   - upstream_test.go: the "external" server in the cluster's upstream
 //     network namespace, recording what reached it and from where.
 package k8s
