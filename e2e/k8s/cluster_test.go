@@ -30,6 +30,9 @@ const (
 // ~1 min to start) and run in sequence.
 func TestDaemonSetOnANode(t *testing.T) {
 	kerneltest.Require(t)
+	// The cluster puts addresses, routes, iptables rules and sysctls in the
+	// host namespace: take turns with the other kernel tests.
+	kerneltest.LockHost(t)
 	c := startCluster(t)
 	v := c.vars
 	up := startUpstream(t, v["K8S_EXT_NS"], v["K8S_EXT_IP"])
@@ -44,6 +47,9 @@ func TestDaemonSetOnANode(t *testing.T) {
 		if code, out := c.httpGet("client", "http://"+allowed+"/"); code != 200 || !strings.Contains(out, "upstream "+allowed) {
 			t.Fatalf("allowed host: %d\n%s", code, out)
 		}
+		// The 200 must have come through egressd: a pod reaching the
+		// upstream itself also gets 200, from its own address.
+		checkUpstream(t, up, egressdAddr, map[string]bool{allowed: true})
 		if code, out := c.httpGet("client", "http://"+denied+"/"); code != 403 {
 			t.Fatalf("denied host: %d, want 403 from egressd\n%s", code, out)
 		}
