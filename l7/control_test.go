@@ -18,6 +18,7 @@ func TestControlRunsOnUpstreamSockets(t *testing.T) {
 		Rules:         compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
 		OriginalDst:   fixedOrig{u.orig()},
 		DialMode:      DialOriginal,
+		Resolver:      newTestDNS(t).resolver(), // --dial=original checks the name's addresses
 		AllowUpstream: testLoopback,
 		Control: func(_, _ string, c syscall.RawConn) error {
 			calls.Add(1)

@@ -107,12 +107,43 @@ func absoluteName(host string) string {
 func (p *Proxy) dialDirect(ctx context.Context, host string, orig netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
+	if p.cfg.DialMode == DialOriginal {
+		if err := p.checkOriginal(ctx, host, orig.Addr()); err != nil {
+			return nil, err
+		}
+	}
 	addr := p.dialTarget(host, orig)
 	nc, err := p.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	return nc, nil
+}
+
+// checkOriginal is DialOriginal's condition: the address the app connected
+// to must be one the matched host names (the host itself when it is an IP
+// literal, else one of its DNS answers, looked up as an absolute name).
+// Otherwise a Host or SNI naming an allowed service would carry the request
+// to any IP of the app's choosing.
+func (p *Proxy) checkOriginal(ctx context.Context, host string, orig netip.Addr) error {
+	orig = orig.Unmap()
+	if a, err := netip.ParseAddr(host); err == nil {
+		if a.Unmap() == orig {
+			return nil
+		}
+	} else {
+		addrs, err := p.cfg.Resolver.LookupNetIP(ctx, "ip", absoluteName(host))
+		if err != nil {
+			return fmt.Errorf("--dial=original: %w", err)
+		}
+		for _, a := range addrs {
+			if a.Unmap() == orig {
+				return nil
+			}
+		}
+	}
+	return &addrRefusedError{addr: orig, host: host, code: "not_original",
+		reason: "the original destination is not an address of " + host + " (--dial=original)"}
 }
 
 // markedResolver returns r (nil: net.DefaultResolver) made to run control

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -108,6 +109,7 @@ func TestDefaultDialerMarksUpstreamSockets(t *testing.T) {
 		Rules:         compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
 		OriginalDst:   fixedOrig{u.orig()},
 		DialMode:      DialOriginal,
+		Resolver:      newTestDNS(t).resolver(), // --dial=original checks the name's addresses
 		Mark:          mark,
 		AllowUpstream: testLoopback,
 	})
@@ -140,16 +142,43 @@ func TestOriginalModeDialsTheOriginalDestination(t *testing.T) {
 		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
 		OriginalDst: fixedOrig{u.orig()},
 		DialMode:    DialOriginal,
+		Resolver:    newTestDNS(t).resolver(), // --dial=original checks the name's addresses
 	})
 	rc := e.dial()
 	rc.send("GET / HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n")
 	if resp, _ := rc.read("GET"); resp.StatusCode != 200 {
 		t.Fatalf("got %d", resp.StatusCode)
 	}
-	if got := <-e.dials; got != u.orig().String() {
-		t.Fatalf("dialed %q, want the original destination %s", got, u.orig())
-	}
-	if got := u.next(t); got.Host != "api.allowed.test" {
+	if got := u.next(t); got.Host != "api.allowed.test" { // only the original destination has this upstream
 		t.Fatalf("upstream got Host %q", got.Host)
+	}
+}
+
+// TestOriginalModeChecksTheOriginalDestination: with --dial=original, an
+// allowed Host (the same check covers a passthrough SNI) does not carry a request to an address the app chose
+// that the name does not resolve to.
+func TestOriginalModeChecksTheOriginalDestination(t *testing.T) {
+	ls := newLocalService(t, "127.0.0.2") // the app's choice; api.allowed.test resolves to 127.0.0.1
+	z := newZoneDNS(t, map[string][]netip.Addr{"api.allowed.test.": {netip.MustParseAddr("127.0.0.1")}})
+	for _, orig := range []string{"127.0.0.2", "0.0.0.0"} {
+		t.Run(orig, func(t *testing.T) {
+			e := newEnv(t, Config{
+				Rules:       compileRules(t, httpRule("r", "api.allowed.test", ls.port)),
+				OriginalDst: fixedOrig{netip.AddrPortFrom(netip.MustParseAddr(orig), ls.port)},
+				DialMode:    DialOriginal,
+				Resolver:    z.resolver(),
+			})
+			status, body := e.get("api.allowed.test")
+			if status != 403 {
+				t.Fatalf("got %d %q, want 403", status, body)
+			}
+			mustContain(t, body, "egressd: upstream address "+orig+" of api.allowed.test refused: the original destination is not an address of api.allowed.test")
+			if n := e.counter("egressd_upstream_addresses_refused_total", "reason", "not_original"); n != 1 {
+				t.Errorf("refused counter = %v", n)
+			}
+			if n := ls.accepted.Load(); n != 0 {
+				t.Fatalf("the app's chosen address accepted %d connection(s)", n)
+			}
+		})
 	}
 }
