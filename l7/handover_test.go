@@ -96,9 +96,10 @@ func sharedProxy(t *testing.T, u *upstream, ln net.Listener) (*Proxy, *prometheu
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	p, err := New(Config{
-		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
-		OriginalDst: fixedOrig{u.orig()},
-		Metrics:     reg,
+		Rules:         compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
+		OriginalDst:   fixedOrig{u.orig()},
+		Metrics:       reg,
+		AllowUpstream: testLoopback,
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, u.ln.Addr().String())
