@@ -64,7 +64,7 @@ func TestPackageDocs(t *testing.T) {
 	}
 }
 
-// TestDependencyDirection keeps the layering of DESIGN.md: rules and l7 know
+// TestDependencyDirection keeps the layering of docs/design.md: rules and l7 know
 // nothing of BPF, and l7 does not reach into redirect.
 func TestDependencyDirection(t *testing.T) {
 	forbidden := map[string][]string{
@@ -83,7 +83,7 @@ func TestDependencyDirection(t *testing.T) {
 		for _, d := range deps {
 			for _, b := range bad {
 				if d == b || strings.HasPrefix(d, b+"/") {
-					t.Errorf("%s depends on %s; DESIGN.md keeps it free of that", pattern, d)
+					t.Errorf("%s depends on %s; docs/design.md keeps it free of that", pattern, d)
 				}
 			}
 		}

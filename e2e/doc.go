@@ -1,5 +1,5 @@
 // Package e2e holds egressd's end-to-end tests. They build the egressd
-// binary and drive it as a user would, in the topology of DESIGN.md: an
+// binary and drive it as a user would, in the topology of docs/design.md: an
 // "external" network namespace with upstream services on 198.19.5.0/24 and
 // 2001:2:0:e5::/64 (plain HTTP, HTTPS with a CA the test generates, h2c,
 // gRPC and a DNS server), clients — real curl and a gRPC client — in a test
