@@ -30,10 +30,19 @@ var build struct {
 	err  error
 }
 
-// egressdBinary builds cmd/egressd once per test process.
+// binaryEnv names a prebuilt egressd to use instead of building one
+// (scripts/kernel-matrix.sh sets it: its guests have no Go toolchain).
+const binaryEnv = "EGRESSD_E2E_BINARY"
+
+// egressdBinary builds cmd/egressd once per test process, or returns
+// $EGRESSD_E2E_BINARY.
 func egressdBinary(t *testing.T) string {
 	t.Helper()
 	build.once.Do(func() {
+		if bin := os.Getenv(binaryEnv); bin != "" {
+			build.bin = bin
+			return
+		}
 		build.dir, build.err = os.MkdirTemp("", "egressd-e2e-bin-")
 		if build.err != nil {
 			return
