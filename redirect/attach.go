@@ -11,7 +11,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/bpf"
@@ -117,8 +116,8 @@ func Attach(opts Options) (_ *Redirector, err error) {
 // load loads the programs with their settings, reusing pinned maps, and
 // fills the excluded CIDRs, resolvers and UDP rules.
 func (r *Redirector) load(s settings) error {
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return fmt.Errorf("remove memlock limit: %w", err)
+	if err := removeMemlock(); err != nil {
+		return err
 	}
 	cookie, err := hostNetnsCookie()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/internal/mounts"
@@ -98,31 +99,86 @@ func mountBPFFS(at string) error {
 	return nil
 }
 
-// preflight turns a missing capability into an error naming it, before
-// loading fails with a less helpful one.
+// preflight turns a missing capability or kernel feature into an error
+// naming it and the Linux version that has it, before loading fails with a
+// less helpful one. It probes every feature the programs and the agent
+// rely on, the newest (SO_NETNS_COOKIE, 5.14: egressd's minimum) first.
 func preflight() error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("%w: loading and attaching BPF programs needs root with CAP_BPF and CAP_NET_ADMIN", ErrNotRoot)
+	}
+	if _, err := hostNetnsCookie(); err != nil {
+		return err
+	}
+	helper := func(pt ebpf.ProgramType, fn asm.BuiltinFunc) func() error {
+		return func() error { return features.HaveProgramHelper(pt, fn) }
 	}
 	probes := []struct {
 		what string
 		err  func() error
 	}{
 		{"cgroup sock_addr programs (Linux 4.17)", func() error { return features.HaveProgramType(ebpf.CGroupSockAddr) }},
+		{"cgroup sock programs (Linux 4.10)", func() error { return features.HaveProgramType(ebpf.CGroupSock) }},
 		{"sockops programs (Linux 4.13)", func() error { return features.HaveProgramType(ebpf.SockOps) }},
+		{"hash maps (Linux 3.19)", func() error { return features.HaveMapType(ebpf.Hash) }},
 		{"LRU hash maps (Linux 4.10)", func() error { return features.HaveMapType(ebpf.LRUHash) }},
 		{"LPM trie maps (Linux 4.11)", func() error { return features.HaveMapType(ebpf.LPMTrie) }},
-		{"bpf_get_netns_cookie in sock_addr programs (Linux 5.7)", func() error {
-			return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnGetNetnsCookie)
-		}},
+		{"per-CPU array maps (Linux 4.6)", func() error { return features.HaveMapType(ebpf.PerCPUArray) }},
+		{"socket-local storage maps (Linux 5.2)", func() error { return features.HaveMapType(ebpf.SkStorage) }},
+		{"bpf_get_socket_cookie in sock_addr programs (Linux 4.19)", helper(ebpf.CGroupSockAddr, asm.FnGetSocketCookie)},
+		{"bpf_get_socket_cookie in sockops programs (Linux 4.19)", helper(ebpf.SockOps, asm.FnGetSocketCookie)},
+		{"bpf_sk_storage_get in sock_addr programs (Linux 5.3)", helper(ebpf.CGroupSockAddr, asm.FnSkStorageGet)},
+		{"bpf_sk_storage_get in sockops programs (Linux 5.3)", helper(ebpf.SockOps, asm.FnSkStorageGet)},
+		{"bpf_sock_ops_cb_flags_set (Linux 4.16)", helper(ebpf.SockOps, asm.FnSockOpsCbFlagsSet)},
+		{"bpf_get_netns_cookie in sock_addr programs (Linux 5.7)", helper(ebpf.CGroupSockAddr, asm.FnGetNetnsCookie)},
+		{"bpf_get_current_cgroup_id in sock_addr programs (Linux 5.7)", helper(ebpf.CGroupSockAddr, asm.FnGetCurrentCgroupId)},
+		{"lookup-and-delete on hash maps (Linux 5.14)", haveHashLookupAndDelete},
 	}
 	for _, p := range probes {
 		if err := p.err(); err != nil {
 			if errors.Is(err, ebpf.ErrNotSupported) {
 				return fmt.Errorf("%w: needs %s: %v", ErrUnsupported, p.what, err)
 			}
+			if errors.Is(err, unix.EPERM) {
+				return fmt.Errorf("%w: probe %s: %v (needs CAP_BPF, Linux 5.8, or CAP_SYS_ADMIN)", ErrNotRoot, p.what, err)
+			}
 			return fmt.Errorf("probe %s: %w (is BPF disabled?)", p.what, err)
 		}
+	}
+	return nil
+}
+
+// haveHashLookupAndDelete probes BPF_MAP_LOOKUP_AND_DELETE_ELEM on a hash
+// map (Lookup's one syscall per accepted connection): on a missing key the
+// kernel says ENOENT if it supports the command for hash maps, EINVAL or
+// ENOTSUPP before 5.14.
+func haveHashLookupAndDelete() error {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	var v uint32
+	err = m.LookupAndDelete(uint32(0), &v)
+	if err == nil || errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.Errno(524)) /* ENOTSUPP */ || errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("%w: %v", ebpf.ErrNotSupported, err)
+	}
+	return err
+}
+
+// removeMemlock lifts RLIMIT_MEMLOCK for kernels that still charge BPF
+// memory to it (before 5.11, which charges the memory cgroup instead);
+// raising it needs CAP_SYS_RESOURCE, which the DaemonSet does not grant.
+func removeMemlock() error {
+	err := rlimit.RemoveMemlock()
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w: remove memlock limit: %v (kernels before Linux 5.11 charge BPF maps to RLIMIT_MEMLOCK: raising it needs CAP_SYS_RESOURCE)", ErrNotRoot, err)
+	}
+	if err != nil {
+		return fmt.Errorf("remove memlock limit: %w", err)
 	}
 	return nil
 }
