@@ -116,7 +116,7 @@ func agentArgs(w *world, port int, admin string, extra ...string) []string {
 	return append([]string{"run", "--rules", w.rulesFile, "--cgroup", w.cgroup,
 		"--proxy-port", strconv.Itoa(port), "--admin", admin, "--pin-dir", w.pinDir,
 		"--node-addr", node4.String(), "--node-addr", node6.String(),
-		"--dns", dns4.String(), "--ca-file", w.caFile, "--shutdown-timeout", "10s"}, extra...)
+		"--dns", dns4.String(), "--ca-file", w.caFile, "--shutdown-timeout", kerneltest.Scale(10 * time.Second).String()}, extra...)
 }
 
 // startEgressd starts the egressd binary with args and waits until its
@@ -131,7 +131,8 @@ func startEgressd(t *testing.T, admin string, args ...string) *agent {
 func startEgressdIn(t *testing.T, cgroup string, wrap []string, admin string, args ...string) *agent {
 	t.Helper()
 	a := launchEgressd(t, cgroup, wrap, admin, args...)
-	deadline := time.Now().Add(15 * time.Second)
+	limit := kerneltest.Scale(15 * time.Second)
+	deadline := time.Now().Add(limit)
 	for {
 		if code, _ := a.get("/readyz"); code == http.StatusOK {
 			return a
@@ -142,7 +143,7 @@ func startEgressdIn(t *testing.T, cgroup string, wrap []string, admin string, ar
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("egressd %s not ready after 15s:\n%s", args[0], a.output())
+			t.Fatalf("egressd %s not ready after %v:\n%s", args[0], limit, a.output())
 		}
 	}
 }
@@ -180,12 +181,12 @@ func (a *agent) signal(sig os.Signal) {
 	}
 }
 
-// wait waits (at most 20 s) for egressd to exit and returns its exit code.
+// wait waits (at most 20 s, scaled) for egressd to exit and returns its exit code.
 func (a *agent) wait(t *testing.T) int {
 	t.Helper()
 	select {
 	case <-a.done:
-	case <-time.After(20 * time.Second):
+	case <-time.After(kerneltest.Scale(20 * time.Second)):
 		t.Fatalf("egressd did not exit:\n%s", a.output())
 	}
 	return a.cmd.ProcessState.ExitCode()

@@ -47,7 +47,7 @@ type response struct {
 // args, and returns the response. It never fails the test itself.
 func curl(t *testing.T, w *world, ns *kerneltest.NS, args ...string) response {
 	t.Helper()
-	args = append([]string{"-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"}, args...)
+	args = append([]string{"-sS", "--max-time", kerneltest.Seconds(10 * time.Second), "-o", "-", "-w", "\n%{http_code}"}, args...)
 	cmd := kerneltest.Command(t, w.cgroup, ns, "curl", args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -56,6 +56,22 @@ func curl(t *testing.T, w *world, ns *kerneltest.NS, args ...string) response {
 	i := strings.LastIndexByte(out, '\n')
 	code, _ := strconv.Atoi(strings.TrimSpace(out[i+1:]))
 	return response{code: code, body: out[:max(i, 0)], err: stderr.String()}
+}
+
+// curlAsync runs curl in the host namespace in a goroutine and returns
+// its response on the channel. The test waits for the goroutine on every
+// path (t.Cleanup, before the world is torn down), so it never touches t
+// after the test has ended.
+func curlAsync(t *testing.T, w *world, args ...string) <-chan response {
+	t.Helper()
+	ch := make(chan response, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ch <- curl(t, w, nil, args...)
+	}()
+	t.Cleanup(func() { <-done })
+	return ch
 }
 
 // field returns the value of "key: value" in an echo body.
@@ -95,7 +111,7 @@ func grpcClientMain(args []string) int {
 		return 1
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), kerneltest.Scale(10*time.Second))
 	defer cancel()
 	c := testpb.NewTestServiceClient(conn)
 	resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 100 << 10, Payload: &testpb.Payload{Body: make([]byte, 100<<10)}})

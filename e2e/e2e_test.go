@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/kerneltest"
 )
 
 // at is curl's --resolve for name:port to addr: curl sends Host: name and
@@ -33,7 +35,7 @@ func assertNoBypass(t *testing.T, w *world) {
 	}
 }
 
-// waitStatus polls (at most 10 s) until a request gets the status code.
+// waitStatus polls (at most 10 s, scaled) until a request gets the status code.
 func waitStatus(t *testing.T, w *world, args []string, code int) {
 	t.Helper()
 	var last response
@@ -44,10 +46,11 @@ func waitStatus(t *testing.T, w *world, args []string, code int) {
 	_ = last
 }
 
-// waitFor polls cond every 50 ms for at most 10 s.
+// waitFor polls cond every 50 ms for at most 10 s (scaled by
+// EGRESSD_TEST_SLOWDOWN).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(kerneltest.Scale(10 * time.Second))
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

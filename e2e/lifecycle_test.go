@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/kerneltest"
 )
 
 // TestE2EShutdownDrains: on SIGTERM requests in flight finish, new
@@ -16,12 +18,9 @@ func TestE2EShutdownDrains(t *testing.T) {
 	w := newWorld(t)
 	a := startAgent(t, w, 0)
 	const n = 5
-	codes := make(chan int, n)
+	var inFlight []<-chan response
 	for range n {
-		go func() {
-			r := curl(t, w, nil, "--resolve", "slow.allowed.test:80:"+decoy4.String(), "http://slow.allowed.test/slow?ms=2000")
-			codes <- r.code
-		}()
+		inFlight = append(inFlight, curlAsync(t, w, "--resolve", "slow.allowed.test:80:"+decoy4.String(), "http://slow.allowed.test/slow?ms=2000"))
 	}
 	waitFor(t, "requests in flight at the upstream", func() bool { return w.rec.Count(real4)+w.rec.Count(real6) >= n })
 	a.signal(syscall.SIGTERM)
@@ -31,8 +30,8 @@ func TestE2EShutdownDrains(t *testing.T) {
 	waitFor(t, "new connects refused while draining", func() bool {
 		return curl(t, w, nil, at("a.allowed.test", portHTTP, decoy4)...).code == 0
 	})
-	for range n {
-		if code := <-codes; code != 200 {
+	for _, r := range inFlight {
+		if code := (<-r).code; code != 200 {
 			t.Errorf("a request in flight at SIGTERM got %d, want 200", code)
 		}
 	}
@@ -54,6 +53,7 @@ func TestE2ERestartNoBypass(t *testing.T) {
 	var mu sync.Mutex
 	counts := map[int]int{}
 	stop := make(chan struct{})
+	stopLoop := sync.OnceFunc(func() { close(stop) })
 	loopDone := make(chan struct{})
 	go func() {
 		defer close(loopDone)
@@ -63,12 +63,15 @@ func TestE2ERestartNoBypass(t *testing.T) {
 				return
 			default:
 			}
-			r := curl(t, w, nil, "--max-time", "3", "--resolve", "loop.allowed.test:80:"+decoy4.String(), "http://loop.allowed.test/")
+			r := curl(t, w, nil, "--max-time", kerneltest.Seconds(3*time.Second), "--resolve", "loop.allowed.test:80:"+decoy4.String(), "http://loop.allowed.test/")
 			mu.Lock()
 			counts[r.code]++
 			mu.Unlock()
 		}
 	}()
+	// On every path (a failed wait below ends the test at once) the loop
+	// stops before the world goes: it must not use t after the test.
+	t.Cleanup(func() { stopLoop(); <-loopDone })
 	ok := func() int { mu.Lock(); defer mu.Unlock(); return counts[200] }
 	waitFor(t, "requests through the first agent", func() bool { return ok() >= 10 })
 
@@ -78,7 +81,7 @@ func TestE2ERestartNoBypass(t *testing.T) {
 	before := ok()
 	b := startAgent(t, w, port)
 	waitFor(t, "requests through the second agent", func() bool { return ok() >= before+10 })
-	close(stop)
+	stopLoop()
 	<-loopDone
 
 	mu.Lock()
@@ -104,10 +107,7 @@ func TestE2ERestartNoBypass(t *testing.T) {
 func TestE2EShutdownTimeout(t *testing.T) {
 	w := newWorld(t)
 	a := startAgent(t, w, 0, "--shutdown-timeout", "500ms")
-	done := make(chan response, 1)
-	go func() {
-		done <- curl(t, w, nil, "--resolve", "slow.allowed.test:80:"+decoy4.String(), "http://slow.allowed.test/slow?ms=4000")
-	}()
+	done := curlAsync(t, w, "--resolve", "slow.allowed.test:80:"+decoy4.String(), "http://slow.allowed.test/slow?ms=4000")
 	waitFor(t, "the request at the upstream", func() bool { return w.rec.Count(real4)+w.rec.Count(real6) >= 1 })
 	a.signal(syscall.SIGTERM)
 	if code := a.wait(t); code != 1 {

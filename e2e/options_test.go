@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/internal/kerneltest"
 )
 
 // TestE2EDialOriginalAndExclude: --dial=original sends an allowed request to
@@ -32,7 +34,7 @@ func TestE2EDialOriginalAndExclude(t *testing.T) {
 	// The access log is written in batches: once a later request's line is
 	// out, so is every earlier one.
 	curl(t, w, w.pod, at("flush.denied.test", portHTTP, decoy4)...)
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(a.output(), "host=flush.denied.test") && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(kerneltest.Scale(10 * time.Second)); !strings.Contains(a.output(), "host=flush.denied.test") && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if strings.Contains(a.output(), "orig_dst="+excluded.String()) {

@@ -94,7 +94,7 @@ func (j job) once() (string, error) {
 	if j.Socket != "" {
 		return j.socket()
 	}
-	d := net.Dialer{Timeout: 3 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
+	d := net.Dialer{Timeout: kerneltest.Scale(3 * time.Second), Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			if j.Mark != 0 {
@@ -126,7 +126,7 @@ func (j job) once() (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(kerneltest.Scale(3 * time.Second)))
 	payload := j.Payload
 	if payload == "" && strings.HasPrefix(j.Network, "udp") {
 		payload = "ping\n"

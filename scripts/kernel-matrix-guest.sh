@@ -52,6 +52,13 @@ startup() {
 	echo "$result" >"$out/startup-$name"
 }
 
+# EGRESSD_MATRIX_EXEC (debugging): a command run here instead of the checks.
+if [ -n "${MATRIX_EXEC:-}" ]; then
+	bash -c "$MATRIX_EXEC" >"$out/exec.log" 2>&1
+	echo $? >"$out/exec.rc"
+	exit 0
+fi
+
 startup least-privilege setpriv --bounding-set -all,+bpf,+net_admin --inh-caps -all --
 startup root
 

@@ -41,6 +41,8 @@
 #	EGRESSD_MATRIX_TIMEOUT   hard limit per kernel in seconds (default 1500)
 #	EGRESSD_MATRIX_REFRESH   1: update the apt lists even if they are fresh
 #	EGRESSD_MATRIX_RUN       -test.run pattern for both packages (default: all)
+#	EGRESSD_MATRIX_EXEC      debugging: a shell command run in each guest
+#	                         instead of the checks (output: runs/.../exec.log)
 #
 # Exit status 0 when every kernel did what it must, 1 otherwise.
 set -euo pipefail
@@ -207,6 +209,7 @@ run_kernel() {
 		MATRIX_PACKAGES='${pkgs[*]}'
 		MATRIX_SLOWDOWN='$SLOWDOWN'
 		MATRIX_RUN='${EGRESSD_MATRIX_RUN:-}'
+		MATRIX_EXEC='${EGRESSD_MATRIX_EXEC:-}'
 	EOF
 	echo run >"$out/mode"
 	local t0=$SECONDS rc=0

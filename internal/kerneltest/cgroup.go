@@ -36,7 +36,7 @@ func Cgroup(t testing.TB) string {
 }
 
 // removeCgroup kills every process in dir and removes it. It waits up to
-// five seconds for the kernel to reap the processes.
+// five seconds (scaled) for the kernel to reap the processes.
 func removeCgroup(dir string) error {
 	// cgroup.kill (5.14+) kills the whole subtree atomically; fall back to
 	// signalling the listed PIDs on older kernels.
@@ -51,7 +51,7 @@ func removeCgroup(dir string) error {
 		}
 		return nil
 	})
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(Scale(5 * time.Second))
 	for i := len(dirs) - 1; i >= 0; i-- {
 		for {
 			err := os.Remove(dirs[i])
