@@ -33,7 +33,6 @@ PACKAGES=(
 	dnsmasq-base
 	wrk
 	iproute2
-	vagrant
 	openssl
 	ca-certificates
 	unzip
@@ -47,6 +46,23 @@ PACKAGES=(
 	iptables
 	busybox-static
 )
+
+# What only a CI host needs on top: `vagrant validate`, and the kernel
+# matrix (scripts/kernel-matrix.sh: QEMU; busybox-static, above, for its
+# initramfs; kmod's depmod/modprobe to resolve the guest kernels' modules,
+# cpio and the decompressors for those modules). Not installed inside the
+# Vagrant VM, which sets EGRESSD_PROVISION_VM=1.
+HOST_PACKAGES=(
+	vagrant
+	qemu-system-x86
+	kmod
+	cpio
+	xz-utils
+	zstd
+)
+if [ "${EGRESSD_PROVISION_VM:-}" != 1 ]; then
+	PACKAGES+=("${HOST_PACKAGES[@]}")
+fi
 
 # Services some of those packages ship. Tests and benchmarks start their own
 # instances with their own configs; the system-wide ones would only hold
