@@ -91,12 +91,15 @@ func onLockedThread(f func() error) error {
 	return <-errc
 }
 
-// netlink returns a netlink handle that acts in the namespace.
+// netlink returns a netlink handle that acts in the namespace. It opens
+// rtnetlink only: the library's default also opens xfrm and netfilter
+// sockets, which fail with EPROTONOSUPPORT on a kernel that cannot load
+// their modules (the kernel matrix's guests).
 func (ns *NS) netlink() (*netlink.Handle, error) {
 	if ns == nil {
-		return netlink.NewHandle()
+		return netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
-	return netlink.NewHandleAt(ns.handle)
+	return netlink.NewHandleAt(ns.handle, unix.NETLINK_ROUTE)
 }
 
 // withLink runs f with a netlink handle in the namespace and the link named
