@@ -116,7 +116,10 @@ func agentArgs(w *world, port int, admin string, extra ...string) []string {
 	return append([]string{"run", "--rules", w.rulesFile, "--cgroup", w.cgroup,
 		"--proxy-port", strconv.Itoa(port), "--admin", admin, "--pin-dir", w.pinDir,
 		"--node-addr", node4.String(), "--node-addr", node6.String(),
-		"--dns", dns4.String(), "--ca-file", w.caFile, "--shutdown-timeout", kerneltest.Scale(10 * time.Second).String()}, extra...)
+		"--dns", dns4.String(), "--ca-file", w.caFile, "--shutdown-timeout", kerneltest.Scale(10 * time.Second).String(),
+		// l7's default connect timeout, scaled (an emulated guest's TLS
+		// handshakes take seconds).
+		"--connect-timeout", kerneltest.Scale(5 * time.Second).String()}, extra...)
 }
 
 // startEgressd starts the egressd binary with args and waits until its
