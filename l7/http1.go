@@ -49,7 +49,11 @@ func (p *Proxy) serveHTTP1(c *clientConn) {
 	}
 	s.p, s.c, s.clientText, s.origText, s.first = p, c, c.client.String(), orig.String(), true
 	defer s.release()
-	for s.serveOne() && !p.closing.Load() {
+	// Not "until Shutdown": a response that promised keep-alive before
+	// Shutdown began may already have its next request on the way, which
+	// must be answered (with "Connection: close"), not reset; an idle
+	// connection is closed by Shutdown after idleGrace.
+	for s.serveOne() {
 	}
 	if c.linger && c.bw.Flush() == nil {
 		c.lingerClose()
