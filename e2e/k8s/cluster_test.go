@@ -146,6 +146,25 @@ func TestDaemonSetOnANode(t *testing.T) {
 		checkUpstream(t, up, egressdAddr, map[string]bool{allowed: true, denied: true})
 	})
 
+	t.Run("rollout restart: the new pod takes over, nothing refused", func(t *testing.T) {
+		c := c.with(t)
+		_, oldUID := c.agentPod()
+		poll := c.pollFromClient(t, "http://"+allowed+"/")
+		c.kubectl("-n", "egressd-system", "rollout", "restart", "daemonset/egressd")
+		c.kubectl("-n", "egressd-system", "rollout", "status", "daemonset/egressd", "--timeout=3m")
+		if _, uid := c.agentPod(); uid == oldUID || uid == "" {
+			t.Fatalf("agent pod after the rollout: uid %q (before: %q)", uid, oldUID)
+		}
+		codes := poll.stopAfter200(t)
+		// The surge pod's agent is handed the sockets by the old one: every
+		// poll gets 200, none is refused (0).
+		if strings.Trim(codes, "2") != "" || len(codes) < 10 {
+			t.Fatalf("polls during the rollout (2: 200, 0: refused, 4: 403): %q; want only 200s", codes)
+		}
+		t.Logf("%d polls during the rollout, all 200", len(codes))
+		checkUpstream(t, up, egressdAddr, map[string]bool{allowed: true, denied: true})
+	})
+
 	t.Run("--uninstall makes /readyz fail", func(t *testing.T) {
 		c := c.with(t)
 		agent := mustAgent(t, c)

@@ -15,7 +15,8 @@
 //     README says; allowed 200 and denied 403, the upstream seeing egressd's
 //     address; a ConfigMap rule change; the API server through its service
 //     IP, kubectl logs and exec, probes; the agent pod deleted: fail closed,
-//     the new pod takes over; --uninstall turning /readyz 503).
+//     the new pod takes over; kubectl rollout restart: the surge pod is
+//     handed the sockets, no poll refused; --uninstall turning /readyz 503).
 //   - kube_test.go: starting and removing the cluster, kubectl, requests
 //     from a pod (scripts/fetch in the client image).
 //   - upstream_test.go: the "external" server in the cluster's upstream
