@@ -19,10 +19,11 @@
 // Traps:
 //   - A connection whose original destination is unknown is closed at once:
 //     the proxy must never become an open proxy.
-//   - A connection over MaxConns, MaxConnsPerClient (by source address) or
-//     accepted while the runtime is above 90 % of its memory limit is shed
-//     at accept (limit.go): reset unread, counted by reason, logged at most
-//     every 5 s per reason. Accept errors of exhausted resources (EMFILE,
+//   - A connection over MaxConns, over MaxConnsPerClient (source address;
+//     host processes by cgroup), or from a client with 16 or more open
+//     while resident memory is above 90 % of the runtime's memory limit is
+//     shed at accept (limit.go): reset unread, counted by reason, logged at
+//     most every 5 s per reason. Accept errors of exhausted resources (EMFILE,
 //     ENFILE, ENOBUFS, ENOMEM) pause Serve, never end it.
 //   - The first request head (TLS ClientHello, h2c preface) must arrive
 //     within ReadHeaderTimeout of accept, not of its first byte; until its
@@ -70,7 +71,10 @@
 // and their liveness check), errors.go (upstream error → status,
 // in one place), accesslog.go and accesslogbuf.go (the access log, slog or
 // batched), metrics.go.
-// h2c*.go, passthrough.go and clienthello.go hold HTTP/2, gRPC and TLS passthrough.
+// h2c*.go, passthrough.go and clienthello.go hold HTTP/2, gRPC and TLS
+// passthrough; h2c_settings.go lowers the upstream's announced maximum frame
+// size, which sizes x/net's per-stream body buffers. h2c client connections
+// get 64 KiB flow-control windows (h2c.go), not x/net's 1 MiB.
 // egressproxy.go chains rules with useEgressProxy through Config.EgressProxy
 // (absolute form for plain HTTP, CONNECT tunnels for the rest; never a direct
 // fallback). gateway.go is ServeGateway, the explicit proxy of `egressd

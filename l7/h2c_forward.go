@@ -87,8 +87,11 @@ func (p *Proxy) dialH2Upstream(ctx context.Context, _, _ string, _ *tls.Config) 
 		return nil, errors.New("h2 upstream dial without its parameters")
 	}
 	nc, err := p.dialUpstream(ctx, d.m, d.host, d.orig)
-	if err != nil || !d.tls {
-		return nc, err
+	if err != nil {
+		return nil, err
+	}
+	if !d.tls {
+		return clampUpstreamSettings(nc), nil // h2c_settings.go
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
@@ -101,7 +104,7 @@ func (p *Proxy) dialH2Upstream(ctx context.Context, _, _ string, _ *tls.Config) 
 		tc.Close()
 		return nil, fmt.Errorf("%w: %s negotiated ALPN %q, not h2", errUpstreamProtocol, hostOnly(d.host), proto)
 	}
-	return tc, nil
+	return clampUpstreamSettings(tc), nil
 }
 
 // forwardH2 sends an allowed stream upstream and streams the response back:

@@ -1,13 +1,17 @@
 package l7
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,10 +28,15 @@ import (
 //     loopback, the cgroup of the process that connected when OriginalDst
 //     knows it (OriginalDstCgroup; checked right after the lookup, before
 //     a byte is read), else the loopback address they share;
-//   - memory: while the Go runtime's memory is above memoryShedFraction of
-//     its limit (debug.SetMemoryLimit, GOMEMLIMIT), every new connection is
-//     shed, so that the connections already open can finish before the
-//     kernel's OOM killer would end them all.
+//   - memory: while the process's resident memory is above
+//     memoryShedFraction of the runtime's limit (debug.SetMemoryLimit,
+//     GOMEMLIMIT), a new connection is shed unless its client has fewer
+//     than pressureAllowance open: the clients holding many connections
+//     (the likely cause) are refused, the others still served, and the
+//     connections already open can finish before the kernel's OOM killer
+//     would end them all. Resident memory, not the runtime's own count:
+//     x/net maps buffers it barely touches (512 KiB per upstream h2 stream
+//     with a body), which the OOM killer does not see.
 //
 // Shed connections are counted by reason and logged at most once per
 // shedLogEvery per reason, with the count since the last line.
@@ -44,6 +53,10 @@ var shedReasons = [...]string{shedMaxConns, shedPerClient, shedMemory}
 // memoryShedFraction of the runtime's memory limit: above it, new
 // connections are shed.
 const memoryShedFraction = 0.9
+
+// pressureAllowance: under memory pressure, a client with fewer open
+// connections than this is still admitted.
+const pressureAllowance = 16
 
 // memoryCheckEvery bounds how often admit reads the runtime's memory
 // figures (a flood of connects reads them at most this often).
@@ -96,41 +109,45 @@ func newLimiter(maxConns, perClient int, log *slog.Logger) *limiter {
 // says why it must be shed ("" when admitted). An admitted connection is
 // released once, when it ends, with the key of its last admission.
 func (l *limiter) admit(client clientKey, now time.Time) string {
-	if l.memoryOver(now) {
-		return shedMemory
-	}
+	pressure := l.memoryOver(now)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.maxConns > 0 && l.open >= l.maxConns {
 		return shedMaxConns
 	}
-	if !l.addClient(client) {
-		return shedPerClient
+	if reason := l.addClient(client, pressure); reason != "" {
+		return reason
 	}
 	l.open++
 	return ""
 }
 
 // admitClient counts an admitted connection for client too (its identity
-// was learnt after accept); false: shed it, and release it with the zero key.
-func (l *limiter) admitClient(client clientKey) bool {
+// was learnt after accept), or says why it must be shed; then release it
+// with the zero key.
+func (l *limiter) admitClient(client clientKey, now time.Time) string {
+	pressure := l.memoryOver(now)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.addClient(client)
+	return l.addClient(client, pressure)
 }
 
-// addClient counts one connection more for client, if under the limit;
-// l.mu is held.
-func (l *limiter) addClient(client clientKey) bool {
+// addClient counts one connection more for client, if under the limit
+// (under memory pressure: under pressureAllowance); l.mu is held. The
+// zero key is not counted, and under pressure not admitted.
+func (l *limiter) addClient(client clientKey, pressure bool) string {
 	if client == (clientKey{}) {
-		return true
+		return ""
 	}
 	n := l.byClient[client]
 	if l.perClient > 0 && int(n) >= l.perClient {
-		return false
+		return shedPerClient
+	}
+	if pressure && n >= pressureAllowance {
+		return shedMemory
 	}
 	l.byClient[client] = n + 1
-	return true
+	return ""
 }
 
 func (l *limiter) release(client clientKey) {
@@ -173,9 +190,32 @@ func (l *limiter) readMemory(now time.Time) {
 	}
 	shed := int64(float64(limit) * memoryShedFraction)
 	l.memShed.Store(shed)
-	rtmetrics.Read(l.memSample)
-	used := int64(l.memSample[0].Value.Uint64() - l.memSample[1].Value.Uint64())
+	used, err := residentBytes()
+	if err != nil { // no /proc: what the runtime counts against its limit
+		rtmetrics.Read(l.memSample)
+		used = int64(l.memSample[0].Value.Uint64() - l.memSample[1].Value.Uint64())
+	}
 	l.memOver.Store(used >= shed)
+}
+
+// residentBytes is the process's resident set size (/proc/self/statm).
+func residentBytes() (int64, error) {
+	var buf [128]byte
+	f, err := os.Open("/proc/self/statm")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n, _ := f.Read(buf[:])
+	fields := bytes.Fields(buf[:n])
+	if len(fields) < 2 {
+		return 0, errors.New("/proc/self/statm: unexpected format")
+	}
+	pages, err := strconv.ParseInt(string(fields[1]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/self/statm: %w", err)
+	}
+	return pages * int64(os.Getpagesize()), nil
 }
 
 // shed records a shed connection: the metric, and a log line unless one
@@ -224,8 +264,8 @@ func (p *Proxy) admitCgroup(c *clientConn, cgroup uint64) bool {
 	if cgroup == 0 {
 		key = clientKey{addr: c.client.Addr()}
 	}
-	if !p.limits.admitClient(key) {
-		p.shedConn(c, shedPerClient)
+	if reason := p.limits.admitClient(key, time.Now()); reason != "" {
+		p.shedConn(c, reason)
 		return false
 	}
 	c.limitKey = key

@@ -122,10 +122,16 @@ func TestShedOverTheGlobalLimit(t *testing.T) {
 	}
 }
 
-// TestShedUnderMemoryPressure: with the runtime over its memory limit,
-// new connections are shed; under it again, they are served.
+// TestShedUnderMemoryPressure: with the process over the runtime's
+// memory limit, a client holding pressureAllowance connections has its
+// next one shed, while a client with few is still served; under the
+// limit again, the first is served too.
 func TestShedUnderMemoryPressure(t *testing.T) {
 	e, _ := limitEnv(t, Config{})
+	for range pressureAllowance {
+		e.dialFrom("127.0.0.1")
+	}
+	e.waitOpen(pressureAllowance)
 	old := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(old) })
 	debug.SetMemoryLimit(1 << 20) // far below what the test process uses
@@ -134,6 +140,7 @@ func TestShedUnderMemoryPressure(t *testing.T) {
 	if n := e.counter("egressd_connections_shed_total", "reason", "memory"); n != 1 {
 		t.Errorf("shed memory = %v, want 1", n)
 	}
+	wantServed(t, e.dialFrom("127.0.0.2"))
 	if v, want := e.limit("memory_shed_bytes"), 0.9*(1<<20); v < want-1 || v > want {
 		t.Errorf("egressd_limit{memory_shed_bytes} = %v", v)
 	}
