@@ -28,6 +28,10 @@ func TestMain(m *testing.M) {
 		os.Exit(grpcClientMain(os.Args[1:]))
 	case "loop":
 		os.Exit(loopClientMain(os.Args[1:])) // handover_test.go
+	case "flood":
+		os.Exit(floodMain(os.Args[1:])) // floodclient_test.go
+	case "probe":
+		os.Exit(probeMain(os.Args[1:]))
 	}
 	code := m.Run()
 	if build.dir != "" {
