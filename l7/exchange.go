@@ -1,7 +1,9 @@
 package l7
 
 import (
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -84,7 +86,20 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 		s.local(status, "upstream failed while receiving the request body: "+reason, markerError, true)
 		return false, false
 	}
-	return s.upstreamFailed(err, true), false
+	return s.upstreamFailed(alpnHint(uc, err, len(s.resp.buf) == 0), true), false
+}
+
+// alpnHint explains an upstream that closed a new TLS connection without a
+// byte of response: most often one that speaks only HTTP/2 (egressd's
+// HTTP/1.x path offers ALPN http/1.1, and such servers accept the
+// handshake without ALPN, then drop the HTTP/1.1 request).
+func alpnHint(uc *upConn, err error, nothing bool) error {
+	tc, ok := uc.nc.(*tls.Conn)
+	if !ok || uc.reused || !nothing || !isEOF(err) {
+		return err
+	}
+	return fmt.Errorf("%w (the upstream closed a new TLS connection without answering an HTTP/1.1 request; ALPN offered http/1.1, negotiated %q: it may speak only HTTP/2, which HTTPS rules on HTTP ports do not originate)",
+		err, tc.ConnectionState().NegotiatedProtocol)
 }
 
 // clientGone logs a request whose client went away before its answer.

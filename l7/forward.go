@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/egressd/egressd/rules"
 )
@@ -100,6 +102,9 @@ func (p *Proxy) connectUpstream(key poolKey, m rules.Match, orig netip.AddrPort)
 		tc := tls.Client(nc, p.tlsConfig(key.host, []string{"http/1.1"}))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
+			if strings.Contains(err.Error(), "no application protocol") {
+				err = fmt.Errorf("%w (the upstream refused ALPN http/1.1: it may speak only HTTP/2)", err)
+			}
 			return nil, err
 		}
 		nc = tc

@@ -102,7 +102,7 @@ func (p *Proxy) dialH2Upstream(ctx context.Context, _, _ string, _ *tls.Config) 
 	}
 	if proto := tc.ConnectionState().NegotiatedProtocol; proto != http2.NextProtoTLS {
 		tc.Close()
-		return nil, fmt.Errorf("%w: %s negotiated ALPN %q, not h2", errUpstreamProtocol, hostOnly(d.host), proto)
+		return nil, fmt.Errorf("%w: %s negotiated ALPN %q, not h2 (the upstream does not offer HTTP/2 over TLS; streams of HTTP2 and GRPC clients are not downgraded to HTTP/1.1)", errUpstreamProtocol, hostOnly(d.host), proto)
 	}
 	return clampUpstreamSettings(tc), nil
 }

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -249,4 +250,23 @@ func TestTLSOriginationToAnIPLiteral(t *testing.T) {
 			u.none(t)
 		})
 	}
+}
+
+// An HTTPS upstream that speaks only HTTP/2 (it completes the handshake
+// without ALPN, then drops the HTTP/1.1 request, as gRPC servers do): the
+// 502 says why, instead of a bare EOF.
+func TestTLSOriginationToAnH2OnlyUpstreamExplainsALPN(t *testing.T) {
+	ca := newTestCA(t)
+	cert := ca.leaf(t, "a.allowed.test")
+	u := newScriptedUpstream(t, &cert, func(u *scriptedUpstream, i int, c net.Conn, br *bufio.Reader) {
+		br.ReadByte() // "GET ..." is not the HTTP/2 preface: close
+	})
+	e := scriptedEnv(t, u, ca)
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	resp, body := rc.read("GET")
+	if resp.StatusCode != 502 {
+		t.Fatalf("got %d %q, want 502", resp.StatusCode, body)
+	}
+	mustContain(t, body, "it may speak only HTTP/2")
 }
