@@ -32,6 +32,8 @@ func (s *h1conn) relayResponse(uc *upConn, up *upload) bool {
 	switch {
 	case string(r.bytes(r.method)) == "HEAD" || resp.status == 204 || resp.status == 304:
 		framing = bodyNone
+	case resp.minor == 0 && resp.teFields > 0:
+		framing = bodyUntilClose // HTTP/1.0 has no Transfer-Encoding (RFC 9112 6.1; net/http reads so too)
 	case resp.chunked && (!resp.teOther || resp.teCodings):
 		framing = bodyChunked // "gzip, chunked" too: the client decodes gzip
 	case resp.teOther:
