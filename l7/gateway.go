@@ -161,8 +161,8 @@ func (s *h1conn) gatewayConnect() bool {
 }
 
 // tunnelNameAllowed looks at the first bytes the client sends into a tunnel
-// (within ReadHeaderTimeout): when they are a TLS ClientHello naming a
-// server, that name must be allowed on port too, so that a tunnel to an
+// (within ReadHeaderTimeout): when they are a TLS ClientHello, it must name
+// a server (SNI), as in passthrough, and that name must be allowed on port too, so that a tunnel to an
 // allowed name cannot carry a handshake for another one served from the same
 // address (domain fronting). It returns the reader to relay the client's
 // bytes from; false: close the tunnel (s.entry says why).
@@ -182,12 +182,17 @@ func (s *h1conn) tunnelNameAllowed(port uint16) (io.Reader, bool) {
 		s.entry.decision, s.entry.reason = decisionInvalid, "tunnel: "+err.Error()
 		return nil, false
 	}
-	if hello.serverName != "" {
-		if _, ok := s.p.decide(hello.serverName, port); !ok {
-			s.entry.decision = decisionDeny
-			s.entry.reason = "tunnel: no rule allows the TLS server name " + hello.serverName + " on port " + strconv.Itoa(int(port))
-			return nil, false
-		}
+	if hello.serverName == "" {
+		s.entry.decision = decisionDeny
+		s.entry.reason = "tunnel: tls client hello without server name (SNI)"
+		sendAlert(c.nc, alertUnrecognizedName)
+		return nil, false
+	}
+	if _, ok := s.p.decide(hello.serverName, port); !ok {
+		s.entry.decision = decisionDeny
+		s.entry.reason = "tunnel: no rule allows the TLS server name " + hello.serverName + " on port " + strconv.Itoa(int(port))
+		sendAlert(c.nc, alertAccessDenied)
+		return nil, false
 	}
 	return br, true
 }

@@ -348,6 +348,17 @@ func TestGatewayTunnelChecksTheTLSServerName(t *testing.T) {
 		}
 		c.CloseIdleConnections()
 	}
+	// A hello without SNI in a tunnel is refused too, as in passthrough.
+	rc := e.dial()
+	rc.send(fmt.Sprintf("CONNECT secure.allowed.test:%d HTTP/1.1\r\nHost: secure.allowed.test\r\n\r\n", svc.port))
+	if resp, err := http.ReadResponse(rc.br, &http.Request{Method: "CONNECT"}); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	err := tls.Client(rc.c, &tls.Config{InsecureSkipVerify: true}).Handshake()
+	if err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+		t.Fatalf("no SNI through a tunnel: %v, want the unrecognized_name alert", err)
+	}
 	svc.none(t)
 	mustContain(t, e.logs.String(), "no rule allows the TLS server name evil.test")
+	mustContain(t, e.logs.String(), "tunnel: tls client hello without server name (SNI)")
 }

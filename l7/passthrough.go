@@ -37,18 +37,25 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 	if hello.serverName == "" {
 		e.decision = decisionDeny
 		e.reason = "tls client hello without server name (SNI)"
+		sendAlert(c.nc, alertUnrecognizedName)
 		return
 	}
 	m, ok := p.decide(hello.serverName, e.port)
 	if !ok {
 		e.decision = decisionDeny
 		e.reason = "no egress rule allows the host and port"
+		sendAlert(c.nc, alertAccessDenied)
 		return
 	}
 	e.decision, e.rule, e.upstream = decisionAllow, m.Rule.Name, "tls"
 	up, err := p.dialUpstream(context.Background(), m, hello.serverName, c.orig)
 	if err != nil {
-		_, e.reason = p.upstreamError(err)
+		var refused *addrRefusedError
+		if _, e.reason = p.upstreamError(err); errors.As(err, &refused) {
+			sendAlert(c.nc, alertAccessDenied)
+		} else {
+			sendAlert(c.nc, alertInternalError)
+		}
 		return
 	}
 	defer up.Close()
@@ -56,6 +63,22 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 	if err != nil {
 		e.reason = "spliced connection failed: " + err.Error()
 	}
+}
+
+// TLS alert descriptions (RFC 8446 6) egressd sends in place of a
+// ServerHello when it will not splice a passthrough connection, so that the
+// app's error says why ("tls: access denied") instead of "EOF".
+const (
+	alertAccessDenied     = 49
+	alertInternalError    = 80
+	alertUnrecognizedName = 112
+)
+
+// sendAlert writes one fatal alert record (plaintext: no handshake has
+// happened), best effort: the connection is closed next anyway.
+func sendAlert(nc net.Conn, desc byte) {
+	nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = nc.Write([]byte{21, 3, 3, 0, 2, 2, desc})
 }
 
 // splice copies client→upstream (starting with what is buffered in clientR)

@@ -121,20 +121,24 @@ func TestTLSPassthroughRefusals(t *testing.T) {
 		name     string
 		talk     func(net.Conn) error
 		decision string
+		alert    string // the TLS alert the client gets (issue 22 item 8); "": none
 	}{
 		{"no SNI", func(c net.Conn) error {
 			return tls.Client(c, &tls.Config{InsecureSkipVerify: true}).Handshake()
-		}, "deny"},
+		}, "deny", "unrecognized name"},
 		{"IP literal (no SNI)", func(c net.Conn) error {
 			return tls.Client(c, &tls.Config{ServerName: "127.0.0.1", InsecureSkipVerify: true}).Handshake()
-		}, "deny"},
+		}, "deny", "unrecognized name"},
+		{"denied SNI", func(c net.Conn) error {
+			return tls.Client(c, &tls.Config{ServerName: "denied.test", InsecureSkipVerify: true}).Handshake()
+		}, "deny", "access denied"},
 		{"garbage after the record header", func(c net.Conn) error {
 			if _, err := c.Write([]byte("\x16\x03\x01\x00\x08not tls!")); err != nil {
 				return err
 			}
 			_, err := c.Read(make([]byte, 1))
 			return err
-		}, "invalid"},
+		}, "invalid", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,8 +148,12 @@ func TestTLSPassthroughRefusals(t *testing.T) {
 			}
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(5 * time.Second))
-			if err := tt.talk(c); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			err = tt.talk(c)
+			if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Fatalf("got %v, want the proxy to close the connection", err)
+			}
+			if tt.alert != "" && !strings.Contains(err.Error(), "remote error: tls: "+tt.alert) {
+				t.Errorf("the client got %q, want the TLS alert %q", err, tt.alert)
 			}
 			if n := e.counter("egressd_requests_total", "decision", tt.decision, "protocol", "tls-passthrough"); n < 1 {
 				t.Errorf("%s counter %v, want it counted", tt.decision, n)
