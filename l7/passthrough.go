@@ -60,9 +60,17 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 	}
 	defer up.Close()
 	e.bytesIn, e.bytesOut, err = splice(c.nc, br, up, p.cfg.IdleTimeout)
-	if err != nil {
+	if err != nil && !isPeerReset(err) {
 		e.reason = "spliced connection failed: " + err.Error()
 	}
+}
+
+// isPeerReset reports whether err is a peer ending the connection with a
+// reset (or a write after it did): how many TLS clients close once they
+// have what they wanted. It is a normal end of a spliced connection, not a
+// failure to log (issue 22 item 9).
+func isPeerReset(err error) bool {
+	return errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe)
 }
 
 // TLS alert descriptions (RFC 8446 6) egressd sends in place of a

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -155,9 +156,10 @@ func TestTLSPassthroughRefusals(t *testing.T) {
 			if tt.alert != "" && !strings.Contains(err.Error(), "remote error: tls: "+tt.alert) {
 				t.Errorf("the client got %q, want the TLS alert %q", err, tt.alert)
 			}
-			if n := e.counter("egressd_requests_total", "decision", tt.decision, "protocol", "tls-passthrough"); n < 1 {
-				t.Errorf("%s counter %v, want it counted", tt.decision, n)
-			}
+			// The alert reaches the client before the proxy logs and counts.
+			waitFor(t, func() bool {
+				return e.counter("egressd_requests_total", "decision", tt.decision, "protocol", "tls-passthrough") >= 1
+			})
 		})
 	}
 	if conns.Load() != 0 {
@@ -241,4 +243,33 @@ func waitForLog(t *testing.T, e *env, want string) {
 		}
 	}
 	t.Fatalf("log %q lacks %q", e.logs.String(), want)
+}
+
+// TestTLSPassthroughResetAfterDownloadIsANormalEnd: a client that has read
+// its whole response and closes with a reset (as curl may) ends the
+// connection normally; the access log does not call it a failure.
+func TestTLSPassthroughResetAfterDownloadIsANormalEnd(t *testing.T) {
+	e, u, ca, _ := passEnv(t)
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	tc := tls.Client(c, &tls.Config{ServerName: "secure.allowed.test", RootCAs: ca.pool, NextProtos: []string{"http/1.1"}})
+	tc.Write([]byte("GET /dl HTTP/1.1\r\nHost: secure.allowed.test\r\n\r\n"))
+	resp, err := http.ReadResponse(bufio.NewReader(tc), &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("got %d %q %v", resp.StatusCode, b, err)
+	}
+	u.next(t)
+	c.(*net.TCPConn).SetLinger(0) // close with a reset
+	c.Close()
+	waitForLog(t, e, `"protocol":"tls-passthrough"`)
+	if strings.Contains(e.logs.String(), "spliced connection failed") {
+		t.Fatalf("a completed download logged as a failure: %s", e.logs.String())
+	}
 }
