@@ -13,16 +13,20 @@ import (
 )
 
 // TestE2EDialOriginalAndExclude: --dial=original sends an allowed request to
-// the address the app connected to; --exclude-cidr destinations are not
-// redirected at all.
+// the address the app connected to when the name resolves there, and
+// refuses it (403) for any other address; --exclude-cidr destinations are
+// not redirected at all.
 func TestE2EDialOriginalAndExclude(t *testing.T) {
 	w := newWorld(t)
 	excluded := netip.MustParseAddr("198.19.5.2") // the external veth end; the upstreams listen there too
 	a := startAgent(t, w, 0, "--dial", "original", "--exclude-cidr", excluded.String()+"/32")
 
-	r := curl(t, w, w.pod, at("a.allowed.test", portHTTP, decoy4)...)
-	if r.code != 200 || r.field("local") != decoy4.String() {
-		t.Errorf("--dial=original: %d, upstream reached at %q, want %v\n%s%s", r.code, r.field("local"), decoy4, r.body, r.err)
+	r := curl(t, w, w.pod, at("a.allowed.test", portHTTP, real4)...)
+	if r.code != 200 || r.field("local") != real4.String() {
+		t.Errorf("--dial=original: %d, upstream reached at %q, want %v\n%s%s", r.code, r.field("local"), real4, r.body, r.err)
+	}
+	if r := curl(t, w, w.pod, at("a.allowed.test", portHTTP, decoy4)...); r.code != 403 || !strings.Contains(r.body, "not an address of a.allowed.test") {
+		t.Errorf("--dial=original to an address the name does not resolve to: %d %q, want 403", r.code, r.body)
 	}
 	if r := curl(t, w, w.pod, at("denied.test", portHTTP, decoy4)...); r.code != 403 {
 		t.Errorf("--dial=original still decides: %d, want 403", r.code)
