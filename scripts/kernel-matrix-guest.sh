@@ -11,6 +11,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 uname -r >"$out/kernel"
 ip link set lo up
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# As systemd does on a host: the controllers tests read (memory.max) enabled below the root.
+for c in memory pids cpu; do echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; done
 mount -t bpf bpf /sys/fs/bpf
 
 # startup NAME WRAP... starts egressd through WRAP (e.g. setpriv) and
