@@ -38,6 +38,7 @@ type accessEntry struct {
 	bytesIn    int64  // request body bytes from the client
 	bytesOut   int64  // response body bytes to the client
 	reason     string // why a request was refused or failed ("" for success)
+	wouldDeny  bool   // audit mode: no rule allows it, forwarded (audit.go)
 
 	// Optional text forms of client and orig, cached per connection by
 	// handlers that log many requests on one ("": formatted here).
@@ -62,6 +63,9 @@ func (p *Proxy) finish(e *accessEntry) { p.finishAt(e, time.Now()) }
 // finishAt is finish with the current time known.
 func (p *Proxy) finishAt(e *accessEntry, now time.Time) {
 	d := now.Sub(e.start)
+	if e.wouldDeny {
+		markWouldDeny(e)
+	}
 	mc := e.mc
 	if mc == nil {
 		mc = new(metricsCache)

@@ -31,7 +31,7 @@ func TestControlRunsOnUpstreamSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := p.decide("api.allowed.test", u.port)
+	m, _ := p.decide(new(accessEntry), "api.allowed.test", u.port)
 	nc, err := p.dialUpstream(context.Background(), m, "api.allowed.test", u.orig())
 	if err != nil {
 		t.Fatal(err)

@@ -17,13 +17,19 @@ import (
 )
 
 // decide reports the rule that allows host (an authority: it may carry a
-// port, which is ignored) on the original destination port.
-func (p *Proxy) decide(host string, port uint16) (rules.Match, bool) {
+// port, which is ignored) on the original destination port. In audit mode
+// a request no rule allows is allowed too, marked in e (audit.go).
+func (p *Proxy) decide(e *accessEntry, host string, port uint16) (rules.Match, bool) {
 	set := p.cfg.Rules.Current()
-	if set == nil {
-		return rules.Match{}, false
+	if set != nil {
+		if m, ok := set.Match(hostOnly(host), port); ok {
+			return m, true
+		}
 	}
-	return set.Match(hostOnly(host), port)
+	if p.cfg.Audit && host != "" {
+		return p.wouldDeny(e, host, port), true
+	}
+	return rules.Match{}, false
 }
 
 // hostOnly strips a port and IPv6 brackets from an authority.

@@ -116,7 +116,7 @@ func TestDefaultDialerMarksUpstreamSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := p.decide("api.allowed.test", u.port)
+	m, _ := p.decide(new(accessEntry), "api.allowed.test", u.port)
 	nc, err := p.dialUpstream(context.Background(), m, "api.allowed.test", u.orig())
 	if errors.Is(err, syscall.EPERM) {
 		t.Skip("setting SO_MARK needs CAP_NET_ADMIN")

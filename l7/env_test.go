@@ -182,6 +182,9 @@ func (e *env) counter(name string, labels ...string) float64 {
 			if c := m.GetCounter(); c != nil {
 				return c.GetValue()
 			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
 		}
 	}
 	return 0

@@ -103,7 +103,7 @@ func (s *h1conn) gatewayDecide(port uint16) (rules.Match, bool) {
 	s.entry.port = port
 	s.entry.origText = net.JoinHostPort(hostOnly(s.entry.host), strconv.Itoa(int(port)))
 	s.c.orig = netip.AddrPortFrom(netip.Addr{}, port)
-	m, ok := s.p.decide(s.entry.host, port)
+	m, ok := s.p.decide(&s.entry, s.entry.host, port)
 	if !ok {
 		return m, false
 	}
@@ -188,7 +188,7 @@ func (s *h1conn) tunnelNameAllowed(port uint16) (io.Reader, bool) {
 		sendAlert(c.nc, alertUnrecognizedName)
 		return nil, false
 	}
-	if _, ok := s.p.decide(hello.serverName, port); !ok {
+	if _, ok := s.p.decide(&s.entry, hello.serverName, port); !ok {
 		s.entry.decision = decisionDeny
 		s.entry.reason = "tunnel: no rule allows the TLS server name " + hello.serverName + " on port " + strconv.Itoa(int(port))
 		sendAlert(c.nc, alertAccessDenied)

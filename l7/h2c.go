@@ -181,7 +181,7 @@ func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeLocalH2(w, &e, grpc, http.StatusBadRequest, e.reason)
 		return
 	}
-	m, ok := p.decide(r.Host, e.port)
+	m, ok := p.decide(&e, r.Host, e.port)
 	if !ok {
 		e.decision = decisionDeny
 		e.reason = "no egress rule allows the host and port"

@@ -13,6 +13,8 @@ const (
 	decisionAllow   = "allow"   // matched a rule and forwarded (whatever the upstream answered)
 	decisionDeny    = "deny"    // no rule allows the host and port: 403
 	decisionInvalid = "invalid" // refused before matching: malformed request
+	// decisionWouldDeny: no rule allows it, forwarded in audit mode (audit.go)
+	decisionWouldDeny = "would-deny"
 )
 
 // metrics are the proxy's Prometheus collectors, labelled by rule, never by
@@ -26,13 +28,14 @@ type metrics struct {
 	shed           *prometheus.CounterVec // reason
 	limits         prometheus.Collector   // the limits in force (limit.go)
 	addrRefused    *prometheus.CounterVec // reason code (addrpolicy.go)
+	mode           prometheus.Collector   // egressd_mode{mode=enforce|audit} 1 (audit.go)
 }
 
-func newMetrics(reg prometheus.Registerer, l *limiter) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_requests_total",
-			Help: "Requests decided by the proxy, by decision (allow, deny, invalid), matching rule and protocol.",
+			Help: "Requests decided by the proxy, by decision (allow, deny, invalid, would-deny), matching rule and protocol.",
 		}, []string{"decision", "rule", "protocol"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "egressd_request_duration_seconds",
@@ -60,6 +63,7 @@ func newMetrics(reg prometheus.Registerer, l *limiter) (*metrics, error) {
 			Help: "Upstream dials refused by the address policy, by reason (loopback, unspecified, link_local, multicast, broadcast, node_address, not_original).",
 		}, []string{"reason"}),
 		limits: limitsCollector{l},
+		mode:   modeGauge(audit),
 	}
 	for _, r := range shedReasons {
 		m.shed.WithLabelValues(r) // every reason shows, at 0 until it happens
@@ -67,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, l *limiter) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.limits, m.addrRefused} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.limits, m.addrRefused, m.mode} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("l7: register metrics: %w", err)
 		}

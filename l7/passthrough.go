@@ -40,7 +40,7 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 		sendAlert(c.nc, alertUnrecognizedName)
 		return
 	}
-	m, ok := p.decide(hello.serverName, e.port)
+	m, ok := p.decide(&e, hello.serverName, e.port)
 	if !ok {
 		e.decision = decisionDeny
 		e.reason = "no egress rule allows the host and port"

@@ -97,11 +97,14 @@ const (
 // Config configures a Proxy. Rules and OriginalDst are required; every other
 // field has a documented default for its zero value.
 type Config struct {
-	Rules       interface{ Current() *rules.Set } // required; a nil *Set denies everything
-	OriginalDst OriginalDst                       // required by Serve; ServeGateway (gateway.go) does not use it
-	DialMode    DialMode                          // zero: DialResolve
-	Resolver    *net.Resolver                     // nil: net.DefaultResolver; without a Dial of its own it is made to mark its sockets
-	Mark        uint32                            // SO_MARK on every upstream socket; 0: none
+	Rules interface{ Current() *rules.Set } // required; a nil *Set denies everything
+	// Audit forwards the requests the rules would deny (audit.go), logged
+	// and counted as decision would-deny; false: enforce.
+	Audit       bool
+	OriginalDst OriginalDst   // required by Serve; ServeGateway (gateway.go) does not use it
+	DialMode    DialMode      // zero: DialResolve
+	Resolver    *net.Resolver // nil: net.DefaultResolver; without a Dial of its own it is made to mark its sockets
+	Mark        uint32        // SO_MARK on every upstream socket; 0: none
 	// Control runs on every socket the proxy connects itself (upstream,
 	// egress proxy, the resolver's unless it has its own Dial) before
 	// connect, after Mark; an error fails the dial. egressd's agent
@@ -214,7 +217,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.dial = p.policyDial(cfg.Dial, control)
 	p.pool = newUpstreamPool(cfg.MaxIdlePerHost, cfg.MaxIdlePerClient, cfg.MaxIdleUpstream, cfg.UpstreamIdle)
 	p.limits = newLimiter(cfg.MaxConns, cfg.MaxConnsPerClient, p.log)
-	m, err := newMetrics(cfg.Metrics, p.limits)
+	m, err := newMetrics(cfg.Metrics, p.limits, cfg.Audit)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ type readiness struct {
 	links     atomic.Pointer[func() error]
 	listening atomic.Bool
 	stopping  atomic.Bool
+	mode      string // enforce or audit, told in /readyz's body
 }
 
 // attached makes /readyz ask check whether the programs are still attached.
@@ -60,6 +61,9 @@ func adminHandler(reg *prometheus.Registry, ready *readiness, log *slog.Logger) 
 			return
 		}
 		fmt.Fprintln(w, "ready")
+		if ready.mode != "" {
+			fmt.Fprintln(w, "mode:", ready.mode)
+		}
 	})
 	return mux
 }

@@ -33,6 +33,7 @@ type runConfig struct {
 	CAFile        string
 	DNS           string             // host:port of the resolver; "" for the system's
 	Dial          string             // resolve | original
+	Mode          string             // enforce | audit (l7 audit.go)
 	LogFormat     string             // text | json
 	AccessLog     string             // on ("" too) | off (accesslog.go)
 	DNSServers    []netip.Prefix     // --dns-server; none given: resolv.conf's and --dns (dnsservers.go)
@@ -93,6 +94,7 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.Var(urlFlag{&cfg.EgressProxy}, "egress-proxy", "`URL` of the egress proxy for rules with useEgressProxy (http[s]://[user:pass@]host[:port])")
 	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM `file` of extra root CAs for TLS origination")
 	fs.StringVar(&cfg.DNS, "dns", "", "DNS server `host[:port]` to resolve upstream names with (default: the system's)")
+	fs.StringVar(&cfg.Mode, "mode", "enforce", "`enforce`: requests no rule allows get 403; audit: they are forwarded and logged and counted as would-deny")
 	fs.StringVar(&cfg.Dial, "dial", "resolve", "upstream address: `resolve` the matched host, or dial the original destination IP")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.Var(accessLogFlag{&cfg.AccessLog}, "access-log", accessLogUsage)
@@ -217,6 +219,9 @@ func (c *runConfig) validate() error {
 	}
 	if c.Rules == "" {
 		return errors.New("--rules is required")
+	}
+	if c.Mode != "" && c.Mode != "enforce" && c.Mode != "audit" {
+		return fmt.Errorf("--mode %q: want enforce or audit", c.Mode)
 	}
 	if c.Dial != "resolve" && c.Dial != "original" {
 		return fmt.Errorf("--dial %q: want resolve or original", c.Dial)

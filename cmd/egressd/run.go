@@ -92,7 +92,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 
 	reg := newRegistry(reloader)
 	proxyCfg.Metrics = reg
-	var ready readiness
+	ready := readiness{mode: cmp.Or(cfg.Mode, "enforce")}
 	lns, err := acquireListeners(cfg, log) // handover.go: from the agent serving the port, or bound here
 	if err != nil {
 		return err
@@ -135,7 +135,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	succ := startSuccession(cfg, lns, admin.ln, red, log) // handover.go: the previous agent stops; wait for the next
 	succ.stopAdmin = func() { admin.shutdown(context.Background()) }
 	defer succ.close()
-	log.Info("egressd running", "proxy", lns.proxy.Addr().String(), "admin", admin.addr.String(),
+	log.Info("egressd running", "mode", cfg.Mode, "proxy", lns.proxy.Addr().String(), "admin", admin.addr.String(),
 		"cgroups", cfg.Cgroups, "rules", reloader.Current().Len(), "dial", cfg.Dial,
 		"max_conns", limits.maxConns, "max_conns_per_client", cmp.Or(cfg.MaxConnsPerClient, l7.DefaultMaxConnsPerClient),
 		"nofile", limits.nofile, "memory_limit", limits.memoryLimit, "memory_limit_from", limits.memorySource)
@@ -164,6 +164,7 @@ func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, control 
 	}
 	pc := l7.Config{
 		Rules:             reloader,
+		Audit:             cfg.Mode == "audit",
 		DialMode:          dial,
 		Mark:              mark,
 		Control:           control,

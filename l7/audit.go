@@ -1,0 +1,75 @@
+package l7
+
+// Audit mode (Config.Audit): a request the rules would deny is forwarded
+// as if a rule allowed its host on its original port, and logged and
+// counted as decision would-deny with the reason. Only the decision
+// changes: the upstream is dialed by the same dialer (dial.go), so the
+// address policy (addrpolicy.go), the mark and TLS verification apply as in
+// enforce mode, and the datapath (which ports reach the proxy, UDP) is not
+// the proxy's to change. What such a request is forwarded as:
+//
+//   - HTTP/1.x on a plain connection: plain HTTP to the host on the
+//     original port (the rule table is not consulted for a protocol, since
+//     no rule names the host there);
+//   - h2c and gRPC: h2c to the host on the original port;
+//   - TLS: passed through by SNI to the host on the original port (a
+//     ClientHello without SNI is still refused: there is no name to log);
+//   - gateway CONNECT: a tunnel to host:port.
+//
+// Never through the egress proxy: no rule asked for it.
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// reasonWouldDeny is the reason logged for a would-deny request.
+const reasonWouldDeny = "no egress rule allows the host and port (audit mode: forwarded)"
+
+// wouldDeny marks e as forwarded in audit mode and returns the match it is
+// forwarded by: plain HTTP (or h2c, or passthrough, as the caller is) to
+// host on port, with no rule.
+func (p *Proxy) wouldDeny(e *accessEntry, host string, port uint16) rules.Match {
+	e.wouldDeny = true
+	h := hostOnly(host)
+	pt := rules.Port{Number: port, Protocol: rules.HTTP}
+	return rules.Match{Rule: &rules.Rule{Service: h, Ports: []rules.Port{pt}}, Port: pt}
+}
+
+// markWouldDeny turns an entry forwarded in audit mode into decision
+// would-deny before it is logged; a refusal for another reason (an upstream
+// error, a malformed exchange) keeps its decision and says it was audited.
+func markWouldDeny(e *accessEntry) {
+	e.rule = ""
+	if e.decision != decisionAllow {
+		return
+	}
+	e.decision = decisionWouldDeny
+	if e.reason == "" {
+		e.reason = reasonWouldDeny
+	} else {
+		e.reason = reasonWouldDeny + "; " + e.reason
+	}
+}
+
+// modeDesc is egressd_mode: 1 for the mode in force.
+var modeDesc = prometheus.NewDesc("egressd_mode",
+	"The proxy's mode: 1 for the one in force (enforce: requests no rule allows get 403; audit: they are forwarded and counted as would-deny).",
+	[]string{"mode"}, nil)
+
+type modeGauge bool
+
+func (g modeGauge) Describe(ch chan<- *prometheus.Desc) { ch <- modeDesc }
+
+func (g modeGauge) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(modeDesc, prometheus.GaugeValue, 1, ModeName(bool(g)))
+}
+
+// ModeName is "audit" or "enforce".
+func ModeName(audit bool) string {
+	if audit {
+		return "audit"
+	}
+	return "enforce"
+}
