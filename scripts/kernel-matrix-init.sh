@@ -31,6 +31,10 @@ for d in tmp run var/tmp root; do
 done
 mkdir -p $r/run/matrix
 mount --move /out $r/run/matrix
+# The repository has a share of its own: a clone under /tmp, /run or /root
+# (tmpfs in the guest) would be hidden otherwise.
+mkdir -p $r/run/egressd-repo
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro,cache=loose repo $r/run/egressd-repo || echo "init: no repo share"
 . $r/run/matrix/env
 chroot $r /bin/bash "$MATRIX_REPO/scripts/kernel-matrix-guest.sh"
 echo "init: guest script exited $?"

@@ -120,6 +120,10 @@ fetch_kernel() {
 		rm -rf "$k/deb"
 		touch "$k/done"
 	fi
+	# A cached initramfs carries the /init of the run that built it.
+	if ! cmp -s "$REPO/scripts/kernel-matrix-init.sh" "$k/initrd.d/init"; then
+		build_initrd "$k"
+	fi
 	echo "$k"
 }
 
@@ -170,6 +174,7 @@ qemu_run() {
 		-nic none \
 		-device virtio-rng-pci \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+		-virtfs "local,path=$REPO,mount_tag=repo,security_model=none,readonly=on,multidevs=remap" \
 		-virtfs "local,path=$out,mount_tag=out,security_model=none,multidevs=remap" </dev/null
 }
 
@@ -205,7 +210,7 @@ run_kernel() {
 	# A refusing kernel in the CI subset: the start-up check alone.
 	if [ -n "$ci" ] && [ "${EXPECT[$suite]}" = refuse ]; then pkgs=(); fi
 	cat >"$out/env" <<-EOF
-		MATRIX_REPO='$REPO'
+		MATRIX_REPO='/run/egressd-repo'
 		MATRIX_BIN='$RUN/bin'
 		MATRIX_PACKAGES='${pkgs[*]}'
 		MATRIX_SLOWDOWN='$SLOWDOWN'
