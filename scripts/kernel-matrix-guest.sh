@@ -69,7 +69,7 @@ for p in $MATRIX_PACKAGES; do
 		cd "$MATRIX_REPO/$p" || exit 1
 		start=$SECONDS
 		EGRESSD_E2E=require EGRESSD_TEST_SLOWDOWN=$MATRIX_SLOWDOWN EGRESSD_E2E_BINARY=$MATRIX_BIN/egressd \
-			"$MATRIX_BIN/$p.test" -test.v -test.count=1 -test.timeout=20m ${MATRIX_RUN:+-test.run "$MATRIX_RUN"} ${MATRIX_SHORT:+-test.short} \
+			"$MATRIX_BIN/$p.test" -test.v -test.count=1 -test.timeout=20m ${MATRIX_RUN:+-test.run "$MATRIX_RUN"} ${MATRIX_SKIP:+-test.skip "$MATRIX_SKIP"} ${MATRIX_SHORT:+-test.short} \
 			>"$out/$p.log" 2>&1
 		echo $? >"$out/$p.rc"
 		echo $((SECONDS - start)) >"$out/$p.seconds"

@@ -42,6 +42,11 @@
 #	EGRESSD_MATRIX_TIMEOUT   hard limit per kernel in seconds (default 1500)
 #	EGRESSD_MATRIX_REFRESH   1: update the apt lists even if they are fresh
 #	EGRESSD_MATRIX_RUN       -test.run pattern for both packages (default: all)
+#	EGRESSD_MATRIX_SKIP      -test.skip pattern (default: TestE2EFloodFromOnePod, whose
+#	                         bounds — a request every 100 ms, none over 1 s — are wall-clock
+#	                         figures about the proxy, not the kernel; under TCG's ~5x slowdown
+#	                         they measure the emulator. It runs on the host in every CI run.
+#	                         EGRESSD_MATRIX_SKIP= runs it in the guests too.)
 #	EGRESSD_MATRIX_EXEC      debugging: a shell command run in each guest
 #	                         instead of the checks (output: runs/.../exec.log)
 #
@@ -215,6 +220,7 @@ run_kernel() {
 		MATRIX_PACKAGES='${pkgs[*]}'
 		MATRIX_SLOWDOWN='$SLOWDOWN'
 		MATRIX_RUN='${EGRESSD_MATRIX_RUN:-}'
+		MATRIX_SKIP='${EGRESSD_MATRIX_SKIP-TestE2EFloodFromOnePod}'
 		MATRIX_EXEC='${EGRESSD_MATRIX_EXEC:-}'
 	EOF
 	echo run >"$out/mode"
