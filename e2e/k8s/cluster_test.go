@@ -148,6 +148,10 @@ func TestDaemonSetOnANode(t *testing.T) {
 
 	t.Run("rollout restart: the new pod takes over, nothing refused", func(t *testing.T) {
 		c := c.with(t)
+		// The previous case's pod must be available (minReadySeconds) first:
+		// a restart that lands seconds after an agent's own start is a
+		// different case (see the issue-16 note: it was seen to hang there).
+		c.kubectl("-n", "egressd-system", "rollout", "status", "daemonset/egressd", "--timeout=2m")
 		_, oldUID := c.agentPod()
 		poll := c.pollFromClient(t, "http://"+allowed+"/")
 		c.kubectl("-n", "egressd-system", "rollout", "restart", "daemonset/egressd")
