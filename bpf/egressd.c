@@ -467,50 +467,6 @@ int sock_create(struct bpf_sock *sk)
 	return 0;
 }
 
-/*
- * source_route drops packets whose first hop is not the destination the
- * connect and sendmsg hooks judged. Without privileges a socket can carry
- * an IPv6 segment routing header (setsockopt IPV6_RTHDR, type 4), and with
- * CAP_NET_RAW IPv4 options (IP_OPTIONS, or IP_RETOPTS per sendmsg): the
- * kernel then routes the packet to the route's first address, with the
- * judged destination (a DNS server, the proxy) only its last. An IPv4
- * packet with any option, and an IPv6 packet with a routing header behind
- * at most two hop-by-hop or destination option headers (or more of them,
- * fail closed), are dropped; the sender sees EPERM.
- */
-SEC("cgroup_skb/egress")
-int source_route(struct __sk_buff *skb)
-{
-	__u64 w = 0; /* loaded bytes; 8 bytes wide (see pair) */
-	__u32 off = 40, next, i;
-
-	if (skb->protocol == bpf_htons(0x0800)) { /* ETH_P_IP */
-		if (bpf_skb_load_bytes(skb, 0, &w, 1) == 0 && (w & 0x0f) == 5)
-			return 1;
-		count(COUNTER_SOURCE_ROUTED);
-		return 0;
-	}
-	if (skb->protocol != bpf_htons(0x86dd)) /* ETH_P_IPV6 */
-		return 1;
-	if (bpf_skb_load_bytes(skb, 6, &w, 1) != 0)
-		goto drop;
-	next = w & 0xff;
-	for (i = 0; i < 3; i++) {
-		if (next == 43) /* IPPROTO_ROUTING */
-			goto drop;
-		if (next != 0 && next != 60) /* IPPROTO_HOPOPTS, IPPROTO_DSTOPTS */
-			return 1;
-		w = 0;
-		if (bpf_skb_load_bytes(skb, off, &w, 2) != 0)
-			goto drop;
-		next = w & 0xff;
-		off += (((w >> 8) & 0xff) + 1) * 8;
-	}
-drop:
-	count(COUNTER_SOURCE_ROUTED);
-	return 0;
-}
-
 /* fill_tuple writes the connection as the proxy will see it into t (a map
  * value). A v4-mapped IPv6 socket runs IPv4 underneath, and its IPv6
  * source address is only set after TCP_CONNECT_CB: read the IPv4 fields

@@ -99,9 +99,6 @@ enum counter {
 	COUNTER_SOCK_OTHER,       /* socket creation refused: anything else */
 	COUNTER_UNTRACKED,        /* a tracked connection closed before the
 	                           * proxy looked it up: its entry removed */
-	COUNTER_SOURCE_ROUTED,    /* packet dropped: IPv4 options or an IPv6
-	                           * routing header (a first hop the hooks never
-	                           * saw) */
 	COUNTER_MAX,
 };
 

@@ -36,8 +36,7 @@ const (
 	EgressdCounterCOUNTER_SOCK_SCTP     EgressdCounter = 17
 	EgressdCounterCOUNTER_SOCK_OTHER    EgressdCounter = 18
 	EgressdCounterCOUNTER_UNTRACKED     EgressdCounter = 19
-	EgressdCounterCOUNTER_SOURCE_ROUTED EgressdCounter = 20
-	EgressdCounterCOUNTER_MAX           EgressdCounter = 21
+	EgressdCounterCOUNTER_MAX           EgressdCounter = 20
 )
 
 type EgressdLpmKey struct {
@@ -92,7 +91,6 @@ const (
 	EgressdProgSendmsg4       = "sendmsg4"
 	EgressdProgSendmsg6       = "sendmsg6"
 	EgressdProgSockCreate     = "sock_create"
-	EgressdProgSourceRoute    = "source_route"
 	EgressdProgTrackConnect   = "track_connect"
 	EgressdVarCountersUsed    = "counters_used"
 	EgressdVarHostNetnsCookie = "host_netns_cookie"
@@ -148,7 +146,6 @@ type EgressdProgramSpecs struct {
 	Sendmsg4     *ebpf.ProgramSpec `ebpf:"sendmsg4"`
 	Sendmsg6     *ebpf.ProgramSpec `ebpf:"sendmsg6"`
 	SockCreate   *ebpf.ProgramSpec `ebpf:"sock_create"`
-	SourceRoute  *ebpf.ProgramSpec `ebpf:"source_route"`
 	TrackConnect *ebpf.ProgramSpec `ebpf:"track_connect"`
 }
 
@@ -237,7 +234,6 @@ type EgressdPrograms struct {
 	Sendmsg4     *ebpf.Program `ebpf:"sendmsg4"`
 	Sendmsg6     *ebpf.Program `ebpf:"sendmsg6"`
 	SockCreate   *ebpf.Program `ebpf:"sock_create"`
-	SourceRoute  *ebpf.Program `ebpf:"source_route"`
 	TrackConnect *ebpf.Program `ebpf:"track_connect"`
 }
 
@@ -248,7 +244,6 @@ func (p *EgressdPrograms) Close() error {
 		p.Sendmsg4,
 		p.Sendmsg6,
 		p.SockCreate,
-		p.SourceRoute,
 		p.TrackConnect,
 	)
 }

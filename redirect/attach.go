@@ -62,7 +62,6 @@ var hooks = []hook{
 	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.Sendmsg4 }},
 	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.Sendmsg6 }},
 	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.SockCreate }},
-	{"source_route", ebpf.AttachCGroupInetEgress, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.SourceRoute }},
 }
 
 // Attach loads the programs configured by opts and attaches them to

@@ -38,9 +38,6 @@ type job struct {
 	// this kind (sockets_test.go): ping4, ping6, udplite4, udplite6 (Unconn
 	// too), raw4, sctp4. The reply is "sent".
 	Socket string
-	// Via: for the source-routed kinds (udp6-srh, tcp6-srh, udp4-lsrr),
-	// the first hop named in the routing header or IP option.
-	Via string
 
 	// DefaultPins: instead of connecting, unmount bpffs (the child runs
 	// in a private mount namespace), Attach to this cgroup with the
@@ -94,9 +91,6 @@ func (j job) run() outcome {
 }
 
 func (j job) once() (string, error) {
-	if j.Via != "" {
-		return j.sourceRouted()
-	}
 	if j.Socket != "" {
 		return j.socket()
 	}

@@ -23,7 +23,6 @@ type Stats struct {
 	Tracked         uint64 // redirected connections made visible to Lookup
 	TrackFailed     uint64 // redirected connections Lookup will miss
 	Untracked       uint64 // tracked connections that closed before the proxy looked them up
-	SourceRouted    uint64 // packets dropped for IPv4 options or an IPv6 routing header
 
 	SocketsRefused map[string]uint64 // socket creations refused, by kind: raw, ping, udplite, sctp, other
 
@@ -50,7 +49,6 @@ func (r *Redirector) Stats() (Stats, error) {
 		bpf.EgressdCounterCOUNTER_TRACKED:       &s.Tracked,
 		bpf.EgressdCounterCOUNTER_TRACK_FAILED:  &s.TrackFailed,
 		bpf.EgressdCounterCOUNTER_UNTRACKED:     &s.Untracked,
-		bpf.EgressdCounterCOUNTER_SOURCE_ROUTED: &s.SourceRouted,
 		bpf.EgressdCounterCOUNTER_SOCK_RAW:      &raw,
 		bpf.EgressdCounterCOUNTER_SOCK_PING:     &ping,
 		bpf.EgressdCounterCOUNTER_SOCK_UDPLITE:  &udplite,

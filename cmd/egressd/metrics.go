@@ -80,7 +80,6 @@ func (c redirectCollector) Collect(ch chan<- prometheus.Metric) {
 		{"tracked", st.Tracked},
 		{"track_failed", st.TrackFailed},
 		{"untracked", st.Untracked},
-		{"source_routed", st.SourceRouted},
 	} {
 		ch <- prometheus.MustNewConstMetric(redirectDesc, prometheus.CounterValue, float64(e.n), e.name)
 	}
