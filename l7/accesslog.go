@@ -28,7 +28,7 @@ type accessEntry struct {
 	host     string // effective authority as requested ("" when unknown)
 	port     uint16 // original destination port, matched against the rules
 	protocol string // protoName*
-	upstream string // allowed requests: "http", "https" (TLS originated), "tls" (TLS passthrough) or "tunnel" (gateway CONNECT)
+	upstream string // allowed requests: "http", "https" (TLS originated), "tls" (TLS passthrough), "tunnel" (gateway CONNECT, spliced) or "requests" (gateway CONNECT whose requests are decided one by one)
 	rule     string // matching rule name; "" when none
 	decision string // decision*
 	status   int    // status sent to the client (0: none, connection dropped)

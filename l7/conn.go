@@ -34,8 +34,14 @@ type clientConn struct {
 	// them (deadline.go); only the serving goroutine touches them.
 	rdl, wdl deadline
 	// gateway: accepted by ServeGateway (gateway.go), an explicit proxy
-	// with no original destination.
+	// with no original destination. Cleared once an allowed CONNECT tunnel
+	// turns out to carry HTTP/1.x or h2c (tunnel then set): from there on
+	// the connection is served like one redirected to the CONNECT port.
 	gateway bool
+	// tunnel: the gateway serves the requests inside a CONNECT tunnel
+	// (gateway.go); origText is then the CONNECT target, for the access log.
+	tunnel   bool
+	origText string
 	// linger: a request body was left unread; close with lingerClose.
 	linger bool
 	// limitKey: the client it is counted for (limit.go); zero: none yet.
@@ -186,14 +192,21 @@ func (p *Proxy) awaitFirstBytes(c *clientConn) bool {
 }
 
 // sniff waits for the first bytes (awaitFirstBytes) and classifies them
-// without consuming any: a TLS handshake record, the h2c preface, or else
-// HTTP/1.x.
+// (sniffReader).
 func (p *Proxy) sniff(c *clientConn) sniffed {
 	defer c.nc.SetReadDeadline(time.Time{})
 	if !p.awaitFirstBytes(c) {
 		return protoNone
 	}
-	b, err := c.br.Peek(1)
+	return sniffReader(c.br)
+}
+
+// sniffReader reads br's first bytes, waiting for them under the connection's
+// read deadline, and classifies them without consuming any: a TLS
+// handshake record, the h2c preface, or else HTTP/1.x; protoNone when
+// nothing came.
+func sniffReader(br *bufio.Reader) sniffed {
+	b, err := br.Peek(1)
 	if err != nil {
 		return protoNone
 	}
@@ -207,7 +220,7 @@ func (p *Proxy) sniff(c *clientConn) sniffed {
 	// Compare byte by byte as they arrive: a short "PUT" request must not
 	// wait for 24 bytes that never come.
 	for n := 1; n <= len(h2Preface); n++ {
-		b, err := c.br.Peek(n)
+		b, err := br.Peek(n)
 		if err != nil {
 			return protoHTTP1 // let the HTTP/1 reader report what is there
 		}

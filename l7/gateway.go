@@ -4,8 +4,9 @@ package l7
 // Clients (egressd agents with --egress-proxy, or anything configured with
 // an explicit HTTP proxy) send CONNECT host:port or absolute-form requests;
 // the host and port they name are decided against the same rules as the
-// sidecar path, logged and counted alike. Everything else is refused: the
-// gateway is never an open proxy.
+// sidecar path, logged and counted alike, and so is every request inside a
+// CONNECT tunnel. Everything else is refused: the gateway is never an open
+// proxy.
 
 import (
 	"bytes"
@@ -26,8 +27,10 @@ const protoNameConnect = "connect"
 // ServeGateway serves ln as an explicit HTTP proxy until Shutdown (then it
 // returns ErrProxyClosed) or until ln fails:
 //   - CONNECT host:port: allowed when a rule matches host on port; then the
-//     bytes are tunnelled as they are; a TLS ClientHello at their head must
-//     name (SNI) an allowed host too.
+//     tunnel is served like a connection redirected to port: a TLS
+//     ClientHello must name (SNI) an allowed host too and is spliced; h2c
+//     and HTTP/1.x requests are each decided on their own authority
+//     (gatewayConnect).
 //   - absolute-form requests (GET http://host[:port]/path): host and port
 //     (default: the scheme's) are decided per request and forwarded like
 //     the sidecar path (TLS originated on ports the rule marks HTTPS).
@@ -103,19 +106,27 @@ func (s *h1conn) gatewayDecide(port uint16) (rules.Match, bool) {
 	s.entry.port = port
 	s.entry.origText = net.JoinHostPort(hostOnly(s.entry.host), strconv.Itoa(int(port)))
 	s.c.orig = netip.AddrPortFrom(netip.Addr{}, port)
-	m, ok := s.p.decide(&s.entry, s.entry.host, port)
+	m, ok := s.p.decideConn(s.c, &s.entry, s.entry.host, port)
 	if !ok {
 		return m, false
 	}
 	s.entry.decision, s.entry.rule = decisionAllow, m.Rule.Name
-	if s.p.egress == nil {
-		m.UseEgressProxy = false // the gateway is the egress proxy
-	}
 	return m, true
 }
 
 // gatewayConnect answers CONNECT host:port: 403 unless a rule allows it,
-// else 200 and a byte tunnel to the upstream until either side ends.
+// else 200 and a tunnel, served by what the client sends into it (as the
+// agent serves a connection redirected to that port):
+//   - a TLS ClientHello: its server name must be allowed on port too; then
+//     the bytes are spliced to the upstream until either side ends;
+//   - h2c or HTTP/1.x: every request inside is decided on its own
+//     :authority or Host against the rules on port and forwarded like the
+//     agent forwards it (serveTunnelRequests), so that a tunnel to an
+//     allowed name cannot carry requests for another (domain fronting).
+//
+// The upstream is dialled before the 200, so that a target the address
+// policy refuses, or that cannot be reached, is answered at the CONNECT
+// (403, 502); a tunnel carrying requests closes that connection unused.
 func (s *h1conn) gatewayConnect() bool {
 	r, c := &s.req, s.c
 	s.entry.protocol = protoNameConnect
@@ -138,7 +149,11 @@ func (s *h1conn) gatewayConnect() bool {
 		s.local(status, reason, markerError, true)
 		return false
 	}
-	defer up.Close()
+	defer func() {
+		if up != nil {
+			up.Close()
+		}
+	}()
 	c.bw.WriteString("HTTP/1.1 200 Connection established\r\n\r\n")
 	if err := c.bw.Flush(); err != nil {
 		s.entry.reason = "client went away"
@@ -146,6 +161,22 @@ func (s *h1conn) gatewayConnect() bool {
 		return false
 	}
 	s.entry.status = 200
+	c.nc.SetReadDeadline(time.Now().Add(s.p.cfg.ReadHeaderTimeout))
+	switch sniffReader(c.br) {
+	case protoNone:
+		s.entry.reason = "tunnel: the client sent nothing"
+		s.p.finish(&s.entry)
+		return false
+	case protoH2C:
+		up.Close()
+		up = nil
+		s.serveTunnelRequests(true)
+		return false
+	case protoHTTP1:
+		up.Close()
+		up = nil
+		return s.serveTunnelRequests(false)
+	}
 	src, ok := s.tunnelNameAllowed(port)
 	if !ok {
 		s.p.finish(&s.entry)
@@ -160,23 +191,52 @@ func (s *h1conn) gatewayConnect() bool {
 	return false
 }
 
-// tunnelNameAllowed looks at the first bytes the client sends into a tunnel
-// (within ReadHeaderTimeout): when they are a TLS ClientHello, it must name
-// a server (SNI), as in passthrough, and that name must be allowed on port too, so that a tunnel to an
-// allowed name cannot carry a handshake for another one served from the same
-// address (domain fronting). It returns the reader to relay the client's
-// bytes from; false: close the tunnel (s.entry says why).
+// upstreamTunnelRequests is the access-log upstream of a CONNECT tunnel
+// whose requests are decided and forwarded one by one (each logged too).
+const upstreamTunnelRequests = "requests"
+
+// serveTunnelRequests serves an allowed tunnel that carries HTTP/1.x or
+// h2c (h2) the way the agent serves a connection redirected to the CONNECT
+// port: the CONNECT's access-log line is written now, and each request
+// inside is decided, forwarded and logged on its own, with the CONNECT
+// target as its orig_dst. A request no rule allows gets the agent's 403
+// ("egressd: no egress rule allows evil.example on port 80"); h2c streams
+// are refused one by one, the connection stays up. For HTTP/1.x it
+// returns true: the caller's request loop goes on inside the tunnel.
+func (s *h1conn) serveTunnelRequests(h2 bool) bool {
+	c := s.c
+	s.entry.upstream = upstreamTunnelRequests
+	s.p.finish(&s.entry)
+	c.gateway, c.tunnel, c.origText = false, true, s.entry.origText
+	c.nc.SetDeadline(time.Time{})
+	c.rdl, c.wdl = deadline{}, deadline{}
+	if h2 {
+		s.p.serveH2C(c)
+		return false
+	}
+	s.origText = c.origText
+	return true
+}
+
+// decideConn is decide for a request on c. On a gateway connection (and in
+// its tunnels) a rule's useEgressProxy is served directly: the gateway is
+// the egress proxy, unless Config.EgressProxy chains it to another one.
+func (p *Proxy) decideConn(c *clientConn, e *accessEntry, host string, port uint16) (rules.Match, bool) {
+	m, ok := p.decide(e, host, port)
+	if ok && (c.gateway || c.tunnel) && p.egress == nil {
+		m.UseEgressProxy = false
+	}
+	return m, ok
+}
+
+// tunnelNameAllowed reads the TLS ClientHello at the head of a tunnel
+// (within ReadHeaderTimeout): it must name a server (SNI), as in
+// passthrough, and that name must be allowed on port too, so that a tunnel
+// to an allowed name cannot carry a handshake for another one served from
+// the same address (domain fronting). It returns the reader to relay the
+// client's bytes from; false: close the tunnel (s.entry says why).
 func (s *h1conn) tunnelNameAllowed(port uint16) (io.Reader, bool) {
 	c := s.c
-	c.nc.SetReadDeadline(time.Now().Add(s.p.cfg.ReadHeaderTimeout))
-	b, err := c.br.Peek(1)
-	if err != nil {
-		s.entry.reason = "tunnel: the client sent nothing"
-		return nil, false
-	}
-	if b[0] != 0x16 { // not TLS (h2c from an agent, plain HTTP): the CONNECT decision stands
-		return c.br, true
-	}
 	hello, br, err := peekClientHello(c.br)
 	if err != nil {
 		s.entry.decision, s.entry.reason = decisionInvalid, "tunnel: "+err.Error()

@@ -166,6 +166,7 @@ func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start:    time.Now(),
 		client:   c.client,
 		orig:     c.orig,
+		origText: c.origText,
 		host:     r.Host,
 		port:     c.orig.Port(),
 		protocol: protoNameH2C,
@@ -181,7 +182,7 @@ func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeLocalH2(w, &e, grpc, http.StatusBadRequest, e.reason)
 		return
 	}
-	m, ok := p.decide(&e, r.Host, e.port)
+	m, ok := p.decideConn(c, &e, r.Host, e.port)
 	if !ok {
 		e.decision = decisionDeny
 		e.reason = "no egress rule allows the host and port"

@@ -140,7 +140,7 @@ func (s *h1conn) serveOne() bool {
 		return false
 	}
 	s.entry.host = s.hostString(s.req.bytes(s.req.authority))
-	m, ok := p.decide(&s.entry, s.entry.host, s.entry.port)
+	m, ok := p.decideConn(c, &s.entry, s.entry.host, s.entry.port)
 	if !ok {
 		return s.deny()
 	}

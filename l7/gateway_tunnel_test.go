@@ -1,0 +1,110 @@
+package l7
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/egressd/egressd/rules"
+)
+
+// connectTunnel opens a client connection to the gateway e and asks it for
+// a tunnel to target; the gateway must answer 200.
+func connectTunnel(t *testing.T, e *env, target string) *rawClient {
+	t.Helper()
+	rc := e.dial()
+	rc.send("CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n")
+	resp, err := http.ReadResponse(rc.br, &http.Request{Method: "CONNECT"})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT %s: %v %v", target, resp, err)
+	}
+	return rc
+}
+
+// Trigger 3 of issue 12: a plain-HTTP CONNECT tunnel to an allowed name
+// cannot carry a request for another host (domain fronting, CDN tenants):
+// every request inside is decided on its Host, as on the agent. Both names
+// lead to the same upstream (the test dial resolves every name to it), so a
+// request that got through would be recorded there.
+func TestGatewayTunnelDecidesEveryHTTPRequest(t *testing.T) {
+	u := newUpstream(t, nil)
+	e := newGateway(t, nil, httpRule("api", "api.allowed.test", u.port))
+	target := fmt.Sprintf("api.allowed.test:%d", u.port)
+
+	rc := connectTunnel(t, e, target)
+	rc.send("GET /fronted HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+	resp, body := rc.read("GET")
+	if resp.StatusCode != 403 || resp.Header.Get("X-Egressd") == "" {
+		t.Fatalf("denied Host inside an allowed tunnel: %d %q, want egressd's 403", resp.StatusCode, body)
+	}
+	mustContain(t, body, fmt.Sprintf("egressd: no egress rule allows evil.example on port %d", u.port))
+	u.none(t)
+
+	// The same tunnel goes on: an allowed request reaches the upstream.
+	rc.send("GET /allowed HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n")
+	if resp, body := rc.read("GET"); resp.StatusCode != 200 {
+		t.Fatalf("allowed Host inside the tunnel: %d %q", resp.StatusCode, body)
+	}
+	if hit := u.next(t); hit.Host != "api.allowed.test" || hit.URI != "/allowed" {
+		t.Fatalf("upstream saw Host %q %s", hit.Host, hit.URI)
+	}
+	// A request pipelined behind the CONNECT head, in one write, is decided too.
+	rc2 := e.dial()
+	rc2.send("CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\nGET /pipelined HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+	if resp, err := http.ReadResponse(rc2.br, &http.Request{Method: "CONNECT"}); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	if resp, body := rc2.read("GET"); resp.StatusCode != 403 {
+		t.Fatalf("pipelined denied request: %d %q", resp.StatusCode, body)
+	}
+	u.none(t)
+	logs := e.logs.String()
+	mustContain(t, logs, `"protocol":"connect","upstream":"requests","rule":"api"`)
+	mustContain(t, logs, `"orig_dst":"`+target+`","host":"evil.example"`)
+	if n := e.counter("egressd_requests_total", "decision", "deny", "protocol", "http/1.1"); n != 2 {
+		t.Errorf("denied requests inside tunnels counted: %v, want 2", n)
+	}
+}
+
+// The same for h2c inside a tunnel (how agents send HTTP2 and GRPC ports
+// through the gateway): each stream is decided on its :authority, on one
+// connection, the denied one never reaching the upstream.
+func TestGatewayTunnelDecidesEveryH2CStream(t *testing.T) {
+	u, _ := newH2CUpstream(t, nil, false)
+	e := newGateway(t, nil, protoRule("h2-api", "api.allowed.test", u.port, rules.HTTP2))
+	rc := connectTunnel(t, e, fmt.Sprintf("api.allowed.test:%d", u.port))
+	rc.c.SetDeadline(time.Time{})
+	// One client connection, the tunnel, for every authority.
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(rc.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := &http.Client{Transport: cc, Timeout: 10 * time.Second}
+	for _, tc := range []struct {
+		authority string
+		status    int
+	}{{"evil.example", 403}, {"api.allowed.test", 200}, {"other.example", 403}} {
+		resp, err := c.Get(fmt.Sprintf("http://%s:%d/h2", tc.authority, u.port))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.authority, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Fatalf(":authority %s inside the tunnel: %d %q, want %d", tc.authority, resp.StatusCode, b, tc.status)
+		}
+		if tc.status == 403 && !strings.Contains(string(b), "no egress rule allows "+tc.authority) {
+			t.Fatalf("403 body %q", b)
+		}
+	}
+	if hit := u.next(t); hit.Host != fmt.Sprintf("api.allowed.test:%d", u.port) || hit.Proto != "HTTP/2.0" {
+		t.Fatalf("upstream saw %s %s", hit.Host, hit.Proto)
+	}
+	u.none(t)
+}
