@@ -184,7 +184,8 @@ func TestGatewayBinary(t *testing.T) {
 	for _, want := range []string{
 		`egressd_requests_total{decision="deny",protocol="connect",rule=""} 1`,
 		`egressd_requests_total{decision="allow",protocol="connect",rule="local"} 1`,
-		`egressd_requests_total{decision="allow",protocol="http/1.1",rule="local"} 2`,
+		// absolute form, the request inside the tunnel (decided on its own), the sidecar's
+		`egressd_requests_total{decision="allow",protocol="http/1.1",rule="local"} 3`,
 		`egressd_rules 1`,
 	} {
 		if !strings.Contains(metrics, want) {
