@@ -48,6 +48,9 @@ type clientConn struct {
 	limitKey clientKey
 
 	state atomic.Int32
+	// splice: what allowed the splice c is in (passthrough, tunnel, 101
+	// upgrade), for Redecide (redecide.go); nil when none.
+	splice atomic.Pointer[splice]
 	// up is the upstream connection of the HTTP/1.x exchange in flight, if
 	// any: forceClose closes it too, so that a request blocked on its
 	// upstream does not hold Shutdown past its deadline.

@@ -177,14 +177,17 @@ func (s *h1conn) gatewayConnect() bool {
 		up = nil
 		return s.serveTunnelRequests(false)
 	}
-	src, ok := s.tunnelNameAllowed(port)
+	src, sni, ok := s.tunnelNameAllowed(port)
 	if !ok {
 		s.p.finish(&s.entry)
 		return false
 	}
 	c.nc.SetDeadline(time.Time{})
-	s.entry.bytesIn, s.entry.bytesOut, err = splice(c.nc, src, up, s.p.cfg.IdleTimeout)
-	if err != nil {
+	end := s.p.beginSplice(c, &splice{protocol: protoNameConnect, hosts: []string{s.entry.host, sni}, port: port, rule: m.Rule.Name, client: c.nc, up: up})
+	s.entry.bytesIn, s.entry.bytesOut, err = spliceConns(c.nc, src, up, s.p.cfg.IdleTimeout)
+	if cut := end(); cut != "" {
+		s.entry.reason = cut
+	} else if err != nil {
 		s.entry.reason = "tunnel failed: " + err.Error()
 	}
 	s.p.finish(&s.entry)
@@ -234,27 +237,28 @@ func (p *Proxy) decideConn(c *clientConn, e *accessEntry, host string, port uint
 // passthrough, and that name must be allowed on port too, so that a tunnel
 // to an allowed name cannot carry a handshake for another one served from
 // the same address (domain fronting). It returns the reader to relay the
-// client's bytes from; false: close the tunnel (s.entry says why).
-func (s *h1conn) tunnelNameAllowed(port uint16) (io.Reader, bool) {
+// client's bytes from, and the server name; false: close the tunnel
+// (s.entry says why).
+func (s *h1conn) tunnelNameAllowed(port uint16) (io.Reader, string, bool) {
 	c := s.c
 	hello, br, err := peekClientHello(c.br)
 	if err != nil {
 		s.entry.decision, s.entry.reason = decisionInvalid, "tunnel: "+err.Error()
-		return nil, false
+		return nil, "", false
 	}
 	if hello.serverName == "" {
 		s.entry.decision = decisionDeny
 		s.entry.reason = "tunnel: tls client hello without server name (SNI)"
 		sendAlert(c.nc, alertUnrecognizedName)
-		return nil, false
+		return nil, "", false
 	}
 	if _, ok := s.p.decide(&s.entry, hello.serverName, port); !ok {
 		s.entry.decision = decisionDeny
 		s.entry.reason = "tunnel: no rule allows the TLS server name " + hello.serverName + " on port " + strconv.Itoa(int(port))
 		sendAlert(c.nc, alertAccessDenied)
-		return nil, false
+		return nil, "", false
 	}
-	return br, true
+	return br, hello.serverName, true
 }
 
 // authorityPort returns the port of a host[:port] authority, 0 when it has

@@ -40,10 +40,18 @@ func gatewayDial(ctx context.Context, network, addr string) (net.Conn, error) {
 // e.addr is the gateway's address. It stops on cleanup.
 func newGateway(t testing.TB, ca *testCA, rs ...*rules.Rule) *env {
 	t.Helper()
-	cfg := Config{Rules: compileRules(t, rs...), OriginalDst: fixedOrig{}, Dial: gatewayDial}
+	cfg := Config{Rules: compileRules(t, rs...)}
 	if ca != nil {
 		cfg.RootCAs = ca.pool
 	}
+	return newGatewayWith(t, cfg)
+}
+
+// newGatewayWith is newGateway for a Config with its Rules (and any other
+// field) set; OriginalDst and Dial are the gateway tests'.
+func newGatewayWith(t testing.TB, cfg Config) *env {
+	t.Helper()
+	cfg.OriginalDst, cfg.Dial = fixedOrig{}, gatewayDial
 	e := newEnv(t, cfg) // its sidecar listener closes every connection (no original destination)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

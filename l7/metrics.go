@@ -28,6 +28,7 @@ type metrics struct {
 	shed           *prometheus.CounterVec // reason
 	limits         prometheus.Collector   // the limits in force (limit.go)
 	addrRefused    *prometheus.CounterVec // reason code (addrpolicy.go)
+	cut            *prometheus.CounterVec // reason (redecide.go)
 	mode           prometheus.Collector   // egressd_mode{mode=enforce|audit} 1 (audit.go)
 }
 
@@ -62,16 +63,23 @@ func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, er
 			Name: "egressd_upstream_addresses_refused_total",
 			Help: "Upstream dials refused by the address policy, by reason (loopback, unspecified, link_local, multicast, broadcast, node_address, not_original).",
 		}, []string{"reason"}),
+		cut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "egressd_connections_cut_total",
+			Help: "Spliced connections (TLS passthrough, CONNECT tunnels, 101 upgrades) egressd closed, by reason (rules_changed: no rule allows them any more; max_lifetime).",
+		}, []string{"reason"}),
 		limits: limitsCollector{l},
 		mode:   modeGauge(audit),
 	}
 	for _, r := range shedReasons {
 		m.shed.WithLabelValues(r) // every reason shows, at 0 until it happens
 	}
+	for _, r := range cutReasons {
+		m.cut.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.limits, m.addrRefused, m.mode} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.limits, m.addrRefused, m.cut, m.mode} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("l7: register metrics: %w", err)
 		}

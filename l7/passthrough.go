@@ -59,8 +59,11 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 		return
 	}
 	defer up.Close()
-	e.bytesIn, e.bytesOut, err = splice(c.nc, br, up, p.cfg.IdleTimeout)
-	if err != nil && !isPeerReset(err) {
+	end := p.beginSplice(c, &splice{protocol: e.protocol, hosts: []string{hello.serverName}, port: e.port, rule: m.Rule.Name, client: c.nc, up: up})
+	e.bytesIn, e.bytesOut, err = spliceConns(c.nc, br, up, p.cfg.IdleTimeout)
+	if cut := end(); cut != "" {
+		e.reason = cut
+	} else if err != nil && !isPeerReset(err) {
 		e.reason = "spliced connection failed: " + err.Error()
 	}
 }
@@ -89,14 +92,14 @@ func sendAlert(nc net.Conn, desc byte) {
 	_, _ = nc.Write([]byte{21, 3, 3, 0, 2, 2, desc})
 }
 
-// splice copies client→upstream (starting with what is buffered in clientR)
+// spliceConns copies client→upstream (starting with what is buffered in clientR)
 // and upstream→client until both directions end. A direction that reaches
 // EOF half-closes its destination, so the other may go on, but no longer
 // than grace without a byte: a peer that stays half-open and silent does not
 // hold the connection until Shutdown. One that fails closes both
 // connections, so the other cannot hang. It returns the bytes sent each way
 // and the first failure.
-func splice(client net.Conn, clientR io.Reader, up net.Conn, grace time.Duration) (in, out int64, err error) {
+func spliceConns(client net.Conn, clientR io.Reader, up net.Conn, grace time.Duration) (in, out int64, err error) {
 	inErr := make(chan error, 1)
 	go func() {
 		var err error

@@ -149,6 +149,12 @@ type Config struct {
 	// thousands of hosts makes egressd hold at most this many sockets for
 	// it); 0: DefaultMaxIdlePerClient. Over a bound the oldest is closed.
 	MaxIdlePerClient int
+	// MaxSpliceLifetime closes a spliced connection (TLS passthrough,
+	// gateway CONNECT tunnel carrying TLS, 101 upgrade) this long after its
+	// splice began (redecide.go); 0: never. A rule's removal ends what it
+	// allowed anyway (Redecide); this bounds how long a decision, and the
+	// DNS answer it dialled, may be used.
+	MaxSpliceLifetime time.Duration
 }
 
 // Proxy is the L7 egress proxy. It is safe for concurrent use.

@@ -21,10 +21,13 @@ func (s *h1conn) spliceUpgrade(uc *upConn) {
 	}
 	s.c.nc.SetDeadline(time.Time{})
 	uc.nc.SetDeadline(time.Time{})
-	in, out, err := splice(s.c.nc, s.c.br, uc.nc, s.p.cfg.IdleTimeout)
+	end := s.p.beginSplice(s.c, &splice{protocol: "upgrade", hosts: []string{s.entry.host}, port: s.entry.port, rule: s.entry.rule, client: s.c.nc, up: uc.nc})
+	in, out, err := spliceConns(s.c.nc, s.c.br, uc.nc, s.p.cfg.IdleTimeout)
 	s.entry.bytesIn += in
 	s.entry.bytesOut += out
-	if err != nil {
+	if cut := end(); cut != "" {
+		s.entry.reason = cut
+	} else if err != nil {
 		s.entry.reason = "upgraded connection failed: " + err.Error()
 	}
 	uc.nc.Close()

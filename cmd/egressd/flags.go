@@ -54,6 +54,7 @@ type runConfig struct {
 	MemoryLimit       memoryLimit // the Go runtime's memory limit (limits.go)
 	MaxIdleUpstream   int
 	MaxIdlePerClient  int
+	MaxSpliceLifetime time.Duration // maxSpliceLifetimeFlag
 
 	accessLog *slog.Logger // built from AccessLog by runCmd; nil: the main log
 }
@@ -118,7 +119,17 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxIdleUpstream, "max-idle-upstream", 0, "idle upstream HTTP/1.x connections kept in all (0: proxy default, 1024)")
 	fs.IntVar(&cfg.MaxIdlePerClient, "max-idle-upstream-per-client", 0,
 		"idle upstream HTTP/1.x connections one client address may leave pooled, whatever hosts it names (0: proxy default, 128)")
+	maxSpliceLifetimeFlag(fs, &cfg.MaxSpliceLifetime)
 	return fs
+}
+
+// maxSpliceLifetimeFlag declares --max-splice-lifetime, shared by run and
+// gateway. Off by default: websockets, gRPC-over-TLS streams and other
+// long connections legitimately last hours and many clients do not
+// reconnect; a rule's removal already closes what it allowed.
+func maxSpliceLifetimeFlag(fs *flag.FlagSet, dst *time.Duration) {
+	fs.DurationVar(dst, "max-splice-lifetime", 0,
+		"close a spliced connection (TLS passthrough, CONNECT tunnel, 101 upgrade) this long after it began, e.g. 24h, to bound how long one decision and its DNS answer are used (0: never — long streams and websockets are legitimate, and a rule's removal closes what it allowed anyway)")
 }
 
 // allowUpstreamFlag declares --allow-upstream, shared by run and gateway.
@@ -251,7 +262,7 @@ func (c *runConfig) validate() error {
 		v    time.Duration
 	}{{"shutdown-timeout", c.ShutdownTimeout}, {"connect-timeout", c.ConnectTimeout},
 		{"read-header-timeout", c.ReadHeaderTimeout}, {"idle-timeout", c.IdleTimeout},
-		{"response-timeout", c.ResponseTimeout}} {
+		{"response-timeout", c.ResponseTimeout}, {"max-splice-lifetime", c.MaxSpliceLifetime}} {
 		if d.v < 0 {
 			return fmt.Errorf("--%s %v: must not be negative", d.name, d.v)
 		}

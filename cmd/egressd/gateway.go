@@ -29,6 +29,8 @@ type gatewayConfig struct {
 	SocketMark      uint32
 	AllowUpstream   []netip.Prefix
 	ShutdownTimeout time.Duration
+	// MaxSpliceLifetime: --max-splice-lifetime (maxSpliceLifetimeFlag).
+	MaxSpliceLifetime time.Duration
 
 	accessLog *slog.Logger // built from AccessLog by gatewayCmd; nil: the main log
 }
@@ -66,6 +68,7 @@ func newGatewayFlags(cfg *gatewayConfig, out io.Writer) *flag.FlagSet {
 	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets, 0: none (give the agent's mark when the gateway runs in a redirected cgroup)")
 	allowUpstreamFlag(fs, &cfg.AllowUpstream)
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long requests and tunnels in flight may take to finish")
+	maxSpliceLifetimeFlag(fs, &cfg.MaxSpliceLifetime)
 	return fs
 }
 
@@ -97,8 +100,10 @@ func (c *gatewayConfig) validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
-	if c.ShutdownTimeout < 0 {
-		return fmt.Errorf("--shutdown-timeout %v: must not be negative", c.ShutdownTimeout)
+	for name, d := range map[string]time.Duration{"shutdown-timeout": c.ShutdownTimeout, "max-splice-lifetime": c.MaxSpliceLifetime} {
+		if d < 0 {
+			return fmt.Errorf("--%s %v: must not be negative", name, d)
+		}
 	}
 	return nil
 }
@@ -121,7 +126,8 @@ func gatewayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // proxy until ctx ends (SIGTERM/SIGINT), reloading the rules on change and
 // SIGHUP, then drains.
 func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error {
-	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log, nil) // serve.go
+	var hook reloadHook
+	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log, nil, &hook) // serve.go
 	if err != nil {
 		return err
 	}
@@ -131,7 +137,8 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 		return err
 	}
 	reg := newRegistry(reloader)
-	pc := l7.Config{Rules: reloader, Mark: cfg.SocketMark, RootCAs: roots, AllowUpstream: cfg.AllowUpstream, Logger: log, AccessLog: cfg.accessLog, Metrics: reg}
+	pc := l7.Config{Rules: reloader, Mark: cfg.SocketMark, RootCAs: roots, AllowUpstream: cfg.AllowUpstream, Logger: log, AccessLog: cfg.accessLog, Metrics: reg,
+		MaxSpliceLifetime: cfg.MaxSpliceLifetime}
 	if cfg.DNS != "" {
 		pc.Resolver = dnsResolver(cfg.DNS, cfg.SocketMark, nil)
 	}
@@ -139,6 +146,7 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
+	hook.proxy.Store(proxy)
 
 	var ready readiness
 	ready.attached(func() error { return nil }) // nothing to attach: the gateway is reached explicitly

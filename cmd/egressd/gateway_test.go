@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -140,7 +141,20 @@ func TestGatewayBinary(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	seen := make(chan *http.Request, 16)
+	wsEnded := make(chan struct{})
 	svc := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ws" { // a websocket-style upgrade: 101, then wait for the end
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			brw.Flush()
+			io.Copy(io.Discard, brw)
+			c.Close()
+			close(wsEnded)
+			return
+		}
 		seen <- r.Clone(context.Background())
 		fmt.Fprint(w, "service")
 	})}
@@ -193,6 +207,19 @@ func TestGatewayBinary(t *testing.T) {
 		}
 	}
 
+	// A websocket through the gateway, which the new rules end.
+	ws, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(ws, "GET http://127.0.0.1:%d/ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", port, port)
+	wsr := bufio.NewReader(ws)
+	if resp, err := http.ReadResponse(wsr, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade through the gateway: %v %v", resp, err)
+	}
+
 	// A new rule version applies on SIGHUP (or by the watcher): 127.0.0.1 is no longer allowed.
 	if err := os.WriteFile(g.rules, []byte(rule("other.test")), 0o644); err != nil {
 		t.Fatal(err)
@@ -205,6 +232,16 @@ func TestGatewayBinary(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the new rules did not apply")
 		}
+	}
+	// The reload closed the websocket, at the client and at the service.
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := wsr.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("websocket still open after the reload: %v", err)
+	}
+	select {
+	case <-wsEnded:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the service's side of the websocket still open after the reload")
 	}
 	g.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -219,6 +256,9 @@ func TestGatewayBinary(t *testing.T) {
 	logs, _ := os.ReadFile(g.logs)
 	if !strings.Contains(string(logs), `"protocol":"connect"`) || !strings.Contains(string(logs), `"decision":"deny"`) {
 		t.Errorf("access log lacks the CONNECT entries:\n%s", logs)
+	}
+	if !strings.Contains(string(logs), "closed by egressd: no egress rule allows 127.0.0.1 on port") {
+		t.Errorf("log lacks why the websocket was closed:\n%s", logs)
 	}
 }
 

@@ -64,7 +64,8 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 // us; the previous agent stops accepting only once this one serves; the
 // readiness flags follow the real state.
 func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
-	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log, egressProxyCheck(cfg.EgressProxy)) // serve.go
+	var hook reloadHook
+	reloader, hup, stopHUP, err := loadRules(cfg.Rules, log, egressProxyCheck(cfg.EgressProxy), &hook) // serve.go
 	if err != nil {
 		return err
 	}
@@ -125,6 +126,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	hook.proxy.Store(proxy)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- proxy.Serve(lns.proxy) }()
 	ready.listening.Store(true)
@@ -181,6 +183,7 @@ func proxyConfig(cfg *runConfig, reloader *rules.Reloader, mark uint32, control 
 		ResponseTimeout:   cfg.ResponseTimeout,
 		MaxIdleUpstream:   cfg.MaxIdleUpstream,
 		MaxIdlePerClient:  cfg.MaxIdlePerClient,
+		MaxSpliceLifetime: cfg.MaxSpliceLifetime,
 	}
 	if cfg.DNS != "" {
 		pc.Resolver = dnsResolver(cfg.DNS, mark, control)

@@ -83,7 +83,7 @@ func TestReloadRefusesEgressProxyRulesWithoutProxy(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "r.yaml"), []byte(goodRule), 0o644)
 	var logs strings.Builder
-	r, _, stop, err := loadRules(dir, slog.New(slog.NewTextHandler(&logs, nil)), egressProxyCheck(nil))
+	r, _, stop, err := loadRules(dir, slog.New(slog.NewTextHandler(&logs, nil)), egressProxyCheck(nil), &reloadHook{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,15 +28,36 @@ import (
 // the process) and loads the rules at path for reloading. check, if not
 // nil, vets the first version and every reload (rules.ReloaderOptions.Check).
 // stop releases the signal.
-func loadRules(path string, log *slog.Logger, check func(*rules.Set) error) (r *rules.Reloader, hup <-chan os.Signal, stop func(), err error) {
+// Every version put in force afterwards is handed to hook's proxy.
+func loadRules(path string, log *slog.Logger, check func(*rules.Set) error, hook *reloadHook) (r *rules.Reloader, hup <-chan os.Signal, stop func(), err error) {
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, syscall.SIGHUP)
-	r, err = rules.NewReloader([]string{path}, rules.ReloaderOptions{Logger: log, Check: check})
+	hook.log = log
+	r, err = rules.NewReloader([]string{path}, rules.ReloaderOptions{Logger: log, Check: check, OnReload: hook.onReload})
 	if err != nil {
 		signal.Stop(c)
 		return nil, nil, nil, err
 	}
 	return r, c, func() { signal.Stop(c) }, nil
+}
+
+// reloadHook re-decides the proxy's long-lived connections after every
+// reload that put a new rule set in force (l7.Proxy.Redecide: the spliced
+// connections the new rules do not allow are closed). The proxy is set
+// once it exists; reloads only start after that (serve).
+type reloadHook struct {
+	proxy atomic.Pointer[l7.Proxy]
+	log   *slog.Logger
+}
+
+func (h *reloadHook) onReload(err error) {
+	p := h.proxy.Load()
+	if err != nil || p == nil {
+		return
+	}
+	if n := p.Redecide(); n > 0 {
+		h.log.Info("rules changed: closed the spliced connections no rule allows any more", "closed", n)
+	}
 }
 
 // routeStdLog sends what is printed through the standard log package into
