@@ -40,6 +40,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (s *h1conn) startUpload(uc *upConn) *upload {
 	up := &upload{done: make(chan struct{})}
 	pm := s.clientPump(uc)
+	pm.stop = &up.stop
 	r := &s.req
 	timeout := s.p.cfg.ResponseTimeout
 	go func() {
