@@ -48,10 +48,14 @@ func newGateway(t testing.TB, ca *testCA, rs ...*rules.Rule) *env {
 }
 
 // newGatewayWith is newGateway for a Config with its Rules (and any other
-// field) set; OriginalDst and Dial are the gateway tests'.
+// field) set; OriginalDst is the gateway tests', and so is Dial unless the
+// Config has a Resolver (then the default dialer uses it).
 func newGatewayWith(t testing.TB, cfg Config) *env {
 	t.Helper()
-	cfg.OriginalDst, cfg.Dial = fixedOrig{}, gatewayDial
+	cfg.OriginalDst = fixedOrig{}
+	if cfg.Resolver == nil {
+		cfg.Dial = gatewayDial
+	}
 	e := newEnv(t, cfg) // its sidecar listener closes every connection (no original destination)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

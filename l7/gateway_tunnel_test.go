@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -28,12 +29,19 @@ func connectTunnel(t *testing.T, e *env, target string) *rawClient {
 
 // Trigger 3 of issue 12: a plain-HTTP CONNECT tunnel to an allowed name
 // cannot carry a request for another host (domain fronting, CDN tenants):
-// every request inside is decided on its Host, as on the agent. Both names
-// lead to the same upstream (the test dial resolves every name to it), so a
-// request that got through would be recorded there.
+// every request inside is decided on its Host, as on the agent, and dialled
+// through the same address policy. A real DNS server answers both names
+// with the upstream's address (a CDN serving both), so a request that got
+// through would be recorded there.
 func TestGatewayTunnelDecidesEveryHTTPRequest(t *testing.T) {
 	u := newUpstream(t, nil)
-	e := newGateway(t, nil, httpRule("api", "api.allowed.test", u.port))
+	z := newZoneDNS(t, map[string][]netip.Addr{
+		"api.allowed.test.":   {netip.MustParseAddr("127.0.0.1")},
+		"evil.example.":       {netip.MustParseAddr("127.0.0.1")},
+		"local.allowed.test.": {netip.MustParseAddr("127.0.0.2")}, // loopback the operator did not allow
+	})
+	e := newGatewayWith(t, Config{Rules: compileRules(t, httpRule("api", "*.allowed.test", u.port)),
+		Resolver: z.resolver(), AllowUpstream: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
 	target := fmt.Sprintf("api.allowed.test:%d", u.port)
 
 	rc := connectTunnel(t, e, target)
@@ -53,6 +61,13 @@ func TestGatewayTunnelDecidesEveryHTTPRequest(t *testing.T) {
 	if hit := u.next(t); hit.Host != "api.allowed.test" || hit.URI != "/allowed" {
 		t.Fatalf("upstream saw Host %q %s", hit.Host, hit.URI)
 	}
+	// An allowed name inside the tunnel meets the address policy.
+	rc.send("GET /local HTTP/1.1\r\nHost: local.allowed.test\r\n\r\n")
+	resp, body = rc.read("GET")
+	if resp.StatusCode != 403 {
+		t.Fatalf("a name resolving to loopback inside the tunnel: %d %q", resp.StatusCode, body)
+	}
+	mustContain(t, body, "egressd: upstream address 127.0.0.2 of local.allowed.test refused: loopback")
 	// A request pipelined behind the CONNECT head, in one write, is decided too.
 	rc2 := e.dial()
 	rc2.send("CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\nGET /pipelined HTTP/1.1\r\nHost: evil.example\r\n\r\n")
