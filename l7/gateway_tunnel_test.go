@@ -123,3 +123,40 @@ func TestGatewayTunnelDecidesEveryH2CStream(t *testing.T) {
 	}
 	u.none(t)
 }
+
+// Trigger 1 through the gateway: a CONNECT to an allowed name whose DNS
+// answer is the node's loopback is refused at the CONNECT (the node-only
+// service accepts nothing), unless the operator allows that range.
+func TestGatewayConnectMeetsTheAddressPolicy(t *testing.T) {
+	ls := newLocalService(t, "127.0.0.1")
+	z := newZoneDNS(t, map[string][]netip.Addr{"api.evil.test.": {netip.MustParseAddr("127.0.0.1")}})
+	target := fmt.Sprintf("api.evil.test:%d", ls.port)
+	for _, tc := range []struct {
+		name   string
+		allow  []netip.Prefix
+		status int
+	}{{"no allowance", []netip.Prefix{}, 403}, {"--allow-upstream 127.0.0.1/32", []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, 200}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newGatewayWith(t, Config{Rules: compileRules(t, httpRule("prefix", "api.*", ls.port)),
+				Resolver: z.resolver(), AllowUpstream: tc.allow})
+			rc := e.dial()
+			rc.send("CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n")
+			resp, err := http.ReadResponse(rc.br, &http.Request{Method: "CONNECT"})
+			if err != nil || resp.StatusCode != tc.status {
+				t.Fatalf("CONNECT %s: %v %v, want %d", target, resp, err, tc.status)
+			}
+			if tc.status == 403 {
+				b, _ := io.ReadAll(resp.Body)
+				mustContain(t, string(b), "egressd: upstream address 127.0.0.1 of api.evil.test refused: loopback")
+				if n := ls.accepted.Load(); n != 0 {
+					t.Fatalf("the node-only service accepted %d connection(s)", n)
+				}
+				return
+			}
+			rc.send("GET / HTTP/1.1\r\nHost: api.evil.test\r\n\r\n")
+			if resp, body := rc.read("GET"); resp.StatusCode != 200 || body != "node secret" {
+				t.Fatalf("allowed range: %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+}
