@@ -24,7 +24,12 @@ import (
 	"github.com/egressd/egressd/rules"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(h2specAddrEnv) != "" {
+		os.Exit(runH2SpecChild()) // TestH2Spec's child
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // staticRules serves one compiled rule set.
 type staticRules struct{ set *rules.Set }

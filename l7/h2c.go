@@ -36,6 +36,14 @@ type h2cProxy struct {
 // memory per connection. A variable for that benchmark only.
 var h2cUploadBuffer = struct{ conn, stream int32 }{conn: 64 << 10, stream: 64 << 10}
 
+// h2cMaxReadFrameSize is the SETTINGS_MAX_FRAME_SIZE the h2c front end
+// announces: HTTP/2's default, 16 KiB. x/net announces 1 MiB unless told,
+// so a client could send 1 MiB frames (its frame buffer grows to that per
+// connection) and a HEADERS frame over 16 KiB was read instead of refused
+// with FRAME_SIZE_ERROR (h2spec 4.2/3). Upload windows are 64 KiB
+// (h2cUploadBuffer), so larger frames would not carry more per round trip.
+const h2cMaxReadFrameSize = 16 << 10
+
 // h2c returns the Proxy's shared HTTP/2 state, building it on first use.
 func (p *Proxy) h2c() *h2cProxy {
 	h := &p.h2
@@ -47,7 +55,8 @@ func (p *Proxy) h2c() *h2cProxy {
 			ConnState:      h2cConnState,
 		}
 		h.srv = &http2.Server{IdleTimeout: p.cfg.IdleTimeout,
-			MaxUploadBufferPerConnection: h2cUploadBuffer.conn, MaxUploadBufferPerStream: h2cUploadBuffer.stream}
+			MaxUploadBufferPerConnection: h2cUploadBuffer.conn, MaxUploadBufferPerStream: h2cUploadBuffer.stream,
+			MaxReadFrameSize: h2cMaxReadFrameSize}
 		// Only to hook srv's graceful shutdown (GOAWAY) to hs.Shutdown;
 		// it cannot fail for a Server without TLS cipher suites.
 		_ = http2.ConfigureServer(h.hs, h.srv)
