@@ -94,16 +94,16 @@ func testAdmin(t *testing.T, a *agent) {
 	if n := metric(m, `egressd_redirect_events_total{event="redirected"}`); n < 20 {
 		t.Errorf("redirected connects: %v, want >= 20", n)
 	}
-	if n := metric(m, `egressd_requests_total{decision="allow",protocol="http/1.1",rule="allowed-wildcard"}`); n < 4 {
+	if n := metric(m, `egressd_requests_total{decision="allow",namespace="",protocol="http/1.1",rule="allowed-wildcard"}`); n < 4 {
 		t.Errorf("allowed requests of rule allowed-wildcard: %v\n%s", n, grep(m, "egressd_requests_total"))
 	}
-	if n := metric(m, `egressd_requests_total{decision="allow",protocol="tls-passthrough",rule="tls-origination"}`); n != 2 {
+	if n := metric(m, `egressd_requests_total{decision="allow",namespace="",protocol="tls-passthrough",rule="tls-origination"}`); n != 2 {
 		t.Errorf("TLS passthrough connections allowed: %v, want 2 (host and pod)\n%s", n, grep(m, "egressd_requests_total"))
 	}
-	if n := metric(m, `egressd_requests_total{decision="deny",protocol="tls-passthrough",rule=""}`); n != 2 {
+	if n := metric(m, `egressd_requests_total{decision="deny",namespace="",protocol="tls-passthrough",rule=""}`); n != 2 {
 		t.Errorf("TLS passthrough connections denied: %v, want 2 (host and pod)\n%s", n, grep(m, "egressd_requests_total"))
 	}
-	if n := metric(m, `egressd_rules`); n != 4 {
+	if n := metric(m, `egressd_rules{namespace=""}`); n != 4 {
 		t.Errorf("egressd_rules %v, want 4", n)
 	}
 	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "egressd_request_duration_seconds_bucket"} {
@@ -126,7 +126,7 @@ func testReload(t *testing.T, w *world, a *agent) {
 	writeFile(t, w.rulesFile, rulesYAML+newRule+"---\nkind: EgressRule\nspec:\n  destination: {service: broken.test}\n  ports: [{port: 99999, protocol: http}]\n")
 	waitFor(t, "the broken version refused", func() bool {
 		_, m := a.get("/metrics")
-		return metric(m, `egressd_rules_reloads_total{result="refused"}`) >= 1
+		return metric(m, `egressd_rules_reloads_total{namespace="",result="refused"}`) >= 1
 	})
 	if r := curl(t, w, nil, at("new.test", portHTTP, decoy4)...); r.code != 200 {
 		t.Errorf("after a refused reload new.test got %d, want 200 (old rules in force)", r.code)
@@ -144,7 +144,7 @@ func testReload(t *testing.T, w *world, a *agent) {
 		writeFile(t, w.rulesFile, version)
 		waitFor(t, "the version refused", func() bool {
 			_, m := a.get("/metrics")
-			return metric(m, `egressd_rules_reloads_total{result="refused"}`) >= float64(2+i)
+			return metric(m, `egressd_rules_reloads_total{namespace="",result="refused"}`) >= float64(2+i)
 		})
 		if r := curl(t, w, nil, at("new.test", portHTTP, decoy4)...); r.code != 200 {
 			t.Errorf("refused version %d: new.test got %d, want 200 (old rules in force)", i, r.code)

@@ -39,6 +39,9 @@ type accessEntry struct {
 	bytesOut   int64  // response body bytes to the client
 	reason     string // why a request was refused or failed ("" for success)
 	wouldDeny  bool   // audit mode: no rule allows it, forwarded (audit.go)
+	// scope: the connection's (Config.Scopes); nil: the global rules
+	// (gateway requests).
+	scope *Scope
 
 	// Optional text forms of client and orig, cached per connection by
 	// handlers that log many requests on one ("": formatted here).
@@ -52,9 +55,25 @@ type accessEntry struct {
 // that the requests of a keep-alive connection, which mostly repeat them,
 // skip the label lookups.
 type metricsCache struct {
-	decision, rule, protocol string
+	decision, rule, protocol, namespace string
 	requests                 prometheus.Counter
 	duration                 prometheus.Observer
+}
+
+// namespace is the name of e's scope ("": the global rules).
+func (e *accessEntry) namespace() string {
+	if e.scope == nil {
+		return ""
+	}
+	return e.scope.Namespace
+}
+
+// pod is the pod of e's scope ("": none).
+func (e *accessEntry) pod() string {
+	if e.scope == nil {
+		return ""
+	}
+	return e.scope.Pod
 }
 
 // finish writes e's access-log line and records its metrics.
@@ -70,9 +89,10 @@ func (p *Proxy) finishAt(e *accessEntry, now time.Time) {
 	if mc == nil {
 		mc = new(metricsCache)
 	}
-	if mc.requests == nil || mc.decision != e.decision || mc.rule != e.rule || mc.protocol != e.protocol {
-		*mc = metricsCache{decision: e.decision, rule: e.rule, protocol: e.protocol,
-			requests: p.metrics.requests.WithLabelValues(e.decision, e.rule, e.protocol),
+	ns := e.namespace()
+	if mc.requests == nil || mc.decision != e.decision || mc.rule != e.rule || mc.protocol != e.protocol || mc.namespace != ns {
+		*mc = metricsCache{decision: e.decision, rule: e.rule, protocol: e.protocol, namespace: ns,
+			requests: p.metrics.requests.WithLabelValues(e.decision, e.rule, e.protocol, ns),
 			duration: p.metrics.duration.WithLabelValues(e.decision)}
 	}
 	mc.requests.Inc()
@@ -90,8 +110,8 @@ func (p *Proxy) finishAt(e *accessEntry, now time.Time) {
 }
 
 // accessAttrs are the attributes of e's line; only the first n are logged.
-// grpc_status and reason appear only when set.
-func accessAttrs(e *accessEntry, d time.Duration) (attrs [14]slog.Attr, n int) {
+// grpc_status, reason, namespace and pod appear only when set.
+func accessAttrs(e *accessEntry, d time.Duration) (attrs [16]slog.Attr, n int) {
 	attrs = [...]slog.Attr{
 		slog.String("client", addrText(e.clientText, e.client)),
 		slog.String("orig_dst", addrText(e.origText, e.orig)),
@@ -107,6 +127,8 @@ func accessAttrs(e *accessEntry, d time.Duration) (attrs [14]slog.Attr, n int) {
 		slog.Int64("bytes_out", e.bytesOut),
 		slog.Duration("duration", d),
 		{}, // reason
+		{}, // namespace
+		{}, // pod
 	}
 	n = 9
 	if e.grpcStatus != "" {
@@ -116,6 +138,14 @@ func accessAttrs(e *accessEntry, d time.Duration) (attrs [14]slog.Attr, n int) {
 	n += copy(attrs[n:], attrs[10:13])
 	if e.reason != "" {
 		attrs[n] = slog.String("reason", e.reason)
+		n++
+	}
+	if ns := e.namespace(); ns != "" {
+		attrs[n] = slog.String("namespace", ns)
+		n++
+	}
+	if pod := e.pod(); pod != "" {
+		attrs[n] = slog.String("pod", pod)
 		n++
 	}
 	return attrs, n

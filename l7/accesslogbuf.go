@@ -164,6 +164,12 @@ func (a *AccessLog) logEntry(now time.Time, e *accessEntry, d time.Duration) {
 	if e.reason != "" {
 		b = a.str(b, "reason", e.reason)
 	}
+	if ns := e.namespace(); ns != "" {
+		b = a.str(b, "namespace", ns)
+	}
+	if pod := e.pod(); pod != "" {
+		b = a.str(b, "pod", pod)
+	}
 	if a.json {
 		b = append(b, '}')
 	}

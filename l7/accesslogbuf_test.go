@@ -30,6 +30,8 @@ func TestAccessLogEncodesAsSlog(t *testing.T) {
 		e.host, e.reason, e.rule = s, "upstream said: "+s, s
 		e.clientText = "[::1]:9"
 		entries = append(entries, e)
+		e.scope = &Scope{Namespace: s, Pod: "pod " + s}
+		entries = append(entries, e)
 	}
 	grpc := base
 	grpc.protocol, grpc.grpcStatus = protoNameGRPC, "7"

@@ -46,6 +46,9 @@ type clientConn struct {
 	linger bool
 	// limitKey: the client it is counted for (limit.go); zero: none yet.
 	limitKey clientKey
+	// scope: whose rules decide its requests (Config.Scopes); zero: the
+	// global ones.
+	scope Scope
 
 	state atomic.Int32
 	// splice: what allowed the splice c is in (passthrough, tunnel, 101
@@ -156,6 +159,9 @@ func (p *Proxy) serveConn(c *clientConn) {
 		return
 	}
 	c.orig = orig
+	if p.cfg.Scopes != nil {
+		c.scope = p.cfg.Scopes.Scope(cgroup)
+	}
 	switch p.sniff(c) {
 	case protoH2C:
 		p.serveH2C(c)

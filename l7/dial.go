@@ -20,8 +20,11 @@ import (
 // port, which is ignored) on the original destination port. In audit mode
 // a request no rule allows is allowed too, marked in e (audit.go).
 func (p *Proxy) decide(e *accessEntry, host string, port uint16) (rules.Match, bool) {
-	set := p.cfg.Rules.Current()
-	if set != nil {
+	src := p.cfg.Rules
+	if e.scope != nil && e.scope.Rules != nil {
+		src = e.scope.Rules
+	}
+	if set := src.Current(); set != nil {
 		if m, ok := set.Match(hostOnly(host), port); ok {
 			return m, true
 		}

@@ -180,6 +180,7 @@ func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		port:     c.orig.Port(),
 		protocol: protoNameH2C,
 		decision: decisionInvalid,
+		scope:    &c.scope,
 	}
 	defer p.finish(&e)
 	grpc := isGRPC(r.Header)

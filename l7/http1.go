@@ -120,7 +120,7 @@ func (s *h1conn) serveOne() bool {
 	}
 	s.req.method = span{}
 	s.entry = accessEntry{start: now, client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1,
-		clientText: s.clientText, origText: s.origText, mc: &s.mc}
+		clientText: s.clientText, origText: s.origText, mc: &s.mc, scope: &c.scope}
 	err := s.req.readHead(c.br, p.cfg.MaxHeaderBytes)
 	if err == nil {
 		err = s.req.parse()

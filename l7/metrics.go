@@ -36,8 +36,8 @@ func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, er
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_requests_total",
-			Help: "Requests decided by the proxy, by decision (allow, deny, invalid, would-deny), matching rule and protocol.",
-		}, []string{"decision", "rule", "protocol"}),
+			Help: "Requests decided by the proxy, by decision (allow, deny, invalid, would-deny), matching rule, protocol and namespace (the scope whose rules decided: a pod's namespace, a --cgroup-rules cgroup; empty for the global rules).",
+		}, []string{"decision", "rule", "protocol", "namespace"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "egressd_request_duration_seconds",
 			Help:    "Time from reading a request head to the end of its response, by decision.",

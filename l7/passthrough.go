@@ -24,6 +24,7 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 		port:     c.orig.Port(),
 		protocol: protoNameTLSPass,
 		decision: decisionInvalid,
+		scope:    &c.scope,
 	}
 	defer p.finish(&e)
 	c.nc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))

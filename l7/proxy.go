@@ -50,6 +50,31 @@ func (p *Proxy) lookup(c *clientConn) (netip.AddrPort, uint64, bool) {
 	return orig, 0, ok
 }
 
+// Scope is whose rules decide the requests of a connection: a Kubernetes
+// namespace's (on top of the global ones), a cgroup's given its own rule
+// files, or the global ones (Config.Rules).
+type Scope struct {
+	// Rules decide the connection's requests, read again for each
+	// request; nil: Config.Rules.
+	Rules interface{ Current() *rules.Set }
+	// Namespace names the scope in the access log (namespace=) and in the
+	// metrics' namespace label; "": the global rules. It must come from a
+	// bounded set (namespaces, configured cgroups), not from the client.
+	Namespace string
+	// Pod is the pod's name in the access log (pod=); "": none.
+	Pod string
+}
+
+// Scoper chooses the Scope of each connection, once, right after its
+// original destination was found, by the cgroup of the process that
+// connected (0 when the OriginalDst does not tell it). It may block
+// briefly (a pod the agent has not heard of yet); it must not fail: a
+// connection it cannot place gets the global rules (a Scope with nil
+// Rules), and it says so in its own log.
+type Scoper interface {
+	Scope(cgroupID uint64) Scope
+}
+
 // DialMode chooses the address an allowed request is sent to.
 type DialMode int
 
@@ -100,8 +125,12 @@ type Config struct {
 	Rules interface{ Current() *rules.Set } // required; a nil *Set denies everything
 	// Audit forwards the requests the rules would deny (audit.go), logged
 	// and counted as decision would-deny; false: enforce.
-	Audit       bool
-	OriginalDst OriginalDst   // required by Serve; ServeGateway (gateway.go) does not use it
+	Audit bool
+	// Scopes, if not nil, gives each connection the rules of its scope
+	// (its pod's namespace, its cgroup); nil: Rules decide everything.
+	// Gateway connections always use Rules.
+	Scopes      Scoper
+	OriginalDst OriginalDst // required by Serve; ServeGateway (gateway.go) does not use it
 	DialMode    DialMode      // zero: DialResolve
 	Resolver    *net.Resolver // nil: net.DefaultResolver; without a Dial of its own it is made to mark its sockets
 	Mark        uint32        // SO_MARK on every upstream socket; 0: none

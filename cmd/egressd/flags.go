@@ -24,6 +24,7 @@ const envPrefix = "EGRESSD_"
 type runConfig struct {
 	Rules         string
 	Cgroups       []string
+	CgroupRules   []cgroupRules // --cgroup-rules (scopes.go)
 	ProxyPort     uint16
 	Admin         string
 	NodeAddrs     []netip.Addr
@@ -85,6 +86,8 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.Rules, "rules", "", "EgressRule `file or directory` (required)")
 	fs.Var(listFlag(&cfg.Cgroups, func(s string) (string, error) { return s, nil }), "cgroup",
 		"cgroup v2 `directory` whose processes are redirected (repeatable; required)")
+	fs.Var(listFlag(&cfg.CgroupRules, parseCgroupRules), "cgroup-rules",
+		"`CGROUP_DIR=RULES_PATH`: the processes of that cgroup (a --cgroup or below one) and of the cgroups below it are decided by these rule files on top of --rules; the most specific cgroup wins (repeatable)")
 	fs.Var(portFlag{&cfg.ProxyPort}, "proxy-port", "`port` the proxy listens on, IPv4 and IPv6")
 	fs.StringVar(&cfg.Admin, "admin", defaultAdmin, "`address` of /metrics, /healthz and /readyz")
 	fs.Var(listFlag(&cfg.NodeAddrs, netip.ParseAddr), "node-addr",

@@ -136,7 +136,7 @@ func runGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	reg := newRegistry(reloader)
+	reg := newRegistry(func() []ruleSetStats { return []ruleSetStats{reloaderStats("", reloader)} })
 	pc := l7.Config{Rules: reloader, Mark: cfg.SocketMark, RootCAs: roots, AllowUpstream: cfg.AllowUpstream, Logger: log, AccessLog: cfg.accessLog, Metrics: reg,
 		MaxSpliceLifetime: cfg.MaxSpliceLifetime}
 	if cfg.DNS != "" {

@@ -196,11 +196,11 @@ func TestGatewayBinary(t *testing.T) {
 	}
 	_, metrics := get(t, "http://"+g.admin+"/metrics")
 	for _, want := range []string{
-		`egressd_requests_total{decision="deny",protocol="connect",rule=""} 1`,
-		`egressd_requests_total{decision="allow",protocol="connect",rule="local"} 1`,
+		`egressd_requests_total{decision="deny",namespace="",protocol="connect",rule=""} 1`,
+		`egressd_requests_total{decision="allow",namespace="",protocol="connect",rule="local"} 1`,
 		// absolute form, the request inside the tunnel (decided on its own), the sidecar's
-		`egressd_requests_total{decision="allow",protocol="http/1.1",rule="local"} 3`,
-		`egressd_rules 1`,
+		`egressd_requests_total{decision="allow",namespace="",protocol="http/1.1",rule="local"} 3`,
+		`egressd_rules{namespace=""} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)

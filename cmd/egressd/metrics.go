@@ -7,17 +7,31 @@ import (
 	"github.com/egressd/egressd/rules"
 )
 
-// rulesCollector exposes the rules in force and the reload outcomes.
-type rulesCollector struct{ r *rules.Reloader }
+// rulesCollector exposes the rules in force and the reload outcomes of
+// each set: the global rules (namespace ""), each --cgroup-rules cgroup's
+// and each Kubernetes namespace's own.
+type rulesCollector struct{ sets func() []ruleSetStats }
+
+// ruleSetStats is one rule set's figures.
+type ruleSetStats struct {
+	namespace string // "": the global rules
+	rules     int    // the set's own rules in force
+	stats     rules.ReloadStats
+}
+
+// reloaderStats is the ruleSetStats of a Reloader.
+func reloaderStats(namespace string, r *rules.Reloader) ruleSetStats {
+	return ruleSetStats{namespace: namespace, rules: r.Current().Len(), stats: r.Stats()}
+}
 
 var (
 	rulesDesc = prometheus.NewDesc("egressd_rules",
-		"EgressRules in force.", nil, nil)
+		"EgressRules in force, by namespace (the scope: a pod namespace, a --cgroup-rules cgroup; empty for the global rules).", []string{"namespace"}, nil)
 	reloadsDesc = prometheus.NewDesc("egressd_rules_reloads_total",
-		"New versions of the rule files read since start, by result: applied, or refused (the previous rules stayed in force).",
-		[]string{"result"}, nil)
+		"New versions of the rules read since start, by namespace and result: applied, or refused (the previous rules stayed in force).",
+		[]string{"namespace", "result"}, nil)
 	reloadFailedDesc = prometheus.NewDesc("egressd_rules_last_reload_failed",
-		"1 if the latest version of the rule files read was refused.", nil, nil)
+		"1 if the latest version of a namespace's rules read was refused.", []string{"namespace"}, nil)
 )
 
 func (c rulesCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -27,15 +41,17 @@ func (c rulesCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c rulesCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.r.Stats()
-	ch <- prometheus.MustNewConstMetric(rulesDesc, prometheus.GaugeValue, float64(c.r.Current().Len()))
-	ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(st.Reloads), "applied")
-	ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(st.Failures), "refused")
-	failed := 0.0
-	if st.LastFailed {
-		failed = 1
+	for _, s := range c.sets() {
+		ns := s.namespace
+		ch <- prometheus.MustNewConstMetric(rulesDesc, prometheus.GaugeValue, float64(s.rules), ns)
+		ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(s.stats.Reloads), ns, "applied")
+		ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(s.stats.Failures), ns, "refused")
+		failed := 0.0
+		if s.stats.LastFailed {
+			failed = 1
+		}
+		ch <- prometheus.MustNewConstMetric(reloadFailedDesc, prometheus.GaugeValue, failed, ns)
 	}
-	ch <- prometheus.MustNewConstMetric(reloadFailedDesc, prometheus.GaugeValue, failed)
 }
 
 // redirectCollector exposes the BPF programs' per-CPU counters, summed.

@@ -91,7 +91,24 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	limits := applyProcessLimits(cfg, log) // limits.go
 	proxyCfg.MaxConns = limits.maxConns
 
-	reg := newRegistry(reloader)
+	scopes, err := newCgroupScopes(cfg.CgroupRules, cfg.Cgroups, reloader, egressProxyCheck(cfg.EgressProxy), log) // scopes.go
+	if err != nil {
+		return err
+	}
+	watched := ruleSources{reloader}
+	for _, s := range scopes.scopes {
+		watched = append(watched, s.own)
+	}
+	if len(scopes.scopes) > 0 {
+		proxyCfg.Scopes = scopes
+	}
+	reg := newRegistry(func() []ruleSetStats {
+		sets := []ruleSetStats{reloaderStats("", reloader)}
+		for _, s := range scopes.scopes {
+			sets = append(sets, reloaderStats(s.dir, s.own))
+		}
+		return sets
+	})
 	proxyCfg.Metrics = reg
 	ready := readiness{mode: cmp.Or(cfg.Mode, "enforce")}
 	lns, err := acquireListeners(cfg, log) // handover.go: from the agent serving the port, or bound here
@@ -142,7 +159,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 		"max_conns", limits.maxConns, "max_conns_per_client", cmp.Or(cfg.MaxConnsPerClient, l7.DefaultMaxConnsPerClient),
 		"nofile", limits.nofile, "memory_limit", limits.memoryLimit, "memory_limit_from", limits.memorySource)
 
-	return serve(ctx, cfg.ShutdownTimeout, reloader, proxy, serveErr, hup, &ready, succ, log)
+	return serve(ctx, cfg.ShutdownTimeout, watched, proxy, serveErr, hup, &ready, succ, log)
 }
 
 // egressProxyCheck refuses rules with useEgressProxy when no egress proxy is

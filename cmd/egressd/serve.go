@@ -71,17 +71,24 @@ func routeStdLog(log *slog.Logger) {
 
 // newRegistry is the metrics registry of the admin endpoint: Go runtime,
 // process and rules collectors (the proxy and redirect add theirs).
-func newRegistry(reloader *rules.Reloader) *prometheus.Registry {
+func newRegistry(sets func() []ruleSetStats) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		rulesCollector{reloader})
+		rulesCollector{sets})
 	return reg
+}
+
+// ruleWatcher is the rule files serve watches and reloads on SIGHUP: a
+// *rules.Reloader, or ruleSources.
+type ruleWatcher interface {
+	Watch(ctx context.Context) error
+	Reload() error
 }
 
 // serve reloads rules on change and SIGHUP until ctx ends, the proxy
 // fails or a successor took over (succ: nil for none, as in the gateway),
 // then shuts the proxy down gracefully (drain).
-func serve(ctx context.Context, shutdownTimeout time.Duration, reloader *rules.Reloader, proxy *l7.Proxy,
+func serve(ctx context.Context, shutdownTimeout time.Duration, reloader ruleWatcher, proxy *l7.Proxy,
 	serveErr <-chan error, hup <-chan os.Signal, ready *readiness, succ *succession, log *slog.Logger) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
