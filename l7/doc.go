@@ -71,8 +71,8 @@
 // and their liveness check), errors.go (upstream error → status,
 // in one place), accesslog.go and accesslogbuf.go (the access log, slog or
 // batched), metrics.go.
-// h2c*.go, passthrough.go and clienthello.go hold HTTP/2, gRPC and TLS
-// passthrough; h2c_settings.go lowers the upstream's announced maximum frame
+// h2c*.go and passthrough.go hold HTTP/2, gRPC and TLS passthrough (the
+// ClientHello is read by l7/internal/sni); h2c_settings.go lowers the upstream's announced maximum frame
 // size, which sizes x/net's per-stream body buffers. h2c client connections
 // get 64 KiB flow-control windows (h2c.go), not x/net's 1 MiB.
 // egressproxy.go chains rules with useEgressProxy through Config.EgressProxy

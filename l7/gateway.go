@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/sni"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -241,24 +242,24 @@ func (p *Proxy) decideConn(c *clientConn, e *accessEntry, host string, port uint
 // (s.entry says why).
 func (s *h1conn) tunnelNameAllowed(port uint16) (io.Reader, string, bool) {
 	c := s.c
-	hello, br, err := peekClientHello(c.br)
+	hello, br, err := sni.Peek(c.br)
 	if err != nil {
 		s.entry.decision, s.entry.reason = decisionInvalid, "tunnel: "+err.Error()
 		return nil, "", false
 	}
-	if hello.serverName == "" {
+	if hello.ServerName == "" {
 		s.entry.decision = decisionDeny
 		s.entry.reason = "tunnel: tls client hello without server name (SNI)"
 		sendAlert(c.nc, alertUnrecognizedName)
 		return nil, "", false
 	}
-	if _, ok := s.p.decide(&s.entry, hello.serverName, port); !ok {
+	if _, ok := s.p.decide(&s.entry, hello.ServerName, port); !ok {
 		s.entry.decision = decisionDeny
-		s.entry.reason = "tunnel: no rule allows the TLS server name " + hello.serverName + " on port " + strconv.Itoa(int(port))
+		s.entry.reason = "tunnel: no rule allows the TLS server name " + hello.ServerName + " on port " + strconv.Itoa(int(port))
 		sendAlert(c.nc, alertAccessDenied)
 		return nil, "", false
 	}
-	return br, hello.serverName, true
+	return br, hello.ServerName, true
 }
 
 // authorityPort returns the port of a host[:port] authority, 0 when it has

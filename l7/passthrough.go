@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/sni"
 )
 
 // serveTLSPassthrough serves a connection that starts with a TLS handshake:
@@ -28,20 +30,20 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 	}
 	defer p.finish(&e)
 	c.nc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
-	hello, br, err := peekClientHello(c.br)
+	hello, br, err := sni.Peek(c.br)
 	c.nc.SetReadDeadline(time.Time{})
 	if err != nil {
 		e.reason = err.Error()
 		return
 	}
-	e.host = hello.serverName
-	if hello.serverName == "" {
+	e.host = hello.ServerName
+	if hello.ServerName == "" {
 		e.decision = decisionDeny
 		e.reason = "tls client hello without server name (SNI)"
 		sendAlert(c.nc, alertUnrecognizedName)
 		return
 	}
-	m, ok := p.decide(&e, hello.serverName, e.port)
+	m, ok := p.decide(&e, hello.ServerName, e.port)
 	if !ok {
 		e.decision = decisionDeny
 		e.reason = "no egress rule allows the host and port"
@@ -49,7 +51,7 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 		return
 	}
 	e.decision, e.rule, e.upstream = decisionAllow, m.Rule.Name, "tls"
-	up, err := p.dialUpstream(context.Background(), m, hello.serverName, c.orig)
+	up, err := p.dialUpstream(context.Background(), m, hello.ServerName, c.orig)
 	if err != nil {
 		var refused *addrRefusedError
 		if _, e.reason = p.upstreamError(err); errors.As(err, &refused) {
@@ -60,7 +62,7 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 		return
 	}
 	defer up.Close()
-	end := p.beginSplice(c, &splice{protocol: e.protocol, hosts: []string{hello.serverName}, port: e.port, rule: m.Rule.Name, client: c.nc, up: up})
+	end := p.beginSplice(c, &splice{protocol: e.protocol, hosts: []string{hello.ServerName}, port: e.port, rule: m.Rule.Name, client: c.nc, up: up})
 	e.bytesIn, e.bytesOut, err = spliceConns(c.nc, br, up, p.cfg.IdleTimeout)
 	if cut := end(); cut != "" {
 		e.reason = cut

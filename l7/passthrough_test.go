@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/sni/snitest"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -183,7 +184,7 @@ func TestTLSPassthroughSplicesBytesWithHalfClose(t *testing.T) {
 		{"hello over 6 KiB", &tls.Config{ServerName: "raw.allowed.test", NextProtos: bigALPN}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			hello := recordHello(t, tc.cfg)
+			hello := snitest.Record(t, tc.cfg)
 			sent := append(append([]byte(nil), hello...), "\x17\x03\x03\x00\x04data"...)
 			testSplice(t, sent)
 		})

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/sni/snitest"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -43,7 +44,7 @@ func spliceEnv(t *testing.T, idle time.Duration, serve func(net.Conn)) (*env, ne
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(recordHello(t, &tls.Config{ServerName: "raw.allowed.test"})); err != nil {
+	if _, err := c.Write(snitest.Record(t, &tls.Config{ServerName: "raw.allowed.test"})); err != nil {
 		t.Fatal(err)
 	}
 	return e, c
