@@ -5,8 +5,8 @@
 # side in one run (tests and cases interleaved, order rotated, medians).
 # Run as root from anywhere in a clone (after scripts/provision.sh):
 #
-#	scripts/bench.sh           # ~5 minutes: 3 repetitions of 3 s per run, plus a profile of egressd
-#	scripts/bench.sh --quick   # < 1 minute: the same scenarios, 1 repetition of 1 s
+#	scripts/bench.sh           # ~9 minutes: 3 repetitions of 3 s per run (bulk: 1 GiB), plus a profile of egressd
+#	scripts/bench.sh --quick   # ~1.5 minutes: the same scenarios, 1 repetition of 1 s (bulk: 256 MiB)
 #	scripts/bench.sh --smoke   # seconds: every scenario runs and yields numbers (CI); no timing checks
 #
 # Extra arguments go to "egressbench run" (e.g. --cases direct,nginx,egressd).
@@ -29,11 +29,11 @@ mkdir -p "$out" bin
 go build -o bin/egressd ./cmd/egressd
 go build -o bin/egressbench ./cmd/egressbench
 
-tests=lat1000,lat2000,rtt,max-ka,max-close,h2c,conns1000
+tests=lat1000,lat2000,rtt,max-ka,max-close,h2c,grpc,conns1000,bulk-down,bulk-up,bulk-down-chunked,bulk-up-chunked
 case $mode in
-standard) args=(--reps 3 --duration 3s --idle-wait 1s --tests "$tests" --profile "$out/profile"); limit=900 ;;
-quick) args=(--reps 1 --duration 1s --idle-wait 500ms --tests "$tests"); limit=120 ;;
-smoke) args=(--reps 1 --duration 300ms --idle-wait 0s --tests lat200,rtt,max-ka,max-close,h2c,conns1000 --strict); limit=120 ;;
+standard) args=(--reps 3 --duration 3s --idle-wait 1s --tests "$tests" --profile "$out/profile"); limit=1500 ;;
+quick) args=(--reps 1 --duration 1s --idle-wait 500ms --tests "$tests" --bulk-size 268435456); limit=240 ;;
+smoke) args=(--reps 1 --duration 300ms --idle-wait 0s --tests lat200,rtt,max-ka,max-close,h2c,grpc,conns1000,bulk-down,bulk-up,bulk-down-chunked,bulk-up-chunked --bulk-size 8388608 --strict); limit=120 ;;
 esac
 
 # timeout: a hung run must not hang CI; egressbench cleans up on SIGTERM.

@@ -67,8 +67,10 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 	})
 	t := &target{name: name, addr: dest, cgroup: fd, proxy: s}
 	switch name { // beyond the open-loop latency tests, which every case runs
+	case "egressd":
+		t.h2, t.grpc = upstreamH2, upstreamGRPC
 	case "egressd-https":
-		t.tests = map[string]bool{"max-ka": true}
+		t.tests = map[string]bool{"max-ka": true, "bulk-down": true, "bulk-up": true}
 	case "egressd-100k":
 		t.tests = map[string]bool{}
 	}

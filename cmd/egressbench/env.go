@@ -16,6 +16,8 @@ import (
 type target struct {
 	name   string
 	addr   string // where the load generator connects
+	h2     string // where h2c load goes ("": the case has no h2c path)
+	grpc   string // where gRPC load goes ("": none)
 	cgroup int    // cgroup fd the load generator starts in; -1: the harness's own
 	proxy  *server
 	tests  map[string]bool // nil: every test except h2c
@@ -99,6 +101,19 @@ func setup(ctx context.Context, o *options, stderr io.Writer) (*env, error) {
 	return e, nil
 }
 
+// The upstream's h2c and gRPC ports, and nginx's HTTP/2 (prior knowledge)
+// listener in front of them.
+const (
+	h2Port   = "8080"
+	grpcPort = "9090"
+	nginxH2  = "127.0.0.1:18083"
+)
+
+var (
+	upstreamH2   = net.JoinHostPort(upstreamIP, h2Port)
+	upstreamGRPC = net.JoinHostPort(upstreamIP, grpcPort)
+)
+
 func (e *env) startUpstream(ctx context.Context) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -107,6 +122,7 @@ func (e *env) startUpstream(ctx context.Context) error {
 	cmd := exec.Command(self, "upstream", "--netns", e.topo.nsPath,
 		"--http", net.JoinHostPort(upstreamIP, "80")+","+net.JoinHostPort(upstreamIP, "8080"),
 		"--https", net.JoinHostPort(upstreamIP, "443"),
+		"--grpc", net.JoinHostPort(upstreamIP, grpcPort),
 		"--cert", filepath.Join(e.dir, "cert.pem"), "--key", filepath.Join(e.dir, "key.pem"))
 	cmd.Stderr = logFile(e.dir, "upstream.log")
 	s, err := startServer(ctx, "upstream", cmd, net.JoinHostPort(upstreamIP, "80"))
@@ -123,12 +139,16 @@ func (e *env) startCase(ctx context.Context, name string) (*target, error) {
 	upstream := net.JoinHostPort(upstreamIP, "80")
 	switch name {
 	case "direct":
-		return &target{name: name, addr: upstream, cgroup: -1,
+		return &target{name: name, addr: upstream, cgroup: -1, h2: upstreamH2, grpc: upstreamGRPC,
 			tests: nil}, nil
 	case "nginx":
-		return e.startPeer(ctx, name, "127.0.0.1:18081", "nginx.conf",
+		t, err := e.startPeer(ctx, name, "127.0.0.1:18081", "nginx.conf",
 			"nginx", "-p", e.dir, "-e", filepath.Join(e.dir, "nginx-error.log"),
 			"-c", filepath.Join(e.dir, "nginx.conf"), "-g", "daemon off;")
+		if t != nil { // listen … http2 (h2c prior knowledge) with grpc_pass
+			t.h2, t.grpc = nginxH2, nginxH2
+		}
+		return t, err
 	case "haproxy":
 		return e.startPeer(ctx, name, "127.0.0.1:18082", "haproxy.cfg",
 			"haproxy", "-db", "-f", filepath.Join(e.dir, "haproxy.cfg"))
@@ -184,7 +204,8 @@ func (e *env) startPeer(ctx context.Context, name, listen, conf string, argv ...
 	if err != nil {
 		return nil, fmt.Errorf("config template: %w", err)
 	}
-	cfg := strings.NewReplacer("__RUNDIR__", e.dir, "__LISTEN__", listen,
+	cfg := strings.NewReplacer("__RUNDIR__", e.dir, "__LISTEN_H2__", nginxH2, "__LISTEN__", listen,
+		"__UPSTREAM_H2__", upstreamH2, "__UPSTREAM_GRPC__", upstreamGRPC,
 		"__UPSTREAM__", net.JoinHostPort(upstreamIP, "80")).Replace(string(tmpl))
 	if err := os.WriteFile(filepath.Join(e.dir, conf), []byte(cfg), 0o644); err != nil {
 		return nil, err

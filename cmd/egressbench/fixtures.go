@@ -33,7 +33,7 @@ func writeRules(path string, n int) error {
 	rule := func(name, service string) {
 		fmt.Fprintf(w, "---\nkind: EgressRule\nmetadata:\n  name: %s\nspec:\n  destination:\n    service: %q\n"+
 			"  ports:\n    - port: 80\n      protocol: http\n    - port: 443\n      protocol: https\n"+
-			"    - port: 8080\n      protocol: http2\n", name, service)
+			"    - port: 8080\n      protocol: http2\n    - port: 9090\n      protocol: http2\n", name, service)
 	}
 	rule("exact", exactHost)
 	rule("wildcard", "*."+wildZone)

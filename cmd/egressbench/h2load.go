@@ -25,7 +25,7 @@ func runH2load(ctx context.Context, t *target, ts test, d time.Duration) (*loadg
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+15*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "h2load", "-t", "1", "-c", strconv.Itoa(ts.conns), "-m", "10",
-		"-D", strconv.Itoa(secs), "-H", ":authority: "+loadHost, "http://"+h2Addr(t)+"/")
+		"-D", strconv.Itoa(secs), "-H", ":authority: "+loadHost, "http://"+t.h2+"/")
 	inCgroup(cmd, t.cgroup)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -27,6 +27,8 @@ func (r *report) markdown(plots []string, o *options) string {
 			r.mdLatency(&b, tn)
 		case ts.hold:
 			r.mdMemory(&b, tn)
+		case ts.bulk != "":
+			r.mdBulk(&b, tn, ts)
 		default:
 			r.mdThroughput(&b, tn, ts)
 		}
@@ -72,6 +74,8 @@ func (r *report) mdThroughput(b *strings.Builder, tn string, ts test) {
 	switch {
 	case ts.h2c:
 		what = fmt.Sprintf("h2load, h2c prior knowledge, %d clients × 10 streams (h2load reports mean and max only)", ts.conns)
+	case ts.grpc:
+		what = fmt.Sprintf("gRPC unary calls (grpc-go, health Check), %d connections × %d calls in flight", ts.conns, grpcStreams)
 	case ts.newConn:
 		what += ", a new connection per request"
 	default:
@@ -94,6 +98,51 @@ func (r *report) mdThroughput(b *strings.Builder, tn string, ts test) {
 			us(m.P50), us(m.P99), m.Mean, opt(m.CPUPerReq, "%.0f"), opt(m.GenCPU, "%.0f"), opt(m.UpCPU, "%.0f"), m.Errors, m.Non2xx)
 	}
 	b.WriteString("\n")
+}
+
+// mdBulk: one large body per run: throughput and the proxy's CPU per GiB.
+func (r *report) mdBulk(b *strings.Builder, tn string, ts test) {
+	size, _ := r.Options["bulk_size"].(int64)
+	if f, ok := r.Options["bulk_size"].(float64); ok { // read back from JSON
+		size = int64(f)
+	}
+	how := "Content-Length"
+	if ts.chunked {
+		how = "chunked"
+	}
+	verb := "download (GET)"
+	if ts.bulk == "up" {
+		verb = "upload (PUT)"
+	}
+	fmt.Fprintf(b, "### %s: one %s %s through an HTTP port, %s, curl\n\n", tn, sizeText(size), verb, how)
+	b.WriteString("| case | GB/s | × direct | × nginx | proxy CPU ms per GiB | errors / non-2xx |\n|---|---|---|---|---|---|\n")
+	d, hasD := r.find(tn, "direct")
+	n, hasN := r.find(tn, "nginx")
+	for _, m := range r.rows(tn) {
+		vsD, vsN, cpu := "–", "–", "-"
+		if hasD && d.Rate > 0 {
+			vsD = fmt.Sprintf("%.2f", m.Rate/d.Rate)
+		}
+		if hasN && n.Rate > 0 {
+			vsN = fmt.Sprintf("%.2f", m.Rate/n.Rate)
+		}
+		if m.CPUPerReq > 0 && size > 0 {
+			cpu = fmt.Sprintf("%.0f", m.CPUPerReq/1000/(float64(size)/(1<<30)))
+		}
+		fmt.Fprintf(b, "| %s | %.2f | %s | %s | %s | %d / %d |\n", m.Case, m.Rate/1e9, vsD, vsN, cpu, m.Errors, m.Non2xx)
+	}
+	b.WriteString("\n")
+}
+
+// sizeText writes a byte count in binary units.
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d-byte", n)
 }
 
 // mdMemory: peak proxy RSS while holding many open client connections.

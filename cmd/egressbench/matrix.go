@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -34,7 +33,11 @@ type record struct {
 func applies(t *target, ts test) bool {
 	switch {
 	case ts.h2c:
-		return t.name == "direct" || t.name == "egressd"
+		return t.h2 != ""
+	case ts.grpc:
+		return t.grpc != ""
+	case ts.bulk != "":
+		return t.tests == nil || t.tests[ts.name]
 	case ts.hold:
 		return t.proxy != nil && t.tests == nil
 	case t.tests == nil:
@@ -110,9 +113,16 @@ func (e *env) runOne(ctx context.Context, ts test, t *target, r int) record {
 	stopRSS := sampleRSS(pid, &rec.PeakRSSKiB)
 	b0, j0 := cpuTimes()
 	var err error
-	if ts.h2c {
+	switch {
+	case ts.h2c:
 		rec.Result, rec.Meta, err = runH2load(ctx, t, ts, e.o.duration)
-	} else {
+	case ts.bulk != "":
+		rec.Result, rec.Meta, err = e.runBulk(ctx, t, ts)
+	case ts.grpc:
+		spec := workerSpec{Label: ts.name + " " + t.name, Target: t.grpc, Host: loadHost, Conns: ts.conns,
+			Duration: e.o.duration, Timeout: 5 * time.Second, GRPC: true}
+		rec.Result, genCPU, err = runWorker(ctx, spec, t.cgroup)
+	default:
 		rec.Result, genCPU, err = runWorker(ctx, e.spec(ts, t), t.cgroup)
 	}
 	upCPU := treeCPU(e.upstream.pid()) - up0
@@ -158,12 +168,6 @@ func (e *env) spec(ts test, t *target) workerSpec {
 	return s
 }
 
-// h2Addr is where h2c load goes: the upstream's HTTP2 port.
-func h2Addr(t *target) string {
-	host, _, _ := net.SplitHostPort(t.addr)
-	return net.JoinHostPort(host, "8080")
-}
-
 // sampleRSS records the peak RSS of pid every 100 ms until the returned stop
 // function is called.
 func sampleRSS(pid int, peak *int64) (stop func()) {
@@ -194,7 +198,7 @@ func sampleRSS(pid int, peak *int64) (stop func()) {
 func (e *env) optionsJSON() map[string]any {
 	return map[string]any{
 		"cases": strings.Join(e.o.cases, ","), "tests": strings.Join(e.o.tests, ","),
-		"reps": e.o.reps, "duration": e.o.duration.String(), "big_rules": e.o.bigRules,
+		"reps": e.o.reps, "duration": e.o.duration.String(), "big_rules": e.o.bigRules, "bulk_size": e.o.bulkSize,
 		"egressd_env": strings.Join(e.o.env, " "),
 	}
 }

@@ -90,3 +90,28 @@ func TestPlotIsWellFormedSVG(t *testing.T) {
 		t.Error("plot lacks the series or its legend")
 	}
 }
+
+// A bulk run reports GB/s and the proxy's CPU per GiB, and its target line
+// compares egressd with direct and nginx.
+func TestBulkMarkdown(t *testing.T) {
+	if ts, err := parseTest("bulk-up-chunked"); err != nil || ts.bulk != "up" || !ts.chunked {
+		t.Fatalf("parseTest(bulk-up-chunked) = %+v, %v", ts, err)
+	}
+	r := &report{Cases: []string{"direct", "nginx", "egressd"}, Tests: []string{"bulk-down"},
+		Options: map[string]any{"reps": 1, "duration": "1s", "bulk_size": int64(2 << 30)}}
+	for c, rate := range map[string]float64{"direct": 2e9, "nginx": 1e9, "egressd": 1.8e9} {
+		rec := record{Test: "bulk-down", Case: c, Rep: 1, Result: &loadgen.Result{Responses: 1, AchievedRate: rate}}
+		if c != "direct" {
+			rec.CPUPerReqUS = 500_000 // 0.5 s for 2 GiB
+		}
+		r.Runs = append(r.Runs, rec)
+	}
+	r.summarize()
+	md := r.markdown(nil, &options{mdFile: "x.md"})
+	for _, want := range []string{"one 2 GiB download (GET)", "| egressd | 1.80 | 0.90 | 1.80 | 250 | 0 / 0 |",
+		"| bulk-down: ≥ 0.8× direct and ≥ nginx | 1.80 vs direct 2.00, nginx 1.00 GB/s (0.90× direct, 1.80× nginx) | yes |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -24,6 +24,7 @@ type options struct {
 	duration time.Duration // per load run
 	idleWait time.Duration // longest wait for the machine to calm down before a run
 	bigRules int           // rule count of the egressd-100k case
+	bulkSize int64         // body size of the bulk tests
 	jsonFile string
 	mdFile   string
 	svgDir   string
@@ -54,7 +55,7 @@ var allCases = []string{"direct", "nginx", "haproxy", "egressd", "egressd-https"
 
 var defaultCases = "direct,nginx,haproxy,egressd,egressd-https,egressd-100k"
 
-const allTests = "lat1000,lat2000,rtt,max-ka,max-close,h2c,conns1000"
+const allTests = "lat1000,lat2000,rtt,max-ka,max-close,h2c,grpc,conns1000,bulk-down,bulk-up,bulk-down-chunked,bulk-up-chunked"
 
 func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
@@ -65,11 +66,13 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.peerDir, "peers", "bench", "`directory` holding nginx.conf and haproxy.cfg templates")
 	cases := fs.String("cases", defaultCases, "comma-separated `cases` (of "+strings.Join(allCases, ",")+")")
 	tests := fs.String("tests", allTests, "comma-separated `tests`: latRATE (open loop, keep-alive), rtt (1 connection back to back), "+
-		"max-ka and max-close (32 connections back to back, keep-alive / new connection per request), h2c (h2load), conns1000 (RSS with 1,000 open connections)")
+		"max-ka and max-close (32 connections back to back, keep-alive / new connection per request), h2c (h2load), grpc (unary calls, 8 connections × 10 streams), "+
+		"conns1000 (RSS with 1,000 open connections), bulk-down, bulk-up and their -chunked forms (one --bulk-size body with curl)")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions; tests and cases are interleaved and rotated, medians reported")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each load run")
 	fs.DurationVar(&o.idleWait, "idle-wait", time.Second, "longest wait for the machine to drop under 15% busy before each run (a shared machine may never)")
 	fs.IntVar(&o.bigRules, "big-rules", 100000, "number of rules of the egressd-100k case")
+	fs.Int64Var(&o.bulkSize, "bulk-size", 1<<30, "body `bytes` of the bulk tests")
 	fs.StringVar(&o.jsonFile, "json", "", "write every run and the medians as JSON to `file`")
 	fs.StringVar(&o.mdFile, "markdown", "", "write BENCHMARKS.md-ready tables to `file`")
 	fs.StringVar(&o.svgDir, "svg", "", "write a latency percentile plot per open-loop test into `dir`")
@@ -96,11 +99,11 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 			return nil, fmt.Errorf("%v: %w", err, errUsage)
 		}
 	}
-	if ts, err := parseTest(o.profTest); err != nil || ts.h2c || ts.hold {
+	if ts, err := parseTest(o.profTest); err != nil || ts.h2c || ts.hold || ts.grpc || ts.bulk != "" {
 		return nil, fmt.Errorf("--profile-test %q: want an HTTP/1.1 load test: %w", o.profTest, errUsage)
 	}
-	if o.reps < 1 || o.duration <= 0 {
-		return nil, fmt.Errorf("reps and duration must be positive: %w", errUsage)
+	if o.reps < 1 || o.duration <= 0 || o.bulkSize <= 0 {
+		return nil, fmt.Errorf("reps, duration and bulk-size must be positive: %w", errUsage)
 	}
 	return o, nil
 }
@@ -130,8 +133,11 @@ type test struct {
 	rate    float64 // open loop when > 0
 	conns   int
 	newConn bool
-	h2c     bool // h2load instead of the HTTP/1.1 generator
-	hold    bool // conns1000: hold connections open and read the proxy's RSS
+	h2c     bool   // h2load instead of the HTTP/1.1 generator
+	hold    bool   // conns1000: hold connections open and read the proxy's RSS
+	grpc    bool   // gRPC unary calls (grpc-go, the health service)
+	bulk    string // "down" or "up": one --bulk-size body with curl
+	chunked bool   // bulk: chunked instead of Content-Length
 }
 
 func parseTest(name string) (test, error) {
@@ -146,6 +152,11 @@ func parseTest(name string) (test, error) {
 		return test{name: name, conns: 8, h2c: true}, nil
 	case "conns1000":
 		return test{name: name, conns: 1000, hold: true}, nil
+	case "grpc":
+		return test{name: name, conns: 8, grpc: true}, nil
+	case "bulk-down", "bulk-up", "bulk-down-chunked", "bulk-up-chunked":
+		dir, chunked := strings.CutSuffix(strings.TrimPrefix(name, "bulk-"), "-chunked")
+		return test{name: name, conns: 1, bulk: dir, chunked: chunked}, nil
 	}
 	if r, ok := strings.CutPrefix(name, "lat"); ok {
 		if rate, err := strconv.ParseFloat(r, 64); err == nil && rate > 0 {

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// target check of issue 8, evaluated on the medians of one run.
+// target check of issues 8 and 20, evaluated on the medians of one run.
 type goal struct {
 	what     string
 	measured string
@@ -86,6 +86,29 @@ func (r *report) goals() []goal {
 		return fmt.Sprintf("p50 %.0f vs %.0f µs (%.2f×), p99 %.0f vs %.0f µs, CPU %.0f vs %.0f µs/req", b.P50, p.P50, b.P50/p.P50,
 			b.P99, p.P99, b.CPUPerReq, p.CPUPerReq), yes(b.P50 <= 1.1*p.P50)
 	})
+	for _, tn := range []string{"h2c", "grpc"} {
+		add(tn+": throughput ≥ nginx's and proxy CPU per request ≤ nginx's", func() (string, string) {
+			e, ok1 := get(tn, "egressd")
+			n, ok2 := get(tn, "nginx")
+			if !ok1 || !ok2 || n.Rate == 0 {
+				return "", ""
+			}
+			return fmt.Sprintf("%.0f vs %.0f req/s (%.2f×); %.0f vs %.0f µs/req", e.Rate, n.Rate, e.Rate/n.Rate, e.CPUPerReq, n.CPUPerReq),
+				yes(e.Rate >= n.Rate && e.CPUPerReq <= n.CPUPerReq)
+		})
+	}
+	for _, tn := range []string{"bulk-down", "bulk-up"} {
+		add(tn+": ≥ 0.8× direct and ≥ nginx", func() (string, string) {
+			e, ok1 := get(tn, "egressd")
+			d, ok2 := get(tn, "direct")
+			n, ok3 := get(tn, "nginx")
+			if !ok1 || !ok2 || !ok3 || d.Rate == 0 || n.Rate == 0 {
+				return "", ""
+			}
+			return fmt.Sprintf("%.2f vs direct %.2f, nginx %.2f GB/s (%.2f× direct, %.2f× nginx)", e.Rate/1e9, d.Rate/1e9, n.Rate/1e9, e.Rate/d.Rate, e.Rate/n.Rate),
+				yes(e.Rate >= 0.8*d.Rate && e.Rate >= n.Rate)
+		})
+	}
 	add("RSS < 64 MiB with 1,000 open client connections", func() (string, string) {
 		e, ok := get("conns1000", "egressd")
 		if !ok {
@@ -98,7 +121,7 @@ func (r *report) goals() []goal {
 
 // mdGoals renders the targets as a markdown table.
 func (r *report) mdGoals(b *strings.Builder) {
-	b.WriteString("### Targets of issue 8 (this run)\n\n| target | measured | met |\n|---|---|---|\n")
+	b.WriteString("### Targets of issues 8 and 20 (this run)\n\n| target | measured | met |\n|---|---|---|\n")
 	for _, g := range r.goals() {
 		fmt.Fprintf(b, "| %s | %s | %s |\n", g.what, g.measured, g.met)
 	}

@@ -33,6 +33,9 @@ type workerSpec struct {
 	// Hold: open Conns keep-alive connections, one request each, and keep
 	// them open for Duration (the memory test).
 	Hold bool `json:"hold,omitempty"`
+	// GRPC: unary health checks on Conns connections × grpcStreams
+	// concurrent calls each, back to back, for Duration.
+	GRPC bool `json:"grpc,omitempty"`
 }
 
 // checkHosts are asked once before load: two allowed, two that must get 403.
@@ -52,6 +55,12 @@ func workerCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	switch {
 	case spec.Check:
 		return json.NewEncoder(stdout).Encode(checkStatuses(ctx, spec))
+	case spec.GRPC:
+		res, err := grpcLoad(ctx, spec)
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(stdout).Encode(res)
 	case spec.Hold:
 		res, err := holdConns(ctx, spec)
 		if err != nil {
