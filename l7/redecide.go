@@ -61,12 +61,14 @@ func (p *Proxy) beginSplice(c *clientConn, sp *splice) (end func() string) {
 }
 
 // Redecide decides every spliced connection (TLS passthrough, gateway
-// CONNECT tunnel, 101 upgrade) again against the rules in force now, and
+// CONNECT tunnel, 101 upgrade) again against the rules in force now (each
+// connection's scope's, Config.Scopes, or Config.Rules), and
 // closes, client and upstream sides, those that no rule allows any more:
 // each is logged with the reason and counted
 // (egressd_connections_cut_total{reason="rules_changed"}). It returns how
 // many it closed. egressd calls it after every reload that put a new rule
-// set in force (rules.ReloaderOptions.OnReload); it does not block. In
+// set in force, global or scoped (rules.ReloaderOptions.OnReload); it does
+// not block. In
 // audit mode it closes nothing: nothing is denied there.
 func (p *Proxy) Redecide() int {
 	if p.cfg.Audit {
@@ -93,13 +95,18 @@ func (p *Proxy) Redecide() int {
 	return n
 }
 
-// redecide cuts sp when a name it needs is no longer allowed on its port;
-// true: it cut it now.
+// redecide cuts sp when a name it needs is no longer allowed on its port
+// by the rules that decide c (its scope's, else Config.Rules); true: it
+// cut it now.
 func (p *Proxy) redecide(c *clientConn, sp *splice) bool {
 	if p.cfg.Audit {
 		return false
 	}
-	set := p.cfg.Rules.Current()
+	src := p.cfg.Rules
+	if c.scope.Rules != nil {
+		src = c.scope.Rules
+	}
+	set := src.Current()
 	for _, h := range sp.hosts {
 		if set != nil {
 			if _, ok := set.Match(hostOnly(h), sp.port); ok {

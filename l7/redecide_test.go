@@ -300,3 +300,37 @@ func TestReloadDecidesFutureH2CStreams(t *testing.T) {
 func netip127(port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 }
+
+// scopeAll gives every connection one Scope.
+type scopeAll struct{ s Scope }
+
+func (sa scopeAll) Scope(uint64) Scope { return sa.s }
+
+// A scoped connection (Config.Scopes) is re-decided by its scope's rules:
+// the global rules allow nothing here, so checking them instead would cut
+// the kept connection too.
+func TestReloadRedecidesByTheConnectionsScope(t *testing.T) {
+	ca := newTestCA(t)
+	cert := ca.leaf(t, "keep.allowed.test", "cut.allowed.test")
+	u := newEchoUpstream(t, &cert)
+	keep, cut := ruleDoc("keep", "keep.allowed.test", u.port, "HTTPS"), ruleDoc("cut", "cut.allowed.test", u.port, "HTTPS")
+	rl := newReloadable(t, keep, cut)
+	e := newEnv(t, Config{Rules: compileRules(t), Scopes: scopeAll{Scope{Rules: rl.r, Namespace: "team"}},
+		OriginalDst: fixedOrig{netip127(u.port)}})
+	rl.p.Store(e.p)
+	var c [2]net.Conn
+	var r [2]io.Reader
+	for i, sni := range []string{"keep.allowed.test", "cut.allowed.test"} {
+		tc := tls.Client(e.dial().c, &tls.Config{ServerName: sni, RootCAs: ca.pool})
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("handshake %s: %v", sni, err)
+		}
+		c[i], r[i] = tc, tc
+	}
+	cutOne(t, rl, keep, u, c, r)
+	// A new version that still allows it cuts nothing.
+	if n := rl.set(keep, ruleDoc("other", "other.allowed.test", u.port, "HTTPS")); n != 0 {
+		t.Fatalf("Redecide closed %d connections, want 0", n)
+	}
+	echoes(t, c[0], r[0])
+}

@@ -91,7 +91,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	limits := applyProcessLimits(cfg, log) // limits.go
 	proxyCfg.MaxConns = limits.maxConns
 
-	scopes, err := newCgroupScopes(cfg.CgroupRules, cfg.Cgroups, reloader, egressProxyCheck(cfg.EgressProxy), log) // scopes.go
+	scopes, err := newCgroupScopes(cfg.CgroupRules, cfg.Cgroups, reloader, egressProxyCheck(cfg.EgressProxy), &hook, log) // scopes.go
 	if err != nil {
 		return err
 	}

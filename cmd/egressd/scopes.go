@@ -61,7 +61,7 @@ type cgroupScopes struct {
 // redirected cgroups or below one: another's connections never reach the
 // proxy. check vets every version of a scope's files, as it does --rules';
 // a version whose rules conflict with the global ones is refused too.
-func newCgroupScopes(specs []cgroupRules, redirected []string, global *rules.Reloader, check func(*rules.Set) error, log *slog.Logger) (*cgroupScopes, error) {
+func newCgroupScopes(specs []cgroupRules, redirected []string, global *rules.Reloader, check func(*rules.Set) error, hook *reloadHook, log *slog.Logger) (*cgroupScopes, error) {
 	c := &cgroupScopes{log: log, warned: map[uint64]time.Time{}}
 	for _, sp := range specs {
 		if !slices.ContainsFunc(redirected, func(r string) bool { return within(sp.Cgroup, filepath.Clean(r)) }) {
@@ -74,7 +74,7 @@ func newCgroupScopes(specs []cgroupRules, redirected []string, global *rules.Rel
 			return nil, fmt.Errorf("--cgroup-rules %s: no such cgroup directory", sp.Cgroup)
 		}
 		slog := log.With("cgroup", sp.Cgroup)
-		own, err := rules.NewReloader([]string{sp.Rules}, rules.ReloaderOptions{Logger: slog, Check: scopeCheck(global, check)})
+		own, err := rules.NewReloader([]string{sp.Rules}, rules.ReloaderOptions{Logger: slog, Check: scopeCheck(global, check), OnReload: hook.onReload})
 		if err != nil {
 			return nil, fmt.Errorf("--cgroup-rules %s: %w", sp.Cgroup, err)
 		}
