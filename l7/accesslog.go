@@ -56,8 +56,8 @@ type accessEntry struct {
 // skip the label lookups.
 type metricsCache struct {
 	decision, rule, protocol, namespace string
-	requests                 prometheus.Counter
-	duration                 prometheus.Observer
+	requests                            prometheus.Counter
+	duration                            prometheus.Observer
 }
 
 // namespace is the name of e's scope ("": the global rules).

@@ -170,9 +170,9 @@ func markedResolver(r *net.Resolver, control func(network, address string, c sys
 	return &net.Resolver{PreferGo: true, StrictErrors: r.StrictErrors, Dial: d.DialContext}
 }
 
-// markControl returns a net.Dialer Control function that puts SO_MARK mark on
+// MarkControl returns a net.Dialer Control function that puts SO_MARK mark on
 // the socket before connect; nil for mark 0.
-func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) error {
 	if mark == 0 {
 		return nil
 	}

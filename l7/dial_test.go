@@ -131,7 +131,7 @@ func TestDefaultDialerMarksUpstreamSockets(t *testing.T) {
 	if err != nil || got != mark {
 		t.Fatalf("SO_MARK = %#x, %v; want %#x", got, err, mark)
 	}
-	if r := markedResolver(nil, markControl(mark)); r == net.DefaultResolver || r.Dial == nil {
+	if r := markedResolver(nil, MarkControl(mark)); r == net.DefaultResolver || r.Dial == nil {
 		t.Error("the default resolver's sockets are not marked")
 	}
 }

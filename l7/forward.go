@@ -19,7 +19,7 @@ func (s *h1conn) forward(m rules.Match) bool {
 	key := poolKey{
 		tls:   m.Port.Protocol == rules.HTTPS,
 		proxy: m.UseEgressProxy,
-		host:  canonicalHost(hostOnly(s.entry.host)),
+		host:  rules.CanonicalHost(s.entry.host),
 		port:  s.entry.port,
 	}
 	if p.cfg.DialMode == DialOriginal {
@@ -59,26 +59,6 @@ func (s *h1conn) pooled(key poolKey) *upConn {
 		}
 		uc.nc.Close()
 	}
-}
-
-// canonicalHost lower-cases h and drops a trailing dot, allocating only when
-// it has to.
-func canonicalHost(h string) string {
-	if len(h) > 0 && h[len(h)-1] == '.' {
-		h = h[:len(h)-1]
-	}
-	for i := 0; i < len(h); i++ {
-		if 'A' <= h[i] && h[i] <= 'Z' {
-			b := []byte(h)
-			for j := i; j < len(b); j++ {
-				if 'A' <= b[j] && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return h
 }
 
 // connectUpstream opens a new upstream connection for key, originating TLS

@@ -11,9 +11,8 @@ import (
 // poolKey identifies interchangeable upstream connections.
 type poolKey struct {
 	tls    bool       // TLS originated (HTTPS port)
-	h2     bool       // speaks HTTP/2 (helper H's transports)
 	proxy  bool       // goes through the egress proxy
-	host   string     // lower-case host the request was matched with (SNI for TLS)
+	host   string     // rules.CanonicalHost of the request (SNI for TLS)
 	port   uint16     // original destination port
 	target netip.Addr // DialOriginal: the original IP; DialResolve: zero (resolved at dial)
 }

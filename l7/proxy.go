@@ -130,7 +130,7 @@ type Config struct {
 	// (its pod's namespace, its cgroup); nil: Rules decide everything.
 	// Gateway connections always use Rules.
 	Scopes      Scoper
-	OriginalDst OriginalDst // required by Serve; ServeGateway (gateway.go) does not use it
+	OriginalDst OriginalDst   // required by Serve; ServeGateway (gateway.go) does not use it
 	DialMode    DialMode      // zero: DialResolve
 	Resolver    *net.Resolver // nil: net.DefaultResolver; without a Dial of its own it is made to mark its sockets
 	Mark        uint32        // SO_MARK on every upstream socket; 0: none
@@ -228,7 +228,7 @@ func New(cfg Config) (*Proxy, error) {
 	setDefault(&cfg.MaxConnsPerClient, DefaultMaxConnsPerClient)
 	setDefault(&cfg.MaxIdleUpstream, DefaultMaxIdleUpstream)
 	setDefault(&cfg.MaxIdlePerClient, DefaultMaxIdlePerClient)
-	control := chainControl(markControl(cfg.Mark), cfg.Control)
+	control := ChainControl(MarkControl(cfg.Mark), cfg.Control)
 	cfg.Resolver = markedResolver(cfg.Resolver, control)
 	egress, err := newEgressProxy(cfg.EgressProxy)
 	if err != nil {
@@ -260,8 +260,8 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// chainControl runs the non-nil Control functions in order; nil if none.
-func chainControl(fs ...func(network, address string, c syscall.RawConn) error) func(network, address string, c syscall.RawConn) error {
+// ChainControl runs the non-nil Control functions in order; nil if none.
+func ChainControl(fs ...func(network, address string, c syscall.RawConn) error) func(network, address string, c syscall.RawConn) error {
 	var set []func(network, address string, c syscall.RawConn) error
 	for _, f := range fs {
 		if f != nil {

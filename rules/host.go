@@ -42,6 +42,29 @@ func canonicalHost(buf *[maxHost]byte, host string) ([]byte, bool) {
 	return b, true
 }
 
+// CanonicalHost is the canonical form of a Host header value or an
+// :authority, as Match compares it with the rules: without a port, without
+// brackets around an IPv6 literal, without one trailing dot, ASCII
+// lower-cased, an IPv6 literal in netip's canonical text ("[2001:2::0:1]:80"
+// and "2001:2::1" are one host). It is "" for an empty host or one longer
+// than any name a rule could list. It allocates only when the canonical form
+// is not a substring of host.
+func CanonicalHost(host string) string {
+	var buf [maxHost]byte
+	b, ok := canonicalHost(&buf, host)
+	if !ok {
+		return ""
+	}
+	off := 0
+	if host[0] == '[' {
+		off = 1
+	}
+	if len(host) >= off+len(b) && host[off:off+len(b)] == string(b) {
+		return host[off : off+len(b)]
+	}
+	return string(b)
+}
+
 // splitHost removes a port from host. v6 reports an IPv6 literal: one in
 // brackets ("[2001:2::1]:80"), or a bare one (more than one colon), which
 // cannot carry a port.

@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/egressd/egressd/l7"
 	"github.com/egressd/egressd/redirect"
 	"github.com/egressd/egressd/rules"
@@ -247,39 +245,13 @@ func loadRootCAs(file string) (*x509.CertPool, error) {
 // which keeps them from being redirected when egressd runs inside an
 // attached cgroup.
 func dnsResolver(addr string, mark uint32, control controlFunc) *net.Resolver {
-	d := &net.Dialer{}
-	var mc controlFunc
-	if mark != 0 { // setting SO_MARK takes CAP_NET_ADMIN, which the gateway may lack
-		mc = markControl(mark)
-	}
-	d.Control = func(network, address string, c syscall.RawConn) error {
-		for _, f := range []controlFunc{mc, control} {
-			if f == nil {
-				continue
-			}
-			if err := f(network, address, c); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	// Setting SO_MARK takes CAP_NET_ADMIN, which the gateway may lack: mark 0
+	// sets none.
+	d := &net.Dialer{Control: l7.ChainControl(l7.MarkControl(mark), control)}
 	return &net.Resolver{
 		PreferGo: true,
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, network, addr)
 		},
-	}
-}
-
-// markControl is a net.Dialer Control that puts SO_MARK mark on the socket.
-func markControl(mark uint32) func(_, _ string, c syscall.RawConn) error {
-	return func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
-		}); err != nil {
-			return err
-		}
-		return serr
 	}
 }
