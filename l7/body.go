@@ -98,6 +98,9 @@ func (p *pump) fill() error {
 	now := time.Now()
 	if p.dst != nil {
 		p.dstDL.setWrite(p.dstConn, now, p.stall)
+		if p.stopped() {
+			return &copyError{write: true, err: errPumpStopped}
+		}
 		if err := p.dst.Flush(); err != nil {
 			return &copyError{write: true, err: err}
 		}
@@ -238,6 +241,9 @@ func (p *pump) direct(n int64) (handled bool, err error) {
 		return false, nil
 	}
 	p.dstDL.setWrite(p.dstConn, time.Now(), p.stall)
+	if p.stopped() {
+		return true, &copyError{write: true, err: errPumpStopped}
+	}
 	if err := p.dst.Flush(); err != nil {
 		return true, &copyError{write: true, err: err}
 	}
@@ -305,6 +311,9 @@ func (p *pump) bulkN(src, dst net.Conn, n int64) error {
 		k, rerr := src.Read(b)
 		if k > 0 {
 			p.dstDL.setWrite(p.dstConn, time.Now(), p.stall)
+			if p.stopped() {
+				return &copyError{write: true, err: errPumpStopped}
+			}
 			_, werr := dst.Write(b[:k])
 			p.n += int64(k)
 			directMoved.copied.Add(int64(k))

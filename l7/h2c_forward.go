@@ -219,9 +219,11 @@ func (p *Proxy) failH2(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	writeLocalH2(w, e, false, status, reason)
 }
 
-// copyH2Response writes res to w: head (flushed at once unless the body is
-// known to be empty, so that trailers-only gRPC answers stay one HEADERS
-// frame), then the body flushed per read, then the trailers. stall, when
+// copyH2Response writes res to w: head (flushed at once when the body's
+// length is unknown: a stream; with the body's first bytes when it is
+// known; never alone when it is known to be empty, so that trailers-only
+// gRPC answers stay one HEADERS frame), then the body flushed per read
+// (but the read that completes a known length), then the trailers. stall, when
 // not nil, is reset to timeout after every read. It returns the upstream's
 // failure; a client that went away only ends the copy (e.reason).
 func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry, stall *time.Timer, timeout time.Duration) error {
@@ -244,7 +246,12 @@ func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry, s
 	}
 	w.WriteHeader(res.StatusCode)
 	fl, _ := w.(http.Flusher)
-	if res.ContentLength != 0 && fl != nil {
+	// A body of known length is not a stream: its head leaves with its
+	// first bytes and its last bytes with the end of the stream, so that a
+	// small answer is one write to the client instead of three (HEADERS,
+	// DATA, the empty DATA that ends the stream).
+	sized := res.ContentLength > 0
+	if res.ContentLength != 0 && !sized && fl != nil {
 		fl.Flush()
 	}
 	bufp := h2BufPool.Get().(*[]byte)
@@ -264,7 +271,7 @@ func copyH2Response(w http.ResponseWriter, res *http.Response, e *accessEntry, s
 				return nil
 			}
 			e.bytesOut += int64(n)
-			if fl != nil {
+			if fl != nil && !(sized && e.bytesOut >= res.ContentLength) {
 				fl.Flush()
 			}
 		}
