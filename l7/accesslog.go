@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/accesslog"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -98,7 +99,8 @@ func (p *Proxy) finishAt(e *accessEntry, now time.Time) {
 	mc.requests.Inc()
 	mc.duration.Observe(d.Seconds())
 	if p.accessBuf != nil { // the same line, encoded without slog (accesslogbuf.go)
-		p.accessBuf.logEntry(now, e, d)
+		l := accessLine(e, d)
+		p.accessBuf.Log(now, &l)
 		return
 	}
 	ctx := context.Background()
@@ -113,8 +115,8 @@ func (p *Proxy) finishAt(e *accessEntry, now time.Time) {
 // grpc_status, reason, namespace and pod appear only when set.
 func accessAttrs(e *accessEntry, d time.Duration) (attrs [16]slog.Attr, n int) {
 	attrs = [...]slog.Attr{
-		slog.String("client", addrText(e.clientText, e.client)),
-		slog.String("orig_dst", addrText(e.origText, e.orig)),
+		slog.String("client", accesslog.AddrText(e.clientText, e.client)),
+		slog.String("orig_dst", accesslog.AddrText(e.origText, e.orig)),
 		slog.String("host", e.host),
 		slog.Int("port", int(e.port)),
 		slog.String("protocol", e.protocol),
@@ -149,12 +151,4 @@ func accessAttrs(e *accessEntry, d time.Duration) (attrs [16]slog.Attr, n int) {
 		n++
 	}
 	return attrs, n
-}
-
-// addrText is text, or ap formatted when text is empty.
-func addrText(text string, ap netip.AddrPort) string {
-	if text != "" {
-		return text
-	}
-	return ap.String()
 }

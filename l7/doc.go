@@ -69,8 +69,9 @@
 // respond.go (egressd's own answers), dial.go (upstream dials and the TLS
 // origination config), pool.go and probe.go (pooled upstream connections
 // and their liveness check), errors.go (upstream error → status,
-// in one place), accesslog.go and accesslogbuf.go (the access log, slog or
-// batched), metrics.go.
+// in one place), accesslog.go (the access-log record, through slog or
+// l7/internal/accesslog's batched encoder), accesslogbuf.go (that handler's
+// public names), metrics.go.
 // h2c*.go and passthrough.go hold HTTP/2, gRPC and TLS passthrough (the
 // ClientHello is read by l7/internal/sni); h2c_settings.go lowers the upstream's announced maximum frame
 // size, which sizes x/net's per-stream body buffers. h2c client connections
