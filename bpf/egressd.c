@@ -168,6 +168,29 @@ static __always_inline int own_socket(struct bpf_sock_addr *ctx, int consume)
 }
 
 /*
+ * exempt_cgroup says whether the current task's cgroup, or one of its
+ * ancestors, is in exempt_cgroups. Level 0 is the root (never exempt: it
+ * would exempt everything); past the task's own level the helper returns 0.
+ */
+static __always_inline int exempt_cgroup(void)
+{
+	__u64 id;
+	int level;
+
+	/* Unrolled: a loop in the verifier's eyes (a back edge revisiting
+	 * states) fails to load on Linux 6.1 without CAP_PERFMON. */
+#pragma unroll
+	for (level = 1; level <= MAX_CGROUP_LEVELS; level++) {
+		id = bpf_get_current_ancestor_cgroup_id(level);
+		if (id == 0)
+			return 0;
+		if (bpf_map_lookup_elem(&exempt_cgroups, &id))
+			return 1;
+	}
+	return 0;
+}
+
+/*
  * exempt returns why the destination is left alone whatever the protocol,
  * or COUNTER_MAX when the policy applies to it.
  */
@@ -212,6 +235,11 @@ static __always_inline int policy(struct bpf_sock_addr *ctx, const __u32 a[4], _
 	 * would send the proxy's traffic back to the proxy. */
 	if (own_socket(ctx, 1)) {
 		count(COUNTER_SKIP_OWN);
+		return VERDICT_ALLOW;
+	}
+	/* A workload the operator exempted: as if not attached. */
+	if (exempt_cgroup()) {
+		count(COUNTER_SKIP_EXEMPT);
 		return VERDICT_ALLOW;
 	}
 	if (is_unspecified(a)) {
@@ -407,6 +435,10 @@ static __always_inline int sendmsg_verdict(struct bpf_sock_addr *ctx, const __u3
 		count(COUNTER_SKIP_OWN);
 		return VERDICT_ALLOW;
 	}
+	if (exempt_cgroup()) {
+		count(COUNTER_SKIP_EXEMPT);
+		return VERDICT_ALLOW;
+	}
 	if (is_unspecified(a)) {
 		count(COUNTER_UNSPECIFIED);
 		return VERDICT_REJECT;
@@ -454,6 +486,10 @@ int sock_create(struct bpf_sock *sk)
 		return 1;
 	if (type == SOCK_DGRAM && proto == IPPROTO_UDP)
 		return 1;
+	if (exempt_cgroup()) {
+		count(COUNTER_SKIP_EXEMPT);
+		return 1;
+	}
 	if (type == SOCK_RAW)
 		count(COUNTER_SOCK_RAW);
 	else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)

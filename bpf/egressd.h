@@ -99,6 +99,8 @@ enum counter {
 	COUNTER_SOCK_OTHER,       /* socket creation refused: anything else */
 	COUNTER_UNTRACKED,        /* a tracked connection closed before the
 	                           * proxy looked it up: its entry removed */
+	COUNTER_SKIP_EXEMPT,      /* connect, datagram or socket of an exempt
+	                           * cgroup, let through as if not attached */
 	COUNTER_MAX,
 };
 
@@ -199,6 +201,30 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } own_socks SEC(".maps");
+
+/*
+ * exempt_cgroups: cgroups whose processes the programs leave alone, as if
+ * they were not attached: no redirect, no refusal (--exempt-cgroup, the
+ * agent's own cgroup, exempt pods on Kubernetes). An entry covers the
+ * cgroup's whole subtree: the hooks look up the current task's cgroup and
+ * each of its ancestors (up to MAX_CGROUP_LEVELS below the root), so a
+ * container created later in an exempt pod's cgroup is exempt from its
+ * first connect.
+ * Writer: the agent (redirect.Redirector's exempt set), the only one.
+ * Reader: the connect, sendmsg and sock_create hooks. Pinned: a new agent
+ * finds the entries of the previous one and reconciles them, so an exempt
+ * workload is never redirected during a hand-over.
+ * Key: __u64 cgroup v2 ID (the directory's inode number). Value: __u8
+ * bitmask of reasons (redirect.ExemptReason), never 0.
+ */
+#define MAX_CGROUP_LEVELS 16
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, __u64);
+	__type(value, __u8);
+} exempt_cgroups SEC(".maps");
 
 /*
  * counters: what the hooks decided, per CPU.

@@ -36,7 +36,8 @@ const (
 	EgressdCounterCOUNTER_SOCK_SCTP     EgressdCounter = 17
 	EgressdCounterCOUNTER_SOCK_OTHER    EgressdCounter = 18
 	EgressdCounterCOUNTER_UNTRACKED     EgressdCounter = 19
-	EgressdCounterCOUNTER_MAX           EgressdCounter = 20
+	EgressdCounterCOUNTER_SKIP_EXEMPT   EgressdCounter = 20
+	EgressdCounterCOUNTER_MAX           EgressdCounter = 21
 )
 
 type EgressdLpmKey struct {
@@ -82,6 +83,7 @@ const (
 	EgressdMapConnOrigs       = "conn_origs"
 	EgressdMapCounters        = "counters"
 	EgressdMapExcluded        = "excluded"
+	EgressdMapExemptCgroups   = "exempt_cgroups"
 	EgressdMapOwnSocks        = "own_socks"
 	EgressdMapResolvers       = "resolvers"
 	EgressdMapSockStates      = "sock_states"
@@ -153,13 +155,14 @@ type EgressdProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EgressdMapSpecs struct {
-	ConnOrigs  *ebpf.MapSpec `ebpf:"conn_origs"`
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	Excluded   *ebpf.MapSpec `ebpf:"excluded"`
-	OwnSocks   *ebpf.MapSpec `ebpf:"own_socks"`
-	Resolvers  *ebpf.MapSpec `ebpf:"resolvers"`
-	SockStates *ebpf.MapSpec `ebpf:"sock_states"`
-	UdpAllow   *ebpf.MapSpec `ebpf:"udp_allow"`
+	ConnOrigs     *ebpf.MapSpec `ebpf:"conn_origs"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	Excluded      *ebpf.MapSpec `ebpf:"excluded"`
+	ExemptCgroups *ebpf.MapSpec `ebpf:"exempt_cgroups"`
+	OwnSocks      *ebpf.MapSpec `ebpf:"own_socks"`
+	Resolvers     *ebpf.MapSpec `ebpf:"resolvers"`
+	SockStates    *ebpf.MapSpec `ebpf:"sock_states"`
+	UdpAllow      *ebpf.MapSpec `ebpf:"udp_allow"`
 }
 
 // EgressdVariableSpecs contains global variables before they are loaded into the kernel.
@@ -193,13 +196,14 @@ func (o *EgressdObjects) Close() error {
 //
 // It can be passed to LoadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EgressdMaps struct {
-	ConnOrigs  *ebpf.Map `ebpf:"conn_origs"`
-	Counters   *ebpf.Map `ebpf:"counters"`
-	Excluded   *ebpf.Map `ebpf:"excluded"`
-	OwnSocks   *ebpf.Map `ebpf:"own_socks"`
-	Resolvers  *ebpf.Map `ebpf:"resolvers"`
-	SockStates *ebpf.Map `ebpf:"sock_states"`
-	UdpAllow   *ebpf.Map `ebpf:"udp_allow"`
+	ConnOrigs     *ebpf.Map `ebpf:"conn_origs"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	Excluded      *ebpf.Map `ebpf:"excluded"`
+	ExemptCgroups *ebpf.Map `ebpf:"exempt_cgroups"`
+	OwnSocks      *ebpf.Map `ebpf:"own_socks"`
+	Resolvers     *ebpf.Map `ebpf:"resolvers"`
+	SockStates    *ebpf.Map `ebpf:"sock_states"`
+	UdpAllow      *ebpf.Map `ebpf:"udp_allow"`
 }
 
 func (m *EgressdMaps) Close() error {
@@ -207,6 +211,7 @@ func (m *EgressdMaps) Close() error {
 		m.ConnOrigs,
 		m.Counters,
 		m.Excluded,
+		m.ExemptCgroups,
 		m.OwnSocks,
 		m.Resolvers,
 		m.SockStates,

@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 		os.Exit(loopClientMain(os.Args[1:])) // handover_test.go
 	case "flood":
 		os.Exit(floodMain(os.Args[1:])) // floodclient_test.go
+	case "exemptloop":
+		os.Exit(exemptLoopMain(os.Args[1:])) // exempt_test.go
 	case "probe":
 		os.Exit(probeMain(os.Args[1:]))
 	}

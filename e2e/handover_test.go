@@ -153,20 +153,8 @@ type loop struct {
 func startLoop(t *testing.T, w *world) *loop {
 	t.Helper()
 	l := &loop{done: make(chan struct{})}
-	l.cmd = kerneltest.Command(t, w.cgroup, w.pod, os.Args[0], net.JoinHostPort(decoy4.String(), itoa(portHTTP)))
-	l.cmd.Env = append(os.Environ(), helperEnv+"=loop")
-	l.cmd.Stderr = os.Stderr
-	var err error
-	if l.stdin, err = l.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := l.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	var out io.Reader
+	l.cmd, l.stdin, out = startStreaming(t, w.cgroup, w.pod, "loop", net.JoinHostPort(decoy4.String(), itoa(portHTTP)))
 	go func() {
 		defer close(l.done)
 		sc := bufio.NewScanner(out)
@@ -188,6 +176,28 @@ func startLoop(t *testing.T, w *world) *loop {
 		l.cmd.Wait()
 	})
 	return l
+}
+
+// startStreaming starts the test binary as the client program name (see
+// TestMain) in cgroup and ns, with args, and returns it started with its
+// stdin (closing it ends the program) and stdout; its stderr is the test's.
+func startStreaming(t *testing.T, cgroup string, ns *kerneltest.NS, name string, args ...string) (*exec.Cmd, io.WriteCloser, io.Reader) {
+	t.Helper()
+	cmd := kerneltest.Command(t, cgroup, ns, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), helperEnv+"="+name)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdin, out
 }
 
 // waitOK waits for n more answered requests.
@@ -225,13 +235,11 @@ func (l *loop) stop(t *testing.T) (ok, failed []string) {
 // closes (at most 60 s, 10000 requests per goroutine). It prints "ok HOST"
 // or "fail HOST ERROR" per request.
 func loopClientMain(args []string) int {
-	if len(args) != 1 {
-		fmt.Fprintln(os.Stderr, "usage: TARGET")
+	ctx, cancel, ok := loopContext(args, 60*time.Second)
+	if !ok {
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	go func() { io.Copy(io.Discard, os.Stdin); cancel() }()
 	var mu sync.Mutex
 	out := bufio.NewWriter(os.Stdout)
 	var wg sync.WaitGroup
@@ -239,11 +247,7 @@ func loopClientMain(args []string) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tr := &http.Transport{DisableKeepAlives: !keepAlive,
-				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-					var d net.Dialer
-					return d.DialContext(ctx, network, args[0])
-				}}
+			tr := decoyTransport(args[0], keepAlive)
 			defer tr.CloseIdleConnections()
 			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 			for n := 0; n < 10000 && ctx.Err() == nil; n++ {
@@ -263,6 +267,27 @@ func loopClientMain(args []string) int {
 	}
 	wg.Wait()
 	return 0
+}
+
+// loopContext checks a loop program's arguments (one: TARGET) and returns
+// a context that ends when stdin closes, or after limit.
+func loopContext(args []string, limit time.Duration) (context.Context, context.CancelFunc, bool) {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: TARGET")
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	go func() { io.Copy(io.Discard, os.Stdin); cancel() }()
+	return ctx, cancel, true
+}
+
+// decoyTransport connects every request to target, whatever its URL.
+func decoyTransport(target string, keepAlive bool) *http.Transport {
+	return &http.Transport{DisableKeepAlives: !keepAlive,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, target)
+		}}
 }
 
 // post sends a POST with Host host on c's connection to the target (one

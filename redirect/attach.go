@@ -26,6 +26,12 @@ type Redirector struct {
 
 	lookupMisses, lookupErrors atomic.Uint64
 
+	exemptMu sync.Mutex
+	exempt   map[uint64]exemptEntry // what exempt_cgroups holds
+	// exemptBefore is exempt_cgroups as this Attach found it, put back if
+	// the attach fails (the map is shared with the previous agent).
+	exemptBefore map[uint64]exemptEntry
+
 	closeMu sync.Mutex
 	closed  bool
 }
@@ -84,6 +90,9 @@ func Attach(opts Options) (_ *Redirector, err error) {
 			return nil, fmt.Errorf("redirect: %w", err)
 		}
 	}
+	if err := checkExempt(s); err != nil {
+		return nil, fmt.Errorf("redirect: %w", err)
+	}
 	dir, err := pinDir(s.PinDir, true)
 	if err != nil {
 		return nil, fmt.Errorf("redirect: %w", err)
@@ -95,6 +104,7 @@ func Attach(opts Options) (_ *Redirector, err error) {
 	r := &Redirector{pinDir: dir, log: s.Logger}
 	defer func() {
 		if err != nil {
+			r.restoreExempt()
 			r.Close()
 			undo()
 		}

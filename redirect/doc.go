@@ -17,6 +17,15 @@
 //     DNSServers and Options.AllowUDP; port 443 (QUIC) always.
 //   - 0.0.0.0, :: and ::ffff:0.0.0.0 ("this host") are refused (EPERM).
 //
+// Exempt cgroups (Options.ExemptCgroups, Options.ExemptSelf,
+// Redirector.SetExempt and ReplaceExempt) are left alone, with their whole
+// subtree: the hooks look up the connecting process's cgroup and each
+// ancestor in a pinned map, before any other decision but the own-socket
+// one. The map is shared with the previous agent during a take-over; an
+// Attach reads what it holds, replaces the reasons it owns (the flag, the
+// agent's own cgroup), keeps the others until their owner replaces them,
+// and puts it back as it found it if the attach fails.
+//
 // egressd's own sockets are recognised by their cookie: the agent
 // registers each socket it is about to connect (Redirector.Control, the
 // Control hook of its dialers) and the connect hook lets exactly that
@@ -76,7 +85,8 @@
 // the sockops state callback (4.16), sockops and socket cookies in
 // sock_addr programs (5.0), ctx->sk in sock_addr programs and socket
 // storage (5.3), bpf_get_netns_cookie and bpf_get_current_cgroup_id in
-// sock_addr programs and cgroup BPF links with BPF_LINK_UPDATE (5.7),
+// sock_addr programs, bpf_get_current_ancestor_cgroup_id in sock_addr
+// and sock_create programs, and cgroup BPF links with BPF_LINK_UPDATE (5.7),
 // skops->sk for socket storage in sockops (5.10), and the two
 // that set the floor: SO_NETNS_COOKIE to learn the host namespace's cookie
 // and BPF_MAP_LOOKUP_AND_DELETE_ELEM on hash maps (5.14).

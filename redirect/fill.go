@@ -24,7 +24,13 @@ func (r *Redirector) fill(s settings) error {
 	if err := fillTrie(r.objs.Resolvers, "DNS server", s.DNSServers); err != nil {
 		return err
 	}
-	return fillUDP(r.objs.UdpAllow, s.AllowUDP)
+	if err := fillUDP(r.objs.UdpAllow, s.AllowUDP); err != nil {
+		return err
+	}
+	if err := r.loadExempt(); err != nil {
+		return err
+	}
+	return r.fillExempt(s)
 }
 
 func fillTrie(m *ebpf.Map, what string, prefixes []netip.Prefix) error {

@@ -34,6 +34,15 @@ type Options struct {
 	// AllowUDP are the UDP destinations allowed besides DNSServers; all
 	// other UDP is refused. Port 443 (QUIC) is refused regardless.
 	AllowUDP []UDPRule
+	// ExemptCgroups are cgroup v2 directories below the attached ones
+	// whose processes (and descendants) are left alone, as if the programs
+	// were not attached. One that holds an attached cgroup is refused.
+	// More can be exempted at run time (Redirector.SetExempt).
+	ExemptCgroups []string
+	// ExemptSelf exempts the agent's own cgroup where that is right (see
+	// Redirector.selfExempt): below an attached cgroup, holding none, and
+	// holding no other process.
+	ExemptSelf bool
 	// PinDir is where links and maps are pinned; it must be on bpffs.
 	// "": <bpffs mount>/egressd, mounting bpffs at /sys/fs/bpf if none is.
 	PinDir string

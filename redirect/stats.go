@@ -15,6 +15,7 @@ type Stats struct {
 	SkippedProxy    uint64 // to node address : proxy port
 	SkippedExcluded uint64 // to an excluded CIDR
 	SkippedDNS      uint64 // TCP to port 53 of a DNS server
+	SkippedExempt   uint64 // connects, datagrams and sockets of exempt cgroups
 	UDPDNS          uint64 // UDP to port 53 of a DNS server
 	UDPAllowed      uint64 // UDP allowed by a rule
 	UDPRefused      uint64 // port 443, or not allowed
@@ -41,6 +42,7 @@ func (r *Redirector) Stats() (Stats, error) {
 		bpf.EgressdCounterCOUNTER_SKIP_PROXY:    &s.SkippedProxy,
 		bpf.EgressdCounterCOUNTER_SKIP_EXCLUDED: &s.SkippedExcluded,
 		bpf.EgressdCounterCOUNTER_SKIP_DNS:      &s.SkippedDNS,
+		bpf.EgressdCounterCOUNTER_SKIP_EXEMPT:   &s.SkippedExempt,
 		bpf.EgressdCounterCOUNTER_UDP_DNS:       &s.UDPDNS,
 		bpf.EgressdCounterCOUNTER_UDP_ALLOWED:   &s.UDPAllowed,
 		bpf.EgressdCounterCOUNTER_UDP_REFUSED:   &s.UDPRefused,

@@ -25,6 +25,7 @@ type runConfig struct {
 	Rules         string
 	Cgroups       []string
 	CgroupRules   []cgroupRules // --cgroup-rules (scopes.go)
+	ExemptCgroups []string      // --exempt-cgroup
 	ProxyPort     uint16
 	Admin         string
 	NodeAddrs     []netip.Addr
@@ -88,6 +89,8 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 		"cgroup v2 `directory` whose processes are redirected (repeatable; required)")
 	fs.Var(listFlag(&cfg.CgroupRules, parseCgroupRules), "cgroup-rules",
 		"`CGROUP_DIR=RULES_PATH`: the processes of that cgroup (a --cgroup or below one) and of the cgroups below it are decided by these rule files on top of --rules; the most specific cgroup wins (repeatable)")
+	fs.Var(listFlag(&cfg.ExemptCgroups, func(s string) (string, error) { return s, nil }), "exempt-cgroup",
+		"cgroup v2 `directory` below an attached one whose processes are left alone, as if not attached (repeatable; the agent's own cgroup is exempt where it holds only the agent)")
 	fs.Var(portFlag{&cfg.ProxyPort}, "proxy-port", "`port` the proxy listens on, IPv4 and IPv6")
 	fs.StringVar(&cfg.Admin, "admin", defaultAdmin, "`address` of /metrics, /healthz and /readyz")
 	fs.Var(listFlag(&cfg.NodeAddrs, netip.ParseAddr), "node-addr",

@@ -65,11 +65,15 @@ var (
 	lookupsDesc = prometheus.NewDesc("egressd_redirect_lookups_failed_total",
 		"This agent's original-destination lookups that found nothing, by reason: miss (not redirected by egressd), error (the map could not be read).",
 		[]string{"reason"}, nil)
+	exemptDesc = prometheus.NewDesc("egressd_exempt_cgroups",
+		"Cgroups whose processes the BPF programs leave alone, by reason: flag (--exempt-cgroup), self (the agent's own cgroup), namespace, label, gateway, agent (pods on Kubernetes). A cgroup exempt for two reasons counts under both.",
+		[]string{"reason"}, nil)
 )
 
 func (c redirectCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- redirectDesc
 	ch <- lookupsDesc
+	ch <- exemptDesc
 }
 
 func (c redirectCollector) Collect(ch chan<- prometheus.Metric) {
@@ -88,6 +92,7 @@ func (c redirectCollector) Collect(ch chan<- prometheus.Metric) {
 		{"skipped_proxy", st.SkippedProxy},
 		{"skipped_excluded", st.SkippedExcluded},
 		{"skipped_dns", st.SkippedDNS},
+		{"skipped_exempt", st.SkippedExempt},
 		{"udp_dns", st.UDPDNS},
 		{"udp_allowed", st.UDPAllowed},
 		{"udp_refused", st.UDPRefused},
@@ -101,6 +106,9 @@ func (c redirectCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for kind, n := range st.SocketsRefused {
 		ch <- prometheus.MustNewConstMetric(redirectDesc, prometheus.CounterValue, float64(n), "sock_refused_"+kind)
+	}
+	for why, n := range c.r.ExemptCounts() {
+		ch <- prometheus.MustNewConstMetric(exemptDesc, prometheus.GaugeValue, float64(n), why.String())
 	}
 	ch <- prometheus.MustNewConstMetric(lookupsDesc, prometheus.CounterValue, float64(st.LookupMisses), "miss")
 	ch <- prometheus.MustNewConstMetric(lookupsDesc, prometheus.CounterValue, float64(st.LookupErrors), "error")

@@ -125,7 +125,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	}
 
 	red, err := redirect.Attach(redirect.Options{
-		Cgroups: cfg.Cgroups, ProxyPort: cfg.ProxyPort, NodeAddrs: cfg.NodeAddrs, ExcludeCIDRs: cfg.ExcludeCIDRs,
+		Cgroups: cfg.Cgroups, ExemptCgroups: cfg.ExemptCgroups, ExemptSelf: true, ProxyPort: cfg.ProxyPort, NodeAddrs: cfg.NodeAddrs, ExcludeCIDRs: cfg.ExcludeCIDRs,
 		DNSServers: dnsServers, AllowUDP: cfg.AllowUDP, PinDir: cfg.PinDir, Logger: log,
 	})
 	if err != nil {

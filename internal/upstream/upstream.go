@@ -22,20 +22,30 @@ import (
 	"time"
 )
 
-// Recorder remembers the local address each request arrived on. The zero
-// value is ready to use.
+// Recorder remembers the local address each request arrived on, and the
+// peer address it came from. The zero value is ready to use.
 type Recorder struct {
-	mu   sync.Mutex
-	seen map[netip.Addr]int
+	mu    sync.Mutex
+	seen  map[netip.Addr]int
+	peers map[netip.Addr]int
 }
 
-func (r *Recorder) add(local netip.Addr) {
+func (r *Recorder) add(local, peer netip.Addr) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.seen == nil {
 		r.seen = map[netip.Addr]int{}
+		r.peers = map[netip.Addr]int{}
 	}
 	r.seen[local.Unmap()]++
+	r.peers[peer.Unmap()]++
+}
+
+// CountFrom returns how many requests came from the peer address addr.
+func (r *Recorder) CountFrom(addr netip.Addr) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.peers[addr.Unmap()]
 }
 
 // Count returns how many requests arrived on addr.
@@ -46,7 +56,7 @@ func (r *Recorder) Count(addr netip.Addr) int {
 }
 
 // Echo answers every request with what it received, one "key: value" line
-// each (proto, host, path, local, tls, sni, body), so that a client can
+// each (proto, host, path, local, tls, sni, body, peer), so that a client can
 // assert on what the upstream really saw. /slow?ms=N waits N ms first. rec
 // may be nil.
 func Echo(rec *Recorder) http.Handler {
@@ -55,8 +65,9 @@ func Echo(rec *Recorder) http.Handler {
 		if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 			la, _ = netip.ParseAddrPort(local.String())
 		}
+		peer, _ := netip.ParseAddrPort(r.RemoteAddr)
 		if rec != nil {
-			rec.add(la.Addr())
+			rec.add(la.Addr(), peer.Addr())
 		}
 		if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil && r.URL.Path == "/slow" {
 			time.Sleep(time.Duration(ms) * time.Millisecond)
@@ -67,8 +78,8 @@ func Echo(rec *Recorder) http.Handler {
 			sni = r.TLS.ServerName
 		}
 		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintf(w, "proto: %s\nhost: %s\npath: %s\nlocal: %s\ntls: %t\nsni: %s\nbody: %d\n",
-			r.Proto, r.Host, r.URL.Path, la.Addr().Unmap(), r.TLS != nil, sni, len(body))
+		fmt.Fprintf(w, "proto: %s\nhost: %s\npath: %s\nlocal: %s\ntls: %t\nsni: %s\nbody: %d\npeer: %s\n",
+			r.Proto, r.Host, r.URL.Path, la.Addr().Unmap(), r.TLS != nil, sni, len(body), peer.Addr().Unmap())
 	})
 }
 
