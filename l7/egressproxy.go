@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/egressd/egressd/rules"
@@ -99,9 +100,47 @@ func (e *egressProxyError) Unwrap() error { return e.err }
 
 func (ep *egressProxy) fail(err error) error { return &egressProxyError{proxy: ep.name, err: err} }
 
+// egressProxyAttempts is how many new connections to the egress proxy
+// one request may try: the egress proxy is usually a Service in front of
+// several gateways, and one of them going away (a rollout, a node drained)
+// refuses or resets the connections still sent to it until its endpoint is
+// gone; another connection is sent to another replica. A retry is always
+// another connection to the egress proxy, never a direct one.
+const egressProxyAttempts = 3
+
+// retryEgressProxy says whether a failed attempt to open a connection (or
+// tunnel) to the egress proxy may be tried again: it failed before the
+// egress proxy answered anything (refused, reset, closed, unreachable),
+// so nothing of the request reached an upstream, and time is left.
+func retryEgressProxy(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || isEOF(err)
+}
+
 // dialEgressProxy opens a connection to the egress proxy itself (TLS for
-// https://, verified like any upstream), with Config.Mark.
+// https://, verified like any upstream), with Config.Mark, trying another
+// connection when one fails before the proxy answered (retryEgressProxy).
 func (p *Proxy) dialEgressProxy(ctx context.Context) (net.Conn, error) {
+	return p.retryEgress(ctx, p.dialEgressProxyOnce)
+}
+
+// retryEgress runs attempt up to egressProxyAttempts times while its
+// failures are retryable, counting each retry.
+func (p *Proxy) retryEgress(ctx context.Context, attempt func(context.Context) (net.Conn, error)) (net.Conn, error) {
+	for n := 1; ; n++ {
+		nc, err := attempt(ctx)
+		if err == nil || n == egressProxyAttempts || !retryEgressProxy(ctx, err) {
+			return nc, err
+		}
+		p.metrics.egressRetries.Inc()
+		p.log.Debug("egress proxy connection failed; trying another", "attempt", n, "error", err)
+	}
+}
+
+func (p *Proxy) dialEgressProxyOnce(ctx context.Context) (net.Conn, error) {
 	ep := p.egress
 	if ep == nil {
 		return nil, errNoEgressProxy
@@ -124,20 +163,24 @@ func (p *Proxy) dialEgressProxy(ctx context.Context) (net.Conn, error) {
 }
 
 // dialViaEgressProxy returns a CONNECT tunnel to host:port through the
-// egress proxy, within ConnectTimeout. The caller layers TLS on top.
+// egress proxy, within ConnectTimeout; a CONNECT the proxy closes or
+// resets before answering is tried on another connection. The caller
+// layers TLS on top.
 func (p *Proxy) dialViaEgressProxy(ctx context.Context, host string, port uint16) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
-	nc, err := p.dialEgressProxy(ctx)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := p.egress.connect(ctx, nc, net.JoinHostPort(host, strconv.Itoa(int(port))))
-	if err != nil {
-		nc.Close()
-		return nil, p.egress.fail(err)
-	}
-	return tc, nil
+	return p.retryEgress(ctx, func(ctx context.Context) (net.Conn, error) {
+		nc, err := p.dialEgressProxyOnce(ctx)
+		if err != nil {
+			return nil, err
+		}
+		tc, err := p.egress.connect(ctx, nc, net.JoinHostPort(host, strconv.Itoa(int(port))))
+		if err != nil {
+			nc.Close()
+			return nil, p.egress.fail(err)
+		}
+		return tc, nil
+	})
 }
 
 // connect asks the egress proxy on nc for a tunnel to target and reads its

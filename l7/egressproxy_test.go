@@ -441,3 +441,110 @@ func TestCheckEgressProxy(t *testing.T) {
 		t.Fatalf("no rule needs one: %v", err)
 	}
 }
+
+// flakyFront stands for a Service in front of gateway replicas, one of
+// which is going away: the first bad connections it accepts are reset
+// before a byte is read (what a terminating gateway's backlog gets), the
+// others are relayed to the replica at to. A bad connection is reset once
+// its first bytes arrived: the request was sent and got no answer, as from
+// a replica that died with it.
+func flakyFront(t *testing.T, bad int, to string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if n < bad {
+				c.Read(make([]byte, 1))
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close() // RST
+				continue
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", to)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestEgressProxyReplicaGoneIsRetried: a new connection to the egress
+// proxy reset before it answered (a gateway replica going away) is tried
+// again on another connection to the egress proxy, and the request
+// arrives through the proxy; when every try is reset, the client gets 502
+// and nothing was dialled but the egress proxy: never a direct connection.
+func TestEgressProxyReplicaGoneIsRetried(t *testing.T) {
+	rp := newRecordingProxy(t, nil)
+	ca, cases := chainCases(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			front := flakyFront(t, 1, rp.addr)
+			e := chainEnv(t, tc.svc, &url.URL{Scheme: "http", Host: front}, ca)
+			rc := e.dial()
+			rc.send("GET /retried HTTP/1.1\r\nHost: " + tc.host + "\r\n\r\n")
+			resp, body := rc.read("GET")
+			if resp.StatusCode != 200 {
+				t.Fatalf("got %d %q, want 200 through the second connection", resp.StatusCode, body)
+			}
+			if head := <-rp.heads; !strings.HasSuffix(head.RequestURI, "/retried") && head.Method != http.MethodConnect {
+				t.Fatalf("the egress proxy saw %s %s", head.Method, head.RequestURI)
+			}
+			if tc.svc.tls { // the recording proxy answers plain HTTP itself and tunnels CONNECTs
+				if hit := tc.svc.next(t); hit.uri != "/retried" {
+					t.Fatalf("service saw %+v", hit)
+				}
+			}
+			if n := e.onlyDialed(t, front); n != 2 {
+				t.Errorf("dialled the egress proxy %d times, want 2", n)
+			}
+			if n := e.counter("egressd_egress_proxy_retries_total"); n != 1 {
+				t.Errorf("egressd_egress_proxy_retries_total = %v, want 1", n)
+			}
+		})
+		t.Run(tc.name+" every try reset", func(t *testing.T) {
+			front := flakyFront(t, 1000, rp.addr)
+			e := chainEnv(t, tc.svc, &url.URL{Scheme: "http", Host: front}, ca)
+			rc := e.dial()
+			rc.send("GET / HTTP/1.1\r\nHost: " + tc.host + "\r\n\r\n")
+			resp, body := rc.read("GET")
+			if resp.StatusCode != 502 {
+				t.Fatalf("got %d %q, want 502", resp.StatusCode, body)
+			}
+			tc.svc.none(t)
+			if n := e.onlyDialed(t, front); n < 2 || n > egressProxyAttempts {
+				t.Errorf("dialled the egress proxy %d times, want 2 to %d", n, egressProxyAttempts)
+			}
+		})
+	}
+	t.Run("POST with a body is not replayed", func(t *testing.T) {
+		front := flakyFront(t, 1, rp.addr)
+		e := chainEnv(t, cases[0].svc, &url.URL{Scheme: "http", Host: front}, ca)
+		rc := e.dial()
+		rc.send("POST / HTTP/1.1\r\nHost: a.allowed.test\r\nContent-Length: 2\r\n\r\nhi")
+		if resp, body := rc.read("POST"); resp.StatusCode != 502 {
+			t.Fatalf("got %d %q, want 502 (a body is never sent twice)", resp.StatusCode, body)
+		}
+		select {
+		case head := <-rp.heads:
+			t.Fatalf("the POST reached the egress proxy again: %s %s", head.Method, head.RequestURI)
+		default:
+		}
+		if n := e.onlyDialed(t, front); n != 1 {
+			t.Errorf("dialled the egress proxy %d times, want 1", n)
+		}
+	})
+}

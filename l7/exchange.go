@@ -78,7 +78,13 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 		s.clientGone()
 		return false, false
 	}
-	if up == nil && uc.reused && len(s.resp.buf) == 0 && isRetryable(err) && s.req.replayable() {
+	// A reused connection the upstream closed, or a new one to the egress
+	// proxy that a gateway going away closed: tried once more on a new
+	// connection (to the egress proxy again, never direct).
+	if up == nil && (uc.reused || (uc.via != nil && !s.retrying)) && len(s.resp.buf) == 0 && isRetryable(err) && s.req.replayable() {
+		if !uc.reused {
+			s.p.metrics.egressRetries.Inc()
+		}
 		return false, true
 	}
 	if !bodySent { // part of the body is unread: the connection cannot carry another request

@@ -30,6 +30,7 @@ func (s *h1conn) forward(m rules.Match) bool {
 		s.entry.upstream = "https"
 	}
 	for attempt := 0; ; attempt++ {
+		s.retrying = attempt > 0
 		var uc *upConn
 		if attempt == 0 { // a retry always gets a new connection: it cannot be stale
 			uc = s.pooled(key)

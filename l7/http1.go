@@ -13,15 +13,16 @@ import (
 // h1conn is the HTTP/1.x state of one client connection, reused for every
 // request on it.
 type h1conn struct {
-	p       *Proxy
-	c       *clientConn
-	req     request
-	resp    head
-	entry   accessEntry
-	mc      metricsCache // the previous request's collectors
-	watch   clientWatch  // watch.go: a client leaving during an exchange
-	scratch []byte       // body of the proxy's own responses
-	num     [24]byte     // number formatting
+	p        *Proxy
+	c        *clientConn
+	req      request
+	resp     head
+	entry    accessEntry
+	mc       metricsCache // the previous request's collectors
+	retrying bool         // forward is on its second attempt: no further retry
+	watch    clientWatch  // watch.go: a client leaving during an exchange
+	scratch  []byte       // body of the proxy's own responses
+	num      [24]byte     // number formatting
 
 	clientText, origText string // for the access log, formatted once
 	lastHost             string // the previous request's authority, reused when repeated

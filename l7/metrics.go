@@ -29,6 +29,7 @@ type metrics struct {
 	limits         prometheus.Collector   // the limits in force (limit.go)
 	addrRefused    *prometheus.CounterVec // reason code (addrpolicy.go)
 	cut            *prometheus.CounterVec // reason (redecide.go)
+	egressRetries  prometheus.Counter     // egressproxy.go
 	mode           prometheus.Collector   // egressd_mode{mode=enforce|audit} 1 (audit.go)
 }
 
@@ -67,6 +68,10 @@ func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, er
 			Name: "egressd_connections_cut_total",
 			Help: "Spliced connections (TLS passthrough, CONNECT tunnels, 101 upgrades) egressd closed, by reason (rules_changed: no rule allows them any more; max_lifetime).",
 		}, []string{"reason"}),
+		egressRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "egressd_egress_proxy_retries_total",
+			Help: "New connections to the egress proxy tried again because the previous one failed before the proxy answered (refused, reset, closed: a gateway replica going away).",
+		}),
 		limits: limitsCollector{l},
 		mode:   modeGauge(audit),
 	}
@@ -79,7 +84,7 @@ func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, er
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.limits, m.addrRefused, m.cut, m.mode} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.limits, m.addrRefused, m.cut, m.egressRetries, m.mode} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("l7: register metrics: %w", err)
 		}
