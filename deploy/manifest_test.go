@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/egressd/egressd/rules"
@@ -23,9 +24,12 @@ var docSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
 
 // decodeAll strictly decodes every document of every *.yaml file here,
 // keyed by "Kind/name".
-func decodeAll(t *testing.T) map[string]any {
+func decodeAll(t *testing.T) map[string]any { return decodeDir(t, ".") }
+
+// decodeDir is decodeAll for the manifests of dir.
+func decodeDir(t *testing.T, dir string) map[string]any {
 	t.Helper()
-	files := manifests(t)
+	files := manifestsIn(t, dir)
 	objs := map[string]any{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -55,6 +59,12 @@ func decodeAll(t *testing.T) map[string]any {
 				obj = &corev1.ConfigMap{}
 			case "DaemonSet":
 				obj = &appsv1.DaemonSet{}
+			case "Deployment":
+				obj = &appsv1.Deployment{}
+			case "Service":
+				obj = &corev1.Service{}
+			case "PodDisruptionBudget":
+				obj = &policyv1.PodDisruptionBudget{}
 			default:
 				t.Fatalf("%s document %d: kind %s: add it to this test", f, i+1, meta.Kind)
 			}
@@ -70,13 +80,15 @@ func decodeAll(t *testing.T) map[string]any {
 
 // manifests lists the Kubernetes manifests here: every *.yaml but the
 // kustomization.
-func manifests(t *testing.T) []string {
+func manifests(t *testing.T) []string { return manifestsIn(t, ".") }
+
+func manifestsIn(t *testing.T, dir string) []string {
 	t.Helper()
-	files, err := filepath.Glob("*.yaml")
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no manifests: %v", err)
 	}
-	return slices.DeleteFunc(files, func(f string) bool { return f == "kustomization.yaml" })
+	return slices.DeleteFunc(files, func(f string) bool { return filepath.Base(f) == "kustomization.yaml" })
 }
 
 // TestKustomizationListsEveryManifest: `kubectl apply -k deploy/` (README's
