@@ -14,8 +14,8 @@ import (
 // generated from the FlagSets, so they cannot drift from the code.
 const designDoc = "../../docs/design.md"
 
-// TestDesignFlagTables checks that docs/design.md's tables of `egressd run`
-// and `egressd gateway` flags are exactly what the FlagSets declare (name,
+// TestDesignFlagTables checks that docs/design.md's tables of `egressd run`,
+// `egressd gateway` and `egressd suggest` flags are exactly what the FlagSets declare (name,
 // environment twin, default, help). EGRESSD_UPDATE_DESIGN=1 rewrites them.
 func TestDesignFlagTables(t *testing.T) {
 	doc, err := os.ReadFile(designDoc)
@@ -25,6 +25,7 @@ func TestDesignFlagTables(t *testing.T) {
 	tables := map[string]*flag.FlagSet{
 		"run":     newRunFlags(&runConfig{}, io.Discard),
 		"gateway": newGatewayFlags(&gatewayConfig{}, io.Discard),
+		"suggest": newSuggestFlags(&suggestConfig{}, io.Discard),
 	}
 	updated := doc
 	for name, fs := range tables {

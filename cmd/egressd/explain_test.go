@@ -125,3 +125,60 @@ func TestCheckBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainLog: access-log lines explained against the rules now: what
+// was logged, what the rules decide now, and why they differ.
+func TestExplainLog(t *testing.T) {
+	unsetEnv(t, "EGRESSD_RULES")
+	dir := writeRules(t, map[string]string{"good.yaml": goodRule})
+	src := filepath.Join(dir, "good.yaml") + ":1"
+	log := strings.Join([]string{
+		`time=x level=INFO msg="egressd running" mode=audit`,
+		`time=x level=INFO msg=request host=b.test port=80 protocol=http/1.1 upstream=http rule="" decision=would-deny status=200 reason="no egress rule allows the host and port (audit mode: forwarded)"`,
+		`{"time":"x","level":"INFO","msg":"request","host":"api.good.test:443","port":443,"protocol":"http/1.1","upstream":"http","rule":"","decision":"would-deny","status":502}`,
+		`time=x level=INFO msg=request host=api.good.test port=443 protocol=http/1.1 upstream=http rule=old decision=allow status=200`,
+		`time=x level=INFO msg=request host=api.good.test port=80 protocol=h2c upstream=http rule=old decision=allow status=200`,
+		`time=x level=INFO msg=request host=t.test port=443 protocol=tls-passthrough upstream=tls rule="" decision=would-deny status=0`,
+		`time=x level=INFO msg=request host=l.test port=80 protocol=http/1.1 upstream=http rule="" decision=would-deny status=403 reason="no egress rule allows the host and port (audit mode: forwarded); upstream address 127.0.0.1 of l.test refused: loopback"`,
+		`time=x level=INFO msg=request host="" port=443 protocol=tls-passthrough upstream="" rule="" decision=deny status=0`,
+		`time=x level=INFO msg=request host="a b" port=80 protocol=http/1.1 upstream="" rule="" decision=invalid status=400 reason="malformed request head"`,
+		`time=x level=INFO msg=request host=b.test port=eighty`,
+	}, "\n")
+	out, errOut, code := runEgressdIn(t, log, "explain", "--rules", dir, "--log", "-")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	want := []string{
+		"stdin:2 b.test:80 http/1.1 logged would-deny, now deny: no egress rule allows b.test on port 80; in enforce mode: 403",
+		"stdin:3 api.good.test:443 http/1.1 logged would-deny, now allow by rule=good service=api.good.test port=443 protocol=HTTPS egress-proxy=no source=" + src + "; a rule allows it now that did not then",
+		"stdin:4 api.good.test:443 http/1.1 logged allow by rule old, now allow by rule=good service=api.good.test port=443 protocol=HTTPS egress-proxy=no source=" + src + "; it was sent in clear; the port is now HTTPS: egressd would originate TLS",
+		"stdin:5 api.good.test:80 h2c logged allow by rule old, now deny: no egress rule allows api.good.test on port 80 (allowed on 443/HTTPS); the rules that allowed it then no longer do",
+		"stdin:6 t.test:443 tls-passthrough logged would-deny, now deny: no egress rule allows t.test on port 443; in enforce mode: a TLS access_denied alert",
+		`stdin:7 l.test:80 http/1.1 logged would-deny, now deny: no egress rule allows l.test on port 80; in enforce mode: 403; then: "upstream address 127.0.0.1 of l.test refused: loopback"`,
+		"stdin:8 :443 tls-passthrough logged deny: no host name (a TLS hello without SNI, or no Host): refused whatever the rules",
+		`stdin:9 "a b:80" http/1.1 logged invalid: refused before any rule was asked ("malformed request head"); no rule changes that`,
+		"stdin:10 not an access-log line: request line without protocol",
+	}
+	if got := strings.TrimSuffix(out, "\n"); got != strings.Join(want, "\n") {
+		t.Errorf("stdout:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+
+	out, _, code = runEgressdIn(t, "", "explain", "--rules", dir, "--log-line", `{"level":"INFO","msg":"request","host":"api.good.test","port":443,"protocol":"grpc","decision":"allow","upstream":"https","rule":"good"}`)
+	if want := "line:1 api.good.test:443 grpc logged allow by rule good, now allow by rule=good service=api.good.test port=443 protocol=HTTPS egress-proxy=no source=" + src + "\n"; code != 0 || out != want {
+		t.Errorf("--log-line: exit %d\n%s\nwant\n%s", code, out, want)
+	}
+
+	for _, c := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"explain", "--rules", dir, "--log", "-", "a.test"}, 2, "not both"},
+		{[]string{"explain", "--rules", dir, "--log", "-", "--log-line", "x"}, 2, "not both"},
+		{[]string{"explain", "--rules", dir, "--log", "/nonexistent.log"}, 1, "open /nonexistent.log"},
+	} {
+		if _, errOut, code := runEgressdIn(t, "", c.args...); code != c.code || !strings.Contains(errOut, c.stderr) {
+			t.Errorf("%q: exit %d, stderr %q; want %d, %q", c.args, code, errOut, c.code, c.stderr)
+		}
+	}
+}

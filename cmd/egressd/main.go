@@ -5,6 +5,8 @@
 //	egressd run --rules PATH [--cgroup PATH]... [flags]
 //	egressd check PATH...
 //	egressd explain --rules PATH HOST[:PORT]...
+//	egressd explain --rules PATH --log FILE|-
+//	egressd suggest [FILE...]
 //	egressd gateway --rules PATH [flags]
 //
 // A second `egressd run` on the same proxy port and pin directory takes
@@ -66,12 +68,20 @@ const usage = `usage:
   egressd run --rules PATH [--cgroup PATH]... [flags]   run the agent
   egressd check PATH...                                  validate rule files
   egressd explain --rules PATH HOST[:PORT]...           show which rule applies
+  egressd explain --rules PATH --log FILE|-              explain access-log lines
+  egressd suggest [FILE...]                              EgressRules from access logs
   egressd gateway --rules PATH [flags]                   run the dedicated egress proxy
 
 Run "egressd COMMAND -h" for the flags of a command.
 `
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return dispatchIn(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// dispatchIn is dispatch with the standard input given (suggest and
+// explain --log - read it).
+func dispatchIn(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitError{exitUsage}
@@ -83,7 +93,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "check":
 		return checkCmd(ctx, rest, stdout, stderr)
 	case "explain":
-		return explainCmd(ctx, rest, stdout, stderr)
+		return explainCmd(ctx, rest, stdin, stdout, stderr)
+	case "suggest":
+		return suggestCmd(ctx, rest, stdin, stdout, stderr)
 	case "gateway":
 		return gatewayCmd(ctx, rest, stdout, stderr)
 	case "-h", "--help", "help":
