@@ -29,12 +29,14 @@ const reasonWouldDeny = "no egress rule allows the host and port (audit mode: fo
 
 // wouldDeny marks e as forwarded in audit mode and returns the match it is
 // forwarded by: plain HTTP (or h2c, or passthrough, as the caller is) to
-// host on port, with no rule.
+// host on port, with no rule. The stand-in rule's service is empty: a
+// rule naming an IP literally exempts that IP from the address policy
+// (addrpolicy.go), and an app's IP-literal Host must not (Host: 127.0.0.1,
+// 169.254.169.254 or the node's address would reach them).
 func (p *Proxy) wouldDeny(e *accessEntry, host string, port uint16) rules.Match {
 	e.wouldDeny = true
-	h := hostOnly(host)
 	pt := rules.Port{Number: port, Protocol: rules.HTTP}
-	return rules.Match{Rule: &rules.Rule{Service: h, Ports: []rules.Port{pt}}, Port: pt}
+	return rules.Match{Rule: &rules.Rule{Ports: []rules.Port{pt}}, Port: pt}
 }
 
 // markWouldDeny turns an entry forwarded in audit mode into decision

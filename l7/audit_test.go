@@ -60,6 +60,16 @@ func TestAuditKeepsTheAddressPolicy(t *testing.T) {
 	if n := e.counter("egressd_upstream_addresses_refused_total", "reason", "loopback"); n != 1 {
 		t.Errorf("refused counter = %v", n)
 	}
+	// An IP literal in the Host: in enforce mode only a rule naming that
+	// IP exempts it from the policy; the audit stand-in names none.
+	for _, host := range []string{"127.0.0.1", "[::ffff:127.0.0.1]"} {
+		if status, body := e.get(host); status != 403 {
+			t.Errorf("Host %s: got %d %q, want 403", host, status, body)
+		}
+	}
+	if n := ls.accepted.Load(); n != 0 {
+		t.Fatalf("the local service accepted %d connection(s) for an IP literal Host", n)
+	}
 }
 
 // TestEnforceModeGauge: the default mode is enforce, and says so.
