@@ -151,7 +151,7 @@ func TestE2EAudit(t *testing.T) {
 			t.Errorf("access log: %+v, want decision would-deny with the reason, status 200", *e)
 		}
 		_, m := a.get("/metrics")
-		if n := metric(m, `egressd_requests_total{decision="would-deny",protocol="http/1.1",rule=""}`); n != 1 {
+		if n := metric(m, `egressd_requests_total{decision="would-deny",namespace="",protocol="http/1.1",rule=""}`); n != 1 {
 			t.Errorf("would-deny requests counted: %v, want 1\n%s", n, grep(m, "egressd_requests_total"))
 		}
 		if n := metric(m, `egressd_mode{mode="audit"}`); n != 1 {

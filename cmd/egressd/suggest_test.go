@@ -189,7 +189,8 @@ func TestSuggestOptions(t *testing.T) {
 	// host and port over all of them (rules.Load refuses two).
 	nsLog := `time=x level=INFO msg=request host=api.test port=443 protocol=http/1.1 upstream=https decision=allow namespace=team-a
 time=x level=INFO msg=request host=api.test port=443 protocol=tls-passthrough upstream=tls decision=would-deny namespace=team-b
-time=x level=INFO msg=request host=api.test port=443 protocol=tls-passthrough upstream=tls decision=would-deny namespace=Team_C
+time=x level=INFO msg=request host=api.test port=443 protocol=tls-passthrough upstream=tls decision=would-deny namespace=/sys/fs/cgroup/jobs/c
+time=x level=INFO msg=request host=api.test port=443 protocol=tls-passthrough upstream=tls decision=would-deny namespace=/sys/fs/cgroup/jobs/d
 `
 	out, errOut, code = runEgressdIn(t, nsLog, "suggest")
 	if code != 0 {
@@ -197,7 +198,9 @@ time=x level=INFO msg=request host=api.test port=443 protocol=tls-passthrough up
 	}
 	loadYAML(t, out)
 	if strings.Count(out, `namespace: "team-a"`) != 1 || strings.Count(out, `namespace: "team-b"`) != 1 ||
-		strings.Count(out, "protocol: HTTPS") != 2 || !strings.Contains(out, `namespace is not a Kubernetes name: "Team_C" (stdin:3)`) {
+		strings.Count(out, "protocol: HTTPS") != 4 || strings.Count(out, "namespace:") != 2 ||
+		!strings.Contains(out, "# ==== scope /sys/fs/cgroup/jobs/c (a --cgroup-rules cgroup") ||
+		!strings.Contains(out, `name: "api.test-2"`) {
 		t.Errorf("namespaces:\n%s", out)
 	}
 }

@@ -18,6 +18,11 @@
 //     Options.WildcardMin sibling names under one parent name were seen on
 //     the same ports and protocols. The active rules stay exact.
 //
+// The scope of a log line (its namespace field) groups the rules: a
+// Kubernetes namespace name becomes metadata.namespace; another scope (a
+// --cgroup-rules cgroup directory) gets its own section, its rules meant
+// for that cgroup's rules file.
+//
 // Left out, each counted and listed with examples: IP literals (a rule may
 // name an address, but one seen in a Host is worth a human's look), entries
 // without a host name (a TLS hello without SNI) or without a port, names a
@@ -153,10 +158,6 @@ func (s *Suggester) Add(source string, e *accesslog.Entry) {
 		s.leave("not a host name a rule can hold (letters, digits, '-', '_' and dots; a non-ASCII name only in its xn-- form, as requests must send it)", fmt.Sprintf("%q", e.Host), where)
 		return
 	}
-	if e.Namespace != "" && !k8sName(e.Namespace) {
-		s.leave("namespace is not a Kubernetes name", fmt.Sprintf("%q", e.Namespace), where)
-		return
-	}
 	u, ok := usage(e)
 	if !ok {
 		s.leave("unknown protocol", fmt.Sprintf("%s %q", hostPort(e), e.Protocol), where)
@@ -257,7 +258,7 @@ func ruleName(host string) bool {
 
 // k8sName reports whether ns is a Kubernetes namespace name (a DNS label).
 func k8sName(ns string) bool {
-	if len(ns) > 63 || ns[0] == '-' || ns[len(ns)-1] == '-' {
+	if ns == "" || len(ns) > 63 || ns[0] == '-' || ns[len(ns)-1] == '-' {
 		return false
 	}
 	for i := 0; i < len(ns); i++ {

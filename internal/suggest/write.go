@@ -86,9 +86,10 @@ func (s *Suggester) Write(w io.Writer, sources string) (Summary, error) {
 		fmt.Fprintf(&b, "# Other log records skipped: %d.\n", s.skipped)
 	}
 	if s.namespaced() {
-		b.WriteString("# Rules carry the namespace of the clients seen (metadata.namespace). egressd\n" +
-			"# applies a rule per namespace only with the Kubernetes API (issue 18); from\n" +
-			"# --rules files every rule applies to every client.\n")
+		b.WriteString("# The log names the clients' scopes: rules are grouped by scope. A Kubernetes\n" +
+			"# namespace is set as metadata.namespace; egressd applies that only where it\n" +
+			"# reads rules per namespace — from --rules files every rule applies to every\n" +
+			"# client. A cgroup scope's rules belong in its --cgroup-rules file.\n")
 	}
 	ns := "\x00"
 	var group []rule
@@ -96,6 +97,13 @@ func (s *Suggester) Write(w io.Writer, sources string) (Summary, error) {
 		if r.key.ns != ns {
 			ns = r.key.ns
 			group = nil
+			switch {
+			case ns == "":
+			case k8sName(ns):
+				fmt.Fprintf(&b, "\n# ==== namespace %s\n", ns)
+			default:
+				fmt.Fprintf(&b, "\n# ==== scope %s (a --cgroup-rules cgroup: these rules belong in its rules file)\n", commentSafe(ns))
+			}
 		}
 		group = append(group, r)
 		writeRule(&b, r)
@@ -141,6 +149,9 @@ func (s *Suggester) rules() []rule {
 
 // uniqueName is a metadata.name for host in ns not yet taken.
 func uniqueName(taken map[hostKey]bool, ns, host string) string {
+	if !k8sName(ns) {
+		ns = "" // no metadata.namespace: the name must differ from all others in the file
+	}
 	base := strings.Trim(strings.ReplaceAll(host, "_", "-"), "-.")
 	if base == "" {
 		base = "rule"
@@ -169,7 +180,7 @@ func writeRule(b *bytes.Buffer, r rule) {
 // prefixed with prefix ("# " for a proposal).
 func writeDoc(b *bytes.Buffer, prefix, name, ns, service string, ports []rules.Port) {
 	fmt.Fprintf(b, "%sapiVersion: config.istio.io/v1alpha2\n%skind: EgressRule\n%smetadata:\n%s  name: %q\n", prefix, prefix, prefix, prefix, name)
-	if ns != "" {
+	if ns != "" && k8sName(ns) {
 		fmt.Fprintf(b, "%s  namespace: %q\n", prefix, ns)
 	}
 	fmt.Fprintf(b, "%sspec:\n%s  destination:\n%s    service: %q\n%s  ports:\n", prefix, prefix, prefix, service, prefix)
