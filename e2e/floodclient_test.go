@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // The programs of the flood tests, run as the test binary in a pod's
@@ -86,7 +83,9 @@ func floodConn(ctx context.Context, kind, target string, connected func()) bool 
 
 func floodH2Body(ctx context.Context, target string, connected func()) bool {
 	var once sync.Once
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, _ string, _ *tls.Config) (net.Conn, error) {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+	tr := &http.Transport{Protocols: &protos, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		defer once.Do(connected)
 		var d net.Dialer
 		return d.DialContext(ctx, network, target)

@@ -2,6 +2,7 @@ package redirect
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,7 +61,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
-		o := outcome{Replies: map[string]int{}, Errors: map[string]int{}}
+		var o outcome
 		if j.DefaultPins != "" {
 			o = j.defaultPins()
 		} else {
@@ -144,7 +145,7 @@ func (j job) once() (string, error) {
 // the echo.
 func (j job) sendTo(d net.Dialer) (net.Conn, error) {
 	lc := net.ListenConfig{Control: d.Control}
-	pc, err := lc.ListenPacket(nil, j.Network, "")
+	pc, err := lc.ListenPacket(context.Background(), j.Network, "")
 	if err != nil {
 		return nil, err
 	}

@@ -205,6 +205,22 @@ ensure_go() {
 	install_go "$want"
 }
 
+# staticcheck, at a pinned version (CI runs it next to go vet), built from the
+# Go module proxy into $GO_PREFIX/bin; an installed binary of that version is
+# kept.
+STATICCHECK_VERSION=v0.8.2 # honnef.co/go/tools 0.8.2 = staticcheck 2026.2.2
+
+ensure_staticcheck() {
+	local bin=${GO_PREFIX:-/usr/local}/bin/staticcheck
+	if [ -x "$bin" ] && "$bin" -version 2>/dev/null | grep -qF "(${STATICCHECK_VERSION#v})"; then
+		log "staticcheck $STATICCHECK_VERSION present"
+		return
+	fi
+	log "installing staticcheck $STATICCHECK_VERSION"
+	GOBIN=${GO_PREFIX:-/usr/local}/bin GOTOOLCHAIN=local \
+		go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+}
+
 main() {
 	if [ "$(id -u)" -ne 0 ]; then
 		log "run me as root (apt-get, /usr/local)"
@@ -212,6 +228,7 @@ main() {
 	fi
 	install_packages
 	ensure_go
+	ensure_staticcheck
 }
 
 main "$@"

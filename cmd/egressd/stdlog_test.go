@@ -57,7 +57,7 @@ func TestStdLogLinesGoToTheLog(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	const msg = "protocol error: received DATA on a HEAD request"
-	stdlog.Printf(msg) // as x/net's (*ClientConn).logf does
+	stdlog.Print(msg) // as x/net's (*ClientConn).logf does, through Printf
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("gateway: %v", err)
