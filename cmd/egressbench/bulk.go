@@ -28,7 +28,13 @@ func (e *env) runBulk(ctx context.Context, t *target, ts test) (*loadgen.Result,
 	// Slow enough to be a failure: 10 MB/s.
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second+time.Duration(size/10e6)*time.Second)
 	defer cancel()
-	args := []string{"-sS", "--http1.1", "-H", "Host: " + loadHost, "-H", "Expect:", "-o", "-",
+	// The body goes to /dev/null (a download) or standard output (an
+	// upload's answer: the upstream's count); -w's line follows.
+	out := "-"
+	if ts.bulk == "down" {
+		out = "/dev/null"
+	}
+	args := []string{"-sS", "--http1.1", "-H", "Host: " + loadHost, "-H", "Expect:", "-o", out,
 		"-w", "\n%{http_code} %{size_download} %{time_total}"}
 	var stdin *os.File
 	switch {
@@ -37,7 +43,7 @@ func (e *env) runBulk(ctx context.Context, t *target, ts test) (*loadgen.Result,
 		if ts.chunked {
 			url += "?chunked"
 		}
-		args = append(args, "-o", "/dev/null", url)
+		args = append(args, url)
 	default:
 		file, err := e.bulkFile(size)
 		if err != nil {
@@ -57,15 +63,15 @@ func (e *env) runBulk(ctx context.Context, t *target, ts test) (*loadgen.Result,
 	cmd.Stdin = stdin
 	inCgroup(cmd, t.cgroup)
 	start := time.Now()
-	out, err := cmd.Output()
+	stdout, err := cmd.Output()
 	wall := time.Since(start)
 	if err != nil {
-		return nil, nil, fmt.Errorf("curl: %w: %s", err, lastLines(out, 3))
+		return nil, nil, fmt.Errorf("curl: %w: %s", err, lastLines(stdout, 3))
 	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	lines := strings.Split(strings.TrimSpace(string(stdout)), "\n")
 	f := strings.Fields(lines[len(lines)-1])
 	if len(f) != 3 {
-		return nil, nil, fmt.Errorf("curl output not understood: %q", lastLines(out, 3))
+		return nil, nil, fmt.Errorf("curl output not understood: %q", lastLines(stdout, 3))
 	}
 	code, _ := strconv.Atoi(f[0])
 	down, _ := strconv.ParseFloat(f[1], 64)
