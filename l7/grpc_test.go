@@ -319,7 +319,7 @@ func TestGRPCShutdownFinishesStreams(t *testing.T) {
 	}
 	shut := make(chan error, 1)
 	go func() { shut <- e.p.Shutdown(ctx) }()
-	time.Sleep(50 * time.Millisecond) // Shutdown is under way: GOAWAY sent
+	waitFor(t, e.p.closing.Load) // Shutdown is under way
 	select {
 	case err := <-shut:
 		t.Fatalf("Shutdown returned %v with a stream in flight", err)

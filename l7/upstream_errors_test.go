@@ -91,8 +91,9 @@ func TestResponseWithoutLengthIsReadUntilClose(t *testing.T) {
 }
 
 func TestShutdownFinishesRequestsInFlight(t *testing.T) {
-	release := make(chan struct{})
+	release, arrived := make(chan struct{}), make(chan struct{})
 	e, _ := allowEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
 		<-release
 		w.Write([]byte("finished"))
 	})
@@ -101,7 +102,7 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 	idle.read("GET")
 	busy := e.dial()
 	busy.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
-	time.Sleep(50 * time.Millisecond) // let the request reach the upstream
+	<-arrived // the request is at the upstream
 	done := make(chan error, 1)
 	go func() { done <- e.p.Shutdown(context.Background()) }()
 	if !idle.closed() {
@@ -185,11 +186,12 @@ func TestPoolSweepClosesStaleIdleConnections(t *testing.T) {
 	defer pool.closeAll()
 	a, b := net.Pipe()
 	defer b.Close()
-	pool.put(&upConn{nc: a, key: poolKey{host: "once.allowed.test"}}, netip.Addr{}, time.Now())
-	time.Sleep(100 * time.Millisecond)
+	t0 := time.Now()
+	pool.put(&upConn{nc: a, key: poolKey{host: "once.allowed.test"}}, netip.Addr{}, t0)
 	c, d := net.Pipe()
 	defer d.Close()
-	pool.put(&upConn{nc: c, key: poolKey{host: "other.allowed.test"}}, netip.Addr{}, time.Now()) // triggers the sweep
+	// 100 ms later by the pool's clock (it takes now): the sweep runs.
+	pool.put(&upConn{nc: c, key: poolKey{host: "other.allowed.test"}}, netip.Addr{}, t0.Add(100*time.Millisecond))
 	b.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := b.Read(make([]byte, 1)); err == nil {
 		t.Fatal("stale idle connection still open")
@@ -200,14 +202,14 @@ func TestPoolSweepClosesStaleIdleConnections(t *testing.T) {
 }
 
 func TestShutdownAnswersConnectionClose(t *testing.T) {
-	release := make(chan struct{})
-	e, _ := allowEnv(t, func(w http.ResponseWriter, r *http.Request) { <-release })
+	release, arrived := make(chan struct{}), make(chan struct{})
+	e, _ := allowEnv(t, func(w http.ResponseWriter, r *http.Request) { close(arrived); <-release })
 	rc := e.dial()
 	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
-	time.Sleep(50 * time.Millisecond)
+	<-arrived // the request is in flight
 	done := make(chan error, 1)
 	go func() { done <- e.p.Shutdown(context.Background()) }()
-	time.Sleep(50 * time.Millisecond)
+	waitFor(t, e.p.closing.Load) // Shutdown is under way
 	close(release)
 	if resp, _ := rc.read("GET"); !resp.Close {
 		t.Error("response during Shutdown does not say Connection: close")
