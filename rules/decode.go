@@ -94,6 +94,9 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // decodeFile decodes every document of one file.
 func (l *loader) decodeFile(file string, data []byte) {
 	marked, mark := markServiceWildcards(data)
+	if mark != "" {
+		l.warnUnquotedWildcards(file, marked, mark)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(marked))
 	for {
 		var doc yaml.Node
@@ -109,6 +112,27 @@ func (l *loader) decodeFile(file string, data []byte) {
 			unmarkWildcards(&doc, mark)
 		}
 		l.decodeDocument(file, &doc)
+	}
+}
+
+// warnUnquotedWildcards warns of each unquoted "service: *.foo.com": egressd
+// reads it as written, but kubectl's YAML parser reads an alias and
+// refuses the manifest ("unknown anchor '.foo.com' referenced").
+func (l *loader) warnUnquotedWildcards(file string, marked []byte, mark string) {
+	for off := 0; ; {
+		i := bytes.Index(marked[off:], []byte(mark))
+		if i < 0 {
+			return
+		}
+		i += off
+		end := i + len(mark)
+		for end < len(marked) && !strings.ContainsRune(" \t\r\n#,{}[]", rune(marked[end])) {
+			end++
+		}
+		value := "*" + string(marked[i+len(mark):end])
+		line := 1 + bytes.Count(marked[:i], []byte("\n"))
+		l.warn(file, line, "spec.destination.service", "%s is unquoted: egressd reads it as written, but kubectl reads an alias and refuses the manifest; quote it for kubectl apply: service: \"%s\"", value, value)
+		off = end
 	}
 }
 

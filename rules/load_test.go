@@ -43,8 +43,9 @@ func TestLoadSeedExample(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			if len(warns) != 0 {
-				t.Errorf("warnings: %v", warns)
+			// One warning: kubectl would refuse the unquoted wildcard.
+			if len(warns) != 1 || !strings.Contains(warns[0].String(), `seed.yaml:6: spec.destination.service: *.foo.com is unquoted: egressd reads it as written, but kubectl reads an alias and refuses the manifest; quote it for kubectl apply: service: "*.foo.com"`) {
+				t.Errorf("warnings: %v, want the kubectl quoting one", warns)
 			}
 			m, ok := s.Match("www.foo.com", 443)
 			if !ok || m.Rule.Name != "foo-egress-rule" || m.Port.Protocol != HTTPS {
@@ -75,12 +76,13 @@ func TestLoadForms(t *testing.T) {
 		{"other kind", "kind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n---\nkind: EgressRule\nspec: {destination: {service: a.test}, ports: [{port: 80, protocol: HTTP}]}\n", 1, "1: kind: ConfigMap is not an EgressRule; document skipped"},
 		{"ignored destination fields", "kind: EgressRule\nspec:\n  destination:\n    service: a.test\n    name: n\n    namespace: ns\n    domain: d\n    labels: {a: b}\n  ports: [{port: 80, protocol: HTTP}]\n", 1, "5: spec.destination.name: ignored"},
 		{"other apiVersion", "apiVersion: v9\nkind: EgressRule\nspec: {destination: {service: a.test}, ports: [{port: 80, protocol: HTTP}]}\n", 1, `1: apiVersion: "v9" is not`},
-		{"quoted wildcard and comment", "kind: EgressRule\nspec:\n  destination:\n    service: *  # everything\n  ports: [{port: 80, protocol: HTTP}]\n", 1, ""},
+		{"quoted wildcard and comment", "kind: EgressRule\nspec:\n  destination:\n    service: *  # everything\n  ports: [{port: 80, protocol: HTTP}]\n", 1, `:4: spec.destination.service: * is unquoted`},
 		{"identical duplicates", "kind: EgressRule\nspec: {destination: {service: a.test}, ports: [{port: 80, protocol: HTTP}, {port: 80, protocol: http}]}\n---\nkind: EgressRule\nspec: {destination: {service: A.test}, ports: [{port: 80, protocol: HTTP}]}\n", 2, ""},
 		{"anchors", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports: &p [{port: 80, protocol: HTTP}]\n---\nkind: EgressRule\nspec:\n  destination: {service: b.test}\n  ports: *p\n", 2, ""},
 		{"empty file", "", 0, noRulesWarning},
 		{"only other kinds", "kind: ConfigMap\nmetadata: {name: x}\n---\nkind: ServiceEntry\nspec: {}\n", 0, noRulesWarning},
-		{"flow style wildcard", "kind: EgressRule\nspec: {destination: {service: *.foo.com}, ports: [{port: 80, protocol: HTTP}]}\n", 1, ""},
+		{"flow style wildcard", "kind: EgressRule\nspec: {destination: {service: *.foo.com}, ports: [{port: 80, protocol: HTTP}]}\n", 1, `quote it for kubectl apply: service: "*.foo.com"`},
+		{"quoted wildcard: no kubectl warning", "kind: EgressRule\nspec: {destination: {service: \"*.foo.com\"}, ports: [{port: 80, protocol: HTTP}]}\n", 1, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
