@@ -11,15 +11,22 @@
 // first (STATE_CB); the connect and cgroup/sendmsg4/6 hooks let UDP out
 // only to a named resolver's port 53 or an operator-allowed destination
 // (never port 443). egressd's own sockets are exempt by their cookie,
-// registered in own_socks by the agent.
+// registered in own_socks by the agent. guard.c, an object of its own, holds
+// the optional guards, which need more than the rest (CAP_PERFMON, the bpf
+// LSM) and without which egressd runs: source_route (cgroup_skb/egress)
+// drops packets carrying IPv4 options or an IPv6 routing header, whose
+// first hop the hooks never judged; packet_guard
+// (lsm_cgroup/socket_create) refuses packet sockets and every family but
+// unix, netlink and inet. counters.h holds the counters map both
+// objects share through its pin.
 //
 // Regenerate after editing the C sources (clang 14+, llvm-strip,
 // libbpf-dev and linux-libc-dev, as installed by scripts/provision.sh):
 //
 //	go generate ./bpf
 //
-// The generated egressd_bpfel.go and egressd_bpfel.o are committed, so
-// go build needs no clang. Regeneration is byte-reproducible (bpf2go maps
+// The generated egressd_bpfel.go, guard_bpfel.go and their .o files are
+// committed, so go build needs no clang. Regeneration is byte-reproducible (bpf2go maps
 // debug paths to relative ones and strips DWARF); CI regenerates and fails
 // on git diff.
 //

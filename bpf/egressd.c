@@ -63,16 +63,6 @@ union addr16 {
 	__u64 d[2];
 };
 
-static __always_inline void count(enum counter c)
-{
-	__u64 key = c; /* counters' 4-byte key: the low half */
-	__u64 *v = bpf_map_lookup_elem(&counters, &key);
-
-	/* Per-CPU slot: no other CPU writes it. */
-	if (v)
-		*v += 1;
-}
-
 static __always_inline int is_v4mapped(const __u32 a[4])
 {
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);

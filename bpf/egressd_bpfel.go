@@ -37,7 +37,10 @@ const (
 	EgressdCounterCOUNTER_SOCK_OTHER    EgressdCounter = 18
 	EgressdCounterCOUNTER_UNTRACKED     EgressdCounter = 19
 	EgressdCounterCOUNTER_SKIP_EXEMPT   EgressdCounter = 20
-	EgressdCounterCOUNTER_MAX           EgressdCounter = 21
+	EgressdCounterCOUNTER_SOURCE_ROUTED EgressdCounter = 21
+	EgressdCounterCOUNTER_SOCK_PACKET   EgressdCounter = 22
+	EgressdCounterCOUNTER_SOCK_FAMILY   EgressdCounter = 23
+	EgressdCounterCOUNTER_MAX           EgressdCounter = 24
 )
 
 type EgressdLpmKey struct {

@@ -6,3 +6,7 @@ package bpf
 // (/usr/include/x86_64-linux-gnu, /usr/include/aarch64-linux-gnu), which
 // clang -print-multiarch names.
 //go:generate sh -c "exec go tool bpf2go -tags linux -target bpfel -type orig_dst -type tuple -type lpm_key -type udp_key Egressd egressd.c -- -I/usr/include/$(clang -print-multiarch) -Wall -Werror -O2"
+
+// The packet-socket guard is an object of its own: it needs what the
+// others don't (the bpf LSM, CAP_PERFMON), and egressd runs without it.
+//go:generate sh -c "exec go tool bpf2go -tags linux -target bpfel Guard guard.c -- -I/usr/include/$(clang -print-multiarch) -Wall -Werror -O2"

@@ -19,7 +19,15 @@ func TestStackSlotsOneWidth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, p := range spec.Programs {
+	guard, err := LoadGuard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	programs := spec.Programs
+	for name, p := range guard.Programs {
+		programs[name] = p
+	}
+	for name, p := range programs {
 		widths := map[int16]map[int]bool{}
 		for _, ins := range p.Instructions {
 			class := ins.OpCode.Class()

@@ -162,7 +162,7 @@ func TestDaemonSet(t *testing.T) {
 		t.Error("capabilities must drop ALL and add back what is needed")
 	}
 	for _, cap := range sc.Capabilities.Add {
-		if !slices.Contains([]corev1.Capability{"BPF", "NET_ADMIN"}, cap) {
+		if !slices.Contains([]corev1.Capability{"BPF", "NET_ADMIN", "PERFMON"}, cap) {
 			t.Errorf("capability %s added: justify it and extend this test", cap)
 		}
 	}

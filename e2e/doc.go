@@ -17,7 +17,7 @@
 // draining on SIGTERM, a SIGKILLed agent replaced on the same pins,
 // useEgressProxy through `egressd gateway`, --dial=original, --exclude-cidr,
 // the agent running inside the cgroup it redirects, and the agent with only
-// the DaemonSet's capabilities (CAP_BPF, CAP_NET_ADMIN).
+// the minimum capabilities (CAP_BPF, CAP_NET_ADMIN).
 //
 // The tests need root, cgroup v2 and BPF; they skip without them, and fail
 // instead under EGRESSD_E2E=require. Everything they create (namespaces,

@@ -73,9 +73,10 @@ func TestE2EAgentInsideCgroup(t *testing.T) {
 	assertNoBypass(t, w)
 }
 
-// TestE2ELeastPrivilege runs the agent with only the capabilities the
-// DaemonSet grants (deploy/daemonset.yaml): CAP_BPF and CAP_NET_ADMIN. It
-// attaches, takes over its own pins after a restart, and proxies.
+// TestE2ELeastPrivilege runs the agent with the minimum capabilities:
+// CAP_BPF and CAP_NET_ADMIN (the DaemonSet adds CAP_PERFMON for the packet
+// guard only, deploy/daemonset.yaml). It attaches, takes over its own pins
+// after a restart, and proxies.
 func TestE2ELeastPrivilege(t *testing.T) {
 	w := newWorld(t)
 	w.agentWrap = []string{"setpriv", "--bounding-set", "-all,+bpf,+net_admin", "--inh-caps", "-all", "--"}

@@ -20,6 +20,8 @@ import (
 // are safe for concurrent use.
 type Redirector struct {
 	objs   bpf.EgressdObjects
+	guard  bpf.GuardPrograms // the optional guards loaded; a nil one: see guards
+	guards Guards
 	links  []attached
 	pinDir string
 	log    *slog.Logger
@@ -56,18 +58,20 @@ func newAttached(l link.Link, p plannedLink, prog *ebpf.Program) attached {
 type hook struct {
 	name   string
 	attach ebpf.AttachType
-	prog   func(*bpf.EgressdPrograms) *ebpf.Program
+	prog   func(*Redirector) *ebpf.Program // nil: not loaded, not attached
 }
 
 // hooks in attach order: sockops first, so that a connect the new connect
 // hooks redirect is always tracked.
 var hooks = []hook{
-	{"track_connect", ebpf.AttachCGroupSockOps, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.TrackConnect }},
-	{"connect4", ebpf.AttachCGroupInet4Connect, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.Connect4 }},
-	{"connect6", ebpf.AttachCGroupInet6Connect, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.Connect6 }},
-	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.Sendmsg4 }},
-	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.Sendmsg6 }},
-	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(p *bpf.EgressdPrograms) *ebpf.Program { return p.SockCreate }},
+	{"track_connect", ebpf.AttachCGroupSockOps, func(r *Redirector) *ebpf.Program { return r.objs.TrackConnect }},
+	{"connect4", ebpf.AttachCGroupInet4Connect, func(r *Redirector) *ebpf.Program { return r.objs.Connect4 }},
+	{"connect6", ebpf.AttachCGroupInet6Connect, func(r *Redirector) *ebpf.Program { return r.objs.Connect6 }},
+	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(r *Redirector) *ebpf.Program { return r.objs.Sendmsg4 }},
+	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(r *Redirector) *ebpf.Program { return r.objs.Sendmsg6 }},
+	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(r *Redirector) *ebpf.Program { return r.objs.SockCreate }},
+	{"source_route", ebpf.AttachCGroupInetEgress, func(r *Redirector) *ebpf.Program { return r.guard.SourceRoute }},
+	{"packet_guard", ebpf.AttachLSMCgroup, func(r *Redirector) *ebpf.Program { return r.guard.PacketGuard }},
 }
 
 // Attach loads the programs configured by opts and attaches them to
@@ -154,6 +158,7 @@ func (r *Redirector) load(s settings) error {
 	if err != nil {
 		return fmt.Errorf("load BPF objects: %w", err)
 	}
+	r.loadGuards()
 	return r.fill(s)
 }
 
@@ -195,7 +200,7 @@ func (r *Redirector) attachAll(cgroups []string) (map[string]bool, error) {
 			undo()
 			return nil, fmt.Errorf("attach %s to %s: %w", p.h.name, p.cgroup, err)
 		}
-		fresh = append(fresh, newAttached(l, p, p.h.prog(&r.objs.EgressdPrograms)))
+		fresh = append(fresh, newAttached(l, p, p.h.prog(r)))
 	}
 	r.links = append(r.links, fresh...)
 	for i, p := range plan {
@@ -204,7 +209,7 @@ func (r *Redirector) attachAll(cgroups []string) (map[string]bool, error) {
 		}
 		// Atomic: the cgroup runs the old program until this returns,
 		// the new one afterwards.
-		prog := p.h.prog(&r.objs.EgressdPrograms)
+		prog := p.h.prog(r)
 		if err := p.old.Update(prog); err != nil {
 			r.links = r.links[len(fresh):] // those switched already: Close releases them, their pins stay
 			undo()
@@ -239,6 +244,9 @@ func (r *Redirector) plan(cgroups []string) ([]plannedLink, map[string]bool, err
 			return fail(fmt.Errorf("cgroup %s: %w", cg, err))
 		}
 		for _, h := range hooks {
+			if h.prog(r) == nil {
+				continue // optional and not loaded: a previous agent's pin of it is detached
+			}
 			// The inode number is the cgroup's ID: it names the cgroup
 			// however it is spelled.
 			name := fmt.Sprintf("%s-cgroup%d", h.name, st.Ino)
@@ -261,7 +269,7 @@ func (r *Redirector) plan(cgroups []string) ([]plannedLink, map[string]bool, err
 }
 
 func (r *Redirector) attachNew(p plannedLink) (link.Link, error) {
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: p.cgroup, Attach: p.h.attach, Program: p.h.prog(&r.objs.EgressdPrograms)})
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: p.cgroup, Attach: p.h.attach, Program: p.h.prog(r)})
 	if err != nil {
 		return nil, err
 	}

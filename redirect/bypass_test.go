@@ -145,11 +145,12 @@ func TestBypass(t *testing.T) {
 
 // routeAround links the pod straight to the external namespace, its
 // routes to the external addresses through that link: what the programs
-// let out of the pod arrives there, without the host forwarding.
-func routeAround(t *testing.T, tp *topo) {
+// let out of the pod arrives there, without the host forwarding. It
+// returns the pod's end of the link.
+func routeAround(t *testing.T, tp *topo) (podIf string) {
 	t.Helper()
 	p := netip.MustParsePrefix
-	podIf, _ := kerneltest.Veth(t, tp.pod, []netip.Prefix{p("198.18.33.1/24"), p("2001:2:0:11:1::1/80")},
+	podIf, _ = kerneltest.Veth(t, tp.pod, []netip.Prefix{p("198.18.33.1/24"), p("2001:2:0:11:1::1/80")},
 		tp.ext, []netip.Prefix{p("198.18.33.2/24"), p("2001:2:0:11:1::2/80")})
 	gw4, gw6 := netip.MustParseAddr("198.18.33.2"), netip.MustParseAddr("2001:2:0:11:1::2")
 	for _, r := range []struct {
@@ -160,6 +161,7 @@ func routeAround(t *testing.T, tp *topo) {
 			t.Fatal(err)
 		}
 	}
+	return podIf
 }
 
 // outcomeIs says whether every connection of o ended as want: a reply, an

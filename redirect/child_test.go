@@ -37,8 +37,16 @@ type job struct {
 	Payload string        // sent after connecting (TCP) or as the datagram (UDP, Socket); "": "ping\n" for UDP
 	// Socket: instead of the net package, one datagram from a socket of
 	// this kind (sockets_test.go): ping4, ping6, udplite4, udplite6 (Unconn
-	// too), raw4, sctp4. The reply is "sent".
+	// too), raw4, sctp4; packet4 (an IPv4/UDP packet written whole through
+	// an AF_PACKET socket, guard_test.go); netlink and unix (only creates
+	// the socket). The reply is "sent".
 	Socket string
+	// Dev, DevMAC: for Socket "packet4", the interface and the MAC address
+	// the frame is written to.
+	Dev, DevMAC string
+	// Via: for the source-routed kinds (udp6-srh, tcp6-srh, udp4-lsrr),
+	// the first hop named in the routing header or IP option.
+	Via string
 
 	// DefaultPins: instead of connecting, unmount bpffs (the child runs
 	// in a private mount namespace), Attach to this cgroup with the
@@ -92,6 +100,9 @@ func (j job) run() outcome {
 }
 
 func (j job) once() (string, error) {
+	if j.Via != "" {
+		return j.sourceRouted()
+	}
 	if j.Socket != "" {
 		return j.socket()
 	}
@@ -290,6 +301,7 @@ func (j job) defaultPins() outcome {
 	if err != nil {
 		return fail("attach", err)
 	}
+	loaded := loadedHooks(r)
 	r.Close()
 	fs, err := mounts.Find("bpf")
 	if err != nil {
@@ -299,7 +311,7 @@ func (j job) defaultPins() outcome {
 	if err != nil {
 		return fail("links", err)
 	}
-	o.Replies[fmt.Sprintf("%s: %d links", fs, len(links))]++
+	o.Replies[fmt.Sprintf("%s: %d links, %d hooks", fs, len(links), loaded)]++
 	if err := Uninstall(""); err != nil {
 		return fail("uninstall", err)
 	}

@@ -16,6 +16,11 @@
 //   - UDP: refused (EPERM) but to loopback, ExcludeCIDRs, port 53 of
 //     DNSServers and Options.AllowUDP; port 443 (QUIC) always.
 //   - 0.0.0.0, :: and ::ffff:0.0.0.0 ("this host") are refused (EPERM).
+//   - The optional guards (guard.go; Redirector.Guards says which run):
+//     packets with IPv4 options or an IPv6 routing header are dropped
+//     (cgroup_skb/egress: their first hop is not the judged destination);
+//     packet sockets and every family but unix, netlink and inet fail with
+//     EPERM (an lsm_cgroup program).
 //
 // Exempt cgroups (Options.ExemptCgroups, Options.ExemptSelf,
 // Redirector.SetExempt and ReplaceExempt) are left alone, with their whole
@@ -89,7 +94,9 @@
 // and sock_create programs, and cgroup BPF links with BPF_LINK_UPDATE (5.7),
 // skops->sk for socket storage in sockops (5.10), and the two
 // that set the floor: SO_NETNS_COOKIE to learn the host namespace's cookie
-// and BPF_MAP_LOOKUP_AND_DELETE_ELEM on hash maps (5.14).
+// and BPF_MAP_LOOKUP_AND_DELETE_ELEM on hash maps (5.14). The packet guard
+// needs more, and is left off without it: lsm_cgroup (6.0), the bpf LSM
+// active, CAP_PERFMON.
 //
 // Errors that callers may branch on wrap ErrNotRoot, ErrNoCgroupV2 or
 // ErrUnsupported (BPF disabled or kernel too old; the message names what

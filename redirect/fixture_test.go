@@ -29,7 +29,7 @@ var (
 	otherAddr6 = netip.MustParseAddr("2001:2:0:11::2")
 	dnsServers = []netip.Prefix{netip.PrefixFrom(extAddr4, 32), netip.PrefixFrom(extAddr6, 128)}
 	nodeAddr4  = netip.MustParseAddr("198.19.1.1")
-	nodeAddr6  = netip.MustParseAddr("2001:2:1::1")
+	nodeAddr6  = netip.MustParseAddr("2001:2:0:191::1")
 )
 
 // topo is a throwaway world for one test: a cgroup, the ext and pod
@@ -53,8 +53,8 @@ func newTopo(t testing.TB) *topo {
 		p("2001:2::1/64"), p("2001:2:0:1::1/64"), p("2001:2:0:11::1/64")},
 		tp.ext, []netip.Prefix{p("198.18.0.2/24"), p("198.18.1.2/24"), p("198.18.32.2/24"),
 			p("2001:2::2/64"), p("2001:2:0:1::2/64"), p("2001:2:0:11::2/64")})
-	_, podIf := kerneltest.Veth(t, nil, []netip.Prefix{p("198.19.1.1/24"), p("2001:2:1::1/64")},
-		tp.pod, []netip.Prefix{p("198.19.1.2/24"), p("2001:2:1::2/64")})
+	_, podIf := kerneltest.Veth(t, nil, []netip.Prefix{p("198.19.1.1/24"), p("2001:2:0:191::1/64")},
+		tp.pod, []netip.Prefix{p("198.19.1.2/24"), p("2001:2:0:191::2/64")})
 	for _, r := range []struct {
 		dst netip.Prefix
 		gw  netip.Addr

@@ -30,6 +30,19 @@ func (j job) socket() (string, error) {
 	}
 	var typ, proto int
 	switch j.Socket {
+	case "packet4":
+		return j.packet(ap, payload)
+	case "netlink", "unix":
+		family, typ, proto = unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE
+		if j.Socket == "unix" {
+			family, typ, proto = unix.AF_UNIX, unix.SOCK_DGRAM, 0
+		}
+		fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return "", err
+		}
+		unix.Close(fd)
+		return "sent", nil
 	case "ping4", "ping6":
 		typ, proto = unix.SOCK_DGRAM, unix.IPPROTO_ICMP
 		echo := byte(8) // ICMP echo request; the kernel fills id and checksum

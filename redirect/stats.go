@@ -24,8 +24,9 @@ type Stats struct {
 	Tracked         uint64 // redirected connections made visible to Lookup
 	TrackFailed     uint64 // redirected connections Lookup will miss
 	Untracked       uint64 // tracked connections that closed before the proxy looked them up
+	SourceRouted    uint64 // packets dropped for IPv4 options or an IPv6 routing header
 
-	SocketsRefused map[string]uint64 // socket creations refused, by kind: raw, ping, udplite, sctp, other
+	SocketsRefused map[string]uint64 // socket creations refused, by kind: raw, ping, udplite, sctp, other; packet and family (by packet_guard)
 
 	LookupMisses uint64 // this agent's lookups of connections not redirected
 	LookupErrors uint64 // this agent's lookups that failed to read the map
@@ -34,7 +35,7 @@ type Stats struct {
 // Stats reads the counters.
 func (r *Redirector) Stats() (Stats, error) {
 	s := Stats{SocketsRefused: map[string]uint64{}}
-	var raw, ping, udplite, sctp, other uint64
+	var raw, ping, udplite, sctp, other, packet, family uint64
 	for c, dst := range map[bpf.EgressdCounter]*uint64{
 		bpf.EgressdCounterCOUNTER_REDIRECTED:    &s.Redirected,
 		bpf.EgressdCounterCOUNTER_SKIP_OWN:      &s.SkippedOwn,
@@ -51,11 +52,14 @@ func (r *Redirector) Stats() (Stats, error) {
 		bpf.EgressdCounterCOUNTER_TRACKED:       &s.Tracked,
 		bpf.EgressdCounterCOUNTER_TRACK_FAILED:  &s.TrackFailed,
 		bpf.EgressdCounterCOUNTER_UNTRACKED:     &s.Untracked,
+		bpf.EgressdCounterCOUNTER_SOURCE_ROUTED: &s.SourceRouted,
 		bpf.EgressdCounterCOUNTER_SOCK_RAW:      &raw,
 		bpf.EgressdCounterCOUNTER_SOCK_PING:     &ping,
 		bpf.EgressdCounterCOUNTER_SOCK_UDPLITE:  &udplite,
 		bpf.EgressdCounterCOUNTER_SOCK_SCTP:     &sctp,
 		bpf.EgressdCounterCOUNTER_SOCK_OTHER:    &other,
+		bpf.EgressdCounterCOUNTER_SOCK_PACKET:   &packet,
+		bpf.EgressdCounterCOUNTER_SOCK_FAMILY:   &family,
 	} {
 		var perCPU []uint64
 		if err := r.objs.Counters.Lookup(uint32(c), &perCPU); err != nil {
@@ -65,7 +69,7 @@ func (r *Redirector) Stats() (Stats, error) {
 			*dst += n
 		}
 	}
-	for k, n := range map[string]uint64{"raw": raw, "ping": ping, "udplite": udplite, "sctp": sctp, "other": other} {
+	for k, n := range map[string]uint64{"raw": raw, "ping": ping, "udplite": udplite, "sctp": sctp, "other": other, "packet": packet, "family": family} {
 		s.SocketsRefused[k] = n
 	}
 	s.LookupMisses = r.lookupMisses.Load()

@@ -29,7 +29,7 @@ func (r *Redirector) Close() error {
 		errs = append(errs, a.l.Close())
 	}
 	r.links = nil
-	errs = append(errs, r.objs.Close())
+	errs = append(errs, r.objs.Close(), r.guard.Close())
 	return errors.Join(errs...)
 }
 

@@ -16,7 +16,9 @@ for c in memory pids cpu; do echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2
 mount -t bpf bpf /sys/fs/bpf
 
 # startup NAME WRAP... starts egressd through WRAP (e.g. setpriv) and
-# writes "started" or "refused: <its error>" to $out/startup-NAME.
+# writes "started" or "refused: <its error>" to $out/startup-NAME, and
+# whether the optional guards (bpf/guard.c) ran: "packet guard on|off,
+# source-route guard on|off".
 startup() {
 	local name=$1
 	shift
@@ -41,9 +43,12 @@ startup() {
 		sleep 1
 	done
 	if [ "$result" = started ]; then
+		local guard=on route=on
+		grep -Eq 'packet_guard(=|":")"?off' "$log" && guard=off
+		grep -Eq 'source_route(=|":")"?off' "$log" && route=off
 		kill -TERM "$pid"
 		wait "$pid"
-		result="started (exit $? on SIGTERM)"
+		result="started (exit $? on SIGTERM; packet guard $guard, source-route guard $route)"
 	elif [ -z "$result" ]; then
 		kill -KILL "$pid"
 		result="not ready after $((60 * MATRIX_SLOWDOWN))s"
@@ -62,6 +67,7 @@ if [ -n "${MATRIX_EXEC:-}" ]; then
 fi
 
 startup least-privilege setpriv --bounding-set -all,+bpf,+net_admin --inh-caps -all --
+startup daemonset setpriv --bounding-set -all,+bpf,+net_admin,+perfmon --inh-caps -all --
 startup root
 
 for p in $MATRIX_PACKAGES; do

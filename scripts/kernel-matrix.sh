@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # kernel-matrix.sh boots Debian's own kernels in QEMU and runs egressd's
 # kernel tests inside each one, as root with EGRESSD_E2E=require, plus a
-# start-up check of the agent with the DaemonSet's capabilities (CAP_BPF and
-# CAP_NET_ADMIN only, as in deploy/daemonset.yaml). Run as root:
+# start-up check of the agent with the minimum capabilities (CAP_BPF and
+# CAP_NET_ADMIN), with the DaemonSet's (those and CAP_PERFMON, for the packet
+# guard: deploy/daemonset.yaml) and as root. Run as root:
 #
 #	sudo scripts/kernel-matrix.sh                   # the full matrix: 5.10, 6.1, 6.12
 #	sudo scripts/kernel-matrix.sh --ci              # CI's subset (see below)
@@ -234,18 +235,25 @@ run_kernel() {
 # verdict SUITE prints the kernel's result row and returns 1 if it is wrong.
 verdict() {
 	local suite=$1 out=$RUN/$1 ok=1 row
-	local kver startup_lp startup_root
+	local kver startup_lp startup_ds startup_root
 	kver=$(cat "$out/kernel" 2>/dev/null || echo "?")
 	startup_lp=$(cat "$out/startup-least-privilege" 2>/dev/null || echo "no result")
+	startup_ds=$(cat "$out/startup-daemonset" 2>/dev/null || echo "no result")
 	startup_root=$(cat "$out/startup-root" 2>/dev/null || echo "no result")
 	case ${EXPECT[$suite]} in
-	run) [[ $startup_lp == started* ]] || ok="" ;;
+	run)
+		# The minimum (CAP_BPF+CAP_NET_ADMIN) must run, guards or not;
+		# the DaemonSet's set (+CAP_PERFMON) and root run both guards.
+		[[ $startup_lp == started* ]] || ok=""
+		[[ $startup_ds == started*"packet guard on, source-route guard on"* ]] || ok=""
+		[[ $startup_root == started*"packet guard on, source-route guard on"* ]] || ok=""
+		;;
 	refuse)
 		[[ $startup_lp == refused* ]] && grep -Eq "$REFUSAL" <<<"$startup_lp" || ok=""
 		[[ $startup_root == refused* ]] && grep -Eq "$REFUSAL" <<<"$startup_root" || ok=""
 		;;
 	esac
-	row="| $kver ($suite) | $(cat "$out/seconds" 2>/dev/null)s | $startup_lp | $startup_root |"
+	row="| $kver ($suite) | $(cat "$out/seconds" 2>/dev/null)s | $startup_lp | $startup_ds | $startup_root |"
 	local p f
 	for p in "${PACKAGES[@]}"; do
 		f=$out/$p.log
@@ -285,7 +293,7 @@ SLOWDOWN=1
 [ "$ACCEL_USED" = tcg ] && SLOWDOWN=5
 log "accelerator $ACCEL_USED (EGRESSD_TEST_SLOWDOWN=$SLOWDOWN)"
 
-header="| kernel | boot + tests | agent start-up, CAP_BPF+CAP_NET_ADMIN | agent start-up, root |"
+header="| kernel | boot + tests | agent start-up, CAP_BPF+CAP_NET_ADMIN | agent start-up, +CAP_PERFMON (DaemonSet) | agent start-up, root |"
 for p in "${PACKAGES[@]}"; do header+=" \`$p\` |"; done
 header+=" verdict |"
 sep=$(sed 's/[^|]/-/g; s/--*/ --- /g' <<<"$header")

@@ -68,15 +68,27 @@ var (
 	exemptDesc = prometheus.NewDesc("egressd_exempt_cgroups",
 		"Cgroups whose processes the BPF programs leave alone, by reason: flag (--exempt-cgroup), self (the agent's own cgroup), namespace, label, gateway, agent (pods on Kubernetes). A cgroup exempt for two reasons counts under both.",
 		[]string{"reason"}, nil)
+	guardDesc = prometheus.NewDesc("egressd_guard",
+		"1 while the optional guard runs in the attached cgroups, 0 where it could not load (the start-up log says why): packet_sockets (refuses packet sockets and families without inet hooks: Linux 6.0, the bpf LSM, CAP_PERFMON), source_routes (drops source-routed packets: CAP_PERFMON on Linux 6.1).",
+		[]string{"guard"}, nil)
 )
 
 func (c redirectCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- redirectDesc
 	ch <- lookupsDesc
 	ch <- exemptDesc
+	ch <- guardDesc
 }
 
 func (c redirectCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.r.Guards()
+	for name, err := range map[string]error{"packet_sockets": g.PacketSockets, "source_routes": g.SourceRoutes} {
+		on := 1.0
+		if err != nil {
+			on = 0
+		}
+		ch <- prometheus.MustNewConstMetric(guardDesc, prometheus.GaugeValue, on, name)
+	}
 	st, err := c.r.Stats()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(redirectDesc, err)
@@ -101,6 +113,7 @@ func (c redirectCollector) Collect(ch chan<- prometheus.Metric) {
 		{"tracked", st.Tracked},
 		{"track_failed", st.TrackFailed},
 		{"untracked", st.Untracked},
+		{"source_routed", st.SourceRouted},
 	} {
 		ch <- prometheus.MustNewConstMetric(redirectDesc, prometheus.CounterValue, float64(e.n), e.name)
 	}
