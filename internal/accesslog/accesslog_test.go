@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"context"
 )
 
 // request logs one request record as egressd's access log does (l7's
@@ -26,7 +27,7 @@ func request(h slog.Handler, e Entry) {
 	if e.Reason != "" {
 		attrs = append(attrs, slog.String("reason", e.Reason))
 	}
-	slog.New(h).LogAttrs(nil, slog.LevelInfo, "request", attrs...)
+	slog.New(h).LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }
 
 var sample = Entry{Client: "198.19.40.2:40312", OrigDst: "198.19.40.10:443", Host: "api.example.test:443", Port: 443,
