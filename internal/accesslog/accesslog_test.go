@@ -2,6 +2,7 @@ package accesslog
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -9,7 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"context"
 )
 
 // request logs one request record as egressd's access log does (l7's
