@@ -2,7 +2,10 @@ package l7
 
 // Request and response lines, and the request checks done before matching.
 
-import "errors"
+import (
+	"bytes"
+	"errors"
+)
 
 // Parsed request facts beyond head: where the request is going.
 type request struct {
@@ -108,7 +111,30 @@ func (r *request) check() (int, string) {
 	if r.authority.empty() {
 		return 400, "no authority: the request needs a Host header field"
 	}
+	if !validEscapes(r.bytes(r.path)) {
+		return 400, "invalid percent-encoding in the request target"
+	}
 	return 0, ""
+}
+
+// validEscapes reports whether every '%' of a target's path (before any
+// '?') starts a %XX escape. net/http's server (url.ParseRequestURI)
+// refuses the request otherwise; egressd forwards the path as received, so
+// it refuses it too rather than pass upstream what a Go upstream would not
+// take and another might decode its own way.
+func validEscapes(target []byte) bool {
+	if q := bytes.IndexByte(target, '?'); q >= 0 {
+		target = target[:q]
+	}
+	for i := 0; i < len(target); i++ {
+		if target[i] == '%' {
+			if i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2]) {
+				return false
+			}
+			i += 2
+		}
+	}
+	return true
 }
 
 // absoluteForm takes the authority from an absolute-form target: it wins
@@ -120,16 +146,21 @@ func (r *request) absoluteForm() (int, string) {
 		start = 8
 	}
 	end := start
-	for end < len(t) && t[end] != '/' && t[end] != '?' && t[end] != '#' {
+	for end < len(t) && t[end] != '/' && t[end] != '?' { // a '#' is not allowed in it (net/http refuses it too)
 		end++
 	}
 	auth := t[start:end]
-	if len(auth) == 0 || !validAuthority(auth, true) {
+	// No escapes in it: net/http decodes them (and refuses some), rules
+	// name hosts literally.
+	if len(auth) == 0 || !validAuthority(auth, true) || bytes.IndexByte(auth, '%') >= 0 {
 		return 400, "invalid authority in the absolute-form request target"
 	}
 	r.absolute = true
 	r.authority = span{r.target.lo + int32(start), r.target.lo + int32(end)}
 	r.path = span{r.target.lo + int32(end), r.target.hi}
+	if !validEscapes(r.bytes(r.path)) {
+		return 400, "invalid percent-encoding in the request target"
+	}
 	return 0, ""
 }
 
