@@ -23,6 +23,11 @@ type h2cProxy struct {
 	hs  *http.Server
 	srv *http2.Server
 	tr  *http2.Transport
+	// h1tr carries the streams of HTTPS upstreams that chose ALPN
+	// http/1.1 as HTTP/1.1 (not gRPC); h1Only holds their pool keys, each
+	// with the time until which it is not asked for h2 again.
+	h1tr   *http.Transport
+	h1Only sync.Map
 }
 
 // h2cUploadBuffer bounds the request body bytes a client connection may
@@ -61,6 +66,7 @@ func (p *Proxy) h2c() *h2cProxy {
 		// it cannot fail for a Server without TLS cipher suites.
 		_ = http2.ConfigureServer(h.hs, h.srv)
 		h.tr = p.newH2Transport()
+		h.h1tr = p.newH1Transport()
 	})
 	return h
 }
@@ -69,6 +75,7 @@ func (p *Proxy) h2c() *h2cProxy {
 func (h *h2cProxy) closeIdle() {
 	if h.tr != nil {
 		h.tr.CloseIdleConnections()
+		h.h1tr.CloseIdleConnections()
 	}
 }
 

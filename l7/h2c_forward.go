@@ -51,7 +51,20 @@ type h2Dial struct {
 	host string // authority as requested (port ignored by the dial)
 	orig netip.AddrPort
 	tls  bool // originate TLS (ALPN h2): the rule marks the port HTTPS
+	// h1 allows the HTTP/1.1 fallback (not gRPC, which needs HTTP/2):
+	// the TLS dial offers http/1.1 after h2, and an upstream choosing it
+	// makes the dial fail with errUpstreamH1 so the stream goes by h1tr.
+	h1 bool
 }
+
+// errUpstreamH1 is the h2 dial's failure when an HTTPS upstream chose
+// ALPN http/1.1: forwardH2 sends the stream as HTTP/1.1 instead.
+var errUpstreamH1 = errors.New("the upstream chose HTTP/1.1")
+
+// h1OnlyFor is how long an upstream that chose http/1.1 is sent HTTP/1.1
+// without asking again (one extra TLS handshake per upstream and period):
+// an upstream that starts offering h2 is used as h2 after at most this.
+const h1OnlyFor = 10 * time.Minute
 
 type h2DialKey struct{}
 
@@ -95,16 +108,81 @@ func (p *Proxy) dialH2Upstream(ctx context.Context, _, _ string, _ *tls.Config) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
-	tc := tls.Client(nc, p.tlsConfig(hostOnly(d.host), []string{http2.NextProtoTLS}))
+	alpn := []string{http2.NextProtoTLS}
+	if d.h1 {
+		alpn = append(alpn, "http/1.1")
+	}
+	tc := tls.Client(nc, p.tlsConfig(hostOnly(d.host), alpn))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		if !d.h1 && strings.Contains(err.Error(), "no application protocol") {
+			return nil, fmt.Errorf("tls handshake with %s: %w (the upstream refuses ALPN h2; gRPC needs HTTP/2, so its streams are not sent as HTTP/1.1)", hostOnly(d.host), err)
+		}
+		return nil, fmt.Errorf("tls handshake with %s: %w", hostOnly(d.host), err)
+	}
+	proto := tc.ConnectionState().NegotiatedProtocol
+	if d.h1 && (proto == "http/1.1" || proto == "") { // no ALPN: an HTTP/1.1 server from before it
+		tc.Close()
+		p.h2c().h1Only.Store(p.h2UpstreamKey(d), time.Now().Add(h1OnlyFor))
+		return nil, errUpstreamH1
+	}
+	if proto != http2.NextProtoTLS {
+		tc.Close()
+		if d.h1 {
+			return nil, fmt.Errorf("%w: %s negotiated ALPN %q, neither h2 nor http/1.1 (the upstream offers no HTTP over TLS that egressd can forward to)", errUpstreamProtocol, hostOnly(d.host), proto)
+		}
+		return nil, fmt.Errorf("%w: %s negotiated ALPN %q, not h2 (the upstream does not offer HTTP/2 over TLS; gRPC needs HTTP/2, so its streams are not sent as HTTP/1.1)", errUpstreamProtocol, hostOnly(d.host), proto)
+	}
+	return clampUpstreamSettings(tc), nil
+}
+
+// dialH1Upstream opens a TLS connection with ALPN http/1.1 for h1tr (the
+// HTTP/1.1 fallback of an HTTPS upstream without h2).
+func (p *Proxy) dialH1Upstream(ctx context.Context, _, _ string) (net.Conn, error) {
+	d, ok := ctx.Value(h2DialKey{}).(*h2Dial)
+	if !ok {
+		return nil, errors.New("h1 upstream dial without its parameters")
+	}
+	nc, err := p.dialUpstream(ctx, d.m, d.host, d.orig)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	tc := tls.Client(nc, p.tlsConfig(hostOnly(d.host), []string{"http/1.1"}))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", hostOnly(d.host), err)
 	}
-	if proto := tc.ConnectionState().NegotiatedProtocol; proto != http2.NextProtoTLS {
-		tc.Close()
-		return nil, fmt.Errorf("%w: %s negotiated ALPN %q, not h2 (the upstream does not offer HTTP/2 over TLS; streams of HTTP2 and GRPC clients are not downgraded to HTTP/1.1)", errUpstreamProtocol, hostOnly(d.host), proto)
+	return tc, nil
+}
+
+// newH1Transport builds the transport of the HTTP/1.1 fallback: pooled by
+// the same keys as the h2 transport (h2UpstreamKey), nothing added to the
+// request (no User-Agent, no Accept-Encoding), nothing decompressed.
+func (p *Proxy) newH1Transport() *http.Transport {
+	return &http.Transport{
+		DialTLSContext:         p.dialH1Upstream,
+		DisableCompression:     true,
+		IdleConnTimeout:        p.cfg.UpstreamIdle,
+		MaxIdleConnsPerHost:    16,
+		MaxResponseHeaderBytes: int64(p.cfg.MaxHeaderBytes),
+		ForceAttemptHTTP2:      false,
 	}
-	return clampUpstreamSettings(tc), nil
+}
+
+// sendsH1 reports whether streams for key go as HTTP/1.1 (the upstream
+// chose http/1.1 less than h1OnlyFor ago).
+func (h *h2cProxy) sendsH1(key string) bool {
+	v, ok := h.h1Only.Load(key)
+	if !ok {
+		return false
+	}
+	if time.Now().After(v.(time.Time)) {
+		h.h1Only.CompareAndDelete(key, v)
+		return false
+	}
+	return true
 }
 
 // forwardH2 sends an allowed stream upstream and streams the response back:
@@ -112,6 +190,7 @@ func (p *Proxy) dialH2Upstream(ctx context.Context, _, _ string, _ *tls.Config) 
 // in both directions), trailers follow, flow control is x/net's.
 func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match, grpc bool, e *accessEntry) {
 	d := &h2Dial{m: m, host: r.Host, orig: e.orig, tls: m.Port.Protocol == rules.HTTPS}
+	d.h1 = d.tls && !grpc
 	e.upstream = "http"
 	scheme := "http"
 	if d.tls {
@@ -155,7 +234,19 @@ func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match,
 			body.sent = func() { stall.Reset(p.cfg.ResponseTimeout) }
 		}
 	}
-	res, err := p.h2c().tr.RoundTrip(out)
+	h := p.h2c()
+	var res *http.Response
+	var err error
+	if d.h1 && h.sendsH1(u.Host) {
+		res, err = h.roundTripH1(out)
+	} else {
+		res, err = h.tr.RoundTrip(out)
+		if errors.Is(err, errUpstreamH1) {
+			// The dial failed before the stream was opened: nothing of the
+			// body was read.
+			res, err = h.roundTripH1(out)
+		}
+	}
 	if body != nil {
 		defer func() { e.bytesIn = body.n.Load() }()
 	}
@@ -322,3 +413,14 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 func (b *countingBody) Close() error { return b.rc.Close() }
+
+// roundTripH1 sends an h2c client's stream to an HTTPS upstream as
+// HTTP/1.1 (h1tr; its pool is keyed, like the h2 transport's, by out.URL's
+// host). Framing is net/http's: Content-Length when the client's stream
+// declared one, chunked otherwise, trailers after a chunked body.
+func (h *h2cProxy) roundTripH1(out *http.Request) (*http.Response, error) {
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = nil // net/http would send its own
+	}
+	return h.h1tr.RoundTrip(out)
+}

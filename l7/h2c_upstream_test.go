@@ -2,12 +2,14 @@ package l7
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,44 +117,96 @@ func TestH2CResponseStall(t *testing.T) {
 	waitForLog(t, e, "upstream silent for the idle timeout inside the response body")
 }
 
-// On an HTTPS port egressd originates TLS with ALPN h2; an upstream that
-// does not agree to h2 there is a 502 (the stream is not downgraded),
-// whether it refuses the handshake or completes it without ALPN.
-func TestH2COriginatedTLSNeedsH2(t *testing.T) {
+// On an HTTPS port egressd originates TLS offering ALPN h2, then http/1.1
+// (not for gRPC). An upstream that chooses http/1.1, or answers without
+// ALPN, gets the h2c client's streams as HTTP/1.1 requests over TLS, on
+// pooled connections, and is not asked for h2 again for a while; a gRPC
+// stream gets UNAVAILABLE saying gRPC needs HTTP/2.
+func TestH2CFallsBackToHTTP1ForHTTPSUpstreams(t *testing.T) {
 	ca := newTestCA(t)
 	cert := ca.leaf(t, "secure.allowed.test")
-	for _, tc := range []struct {
-		alpn []string
-		want string
-	}{
-		{[]string{"http/1.1"}, "no application protocol"},
-		{nil, `negotiated ALPN "", not h2`},
-	} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0)}
-		go srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: tc.alpn}))
-		t.Cleanup(func() { srv.Close() })
-		port := uint16(ln.Addr().(*net.TCPAddr).Port)
-		e := newEnv(t, Config{
-			Rules:       compileRules(t, protoRule("secure", "secure.allowed.test", port, rules.HTTPS)),
-			OriginalDst: fixedOrig{netip4Loopback(port)},
-			RootCAs:     ca.pool,
+	for _, alpn := range [][]string{{"http/1.1"}, nil} {
+		t.Run(fmt.Sprintf("alpn=%q", alpn), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var conns atomic.Int32
+			u := &upstream{ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port), reqs: make(chan *seenRequest, 100)}
+			u.srv = &http.Server{
+				Handler: u.record(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Trailer", "X-Sum")
+					fmt.Fprintf(w, "%s %s tls=%v", r.Proto, r.Host, r.TLS != nil)
+					w.Header().Set("X-Sum", "42")
+				}),
+				ErrorLog: log.New(io.Discard, "", 0),
+				ConnState: func(_ net.Conn, st http.ConnState) {
+					if st == http.StateNew {
+						conns.Add(1)
+					}
+				},
+			}
+			go u.srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: alpn}))
+			t.Cleanup(func() { u.srv.Close() })
+			e := newEnv(t, Config{
+				Rules:       compileRules(t, protoRule("secure", "secure.allowed.test", u.port, rules.HTTPS)),
+				OriginalDst: fixedOrig{netip4Loopback(u.port)},
+				RootCAs:     ca.pool,
+			})
+			host := fmt.Sprintf("secure.allowed.test:%d", u.port)
+
+			// curl, a real h2c client: a POST with a body.
+			code, body := curl(t, e, "http://"+host+"/up", "--http2-prior-knowledge", "--data-binary", "payload",
+				"-H", "X-Test: yes")
+			if want := "HTTP/1.1 " + host + " tls=true"; code != 200 || body != want {
+				t.Fatalf("curl: %d %q, want 200 %q", code, body, want)
+			}
+			got := u.next(t)
+			if got.Proto != "HTTP/1.1" || got.Method != "POST" || got.URI != "/up" || got.Body != "payload" ||
+				got.Host != host || got.Header.Get("X-Test") != "yes" || got.SNI != "secure.allowed.test" ||
+				!strings.HasPrefix(got.Header.Get("User-Agent"), "curl/") || got.Header.Get("Accept-Encoding") != "" {
+				t.Fatalf("upstream got %+v", got)
+			}
+			first := conns.Load() // the h2 attempt, then HTTP/1.1
+
+			// Go's HTTP/2 client: a GET, its trailer relayed; the pooled
+			// HTTP/1.1 connection carries it (no new h2 attempt).
+			client, _ := h2cClient(t, e)
+			req, _ := http.NewRequest("GET", "http://proxy/get", nil)
+			req.Host = host
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 || string(b) != "HTTP/1.1 "+host+" tls=true" || res.Trailer.Get("X-Sum") != "42" {
+				t.Fatalf("Go client: %d %q trailer %v", res.StatusCode, b, res.Trailer)
+			}
+			if got := u.next(t); got.Proto != "HTTP/1.1" || got.Method != "GET" || got.URI != "/get" {
+				t.Fatalf("upstream got %+v", got)
+			}
+			if n := conns.Load(); n != first {
+				t.Errorf("upstream connections %d after the second request, want %d (pooled, not asked for h2 again)", n, first)
+			}
+
+			// gRPC needs HTTP/2: UNAVAILABLE, saying why; never sent.
+			req, _ = http.NewRequest("POST", "http://proxy/grpc.testing.TestService/EmptyCall", strings.NewReader("\x00\x00\x00\x00\x00"))
+			req.Host = host
+			req.Header.Set("Content-Type", "application/grpc")
+			res, err = client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			msg := res.Trailer.Get("Grpc-Message") + res.Header.Get("Grpc-Message")
+			if res.Header.Get("Grpc-Status")+res.Trailer.Get("Grpc-Status") != "14" || !strings.Contains(msg, "gRPC needs HTTP/2") {
+				t.Fatalf("gRPC: grpc-status %q%q message %q, want 14 saying gRPC needs HTTP/2",
+					res.Header.Get("Grpc-Status"), res.Trailer.Get("Grpc-Status"), msg)
+			}
+			u.none(t)
 		})
-		client, _ := h2cClient(t, e)
-		req, _ := http.NewRequest("GET", "http://proxy/", nil)
-		req.Host = "secure.allowed.test"
-		res, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != 502 || !strings.Contains(string(body), tc.want) {
-			t.Fatalf("upstream ALPN %q: %d %q, want 502 with %q", tc.alpn, res.StatusCode, body, tc.want)
-		}
 	}
 }
 
