@@ -37,13 +37,23 @@ func (d loopbackDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 // port) in the host namespace and returns its address.
 func serveLoopbackDNS(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// DNS over UDP and TCP on one port: the UDP port the kernel picks may
+	// be taken for TCP (another test's connection), so pick again then.
+	var (
+		pc  net.PacketConn
+		ln  net.Listener
+		err error
+	)
+	for range 20 {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(upstream.ServeDNS(pc, ln, loopbackDNS{upstream.DNS{V4: real4, V6: real6}}))
