@@ -16,6 +16,15 @@
 # Keep the machine otherwise idle: the figures are shares of its CPUs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# One benchmark per machine at a time: fixed subnets and ports, and figures
+# taken while another run shares the cores mean nothing.
+if [ "$(id -u)" -eq 0 ]; then
+	exec 8>/run/egressd-bench.lock
+	if ! flock -n 8; then
+		echo "$0: waiting for another benchmark on this machine (/run/egressd-bench.lock)..." >&2
+		flock 8
+	fi
+fi
 export PATH=$PATH:/usr/local/bin:/usr/local/go/bin
 
 mode=standard

@@ -12,6 +12,15 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH=/usr/local/bin:$PATH:/usr/local/go/bin
 export EGRESSD_E2E=${EGRESSD_E2E-require}
+# One cluster test run per machine at a time: it uses fixed test subnets and ports
+# in the host network namespace.
+if [ "$(id -u)" -eq 0 ]; then
+	exec 8>/run/egressd-k8s.lock
+	if ! flock -n 8; then
+		echo "$0: waiting for another cluster test run on this machine (/run/egressd-k8s.lock)..." >&2
+		flock 8
+	fi
+fi
 if [ "$(id -u)" -eq 0 ]; then
 	scripts/k8s-build.sh >/dev/null
 fi

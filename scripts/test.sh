@@ -20,6 +20,15 @@ export PATH=/usr/local/bin:$PATH:/usr/local/go/bin
 export EGRESSD_E2E=${EGRESSD_E2E-require}
 # l7's TestLongPauseInsideABody: a 90 s pause inside a response body (runs in parallel).
 export EGRESSD_LONG_TESTS=${EGRESSD_LONG_TESTS-1}
+# One test suite per machine at a time: it uses fixed test subnets and ports
+# in the host network namespace.
+if [ "$(id -u)" -eq 0 ]; then
+	exec 8>/run/egressd-suite.lock
+	if ! flock -n 8; then
+		echo "$0: waiting for another test suite on this machine (/run/egressd-suite.lock)..." >&2
+		flock 8
+	fi
+fi
 
 args=("$@")
 if [ "${#args[@]}" -eq 0 ]; then
