@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/h1"
 )
 
 // benchUpstream is a minimal keep-alive HTTP/1.1 server answering every
@@ -255,19 +257,19 @@ func BenchmarkReadRequest(b *testing.B) {
 		"Connection: keep-alive\r\nCookie: session=0123456789abcdef\r\nX-Request-Id: 5f0c6a8e-4d7b-4a8e-9c1f-2b3c4d5e6f70\r\n\r\n")
 	rd := bytes.NewReader(req)
 	br := bufio.NewReader(rd)
-	var r request
+	var r h1.Request
 	b.ReportAllocs()
 	b.SetBytes(int64(len(req)))
 	for i := 0; i < b.N; i++ {
 		rd.Reset(req)
 		br.Reset(rd)
-		if err := r.readHead(br, DefaultMaxHeaderBytes); err != nil {
+		if err := r.ReadHead(br, DefaultMaxHeaderBytes); err != nil {
 			b.Fatal(err)
 		}
-		if err := r.parse(); err != nil {
+		if err := r.Parse(); err != nil {
 			b.Fatal(err)
 		}
-		if st, reason := r.check(); st != 0 {
+		if st, reason := r.Check(); st != 0 {
 			b.Fatal(reason)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/internal/zerocopy"
+	"github.com/egressd/egressd/l7/internal/h1"
 )
 
 // A pump moves one message body from src to dst. Before every read that
@@ -358,7 +359,7 @@ func (p *pump) chunkSize() (int64, error) {
 	}
 	var size int64
 	i := 0
-	for ; i < len(line) && isHex(line[i]); i++ {
+	for ; i < len(line) && h1.IsHex(line[i]); i++ {
 		if i >= 15 {
 			return 0, &copyError{err: errBadChunk}
 		}
@@ -372,7 +373,7 @@ func (p *pump) chunkSize() (int64, error) {
 			return 0, &copyError{err: errBadChunk}
 		}
 	}
-	if rest := trimOWS(line[i:]); len(rest) > 0 && rest[0] != ';' {
+	if rest := h1.TrimOWS(line[i:]); len(rest) > 0 && rest[0] != ';' {
 		return 0, &copyError{err: errBadChunk}
 	}
 	return size, nil
@@ -403,7 +404,7 @@ func (p *pump) expectCRLF() error {
 // including its empty line, checking each field line.
 func (p *pump) trailers(forward bool) error {
 	total := 0
-	var h head
+	var h h1.Head
 	for {
 		line, err := p.readLine()
 		if err != nil {
@@ -413,8 +414,8 @@ func (p *pump) trailers(forward bool) error {
 			return &copyError{err: errBadChunk}
 		}
 		if len(line) > 0 {
-			h.buf = append(h.buf[:0], line...)
-			if _, err := h.parseField(span{0, int32(len(line))}); err != nil {
+			h.Buf = append(h.Buf[:0], line...)
+			if _, err := h.ParseField(h1.Span{Lo: 0, Hi: int32(len(line))}); err != nil {
 				return &copyError{err: errBadChunk}
 			}
 		}

@@ -60,7 +60,7 @@
 // Files: proxy.go (Config, New, Serve, Shutdown), conn.go (accept path and
 // protocol sniffing), limit.go (admission at accept: connection limits,
 // memory shedding; temporary accept errors), http1.go (the per-connection request loop, deny),
-// head.go, token.go and request.go (head reader, parser and pre-match checks),
+// (the head reader, parser and pre-match checks are l7/internal/h1),
 // forward.go, exchange.go and relay.go (request to upstream, response
 // back), upload.go (the request body sent while the response is read),
 // watch.go (a client leaving mid-exchange), body.go

@@ -244,7 +244,7 @@ func (c *prereadConn) CloseWrite() error {
 // destination port the request was matched on (the Host field may lack it).
 func (s *h1conn) writeProxyTarget(bw *bufio.Writer) {
 	r := &s.req
-	host := hostOnly(string(r.bytes(r.authority)))
+	host := hostOnly(string(r.Bytes(r.Authority)))
 	bw.WriteString("http://")
 	if strings.IndexByte(host, ':') >= 0 {
 		bw.WriteString("[" + host + "]")
@@ -253,7 +253,7 @@ func (s *h1conn) writeProxyTarget(bw *bufio.Writer) {
 	}
 	bw.WriteByte(':')
 	bw.Write(appendUint(s.num[:0], uint64(s.entry.port)))
-	path := r.bytes(r.path)
+	path := r.Bytes(r.Path)
 	switch {
 	case len(path) == 1 && path[0] == '*': // OPTIONS * travels as OPTIONS http://host:port
 	case len(path) == 0 || path[0] != '/':

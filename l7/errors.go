@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net"
 	"os"
+
+	"github.com/egressd/egressd/l7/internal/h1"
 )
 
 // upstreamFailure classifies an error met while dialing or talking to an
@@ -45,7 +47,7 @@ func upstreamFailure(err error) (status int, kind, reason string) {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
 		errors.As(err, &ne) && ne.Timeout():
 		return 504, "timeout", "upstream timed out: " + err.Error()
-	case errors.Is(err, errUpstreamProtocol):
+	case errors.Is(err, h1.ErrMalformedResponse):
 		return 502, "protocol", "invalid upstream response: " + err.Error()
 	}
 	var op *net.OpError
@@ -54,9 +56,6 @@ func upstreamFailure(err error) (status int, kind, reason string) {
 	}
 	return 502, "io", "upstream connection failed: " + err.Error()
 }
-
-// errUpstreamProtocol wraps malformed upstream responses.
-var errUpstreamProtocol = errors.New("malformed response")
 
 // upstreamError counts err by kind and returns the status and reason for the
 // client. Helper for every protocol handler.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/h1"
 )
 
 // exchange does one request/response on uc. keep: the client connection
@@ -22,13 +24,13 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 	now := time.Now()
 	uc.wdl.setWrite(uc.nc, now, s.p.cfg.IdleTimeout)
 	s.writeRequestHead(uc.bw, uc.via)
-	s.resp.buf = s.resp.buf[:0] // stays empty until a byte of the response arrives
+	s.resp.Buf = s.resp.Buf[:0] // stays empty until a byte of the response arrives
 	s.watch.begin(s, uc)
 	defer s.watch.stop()
 	var up *upload
 	err := uc.bw.Flush()
 	if err == nil {
-		if r.hasBody() {
+		if r.HasBody() {
 			uc.rdl = deadline{}
 			uc.nc.SetReadDeadline(time.Time{}) // the body's stalls bound the wait until it is sent
 			up = s.startUpload(uc)
@@ -42,8 +44,8 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 		uc.nc.Close()
 		return s.exchangeFailed(uc, up, err)
 	}
-	if s.resp.status == 101 {
-		if up != nil || !r.wantsUpgrade() {
+	if s.resp.Status == 101 {
+		if up != nil || !r.WantsUpgrade() {
 			uc.nc.Close()
 			if up != nil {
 				s.finishUpload(up, uc)
@@ -81,7 +83,7 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 	// A reused connection the upstream closed, or a new one to the egress
 	// proxy that a gateway going away closed: tried once more on a new
 	// connection (to the egress proxy again, never direct).
-	if up == nil && (uc.reused || (uc.via != nil && !s.retrying)) && len(s.resp.buf) == 0 && isRetryable(err) && s.req.replayable() {
+	if up == nil && (uc.reused || (uc.via != nil && !s.retrying)) && len(s.resp.Buf) == 0 && isRetryable(err) && s.req.Replayable() {
 		if !uc.reused {
 			s.p.metrics.egressRetries.Inc()
 		}
@@ -92,7 +94,7 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 		s.local(status, "upstream failed while receiving the request body: "+reason, markerError, true)
 		return false, false
 	}
-	return s.upstreamFailed(alpnHint(uc, err, len(s.resp.buf) == 0), true), false
+	return s.upstreamFailed(alpnHint(uc, err, len(s.resp.Buf) == 0), true), false
 }
 
 // alpnHint explains an upstream that closed a new TLS connection without a
@@ -126,13 +128,13 @@ func (s *h1conn) readHeads(uc *upConn) error {
 		if err := s.readResponseHead(uc); err != nil {
 			return err
 		}
-		if s.resp.status >= 200 || s.resp.status == 101 {
+		if s.resp.Status >= 200 || s.resp.Status == 101 {
 			return nil
 		}
 		if n == max1xx {
-			return errors.Join(errUpstreamProtocol, errors.New("too many 1xx responses"))
+			return errors.Join(h1.ErrMalformedResponse, errors.New("too many 1xx responses"))
 		}
-		if s.req.minor == 1 {
+		if s.req.Minor == 1 {
 			s.writeResponseHead(false, false)
 			if err := s.c.bw.Flush(); err != nil {
 				return err
@@ -144,16 +146,16 @@ func (s *h1conn) readHeads(uc *upConn) error {
 // readResponseHead reads and parses one response head (under the read
 // deadline the caller set).
 func (s *h1conn) readResponseHead(uc *upConn) error {
-	if err := s.resp.readHead(uc.br, s.p.cfg.MaxHeaderBytes); err != nil {
-		if errors.Is(err, errHeadTooLarge) || errors.Is(err, errBareLF) || errors.Is(err, errMalformed) {
-			return errors.Join(errUpstreamProtocol, err)
+	if err := s.resp.ReadHead(uc.br, s.p.cfg.MaxHeaderBytes); err != nil {
+		if errors.Is(err, h1.ErrHeadTooLarge) || errors.Is(err, h1.ErrBareLF) || errors.Is(err, h1.ErrMalformed) {
+			return errors.Join(h1.ErrMalformedResponse, err)
 		}
 		return err
 	}
-	if err := s.resp.parseResponse(); err != nil {
+	if err := s.resp.ParseResponse(); err != nil {
 		return err
 	}
-	if uc.via != nil && s.resp.status == 407 { // the egress proxy refused us, not the upstream
+	if uc.via != nil && s.resp.Status == 407 { // the egress proxy refused us, not the upstream
 		return uc.via.fail(errProxyAuth)
 	}
 	return nil

@@ -98,28 +98,3 @@ func (p *Proxy) connectUpstream(key poolKey, m rules.Match, orig netip.AddrPort)
 func isRetryable(err error) bool {
 	return isEOF(err) || errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe)
 }
-
-// replayable reports whether r may be sent again after a reused upstream
-// connection failed without a byte of response: the rule of net/http's
-// Transport (RFC 9110 9.2.2), since the upstream may have processed it. A
-// body is never replayed: it was streamed, not kept.
-func (r *request) replayable() bool {
-	if r.hasBody() {
-		return false
-	}
-	switch string(r.bytes(r.method)) {
-	case "GET", "HEAD", "OPTIONS", "TRACE":
-		return true
-	}
-	return r.hasField("Idempotency-Key") || r.hasField("X-Idempotency-Key")
-}
-
-// hasField reports whether h has a field named name (not hop-by-hop).
-func (h *head) hasField(name string) bool {
-	for i := range h.fields {
-		if f := &h.fields[i]; f.kind == fieldOther && equalFold(h.bytes(f.name), name) {
-			return true
-		}
-	}
-	return false
-}

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/h1"
 )
 
 // FuzzReadRequest feeds arbitrary bytes to the request-head reader and
@@ -23,22 +25,22 @@ func FuzzReadRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		br := bufio.NewReaderSize(bytes.NewReader(data), 64)
-		var r request
+		var r h1.Request
 		for i := 0; i < 4; i++ { // several requests in a row, as on a keep-alive connection
-			if r.readHead(br, 1024) != nil || r.parse() != nil {
+			if r.ReadHead(br, 1024) != nil || r.Parse() != nil {
 				return
 			}
-			if len(r.buf) > 1024 {
-				t.Fatalf("head of %d bytes over the limit", len(r.buf))
+			if len(r.Buf) > 1024 {
+				t.Fatalf("head of %d bytes over the limit", len(r.Buf))
 			}
-			status, _ := r.check()
+			status, _ := r.Check()
 			if status != 0 {
 				return
 			}
-			if r.hosts > 1 || r.minor == 1 && r.hosts == 0 || r.chunked && r.contentLength >= 0 {
-				t.Fatalf("accepted ambiguous request %q", r.buf)
+			if r.Hosts > 1 || r.Minor == 1 && r.Hosts == 0 || r.Chunked && r.ContentLength >= 0 {
+				t.Fatalf("accepted ambiguous request %q", r.Buf)
 			}
-			auth := r.bytes(r.authority)
+			auth := r.Bytes(r.Authority)
 			if len(auth) == 0 || bytes.ContainsAny(auth, "@/ \r\n") {
 				t.Fatalf("accepted authority %q", auth)
 			}
@@ -46,19 +48,19 @@ func FuzzReadRequest(f *testing.F) {
 			bw := bufio.NewWriter(&out)
 			(&h1conn{req: r}).writeRequestHead(bw, nil)
 			bw.Flush()
-			var again request
-			if again.readHead(bufio.NewReader(&out), 1<<20) != nil || again.parse() != nil {
+			var again h1.Request
+			if again.ReadHead(bufio.NewReader(&out), 1<<20) != nil || again.Parse() != nil {
 				t.Fatalf("forwarded head does not parse: %q", out.String())
 			}
-			if st, _ := again.check(); st != 0 || !bytes.Equal(again.bytes(again.authority), auth) {
+			if st, _ := again.Check(); st != 0 || !bytes.Equal(again.Bytes(again.Authority), auth) {
 				t.Fatalf("forwarded head %q changed meaning (status %d)", out.String(), st)
 			}
 			pm := pump{src: br, srcConn: nopDeadline{}, srcDL: new(deadline), maxLines: 1024}
 			var err error
-			if r.chunked {
+			if r.Chunked {
 				err = pm.copyChunked(false)
-			} else if r.contentLength > 0 {
-				err = pm.copyN(r.contentLength)
+			} else if r.ContentLength > 0 {
+				err = pm.copyN(r.ContentLength)
 			}
 			if err != nil {
 				return

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/h1"
 	"github.com/egressd/egressd/l7/internal/sni"
 	"github.com/egressd/egressd/rules"
 )
@@ -67,28 +68,28 @@ func (p *Proxy) serveGateway(c *clientConn) {
 func (s *h1conn) serveGatewayRequest() bool {
 	r := &s.req
 	s.entry.orig = s.c.local // logged until gatewayDecide knows the target: there is no original destination
-	if string(r.bytes(r.method)) == "CONNECT" {
+	if string(r.Bytes(r.Method)) == "CONNECT" {
 		return s.gatewayConnect()
 	}
-	if status, reason := r.check(); status != 0 {
+	if status, reason := r.Check(); status != 0 {
 		s.entry.decision = decisionInvalid
 		s.local(status, reason, markerInvalid, true)
 		return false
 	}
-	s.entry.host = string(r.bytes(r.authority))
-	if !r.absolute {
+	s.entry.host = string(r.Bytes(r.Authority))
+	if !r.Absolute {
 		s.entry.decision = decisionDeny
 		keep := s.keepAlive() && s.discardBody()
 		s.local(403, "this is an egress proxy: send CONNECT host:port or absolute-form requests (http://host/path)", markerDenied, !keep)
 		return keep
 	}
-	port, ok := authorityPort(r.bytes(r.authority))
+	port, ok := authorityPort(r.Bytes(r.Authority))
 	switch {
 	case !ok:
 		s.entry.decision = decisionInvalid
 		s.local(400, "invalid port in the request target", markerInvalid, true)
 		return false
-	case port == 0 && hasPrefixFold(r.bytes(r.target), "https://"):
+	case port == 0 && h1.HasPrefixFold(r.Bytes(r.Target), "https://"):
 		port = 443
 	case port == 0:
 		port = 80
@@ -131,9 +132,9 @@ func (s *h1conn) gatewayDecide(port uint16) (rules.Match, bool) {
 func (s *h1conn) gatewayConnect() bool {
 	r, c := &s.req, s.c
 	s.entry.protocol = protoNameConnect
-	target := r.bytes(r.target)
+	target := r.Bytes(r.Target)
 	port, ok := authorityPort(target)
-	if !ok || port == 0 || !validAuthority(target, true) || r.hosts > 1 || r.hasBody() || r.teOther {
+	if !ok || port == 0 || !h1.ValidAuthority(target, true) || r.Hosts > 1 || r.HasBody() || r.TeOther {
 		s.entry.decision = decisionInvalid
 		s.local(400, "CONNECT needs a host:port target and no body", markerInvalid, true)
 		return false

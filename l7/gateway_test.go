@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/h1"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -274,7 +275,7 @@ func FuzzAuthorityPort(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if !validAuthority([]byte(s), true) {
+		if !h1.ValidAuthority([]byte(s), true) {
 			return
 		}
 		port, ok := authorityPort([]byte(s))

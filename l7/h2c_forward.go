@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/egressd/egressd/l7/internal/h1"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -129,9 +130,9 @@ func (p *Proxy) dialH2Upstream(ctx context.Context, _, _ string, _ *tls.Config) 
 	if proto != http2.NextProtoTLS {
 		tc.Close()
 		if d.h1 {
-			return nil, fmt.Errorf("%w: %s negotiated ALPN %q, neither h2 nor http/1.1 (the upstream offers no HTTP over TLS that egressd can forward to)", errUpstreamProtocol, hostOnly(d.host), proto)
+			return nil, fmt.Errorf("%w: %s negotiated ALPN %q, neither h2 nor http/1.1 (the upstream offers no HTTP over TLS that egressd can forward to)", h1.ErrMalformedResponse, hostOnly(d.host), proto)
 		}
-		return nil, fmt.Errorf("%w: %s negotiated ALPN %q, not h2 (the upstream does not offer HTTP/2 over TLS; gRPC needs HTTP/2, so its streams are not sent as HTTP/1.1)", errUpstreamProtocol, hostOnly(d.host), proto)
+		return nil, fmt.Errorf("%w: %s negotiated ALPN %q, not h2 (the upstream does not offer HTTP/2 over TLS; gRPC needs HTTP/2, so its streams are not sent as HTTP/1.1)", h1.ErrMalformedResponse, hostOnly(d.host), proto)
 	}
 	return clampUpstreamSettings(tc), nil
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/h1"
 )
 
 // h1conn is the HTTP/1.x state of one client connection, reused for every
@@ -15,8 +17,8 @@ import (
 type h1conn struct {
 	p        *Proxy
 	c        *clientConn
-	req      request
-	resp     head
+	req      h1.Request
+	resp     h1.Head
 	entry    accessEntry
 	mc       metricsCache // the previous request's collectors
 	retrying bool         // forward is on its second attempt: no further retry
@@ -76,8 +78,8 @@ func (s *h1conn) release() {
 		return b[:0]
 	}
 	*s = h1conn{
-		req:     request{head: head{buf: keep(s.req.buf), fields: s.req.fields[:0]}},
-		resp:    head{buf: keep(s.resp.buf), fields: s.resp.fields[:0]},
+		req:     h1.Request{Head: h1.Head{Buf: keep(s.req.Buf), Fields: s.req.Fields[:0]}},
+		resp:    h1.Head{Buf: keep(s.resp.Buf), Fields: s.resp.Fields[:0]},
 		scratch: keep(s.scratch),
 	}
 	h1connPool.Put(s)
@@ -119,28 +121,28 @@ func (s *h1conn) serveOne() bool {
 		}
 		c.rdl.setRead(c.nc, from, p.cfg.ReadHeaderTimeout)
 	}
-	s.req.method = span{}
+	s.req.Method = h1.Span{}
 	s.entry = accessEntry{start: now, client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1,
 		clientText: s.clientText, origText: s.origText, mc: &s.mc, scope: &c.scope}
-	err := s.req.readHead(c.br, p.cfg.MaxHeaderBytes)
+	err := s.req.ReadHead(c.br, p.cfg.MaxHeaderBytes)
 	if err == nil {
-		err = s.req.parse()
+		err = s.req.Parse()
 	}
 	if err != nil {
 		return s.refuseHead(err)
 	}
-	if s.req.minor == 0 {
+	if s.req.Minor == 0 {
 		s.entry.protocol = protoNameHTTP10
 	}
 	if c.gateway { // gateway.go: CONNECT and absolute form, each decided on its own
 		return s.serveGatewayRequest()
 	}
-	if status, reason := s.req.check(); status != 0 {
+	if status, reason := s.req.Check(); status != 0 {
 		s.entry.decision = decisionInvalid
 		s.local(status, reason, markerInvalid, true)
 		return false
 	}
-	s.entry.host = s.hostString(s.req.bytes(s.req.authority))
+	s.entry.host = s.hostString(s.req.Bytes(s.req.Authority))
 	m, ok := p.decideConn(c, &s.entry, s.entry.host, s.entry.port)
 	if !ok {
 		return s.deny()
@@ -166,13 +168,13 @@ func (s *h1conn) refuseHead(err error) bool {
 	var reason string
 	var ne net.Error
 	switch {
-	case errors.Is(err, errHeadTooLarge):
+	case errors.Is(err, h1.ErrHeadTooLarge):
 		status, reason = 431, "request head larger than the limit"
-	case errors.Is(err, errBareLF):
+	case errors.Is(err, h1.ErrBareLF):
 		status, reason = 400, "request head lines must end in CRLF"
-	case errors.Is(err, errVersion):
+	case errors.Is(err, h1.ErrVersion):
 		status, reason = 505, "only HTTP/1.0 and HTTP/1.1 are supported here"
-	case errors.Is(err, errMalformed):
+	case errors.Is(err, h1.ErrMalformed):
 		status, reason = 400, "malformed request head"
 	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		status, reason = 408, "request head not received in time"
@@ -188,10 +190,8 @@ func (s *h1conn) refuseHead(err error) bool {
 // request after this one, as far as the request is concerned. During
 // Shutdown the answer is no, so the response says "Connection: close".
 func (s *h1conn) keepAlive() bool {
-	return s.req.minor == 1 && !s.req.connClose && !s.p.closing.Load()
+	return s.req.Minor == 1 && !s.req.ConnClose && !s.p.closing.Load()
 }
-
-func (r *request) hasBody() bool { return r.chunked || r.contentLength > 0 }
 
 // maxDiscard is the most request body the proxy reads and drops to keep a
 // connection usable after answering without forwarding.
@@ -216,10 +216,10 @@ func (s *h1conn) deny() bool {
 // cannot be reused (the body is too large, awaits 100-continue, or broken).
 func (s *h1conn) discardBody() bool {
 	r := &s.req
-	if !r.hasBody() {
+	if !r.HasBody() {
 		return true
 	}
-	if r.expectContinue || r.contentLength > maxDiscard {
+	if r.ExpectContinue || r.ContentLength > maxDiscard {
 		return false
 	}
 	pm := s.clientPump(nil)
@@ -230,11 +230,11 @@ func (s *h1conn) discardBody() bool {
 }
 
 // requestBody moves r's body (chunked: validated and re-framed).
-func (p *pump) requestBody(r *request) error {
-	if r.chunked {
+func (p *pump) requestBody(r *h1.Request) error {
+	if r.Chunked {
 		return p.copyChunked(p.dst != nil)
 	}
-	return p.copyN(r.contentLength)
+	return p.copyN(r.ContentLength)
 }
 
 // clientPump reads the request body from the client into uc (nil: discard).

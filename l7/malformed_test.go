@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/h1"
 )
 
 func TestMalformedRequestsGetADefinedStatusAndClose(t *testing.T) {
@@ -138,8 +140,8 @@ func TestHeadBoundsAgainstQuadraticWork(t *testing.T) {
 		head   string
 		status int
 	}{
-		{"too many fields", strings.Repeat("A: b\r\n", maxFields+1), 431},
-		{"too many Connection names", "Connection: " + strings.Repeat("x,", maxConnTokens+1) + "\r\n", 400},
+		{"too many fields", strings.Repeat("A: b\r\n", h1.MaxFields+1), 431},
+		{"too many Connection names", "Connection: " + strings.Repeat("x,", h1.MaxConnTokens+1) + "\r\n", 400},
 	} {
 		rc := e.dial()
 		rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n" + tc.head + "\r\n")

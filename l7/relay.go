@@ -5,6 +5,8 @@ import (
 	"errors"
 	"syscall"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/h1"
 )
 
 var (
@@ -30,35 +32,35 @@ func (s *h1conn) relayResponse(uc *upConn, up *upload) bool {
 	r, resp := &s.req, &s.resp
 	framing := bodyUntilClose
 	switch {
-	case string(r.bytes(r.method)) == "HEAD" || resp.status == 204 || resp.status == 304:
+	case string(r.Bytes(r.Method)) == "HEAD" || resp.Status == 204 || resp.Status == 304:
 		framing = bodyNone
-	case resp.minor == 0 && resp.teFields > 0:
+	case resp.Minor == 0 && resp.TeFields > 0:
 		framing = bodyUntilClose // HTTP/1.0 has no Transfer-Encoding (RFC 9112 6.1; net/http reads so too)
-	case resp.chunked && (!resp.teOther || resp.teCodings):
+	case resp.Chunked && (!resp.TeOther || resp.TeCodings):
 		framing = bodyChunked // "gzip, chunked" too: the client decodes gzip
-	case resp.teOther:
+	case resp.TeOther:
 		framing = bodyUntilClose
-	case resp.contentLength >= 0:
+	case resp.ContentLength >= 0:
 		framing = bodyLength
 	}
-	reframe := framing == bodyChunked && r.minor == 1
+	reframe := framing == bodyChunked && r.Minor == 1
 	early := up != nil && !up.headArrived()
 	keep := s.keepAlive() && framing != bodyUntilClose && (framing != bodyChunked || reframe) && !early
-	reusable := framing != bodyUntilClose && !resp.connClose && resp.minor == 1 &&
-		!(resp.chunked && resp.contentLength >= 0) // ambiguous framing: do not trust the rest
+	reusable := framing != bodyUntilClose && !resp.ConnClose && resp.Minor == 1 &&
+		!(resp.Chunked && resp.ContentLength >= 0) // ambiguous framing: do not trust the rest
 	s.writeResponseHead(reframe, !keep)
 
 	pm := pump{dst: s.c.bw, dstConn: s.c.nc, dstDL: &s.c.wdl, src: uc.br, srcConn: uc.nc, srcDL: &uc.rdl, stall: s.p.cfg.IdleTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
 	var err error
 	switch framing {
 	case bodyLength:
-		err = pm.copyN(resp.contentLength)
+		err = pm.copyN(resp.ContentLength)
 	case bodyChunked:
 		err = pm.copyChunked(reframe)
 	case bodyUntilClose:
 		err = pm.copyUntilEOF()
 	}
-	s.entry.status = resp.status
+	s.entry.status = resp.Status
 	s.entry.bytesOut = pm.n
 	if up != nil && !s.finishUpload(up, uc) {
 		keep, reusable = false, false
@@ -99,23 +101,23 @@ func (s *h1conn) writeResponseHead(chunked, close bool) {
 	bw, resp := s.c.bw, &s.resp
 	s.c.wdl.setWrite(s.c.nc, time.Now(), s.p.cfg.IdleTimeout)
 	bw.WriteString("HTTP/1.1 ")
-	bw.Write(resp.bytes(resp.reason))
+	bw.Write(resp.Bytes(resp.Reason))
 	bw.WriteString("\r\n")
 	writeFields(bw, resp)
-	if resp.status == 101 {
+	if resp.Status == 101 {
 		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
-		bw.Write(resp.bytes(resp.upgrade))
+		bw.Write(resp.Bytes(resp.Upgrade))
 		bw.WriteString("\r\n")
 	}
-	if chunked && resp.teCodings {
+	if chunked && resp.TeCodings {
 		bw.WriteString("Transfer-Encoding: ")
-		bw.Write(resp.bytes(resp.te))
+		bw.Write(resp.Bytes(resp.Te))
 		bw.WriteString("\r\n")
 	} else if chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
-	} else if resp.contentLength >= 0 && !resp.chunked && resp.status >= 200 {
+	} else if resp.ContentLength >= 0 && !resp.Chunked && resp.Status >= 200 {
 		bw.WriteString("Content-Length: ")
-		bw.Write(appendUint(s.num[:0], uint64(resp.contentLength)))
+		bw.Write(appendUint(s.num[:0], uint64(resp.ContentLength)))
 		bw.WriteString("\r\n")
 	}
 	if close {
@@ -125,11 +127,11 @@ func (s *h1conn) writeResponseHead(chunked, close bool) {
 }
 
 // writeFields writes the fields of h that are forwarded as they are.
-func writeFields(bw *bufio.Writer, h *head) {
-	for i := range h.fields {
-		f := &h.fields[i]
-		if f.kind == fieldOther {
-			bw.Write(h.buf[f.name.lo:f.value.hi])
+func writeFields(bw *bufio.Writer, h *h1.Head) {
+	for i := range h.Fields {
+		f := &h.Fields[i]
+		if f.Kind == h1.FieldOther {
+			bw.Write(h.Buf[f.Name.Lo:f.Value.Hi])
 			bw.WriteString("\r\n")
 		}
 	}
@@ -141,39 +143,39 @@ func writeFields(bw *bufio.Writer, h *head) {
 // the egress proxy's Proxy-Authorization is added (egressproxy.go).
 func (s *h1conn) writeRequestHead(bw *bufio.Writer, via *egressProxy) {
 	r := &s.req
-	bw.Write(r.bytes(r.method))
+	bw.Write(r.Bytes(r.Method))
 	bw.WriteByte(' ')
 	if via != nil {
 		s.writeProxyTarget(bw)
 	} else {
-		if path := r.bytes(r.path); len(path) == 0 || path[0] != '/' && path[0] != '*' {
+		if path := r.Bytes(r.Path); len(path) == 0 || path[0] != '/' && path[0] != '*' {
 			bw.WriteByte('/')
 		}
-		bw.Write(r.bytes(r.path))
+		bw.Write(r.Bytes(r.Path))
 	}
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.Write(r.bytes(r.authority))
+	bw.Write(r.Bytes(r.Authority))
 	bw.WriteString("\r\n")
 	if via != nil {
 		via.writeAuth(bw)
 	}
-	writeFields(bw, &r.head)
-	if r.teTrailers {
+	writeFields(bw, &r.Head)
+	if r.TeTrailers {
 		bw.WriteString("TE: trailers\r\n")
 	}
-	if r.expectContinue && r.minor == 1 && r.hasBody() { // the upstream's 100 (or refusal) is relayed
+	if r.ExpectContinue && r.Minor == 1 && r.HasBody() { // the upstream's 100 (or refusal) is relayed
 		bw.WriteString("Expect: 100-continue\r\n")
 	}
-	if r.wantsUpgrade() {
+	if r.WantsUpgrade() {
 		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
-		bw.Write(r.bytes(r.upgrade))
+		bw.Write(r.Bytes(r.Upgrade))
 		bw.WriteString("\r\n")
 	}
-	if r.chunked {
+	if r.Chunked {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
-	} else if r.contentLength >= 0 {
+	} else if r.ContentLength >= 0 {
 		bw.WriteString("Content-Length: ")
-		bw.Write(appendUint(s.num[:0], uint64(r.contentLength)))
+		bw.Write(appendUint(s.num[:0], uint64(r.ContentLength)))
 		bw.WriteString("\r\n")
 	}
 	bw.WriteString("\r\n")

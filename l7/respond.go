@@ -40,7 +40,7 @@ func (s *h1conn) writeLocal(status int, body []byte, marker string, close bool) 
 		bw.WriteString("\r\nConnection: close")
 	}
 	bw.WriteString("\r\n\r\n")
-	if string(s.req.bytes(s.req.method)) != "HEAD" {
+	if string(s.req.Bytes(s.req.Method)) != "HEAD" {
 		bw.Write(body)
 		s.entry.bytesOut = int64(len(body))
 	}

@@ -1,4 +1,4 @@
-package l7
+package h1
 
 // Small byte-level helpers of the HTTP/1.x parser (RFC 9110 5.6).
 
@@ -11,7 +11,7 @@ func tokens(v []byte) func(yield func([]byte) bool) {
 			for i < len(v) && v[i] != ',' {
 				i++
 			}
-			tok := trimOWS(v[:i])
+			tok := TrimOWS(v[:i])
 			if i < len(v) {
 				i++
 			}
@@ -23,7 +23,7 @@ func tokens(v []byte) func(yield func([]byte) bool) {
 	}
 }
 
-func trimOWS(b []byte) []byte {
+func TrimOWS(b []byte) []byte {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
 		b = b[1:]
 	}

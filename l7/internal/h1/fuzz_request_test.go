@@ -1,4 +1,4 @@
-package l7
+package h1
 
 import (
 	"bufio"
@@ -42,14 +42,14 @@ func FuzzRequestDifferential(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var r request
-		err := r.readHead(bufio.NewReader(bytes.NewReader(data)), 1<<20)
+		var r Request
+		err := r.ReadHead(bufio.NewReader(bytes.NewReader(data)), 1<<20)
 		if err == nil {
-			err = r.parse()
+			err = r.Parse()
 		}
 		status, reason := 0, ""
 		if err == nil {
-			status, reason = r.check()
+			status, reason = r.Check()
 		}
 		// readHead skips up to 4 empty lines before the request line (RFC
 		// 9112 2.2: SHOULD ignore at least one); net/http's server does so
@@ -74,19 +74,19 @@ func FuzzRequestDifferential(f *testing.F) {
 		case nerr != nil:
 			return // both refuse
 		}
-		if string(r.bytes(r.method)) != req.Method || string(r.bytes(r.target)) != req.RequestURI {
+		if string(r.Bytes(r.Method)) != req.Method || string(r.Bytes(r.Target)) != req.RequestURI {
 			t.Fatalf("%q: request line %q %q here, %q %q in net/http",
-				data, r.bytes(r.method), r.bytes(r.target), req.Method, req.RequestURI)
+				data, r.Bytes(r.Method), r.Bytes(r.Target), req.Method, req.RequestURI)
 		}
-		if string(r.bytes(r.authority)) != req.Host {
-			t.Fatalf("%q: authority %q here, %q in net/http", data, r.bytes(r.authority), req.Host)
+		if string(r.Bytes(r.Authority)) != req.Host {
+			t.Fatalf("%q: authority %q here, %q in net/http", data, r.Bytes(r.Authority), req.Host)
 		}
 		chunked := len(req.TransferEncoding) > 0
-		length := max(r.contentLength, 0)
+		length := max(r.ContentLength, 0)
 		switch {
-		case r.chunked != chunked:
-			t.Fatalf("%q: chunked %v here, %v in net/http", data, r.chunked, chunked)
-		case !r.chunked && length != req.ContentLength:
+		case r.Chunked != chunked:
+			t.Fatalf("%q: chunked %v here, %v in net/http", data, r.Chunked, chunked)
+		case !r.Chunked && length != req.ContentLength:
 			t.Fatalf("%q: length %d here, %d in net/http", data, length, req.ContentLength)
 		}
 	})
@@ -141,26 +141,26 @@ func netHTTPServerReads(data []byte) (*http.Request, error) {
 // egressdStricter names the reason egressd refuses a request head that
 // net/http's server accepts as req; "" when there is none (a bug). data is
 // the head as net/http read it.
-func egressdStricter(data []byte, r *request, err error, status int, reason string, req *http.Request) string {
+func egressdStricter(data []byte, r *Request, err error, status int, reason string, req *http.Request) string {
 	switch {
 	case req.Method == "CONNECT":
 		// Refused whatever its target (even one net/http reads as
 		// empty: "CONNECT  HTTP/1.0"): 405, or 400 for what does not parse.
 		return "CONNECT: redirected connections are not tunnels"
-	case errors.Is(err, errBareLF):
+	case errors.Is(err, ErrBareLF):
 		// A line ended by LF alone: readers that disagree on where a
 		// line ends disagree on where the head ends (smuggling).
 		return "bare LF"
-	case errors.Is(err, errHeadTooLarge):
+	case errors.Is(err, ErrHeadTooLarge):
 		return "over maxFields: bounds the work per head"
-	case errors.Is(err, errVersion) && req.ProtoMajor == 2 && req.Method == "PRI":
+	case errors.Is(err, ErrVersion) && req.ProtoMajor == 2 && req.Method == "PRI":
 		return "the h2c preface: sniffed before the HTTP/1 reader (serveH2C)"
-	case errors.Is(err, errVersion) && req.ProtoMajor == 1:
+	case errors.Is(err, ErrVersion) && req.ProtoMajor == 1:
 		return "HTTP/1.2 and later minor versions: 505 (egressd speaks 1.0 and 1.1)"
-	case errors.Is(err, errMalformed) && obsFold(data):
+	case errors.Is(err, ErrMalformed) && obsFold(data):
 		// RFC 9112 5.2: a server MUST reject obs-fold or replace it.
 		return "obs-fold"
-	case errors.Is(err, errMalformed) && connTokens(req) > maxConnTokens:
+	case errors.Is(err, ErrMalformed) && connTokens(req) > MaxConnTokens:
 		return "over maxConnTokens names in Connection: bounds the work per head"
 	case err != nil:
 		return ""
@@ -196,17 +196,17 @@ func egressdStricter(data []byte, r *request, err error, status int, reason stri
 // egressd forwards its own framing (writeRequestHead: one Content-Length
 // or "Transfer-Encoding: chunked", one Host), so what it accepts here
 // reaches the upstream in one unambiguous form.
-func egressdLaxer(r *request, _ *http.Request, nerr error) string {
+func egressdLaxer(r *Request, _ *http.Request, nerr error) string {
 	switch {
-	case lengthList(&r.head):
+	case lengthList(&r.Head):
 		// RFC 9110 8.6: one length said twice ("3, 3") may be taken as
 		// that length; net/http refuses the list.
 		return "a Content-Length list of one value"
-	case r.chunked && !r.teOther && strings.Contains(nerr.Error(), "unsupported transfer encoding"):
+	case r.Chunked && !r.TeOther && strings.Contains(nerr.Error(), "unsupported transfer encoding"):
 		// RFC 9110 5.6.1: a recipient MUST ignore empty list elements
 		// ("chunked,"); net/http wants the value "chunked" alone.
 		return "Transfer-Encoding chunked with empty list elements"
-	case r.minor == 0 && r.expectOther && strings.HasPrefix(nerr.Error(), "417"):
+	case r.Minor == 0 && r.expectOther && strings.HasPrefix(nerr.Error(), "417"):
 		// RFC 9110 10.1.1: an HTTP/1.0 request's Expect is ignored (and
 		// not forwarded); net/http answers 417 whatever the version.
 		return "Expect in HTTP/1.0"

@@ -1,4 +1,4 @@
-package l7
+package h1
 
 import (
 	"bufio"
@@ -9,52 +9,52 @@ import (
 
 // A head is one HTTP/1.x message head (request or response) read into a
 // reused buffer; fields refer to it by offsets, so parsing allocates nothing.
-type head struct {
-	buf    []byte
-	fields []field
+type Head struct {
+	Buf    []byte
+	Fields []Field
 
 	// Request line, or status line for responses.
-	method, target span // request
-	status         int  // response
-	reason         span // response: "NNN reason" as received (status code included)
-	minor          int  // HTTP/1.minor
+	Method, Target Span // request
+	Status         int  // response
+	Reason         Span // response: "NNN reason" as received (status code included)
+	Minor          int  // HTTP/1.minor
 
 	// What the fields say about framing and the connection.
-	contentLength  int64 // -1: none
-	chunked        bool  // Transfer-Encoding ends in chunked
-	teOther        bool  // Transfer-Encoding present but not (only) chunked
-	teCodings      bool  // exactly one Transfer-Encoding field: codings, then chunked last
-	te             span  // the Transfer-Encoding field value
-	teFields       int   // number of Transfer-Encoding fields
-	hosts          int   // number of Host fields
-	host           span  // the Host field's value
-	connClose      bool  // Connection: close
+	ContentLength  int64 // -1: none
+	Chunked        bool  // Transfer-Encoding ends in chunked
+	TeOther        bool  // Transfer-Encoding present but not (only) chunked
+	TeCodings      bool  // exactly one Transfer-Encoding field: codings, then chunked last
+	Te             Span  // the Transfer-Encoding field value
+	TeFields       int   // number of Transfer-Encoding fields
+	Hosts          int   // number of Host fields
+	host           Span  // the Host field's value
+	ConnClose      bool  // Connection: close
 	connKeepAlive  bool  // Connection: keep-alive (HTTP/1.0)
 	connUpgrade    bool  // Connection: upgrade
-	upgrade        span  // Upgrade field value
-	expectContinue bool  // Expect: 100-continue
+	Upgrade        Span  // Upgrade field value
+	ExpectContinue bool  // Expect: 100-continue
 	expectOther    bool  // an Expect field with another expectation (417)
-	teTrailers     bool  // TE names trailers
+	TeTrailers     bool  // TE names trailers
 }
 
 // span is a half-open range of a head's buffer.
-type span struct{ lo, hi int32 }
+type Span struct{ Lo, Hi int32 }
 
-func (s span) empty() bool { return s.hi <= s.lo }
+func (s Span) empty() bool { return s.Hi <= s.Lo }
 
-func (h *head) bytes(s span) []byte { return h.buf[s.lo:s.hi] }
+func (h *Head) Bytes(s Span) []byte { return h.Buf[s.Lo:s.Hi] }
 
-// field is one header field line; line covers "name: value" as received.
-type field struct {
-	name, value span
-	kind        fieldKind
+// Field is one header field line; line covers "name: value" as received.
+type Field struct {
+	Name, Value Span
+	Kind        FieldKind
 }
 
-// fieldKind says how the proxy treats a field when forwarding.
-type fieldKind uint8
+// FieldKind says how the proxy treats a field when forwarding.
+type FieldKind uint8
 
 const (
-	fieldOther fieldKind = iota // forwarded as is
+	FieldOther FieldKind = iota // forwarded as is
 	fieldDrop                   // hop-by-hop or named by Connection: never forwarded
 	fieldHost
 	fieldContentLength
@@ -68,10 +68,10 @@ const (
 // Errors of the head reader and parser. Each maps to the status sent to the
 // client (see headStatus).
 var (
-	errHeadTooLarge = errors.New("message head too large")
-	errBareLF       = errors.New("line not terminated by CRLF")
-	errMalformed    = errors.New("malformed message head")
-	errVersion      = errors.New("unsupported HTTP version")
+	ErrHeadTooLarge = errors.New("message head too large")
+	ErrBareLF       = errors.New("line not terminated by CRLF")
+	ErrMalformed    = errors.New("malformed message head")
+	ErrVersion      = errors.New("unsupported HTTP version")
 )
 
 // maxLeadingBlankLines before a request line are skipped (RFC 9112 2.2).
@@ -80,101 +80,101 @@ const maxLeadingBlankLines = 4
 // Bounds on what one head may hold, so that a head within MaxHeaderBytes
 // cannot make the Connection-token pass quadratic.
 const (
-	maxFields     = 500 // more: errHeadTooLarge (431)
-	maxConnTokens = 32  // more names in Connection fields: errMalformed
+	MaxFields     = 500 // more: errHeadTooLarge (431)
+	MaxConnTokens = 32  // more names in Connection fields: errMalformed
 )
 
 // readHead reads a message head (up to and including the empty line) from br
 // into h.buf, keeping it under max bytes. It returns io.EOF when br ends
 // before the first byte.
-func (h *head) readHead(br *bufio.Reader, max int) error {
-	h.buf = h.buf[:0]
+func (h *Head) ReadHead(br *bufio.Reader, max int) error {
+	h.Buf = h.Buf[:0]
 	blanks := 0
 	lineStart := 0
 	for {
 		frag, err := br.ReadSlice('\n')
-		if len(h.buf)+len(frag) > max {
-			return errHeadTooLarge
+		if len(h.Buf)+len(frag) > max {
+			return ErrHeadTooLarge
 		}
-		h.buf = append(h.buf, frag...)
+		h.Buf = append(h.Buf, frag...)
 		if err == bufio.ErrBufferFull {
 			continue
 		}
 		if err != nil {
-			if err == io.EOF && len(h.buf) > 0 {
+			if err == io.EOF && len(h.Buf) > 0 {
 				return io.ErrUnexpectedEOF
 			}
 			return err
 		}
-		line := h.buf[lineStart:]
+		line := h.Buf[lineStart:]
 		if len(line) < 2 || line[len(line)-2] != '\r' {
-			return errBareLF
+			return ErrBareLF
 		}
 		if len(line) == 2 {
 			if lineStart == 0 {
 				if blanks++; blanks > maxLeadingBlankLines {
-					return errMalformed
+					return ErrMalformed
 				}
-				h.buf = h.buf[:0]
+				h.Buf = h.Buf[:0]
 				continue
 			}
 			return nil
 		}
-		lineStart = len(h.buf)
+		lineStart = len(h.Buf)
 	}
 }
 
 // nextLine returns the line starting at off (without CRLF) and the offset of
 // the following line. readHead guaranteed CRLF endings.
-func (h *head) nextLine(off int) (span, int) {
-	if i := bytes.IndexByte(h.buf[off:], '\n'); i > 0 {
-		return span{int32(off), int32(off + i - 1)}, off + i + 1
+func (h *Head) nextLine(off int) (Span, int) {
+	if i := bytes.IndexByte(h.Buf[off:], '\n'); i > 0 {
+		return Span{int32(off), int32(off + i - 1)}, off + i + 1
 	}
-	return span{int32(off), int32(len(h.buf))}, len(h.buf)
+	return Span{int32(off), int32(len(h.Buf))}, len(h.Buf)
 }
 
-func (h *head) reset() {
-	h.fields = h.fields[:0]
-	*h = head{buf: h.buf, fields: h.fields, contentLength: -1}
+func (h *Head) reset() {
+	h.Fields = h.Fields[:0]
+	*h = Head{Buf: h.Buf, Fields: h.Fields, ContentLength: -1}
 }
 
 // parseFields parses the field lines from off to the end of the head and
 // derives the framing and connection facts.
-func (h *head) parseFields(off int) error {
+func (h *Head) parseFields(off int) error {
 	for {
 		ln, next := h.nextLine(off)
 		if ln.empty() {
 			break
 		}
-		if len(h.fields) == maxFields {
-			return errHeadTooLarge
+		if len(h.Fields) == MaxFields {
+			return ErrHeadTooLarge
 		}
-		f, err := h.parseField(ln)
+		f, err := h.ParseField(ln)
 		if err != nil {
 			return err
 		}
-		h.fields = append(h.fields, f)
+		h.Fields = append(h.Fields, f)
 		off = next
 	}
-	for i := range h.fields {
-		if err := h.noteField(&h.fields[i]); err != nil {
+	for i := range h.Fields {
+		if err := h.noteField(&h.Fields[i]); err != nil {
 			return err
 		}
 	}
 	// Drop the fields that Connection names (they are hop-by-hop).
 	named := 0
-	for i := range h.fields {
-		f := &h.fields[i]
-		if f.kind != fieldConnection {
+	for i := range h.Fields {
+		f := &h.Fields[i]
+		if f.Kind != fieldConnection {
 			continue
 		}
-		for tok := range tokens(h.bytes(f.value)) {
-			if named++; named > maxConnTokens {
-				return errMalformed
+		for tok := range tokens(h.Bytes(f.Value)) {
+			if named++; named > MaxConnTokens {
+				return ErrMalformed
 			}
-			for j := range h.fields {
-				if g := &h.fields[j]; g.kind == fieldOther && equalFold(h.bytes(g.name), tok) {
-					g.kind = fieldDrop
+			for j := range h.Fields {
+				if g := &h.Fields[j]; g.Kind == FieldOther && equalFold(h.Bytes(g.Name), tok) {
+					g.Kind = fieldDrop
 				}
 			}
 		}
@@ -183,8 +183,8 @@ func (h *head) parseFields(off int) error {
 }
 
 // parseField splits one "name: value" line, validating both parts.
-func (h *head) parseField(ln span) (field, error) {
-	line := h.bytes(ln)
+func (h *Head) ParseField(ln Span) (Field, error) {
+	line := h.Bytes(ln)
 	colon := -1
 	for i, b := range line {
 		if b == ':' {
@@ -192,11 +192,11 @@ func (h *head) parseField(ln span) (field, error) {
 			break
 		}
 		if !isTokenChar(b) {
-			return field{}, errMalformed // includes obs-fold and space before ':'
+			return Field{}, ErrMalformed // includes obs-fold and space before ':'
 		}
 	}
 	if colon <= 0 {
-		return field{}, errMalformed
+		return Field{}, ErrMalformed
 	}
 	lo, hi := colon+1, len(line)
 	for lo < hi && (line[lo] == ' ' || line[lo] == '\t') {
@@ -207,18 +207,18 @@ func (h *head) parseField(ln span) (field, error) {
 	}
 	for _, b := range line[lo:hi] {
 		if b < ' ' && b != '\t' || b == 0x7f {
-			return field{}, errMalformed // CR, NUL and other controls
+			return Field{}, ErrMalformed // CR, NUL and other controls
 		}
 	}
-	return field{
-		name:  span{ln.lo, ln.lo + int32(colon)},
-		value: span{ln.lo + int32(lo), ln.lo + int32(hi)},
-		kind:  classify(line[:colon]),
+	return Field{
+		Name:  Span{ln.Lo, ln.Lo + int32(colon)},
+		Value: Span{ln.Lo + int32(lo), ln.Lo + int32(hi)},
+		Kind:  classify(line[:colon]),
 	}, nil
 }
 
 // classify names the fields the proxy treats specially.
-func classify(name []byte) fieldKind {
+func classify(name []byte) FieldKind {
 	switch len(name) {
 	case 2:
 		if equalFold(name, "te") {
@@ -264,51 +264,51 @@ func classify(name []byte) fieldKind {
 			return fieldDrop
 		}
 	}
-	return fieldOther
+	return FieldOther
 }
 
 // noteField records what a special field says about the message.
-func (h *head) noteField(f *field) error {
-	v := h.bytes(f.value)
-	switch f.kind {
+func (h *Head) noteField(f *Field) error {
+	v := h.Bytes(f.Value)
+	switch f.Kind {
 	case fieldHost:
-		h.hosts++
-		h.host = f.value
+		h.Hosts++
+		h.host = f.Value
 	case fieldContentLength:
 		for tok := range tokens(v) { // "5, 5" is one length said twice
 			n, ok := parseDecimal(tok)
-			if !ok || h.contentLength >= 0 && n != h.contentLength {
-				return errMalformed
+			if !ok || h.ContentLength >= 0 && n != h.ContentLength {
+				return ErrMalformed
 			}
-			h.contentLength = n
+			h.ContentLength = n
 		}
-		if h.contentLength < 0 {
-			return errMalformed
+		if h.ContentLength < 0 {
+			return ErrMalformed
 		}
 	case fieldTransferEncoding:
-		h.teFields++
-		h.te = f.value
+		h.TeFields++
+		h.Te = f.Value
 		last := false // the last coding so far is chunked
 		for tok := range tokens(v) {
-			if h.chunked {
-				h.teOther = true // a coding after chunked
+			if h.Chunked {
+				h.TeOther = true // a coding after chunked
 			}
 			last = equalFold(tok, "chunked")
 			if last {
-				h.chunked = true
+				h.Chunked = true
 			} else {
-				h.teOther = true
+				h.TeOther = true
 			}
 		}
-		if !h.chunked {
-			h.teOther = true
+		if !h.Chunked {
+			h.TeOther = true
 		}
-		h.teCodings = h.teOther && last && h.teFields == 1
+		h.TeCodings = h.TeOther && last && h.TeFields == 1
 	case fieldConnection:
 		for tok := range tokens(v) {
 			switch {
 			case equalFold(tok, "close"):
-				h.connClose = true
+				h.ConnClose = true
 			case equalFold(tok, "keep-alive"):
 				h.connKeepAlive = true
 			case equalFold(tok, "upgrade"):
@@ -316,16 +316,16 @@ func (h *head) noteField(f *field) error {
 			}
 		}
 	case fieldUpgrade:
-		h.upgrade = f.value
+		h.Upgrade = f.Value
 	case fieldTE:
 		for tok := range tokens(v) {
 			if equalFold(tok, "trailers") {
-				h.teTrailers = true
+				h.TeTrailers = true
 			}
 		}
 	case fieldExpect:
 		if equalFold(v, "100-continue") {
-			h.expectContinue = true
+			h.ExpectContinue = true
 		} else {
 			h.expectOther = true
 		}

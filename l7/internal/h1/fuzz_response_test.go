@@ -1,4 +1,4 @@
-package l7
+package h1
 
 import (
 	"bufio"
@@ -29,17 +29,17 @@ func FuzzResponseDifferential(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var h head
-		if h.readHead(bufio.NewReader(bytes.NewReader(data)), 4096) != nil || h.parseResponse() != nil {
+		var h Head
+		if h.ReadHead(bufio.NewReader(bytes.NewReader(data)), 4096) != nil || h.ParseResponse() != nil {
 			return
 		}
-		if h.status < 200 || h.status == 204 || h.status == 304 {
+		if h.Status < 200 || h.Status == 204 || h.Status == 304 {
 			return // no body to frame
 		}
-		if h.minor == 0 && h.teFields > 0 {
-			h.chunked = false // relay.go reads it until close, as net/http does
+		if h.Minor == 0 && h.TeFields > 0 {
+			h.Chunked = false // relay.go reads it until close, as net/http does
 		}
-		if h.teOther {
+		if h.TeOther {
 			// Codings before chunked ("gzip, chunked") are relayed chunked
 			// for the client to decode, where net/http refuses them; others
 			// are read until close and the connection is never pooled.
@@ -47,7 +47,7 @@ func FuzzResponseDifferential(f *testing.F) {
 		}
 		res, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(data)), &http.Request{Method: "GET"})
 		if err != nil {
-			if h.chunked && h.contentLength >= 0 || lengthList(&h) {
+			if h.Chunked && h.ContentLength >= 0 || lengthList(&h) {
 				// Relayed until close and never pooled (relay.go); or
 				// "Content-Length: 3, 3", one length said twice (RFC 9110
 				// 8.6), which egressd takes as 3 and net/http refuses.
@@ -55,26 +55,26 @@ func FuzzResponseDifferential(f *testing.F) {
 			}
 			t.Fatalf("egressd accepts %q, net/http refuses it: %v", data, err)
 		}
-		if res.StatusCode != h.status {
-			t.Fatalf("%q: status %d here, %d in net/http", data, h.status, res.StatusCode)
+		if res.StatusCode != h.Status {
+			t.Fatalf("%q: status %d here, %d in net/http", data, h.Status, res.StatusCode)
 		}
-		if h.chunked && h.contentLength >= 0 {
+		if h.Chunked && h.ContentLength >= 0 {
 			return // ambiguous: relayed until close, never pooled
 		}
 		chunked := len(res.TransferEncoding) > 0 && res.TransferEncoding[len(res.TransferEncoding)-1] == "chunked"
 		switch {
-		case h.chunked != chunked:
-			t.Fatalf("%q: chunked %v here, %v in net/http", data, h.chunked, chunked)
-		case !h.chunked && h.contentLength != res.ContentLength:
-			t.Fatalf("%q: length %d here, %d in net/http", data, h.contentLength, res.ContentLength)
+		case h.Chunked != chunked:
+			t.Fatalf("%q: chunked %v here, %v in net/http", data, h.Chunked, chunked)
+		case !h.Chunked && h.ContentLength != res.ContentLength:
+			t.Fatalf("%q: length %d here, %d in net/http", data, h.ContentLength, res.ContentLength)
 		}
 	})
 }
 
 // lengthList reports whether a Content-Length field of h holds a list.
-func lengthList(h *head) bool {
-	for i := range h.fields {
-		if f := &h.fields[i]; f.kind == fieldContentLength && bytes.IndexByte(h.bytes(f.value), ',') >= 0 {
+func lengthList(h *Head) bool {
+	for i := range h.Fields {
+		if f := &h.Fields[i]; f.Kind == fieldContentLength && bytes.IndexByte(h.Bytes(f.Value), ',') >= 0 {
 			return true
 		}
 	}

@@ -1,4 +1,4 @@
-package l7
+package h1
 
 // Request and response lines, and the request checks done before matching.
 
@@ -8,44 +8,44 @@ import (
 )
 
 // Parsed request facts beyond head: where the request is going.
-type request struct {
-	head
-	authority span // effective authority: absolute-form URI host over Host
-	path      span // target to send upstream (origin-form); empty: "/"
-	absolute  bool // the target was in absolute form
+type Request struct {
+	Head
+	Authority Span // effective authority: absolute-form URI host over Host
+	Path      Span // target to send upstream (origin-form); empty: "/"
+	Absolute  bool // the target was in absolute form
 }
 
 // parse parses a request head read by readHead.
-func (r *request) parse() error {
+func (r *Request) Parse() error {
 	r.reset()
-	r.authority, r.path, r.absolute = span{}, span{}, false
+	r.Authority, r.Path, r.Absolute = Span{}, Span{}, false
 	ln, next := r.nextLine(0)
-	line := r.bytes(ln)
+	line := r.Bytes(ln)
 	sp1 := indexSP(line, 0)
 	if sp1 <= 0 {
-		return errMalformed
+		return ErrMalformed
 	}
 	sp2 := indexSP(line, sp1+1)
 	if sp2 <= sp1+1 {
-		return errMalformed
+		return ErrMalformed
 	}
 	for _, b := range line[:sp1] {
 		if !isTokenChar(b) {
-			return errMalformed
+			return ErrMalformed
 		}
 	}
 	for _, b := range line[sp1+1 : sp2] {
 		if b <= ' ' || b == 0x7f {
-			return errMalformed
+			return ErrMalformed
 		}
 	}
-	r.method = span{ln.lo, ln.lo + int32(sp1)}
-	r.target = span{ln.lo + int32(sp1+1), ln.lo + int32(sp2)}
+	r.Method = Span{ln.Lo, ln.Lo + int32(sp1)}
+	r.Target = Span{ln.Lo + int32(sp1+1), ln.Lo + int32(sp2)}
 	minor, err := parseVersion(line[sp2+1:])
 	if err != nil {
 		return err
 	}
-	r.minor = minor
+	r.Minor = minor
 	return r.parseFields(next)
 }
 
@@ -63,10 +63,10 @@ func indexSP(b []byte, from int) int {
 func parseVersion(v []byte) (int, error) {
 	if len(v) != 8 || string(v[:5]) != "HTTP/" || v[6] != '.' ||
 		v[5] < '0' || v[5] > '9' || v[7] < '0' || v[7] > '9' {
-		return 0, errMalformed
+		return 0, ErrMalformed
 	}
 	if v[5] != '1' || v[7] > '1' {
-		return 0, errVersion
+		return 0, ErrVersion
 	}
 	return int(v[7] - '0'), nil
 }
@@ -74,44 +74,44 @@ func parseVersion(v []byte) (int, error) {
 // check enforces the framing and authority rules that must hold before a
 // request is matched. It returns 0 or the status and reason of the refusal;
 // every refusal closes the connection.
-func (r *request) check() (int, string) {
+func (r *Request) Check() (int, string) {
 	switch {
-	case r.hosts > 1:
+	case r.Hosts > 1:
 		return 400, "several Host header fields"
-	case r.hosts == 0 && r.minor == 1:
+	case r.Hosts == 0 && r.Minor == 1:
 		return 400, "no Host header field"
-	case (r.chunked || r.teOther) && r.contentLength >= 0:
+	case (r.Chunked || r.TeOther) && r.ContentLength >= 0:
 		return 400, "both Content-Length and Transfer-Encoding"
-	case (r.chunked || r.teOther) && r.minor == 0:
+	case (r.Chunked || r.TeOther) && r.Minor == 0:
 		return 400, "Transfer-Encoding in an HTTP/1.0 request"
-	case r.teOther:
+	case r.TeOther:
 		return 501, "unsupported Transfer-Encoding (only chunked is)"
-	case r.expectOther && r.minor == 1: // HTTP/1.0 requests' Expect is ignored (RFC 9110 10.1.1)
+	case r.expectOther && r.Minor == 1: // HTTP/1.0 requests' Expect is ignored (RFC 9110 10.1.1)
 		return 417, "unsupported expectation (only 100-continue is)"
 	}
-	if r.hosts == 1 && !validAuthority(r.bytes(r.host), r.minor == 1) {
+	if r.Hosts == 1 && !ValidAuthority(r.Bytes(r.host), r.Minor == 1) {
 		return 400, "invalid Host header field"
 	}
-	t := r.bytes(r.target)
-	method := r.bytes(r.method)
+	t := r.Bytes(r.Target)
+	method := r.Bytes(r.Method)
 	switch {
 	case string(method) == "CONNECT":
 		return 405, "CONNECT is not allowed here: connect to the destination directly"
 	case t[0] == '/':
-		r.path = r.target
-		r.authority = r.host
+		r.Path = r.Target
+		r.Authority = r.host
 	case len(t) == 1 && t[0] == '*' && string(method) == "OPTIONS":
-		r.path = r.target
-		r.authority = r.host
-	case hasPrefixFold(t, "http://") || hasPrefixFold(t, "https://"):
+		r.Path = r.Target
+		r.Authority = r.host
+	case HasPrefixFold(t, "http://") || HasPrefixFold(t, "https://"):
 		return r.absoluteForm()
 	default:
 		return 400, "invalid request target"
 	}
-	if r.authority.empty() {
+	if r.Authority.empty() {
 		return 400, "no authority: the request needs a Host header field"
 	}
-	if !validEscapes(r.bytes(r.path)) {
+	if !validEscapes(r.Bytes(r.Path)) {
 		return 400, "invalid percent-encoding in the request target"
 	}
 	return 0, ""
@@ -128,7 +128,7 @@ func validEscapes(target []byte) bool {
 	}
 	for i := 0; i < len(target); i++ {
 		if target[i] == '%' {
-			if i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2]) {
+			if i+2 >= len(target) || !IsHex(target[i+1]) || !IsHex(target[i+2]) {
 				return false
 			}
 			i += 2
@@ -139,8 +139,8 @@ func validEscapes(target []byte) bool {
 
 // absoluteForm takes the authority from an absolute-form target: it wins
 // over Host (RFC 9112 3.2.2), and it is what the upstream will be told.
-func (r *request) absoluteForm() (int, string) {
-	t := r.bytes(r.target)
+func (r *Request) absoluteForm() (int, string) {
+	t := r.Bytes(r.Target)
 	start := 7 // "http://"
 	if t[4] == 's' || t[4] == 'S' {
 		start = 8
@@ -152,13 +152,13 @@ func (r *request) absoluteForm() (int, string) {
 	auth := t[start:end]
 	// No escapes in it: net/http decodes them (and refuses some), rules
 	// name hosts literally.
-	if len(auth) == 0 || !validAuthority(auth, true) || bytes.IndexByte(auth, '%') >= 0 {
+	if len(auth) == 0 || !ValidAuthority(auth, true) || bytes.IndexByte(auth, '%') >= 0 {
 		return 400, "invalid authority in the absolute-form request target"
 	}
-	r.absolute = true
-	r.authority = span{r.target.lo + int32(start), r.target.lo + int32(end)}
-	r.path = span{r.target.lo + int32(end), r.target.hi}
-	if !validEscapes(r.bytes(r.path)) {
+	r.Absolute = true
+	r.Authority = Span{r.Target.Lo + int32(start), r.Target.Lo + int32(end)}
+	r.Path = Span{r.Target.Lo + int32(end), r.Target.Hi}
+	if !validEscapes(r.Bytes(r.Path)) {
 		return 400, "invalid percent-encoding in the request target"
 	}
 	return 0, ""
@@ -169,11 +169,11 @@ func (r *request) absoluteForm() (int, string) {
 // that would follow on the spliced connection could each name another
 // :authority, and only the first request would have been decided. Such a
 // request is forwarded as plain HTTP/1.1 (Upgrade is hop-by-hop).
-func (r *request) wantsUpgrade() bool {
-	if !r.connUpgrade || r.upgrade.empty() {
+func (r *Request) WantsUpgrade() bool {
+	if !r.connUpgrade || r.Upgrade.empty() {
 		return false
 	}
-	for tok := range tokens(r.bytes(r.upgrade)) {
+	for tok := range tokens(r.Bytes(r.Upgrade)) {
 		if equalFold(tok, "h2c") {
 			return false
 		}
@@ -181,13 +181,13 @@ func (r *request) wantsUpgrade() bool {
 	return true
 }
 
-func hasPrefixFold(b []byte, prefix string) bool {
+func HasPrefixFold(b []byte, prefix string) bool {
 	return len(b) >= len(prefix) && equalFold(b[:len(prefix)], prefix)
 }
 
 // validAuthority checks host[:port] where host is a reg-name, an IPv4
 // address or a bracketed IPv6 address. userinfo is refused.
-func validAuthority(a []byte, needHost bool) bool {
+func ValidAuthority(a []byte, needHost bool) bool {
 	if len(a) == 0 {
 		return !needHost
 	}
@@ -197,7 +197,7 @@ func validAuthority(a []byte, needHost bool) bool {
 	i := 0
 	if a[0] == '[' {
 		for i = 1; i < len(a) && a[i] != ']'; i++ {
-			if c := a[i]; !(isHex(c) || c == ':' || c == '.') {
+			if c := a[i]; !(IsHex(c) || c == ':' || c == '.') {
 				return false
 			}
 		}
@@ -229,7 +229,7 @@ func validAuthority(a []byte, needHost bool) bool {
 	return len(a)-i-1 <= 5
 }
 
-func isHex(c byte) bool {
+func IsHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
@@ -239,36 +239,66 @@ var regNameTable = asciiTable("-._~!$&'()*+,;=%")
 var errReasonPhrase = errors.New("control character in the reason phrase")
 
 // parseResponse parses a response head read by readHead.
-func (h *head) parseResponse() error {
+func (h *Head) ParseResponse() error {
 	h.reset()
 	ln, next := h.nextLine(0)
-	line := h.bytes(ln)
+	line := h.Bytes(ln)
 	if len(line) < 12 || line[8] != ' ' {
-		return errUpstreamProtocol
+		return ErrMalformedResponse
 	}
 	minor, err := parseVersion(line[:8])
 	if err != nil {
-		return errUpstreamProtocol
+		return ErrMalformedResponse
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return errUpstreamProtocol
+			return ErrMalformedResponse
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 100 || len(line) > 12 && line[12] != ' ' {
-		return errUpstreamProtocol
+		return ErrMalformedResponse
 	}
 	for _, c := range line[min(len(line), 13):] { // reason-phrase: HTAB, SP, VCHAR, obs-text
 		if c < ' ' && c != '\t' || c == 0x7f {
-			return errors.Join(errUpstreamProtocol, errReasonPhrase)
+			return errors.Join(ErrMalformedResponse, errReasonPhrase)
 		}
 	}
-	h.minor, h.status = minor, code
-	h.reason = span{ln.lo + 9, ln.hi}
+	h.Minor, h.Status = minor, code
+	h.Reason = Span{ln.Lo + 9, ln.Hi}
 	if err := h.parseFields(next); err != nil {
-		return errUpstreamProtocol
+		return ErrMalformedResponse
 	}
 	return nil
+}
+
+// errUpstreamProtocol wraps malformed upstream responses.
+var ErrMalformedResponse = errors.New("malformed response")
+
+func (r *Request) HasBody() bool { return r.Chunked || r.ContentLength > 0 }
+
+// replayable reports whether r may be sent again after a reused upstream
+// connection failed without a byte of response: the rule of net/http's
+// Transport (RFC 9110 9.2.2), since the upstream may have processed it. A
+// body is never replayed: it was streamed, not kept.
+func (r *Request) Replayable() bool {
+	if r.HasBody() {
+		return false
+	}
+	switch string(r.Bytes(r.Method)) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return r.hasField("Idempotency-Key") || r.hasField("X-Idempotency-Key")
+}
+
+// hasField reports whether h has a field named name (not hop-by-hop).
+func (h *Head) hasField(name string) bool {
+	for i := range h.Fields {
+		if f := &h.Fields[i]; f.Kind == FieldOther && equalFold(h.Bytes(f.Name), name) {
+			return true
+		}
+	}
+	return false
 }
