@@ -19,6 +19,7 @@ package cgroupid
 
 import (
 	"io/fs"
+	"maps"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -99,6 +100,17 @@ func (x *Index) Path(id uint64) (string, bool) {
 		x.missed[id] = time.Now()
 	}
 	return p, ok
+}
+
+// Walk walks the roots now, forgetting the directories removed since the
+// last walk (package pods does so when the pods of the node change).
+func (x *Index) Walk() { x.walk() }
+
+// Paths returns a copy of the directories known by ID, as of the last walk.
+func (x *Index) Paths() map[uint64]string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return maps.Clone(x.paths)
 }
 
 // Walks returns how many times the roots were walked (tests, metrics).

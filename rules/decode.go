@@ -206,6 +206,9 @@ func (l *loader) decodeDocument(file string, doc *yaml.Node) {
 		}
 	}
 	r := &loadedRule{rule: &Rule{Source: file + ":" + strconv.Itoa(n.Line)}, file: file}
+	if l.documents {
+		r.rule.Source = file
+	}
 	if md, ok := top["metadata"]; ok {
 		r.rule.Name = l.metadata(file, md)
 	}

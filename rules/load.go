@@ -127,6 +127,9 @@ type loader struct {
 	denyAll  []Problem       // where each DenyAllEgress document is (File, Line)
 	seen     map[string]bool // absolute paths already read
 	sum      hash.Hash
+	// documents: reading LoadDocuments' Documents, whose problems carry
+	// no line numbers and whose rules' Source is the document's.
+	documents bool
 }
 
 // loadedRule is a decoded rule with the places validation messages need.
@@ -137,10 +140,16 @@ type loadedRule struct {
 }
 
 func (l *loader) problem(file string, line int, field, format string, args ...any) {
+	if l.documents {
+		line = 0
+	}
 	l.problems = append(l.problems, Problem{file, line, field, fmt.Sprintf(format, args...)})
 }
 
 func (l *loader) warn(file string, line int, field, format string, args ...any) {
+	if l.documents {
+		line = 0
+	}
 	l.warnings = append(l.warnings, Warning{file, line, field, fmt.Sprintf(format, args...)})
 }
 
