@@ -15,6 +15,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/egressd/egressd/rules"
@@ -65,6 +67,12 @@ func decodeDir(t *testing.T, dir string) map[string]any {
 				obj = &corev1.Service{}
 			case "PodDisruptionBudget":
 				obj = &policyv1.PodDisruptionBudget{}
+			case "CustomResourceDefinition":
+				obj = &apiextensionsv1.CustomResourceDefinition{}
+			case "ClusterRole":
+				obj = &rbacv1.ClusterRole{}
+			case "ClusterRoleBinding":
+				obj = &rbacv1.ClusterRoleBinding{}
 			default:
 				t.Fatalf("%s document %d: kind %s: add it to this test", f, i+1, meta.Kind)
 			}

@@ -135,6 +135,7 @@ func TestLoadProblems(t *testing.T) {
 		{"no port", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports:\n  - {protocol: HTTP}\n", []string{"5: spec.ports[0].port: missing"}},
 		{"no protocol", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports:\n  - {port: 80}\n", []string{"5: spec.ports[0].protocol: missing"}},
 		{"bad protocol", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports:\n  - {port: 80, protocol: TCP}\n", []string{`5: spec.ports[0].protocol: "TCP" is not a protocol; use one of HTTP, HTTPS, GRPC, HTTP2`}},
+		{"empty protocol", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports:\n  - {port: 80, protocol: \"\"}\n", []string{`5: spec.ports[0].protocol: "" is not a protocol; use one of HTTP, HTTPS, GRPC, HTTP2`}},
 		{"unknown port field", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports:\n  - {port: 80, protocol: HTTP, name: web}\n", []string{"5: spec.ports[0].name: unknown field"}},
 		{"same port twice in a rule", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports:\n  - {port: 80, protocol: HTTP}\n  - {port: 80, protocol: GRPC}\n", []string{"6: spec.ports[1]: port 80 is listed again with protocol GRPC, but spec.ports[0] (line 5) says HTTP"}},
 		{"useEgressProxy not bool", "kind: EgressRule\nspec:\n  destination: {service: a.test}\n  ports: [{port: 80, protocol: HTTP}]\n  useEgressProxy: yes\n", []string{"5: spec.useEgressProxy: must be true or false"}},

@@ -93,7 +93,9 @@ func (l *loader) ports(file string, n *yaml.Node, r *loadedRule) {
 			l.problem(file, item.Line, path+".port", "missing; add port: with a number from 1 to 65535")
 		}
 		if v, ok := fs["protocol"]; ok {
-			if s := l.str(file, v, path+".protocol"); s != "" {
+			// An empty string is a string, and not a protocol (it passed
+			// here once and was refused by Compile without saying where).
+			if s := l.str(file, v, path+".protocol"); s != "" || v.Kind == yaml.ScalarNode && v.Tag != "!!null" {
 				proto, err := ParseProtocol(s)
 				if err != nil {
 					l.problem(file, v.Line, path+".protocol", "%q is not a protocol; use one of HTTP, HTTPS, GRPC, HTTP2", s)
