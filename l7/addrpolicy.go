@@ -6,9 +6,13 @@ package l7
 // destination, the gateway's targets, the egress proxy) is checked in the
 // dialer's ControlContext, which sees the final address of each attempt just
 // before connect(2): no path can skip it. Refused are loopback, unspecified,
-// link-local (the metadata address 169.254.169.254 among them), multicast,
-// limited broadcast and the node's own addresses, unless Config.AllowUpstream
-// holds the address or the matched rule names that IP literally.
+// link-local (the metadata address 169.254.169.254 among them), the cloud
+// metadata services outside link-local (AWS's and Google Cloud's IPv6 ones,
+// Alibaba Cloud's 100.100.100.200), multicast, limited broadcast and the
+// node's own addresses — also as the IPv4 half of a NAT64 address
+// (64:ff9b::/96), which a NAT64 on the node or its gateway translates to
+// them — unless Config.AllowUpstream holds the address or the matched rule
+// names that IP literally.
 
 import (
 	"context"
@@ -90,14 +94,40 @@ func (pol *addrPolicy) check(a netip.Addr, in *dialIntent) error {
 			return nil
 		}
 	}
-	code, reason := addrClass(a)
-	if code == "" && pol.isNode(a) {
-		code, reason = "node_address", "an address of this node"
+	code, reason := pol.class(a)
+	if code == "" && nat64.Contains(a) {
+		b := a.As16()
+		code, reason = pol.class(netip.AddrFrom4([4]byte(b[12:])))
+		if code != "" {
+			reason += " (the IPv4 address in this NAT64 address)"
+		}
 	}
 	if code == "" {
 		return nil
 	}
 	return &addrRefusedError{addr: a, host: host, reason: reason, code: code}
+}
+
+// nat64 is the NAT64 well-known prefix (RFC 6052): its last 32 bits are the
+// IPv4 address a NAT64 translates it to.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// class is addrClass, then the node's own addresses.
+func (pol *addrPolicy) class(a netip.Addr) (code, reason string) {
+	code, reason = addrClass(a)
+	if code == "" && pol.isNode(a) {
+		code, reason = "node_address", "an address of this node"
+	}
+	return code, reason
+}
+
+// metadataAddrs are cloud metadata services outside link-local: AWS's
+// IPv6 instance metadata (fd00:ec2::254), Google Cloud's IPv6 metadata
+// server (fd20:ce::254), Alibaba Cloud's metadata (100.100.100.200).
+var metadataAddrs = map[netip.Addr]bool{
+	netip.MustParseAddr("fd00:ec2::254"):   true,
+	netip.MustParseAddr("fd20:ce::254"):    true,
+	netip.MustParseAddr("100.100.100.200"): true,
 }
 
 // addrClass names the special class of a (unmapped), "" for none.
@@ -109,6 +139,8 @@ func addrClass(a netip.Addr) (code, reason string) {
 		return "unspecified", "unspecified address"
 	case a.IsLinkLocalUnicast():
 		return "link_local", "link-local (cloud metadata and the like)"
+	case metadataAddrs[a]:
+		return "metadata", "a cloud metadata service"
 	case a.IsMulticast():
 		return "multicast", "multicast"
 	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):

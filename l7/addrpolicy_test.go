@@ -2,6 +2,7 @@ package l7
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -216,6 +218,73 @@ func TestAddressPolicyNodeAddress(t *testing.T) {
 	mustContain(t, body, "egressd: upstream address 198.18.48.2 of api.evil.test refused: an address of this node")
 }
 
+// TestAddressPolicyMetadataAndNAT64: names whose DNS answer is a cloud
+// metadata service outside link-local, or loopback, link-local or the
+// node's own address behind the NAT64 prefix, are refused before connect:
+// the dialer's Control (which would run right before connect(2), and here
+// fails the dial so that no packet can leave) never sees them. A plain
+// address behind the NAT64 prefix still gets to Control.
+func TestAddressPolicyMetadataAndNAT64(t *testing.T) {
+	node := netip.MustParseAddr("198.18.48.2")
+	zone := map[string][]netip.Addr{
+		"aws6.evil.test.":    {netip.MustParseAddr("fd00:ec2::254")},
+		"gce6.evil.test.":    {netip.MustParseAddr("fd20:ce::254")},
+		"aliyun.evil.test.":  {netip.MustParseAddr("100.100.100.200")},
+		"nat64lo.evil.test.": {netip.MustParseAddr("64:ff9b::127.0.0.1")},
+		"nat64md.evil.test.": {netip.MustParseAddr("64:ff9b::169.254.169.254")},
+		"nat64nd.evil.test.": {netip.MustParseAddr("64:ff9b::198.18.48.2")},
+		"plain.evil.test.":   {netip.MustParseAddr("64:ff9b::198.18.48.9")},
+	}
+	z := newZoneDNS(t, zone)
+	var mu sync.Mutex
+	var connects []string
+	e := newEnv(t, Config{
+		Rules:         compileRules(t, httpRule("r", "*.evil.test", 8080)),
+		OriginalDst:   fixedOrig{netip.AddrPortFrom(testDst, 8080)},
+		Resolver:      z.resolver(),
+		AllowUpstream: []netip.Prefix{},
+		Control: func(_, address string, _ syscall.RawConn) error {
+			mu.Lock()
+			connects = append(connects, address)
+			mu.Unlock()
+			return errors.New("test: no connect")
+		},
+	})
+	e.p.policy.nodeAddrs = func() ([]netip.Addr, error) { return []netip.Addr{node}, nil }
+	for _, tc := range []struct{ host, addr, code string }{
+		{"aws6.evil.test", "fd00:ec2::254", "metadata"},
+		{"gce6.evil.test", "fd20:ce::254", "metadata"},
+		{"aliyun.evil.test", "100.100.100.200", "metadata"},
+		{"nat64lo.evil.test", "64:ff9b::7f00:1", "loopback"},
+		{"nat64md.evil.test", "64:ff9b::a9fe:a9fe", "link_local"},
+		{"nat64nd.evil.test", "64:ff9b::c612:3002", "node_address"},
+	} {
+		status, body := e.get(tc.host)
+		if status != 403 {
+			t.Errorf("%s: got %d %q, want 403", tc.host, status, body)
+			continue
+		}
+		mustContain(t, body, "egressd: upstream address "+tc.addr+" of "+tc.host+" refused: ")
+		if n := e.counter("egressd_upstream_addresses_refused_total", "reason", tc.code); n < 1 {
+			t.Errorf("%s: refused counter{reason=%s} = %v", tc.host, tc.code, n)
+		}
+	}
+	mu.Lock()
+	if len(connects) != 0 {
+		t.Errorf("connect(2) was about to be called for %q", connects)
+	}
+	mu.Unlock()
+	// The control: an ordinary address behind the prefix is dialled.
+	if status, _ := e.get("plain.evil.test"); status == 200 || status == 403 {
+		t.Errorf("plain.evil.test got %d, want the dial's failure", status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(connects) == 0 || connects[0] != "[64:ff9b::c612:3009]:8080" {
+		t.Errorf("connects %q, want [64:ff9b::c612:3009]:8080", connects)
+	}
+}
+
 func TestAddrClass(t *testing.T) {
 	for a, want := range map[string]string{
 		"127.0.0.1": "loopback", "127.9.9.9": "loopback", "::1": "loopback", "::ffff:127.0.0.1": "loopback",
@@ -223,6 +292,9 @@ func TestAddrClass(t *testing.T) {
 		"169.254.169.254": "link_local", "fe80::1": "link_local",
 		"224.0.0.1": "multicast", "ff02::1": "multicast", "255.255.255.255": "broadcast",
 		"198.18.48.9": "", "2001:2:0:12::1": "",
+		"fd00:ec2::254": "metadata", "fd20:ce::254": "metadata", "100.100.100.200": "metadata",
+		"64:ff9b::7f00:1": "loopback", "64:ff9b::a9fe:a9fe": "link_local", "64:ff9b::6464:64c8": "metadata",
+		"64:ff9b::": "unspecified", "64:ff9b::c612:3009": "", "fd00:ec2::253": "",
 	} {
 		var pol addrPolicy
 		pol.nodeAddrs = func() ([]netip.Addr, error) { return nil, nil }
