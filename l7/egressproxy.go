@@ -8,7 +8,7 @@ package l7
 // the name and port, never the content. A failing egress proxy is a 502;
 // there is never a direct connection instead. The egress proxy is always
 // given the name (it resolves it), in DialOriginal mode too. Its
-// connections are pooled like any upstream's (poolKey.proxy; one egress
+// connections are pooled like any upstream's (pool.Key.Proxy; one egress
 // proxy per Proxy).
 
 import (

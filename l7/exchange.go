@@ -83,8 +83,8 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 	// A reused connection the upstream closed, or a new one to the egress
 	// proxy that a gateway going away closed: tried once more on a new
 	// connection (to the egress proxy again, never direct).
-	if up == nil && (uc.reused || (uc.via != nil && !s.retrying)) && len(s.resp.Buf) == 0 && isRetryable(err) && s.req.Replayable() {
-		if !uc.reused {
+	if up == nil && (uc.Reused || (uc.via != nil && !s.retrying)) && len(s.resp.Buf) == 0 && isRetryable(err) && s.req.Replayable() {
+		if !uc.Reused {
 			s.p.metrics.egressRetries.Inc()
 		}
 		return false, true
@@ -103,7 +103,7 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 // handshake without ALPN, then drop the HTTP/1.1 request).
 func alpnHint(uc *upConn, err error, nothing bool) error {
 	tc, ok := uc.nc.(*tls.Conn)
-	if !ok || uc.reused || !nothing || !isEOF(err) {
+	if !ok || uc.Reused || !nothing || !isEOF(err) {
 		return err
 	}
 	return fmt.Errorf("%w (the upstream closed a new TLS connection without answering an HTTP/1.1 request; ALPN offered http/1.1, negotiated %q: it may speak only HTTP/2, which HTTPS rules on HTTP ports do not originate)",

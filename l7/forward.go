@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/egressd/egressd/l7/internal/pool"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -16,17 +17,17 @@ import (
 // reports whether the client connection stays usable.
 func (s *h1conn) forward(m rules.Match) bool {
 	p := s.p
-	key := poolKey{
-		tls:   m.Port.Protocol == rules.HTTPS,
-		proxy: m.UseEgressProxy,
-		host:  rules.CanonicalHost(s.entry.host),
-		port:  s.entry.port,
+	key := pool.Key{
+		TLS:   m.Port.Protocol == rules.HTTPS,
+		Proxy: m.UseEgressProxy,
+		Host:  rules.CanonicalHost(s.entry.host),
+		Port:  s.entry.port,
 	}
 	if p.cfg.DialMode == DialOriginal {
-		key.target = s.c.orig.Addr()
+		key.Target = s.c.orig.Addr()
 	}
 	s.entry.upstream = "http"
-	if key.tls {
+	if key.TLS {
 		s.entry.upstream = "https"
 	}
 	for attempt := 0; ; attempt++ {
@@ -52,9 +53,9 @@ func (s *h1conn) forward(m rules.Match) bool {
 
 // pooled returns an idle connection for key that passes the reuse check
 // (probe.go), closing those that fail it, or nil.
-func (s *h1conn) pooled(key poolKey) *upConn {
+func (s *h1conn) pooled(key pool.Key) *upConn {
 	for {
-		uc := s.p.pool.get(key, s.entry.start)
+		uc := s.p.pool.Get(key, s.entry.start)
 		if uc == nil || uc.usable() {
 			return uc
 		}
@@ -65,22 +66,22 @@ func (s *h1conn) pooled(key poolKey) *upConn {
 // connectUpstream opens a new upstream connection for key, originating TLS
 // (SNI = host, verified, ALPN http/1.1) on HTTPS ports. Plain HTTP with
 // useEgressProxy connects to the egress proxy itself (egressproxy.go).
-func (p *Proxy) connectUpstream(key poolKey, m rules.Match, orig netip.AddrPort) (*upConn, error) {
+func (p *Proxy) connectUpstream(key pool.Key, m rules.Match, orig netip.AddrPort) (*upConn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	defer cancel()
-	if m.UseEgressProxy && !key.tls {
+	if m.UseEgressProxy && !key.TLS {
 		nc, err := p.dialEgressProxy(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096), key: key, via: p.egress}, nil
+		return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096), Node: pool.Node[*upConn]{Key: key}, via: p.egress}, nil
 	}
-	nc, err := p.dialUpstream(ctx, m, key.host, orig)
+	nc, err := p.dialUpstream(ctx, m, key.Host, orig)
 	if err != nil {
 		return nil, err
 	}
-	if key.tls {
-		tc := tls.Client(nc, p.tlsConfig(key.host, []string{"http/1.1"}))
+	if key.TLS {
+		tc := tls.Client(nc, p.tlsConfig(key.Host, []string{"http/1.1"}))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			if strings.Contains(err.Error(), "no application protocol") {
@@ -90,7 +91,7 @@ func (p *Proxy) connectUpstream(key poolKey, m rules.Match, orig netip.AddrPort)
 		}
 		nc = tc
 	}
-	return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096), key: key}, nil
+	return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096), Node: pool.Node[*upConn]{Key: key}}, nil
 }
 
 // isRetryable: the upstream closed a reused connection instead of

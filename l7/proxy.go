@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/egressd/egressd/l7/internal/pool"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -194,7 +195,7 @@ type Proxy struct {
 	accessBuf *AccessLog   // access's handler when it is one: finish encodes lines itself; nil: via slog
 	metrics   *metrics
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
-	pool      *upstreamPool
+	pool      *pool.Pool[*upConn]
 	limits    *limiter     // limit.go: admission at accept
 	egress    *egressProxy // egressproxy.go: parsed Config.EgressProxy; nil: none
 	h2        h2cProxy     // h2c.go: HTTP/2 server and transport shared by h2c connections
@@ -250,7 +251,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.accessBuf, _ = p.access.Handler().(*AccessLog)
 	p.policy.allow = cfg.AllowUpstream
 	p.dial = p.policyDial(cfg.Dial, control)
-	p.pool = newUpstreamPool(cfg.MaxIdlePerHost, cfg.MaxIdlePerClient, cfg.MaxIdleUpstream, cfg.UpstreamIdle)
+	p.pool = pool.New[*upConn](cfg.MaxIdlePerHost, cfg.MaxIdlePerClient, cfg.MaxIdleUpstream, cfg.UpstreamIdle)
 	p.limits = newLimiter(cfg.MaxConns, cfg.MaxConnsPerClient, p.log)
 	m, err := newMetrics(cfg.Metrics, p.limits, cfg.Audit)
 	if err != nil {
@@ -404,7 +405,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	go func() { p.connsWG.Wait(); close(done) }()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	defer p.pool.closeAll()
+	defer p.pool.CloseAll()
 	defer p.h2.closeIdle()
 	closeIdleFrom := time.Now().Add(idleGrace)
 	for {

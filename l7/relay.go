@@ -85,7 +85,7 @@ func (s *h1conn) relayResponse(uc *upConn, up *upload) bool {
 	// Bytes after the response (the body of a HEAD answer, a second
 	// response) must never reach the next request's client.
 	if reusable && uc.br.Buffered() == 0 && !gone {
-		s.p.pool.put(uc, s.c.client.Addr(), now)
+		s.p.pool.Put(uc, s.c.client.Addr(), now)
 	} else {
 		uc.nc.Close()
 	}

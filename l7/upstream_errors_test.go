@@ -181,26 +181,6 @@ func TestStalePooledConnectionIsNotUsedForABody(t *testing.T) {
 	}
 }
 
-func TestPoolSweepClosesStaleIdleConnections(t *testing.T) {
-	pool := newUpstreamPool(4, 4, 4, 50*time.Millisecond)
-	defer pool.closeAll()
-	a, b := net.Pipe()
-	defer b.Close()
-	t0 := time.Now()
-	pool.put(&upConn{nc: a, key: poolKey{host: "once.allowed.test"}}, netip.Addr{}, t0)
-	c, d := net.Pipe()
-	defer d.Close()
-	// 100 ms later by the pool's clock (it takes now): the sweep runs.
-	pool.put(&upConn{nc: c, key: poolKey{host: "other.allowed.test"}}, netip.Addr{}, t0.Add(100*time.Millisecond))
-	b.SetReadDeadline(time.Now().Add(time.Second))
-	if _, err := b.Read(make([]byte, 1)); err == nil {
-		t.Fatal("stale idle connection still open")
-	}
-	if len(pool.byKey) != 1 || pool.idle() != 1 {
-		t.Fatalf("pool keeps %d keys, %d connections, want 1", len(pool.byKey), pool.idle())
-	}
-}
-
 func TestShutdownAnswersConnectionClose(t *testing.T) {
 	release, arrived := make(chan struct{}), make(chan struct{})
 	e, _ := allowEnv(t, func(w http.ResponseWriter, r *http.Request) { close(arrived); <-release })

@@ -1,0 +1,24 @@
+package l7
+
+import (
+	"bufio"
+	"net"
+
+	"github.com/egressd/egressd/l7/internal/pool"
+)
+
+// upConn is a pooled upstream HTTP/1.1 connection. Its pool.Node holds its
+// key, whether it was reused, and its places in the pool while idle.
+type upConn struct {
+	pool.Node[*upConn]
+	nc       net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	via      *egressProxy  // plain HTTP to the egress proxy (absolute form); nil: to the upstream
+	rdl, wdl deadline      // nc's read and write deadlines (deadline.go)
+	peeker   *socketPeeker // probe.go: the reuse check; nil until the first reuse
+}
+
+// PoolNode and Close make an upConn a pool.Conn.
+func (uc *upConn) PoolNode() *pool.Node[*upConn] { return &uc.Node }
+func (uc *upConn) Close() error                  { return uc.nc.Close() }
