@@ -37,6 +37,14 @@ at PATH decide now:
   stdin:2 b.test:80 http/1.1 logged would-deny, now deny: no egress rule allows b.test on port 80 (allowed on 443/HTTPS); in enforce mode: 403
   stdin:3 api.foo.com:443 http/1.1 logged allow by rule foo, now allow by rule=foo service=*.foo.com port=443 protocol=HTTPS egress-proxy=no source=rules.yaml:1
 
+With --namespace NS it answers for the pods of namespace NS: the global
+rules (--rules; with --kubeconfig also the EgressRules of the global
+namespace) and then NS's own, from --namespace-rules PATH or, with
+--kubeconfig, the EgressRule objects in the API (each checked as the agent
+checks it; one the agent refuses is named on stderr and left out):
+
+  egressd explain --rules global.yaml --namespace team-a --kubeconfig ~/.kube/config api.a.example:443
+
 Exit status: 0 when the rules are valid (whatever the answers), 1 when they
 are not or a log cannot be read, 2 on a usage error.
 
@@ -52,6 +60,8 @@ func explainCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 	logFile := fs.String("log", "", "access log `file` to explain line by line (- for standard input)")
 	var logLines []string
 	fs.Var(listFlag(&logLines, func(s string) (string, error) { return s, nil }), "log-line", "one access-log `line` to explain (repeatable)")
+	var scope explainScope // explainns.go
+	scope.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -69,6 +79,9 @@ func explainCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 		return exitError{exitUsage}
 	case *logFile != "" && len(logLines) > 0:
 		fmt.Fprintln(stderr, "egressd explain: give --log or --log-line, not both")
+		return exitError{exitUsage}
+	case scope.usage() != "":
+		fmt.Fprintln(stderr, "egressd explain:", scope.usage())
 		return exitError{exitUsage}
 	}
 	type query struct {
@@ -92,6 +105,10 @@ func explainCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		fmt.Fprintln(stderr, "egressd explain: the rules are invalid; run egressd check for a summary")
+		return exitError{exitFailure}
+	}
+	if set, err = scope.layer(set, stderr); err != nil {
+		fmt.Fprintln(stderr, err)
 		return exitError{exitFailure}
 	}
 	switch {

@@ -182,3 +182,48 @@ func TestExplainLog(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainNamespace: with --namespace and the namespace's own files,
+// explain answers as the agent decides that namespace's pods — the
+// global rules, then the namespace's — and says which of the namespace's
+// rules the global ones override.
+func TestExplainNamespace(t *testing.T) {
+	unsetEnv(t, "EGRESSD_RULES")
+	global := writeRules(t, map[string]string{"good.yaml": goodRule})
+	teamA := writeRules(t, map[string]string{"a.yaml": `kind: EgressRule
+metadata: {name: team-a}
+spec: {destination: {service: a.example}, ports: [{port: 80, protocol: HTTP}]}
+---
+kind: EgressRule
+metadata: {name: clash}
+spec: {destination: {service: api.good.test}, ports: [{port: 443, protocol: HTTP}]}
+`})
+	out, errOut, code := runEgressd(t, "explain", "--rules", global, "--namespace", "team-a", "--namespace-rules", teamA,
+		"a.example", "api.good.test:443")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, errOut)
+	}
+	for _, want := range []string{"allow a.example:80 rule=team-a", "allow api.good.test:443 rule=good service=api.good.test port=443 protocol=HTTPS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(errOut, "namespace team-a: left out, it conflicts with the global rules") {
+		t.Errorf("stderr does not name the rule left out:\n%s", errOut)
+	}
+	// Without the namespace, team A's rule is not the answer.
+	out, _, _ = runEgressd(t, "explain", "--rules", global, "a.example")
+	if !strings.HasPrefix(out, "deny  a.example:80") {
+		t.Errorf("without --namespace: %s", out)
+	}
+	for _, args := range [][]string{
+		{"--namespace", "team-a"},
+		{"--namespace", "team-a", "--namespace-rules", teamA, "--kubeconfig", "/nonexistent"},
+		{"--namespace-rules", teamA},
+	} {
+		_, errOut, code := runEgressd(t, append(append([]string{"explain", "--rules", global}, args...), "a.example")...)
+		if code != 2 || !strings.Contains(errOut, "--namespace") {
+			t.Errorf("%v: exit %d, stderr %q; want a usage error naming --namespace", args, code, errOut)
+		}
+	}
+}

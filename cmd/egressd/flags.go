@@ -43,7 +43,12 @@ type runConfig struct {
 	SocketMark    uint32
 	PinDir        string
 	DenyUDP       bool // deprecated no-op: UDP is refused by default
-	Uninstall     bool
+	// Kubernetes (kube.go): EgressRules and this node's pods from the API.
+	Kubernetes      bool
+	Kubeconfig      string // "": in-cluster config
+	NodeName        string
+	GlobalNamespace string // "": the agent's own (kube.DefaultGlobalNamespace)
+	Uninstall       bool
 
 	ShutdownTimeout   time.Duration
 	ConnectTimeout    time.Duration
@@ -126,6 +131,12 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxIdlePerClient, "max-idle-upstream-per-client", 0,
 		"idle upstream HTTP/1.x connections one client address may leave pooled, whatever hosts it names (0: proxy default, 128)")
 	maxSpliceLifetimeFlag(fs, &cfg.MaxSpliceLifetime)
+	fs.BoolVar(&cfg.Kubernetes, "kubernetes", false,
+		"watch the EgressRules of all namespaces and the pods of this node through the Kubernetes API: a pod's requests are decided by the global rules and its namespace's (in-cluster config unless --kubeconfig)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig `file` for --kubernetes (default: the in-cluster config)")
+	fs.StringVar(&cfg.NodeName, "node-name", "", "this node's `name` (required with --kubernetes; the DaemonSet sets it from spec.nodeName)")
+	fs.StringVar(&cfg.GlobalNamespace, "global-namespace", "",
+		"`namespace` whose EgressRules apply to every pod, with --rules (default: the agent's own, from its service account, else $EGRESSD_POD_NAMESPACE, else egressd)")
 	return fs
 }
 
@@ -236,6 +247,15 @@ func (c *runConfig) validate() error {
 	}
 	if c.Rules == "" {
 		return errors.New("--rules is required")
+	}
+	if c.Kubernetes && c.NodeName == "" {
+		return errors.New("--node-name is required with --kubernetes: the pods of this node are watched (the DaemonSet sets EGRESSD_NODE_NAME from spec.nodeName)")
+	}
+	if c.Kubernetes && len(c.CgroupRules) > 0 {
+		return errors.New("--cgroup-rules and --kubernetes: choose one (pods get their namespace's rules with --kubernetes)")
+	}
+	if !c.Kubernetes && c.Kubeconfig != "" {
+		return errors.New("--kubeconfig needs --kubernetes")
 	}
 	if c.Mode != "" && c.Mode != "enforce" && c.Mode != "audit" {
 		return fmt.Errorf("--mode %q: want enforce or audit", c.Mode)

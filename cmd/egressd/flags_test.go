@@ -113,6 +113,10 @@ func TestParseRunFlagsUsageErrors(t *testing.T) {
 		{"allow-udp no port", append([]string{"--allow-udp", "10.0.0.0/8"}, ok...), nil},
 		{"bad env allow-udp", ok, []string{"EGRESSD_ALLOW_UDP", "5353,nonsense:53"}},
 		{"bad dns-server", append([]string{"--dns-server", "resolver.local"}, ok...), nil},
+		{"kubernetes without node name", append([]string{"--kubernetes"}, ok...), nil},
+		{"env kubernetes without node name", ok, []string{"EGRESSD_KUBERNETES", "true"}},
+		{"kubernetes with cgroup-rules", append([]string{"--kubernetes", "--node-name", "n", "--cgroup-rules", "/c=r"}, ok...), nil},
+		{"kubeconfig without kubernetes", append([]string{"--kubeconfig", "k"}, ok...), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseRunFlags(tc.args, env(tc.env...), io.Discard)
@@ -120,6 +124,21 @@ func TestParseRunFlagsUsageErrors(t *testing.T) {
 				t.Fatalf("exit code %d (%v), want %d", code, err, exitUsage)
 			}
 		})
+	}
+}
+
+func TestParseRunFlagsKubernetes(t *testing.T) {
+	cfg, err := parseRunFlags([]string{"--rules", "r", "--cgroup", "c"},
+		env("EGRESSD_KUBERNETES", "true", "EGRESSD_NODE_NAME", "node-1", "EGRESSD_GLOBAL_NAMESPACE", "platform", "EGRESSD_KUBECONFIG", "/k"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Kubernetes || cfg.NodeName != "node-1" || cfg.GlobalNamespace != "platform" || cfg.Kubeconfig != "/k" {
+		t.Fatalf("%+v", cfg)
+	}
+	_, err = parseRunFlags([]string{"--rules", "r", "--cgroup", "c", "--kubernetes"}, env(), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--node-name is required with --kubernetes") {
+		t.Fatalf("no node name: %v", err)
 	}
 }
 

@@ -89,6 +89,14 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	limits := applyProcessLimits(cfg, log) // limits.go
 	proxyCfg.MaxConns = limits.maxConns
 
+	var ka *kubeAgent // kube.go
+	if cfg.Kubernetes {
+		if ka, err = startKube(ctx, cfg, reloader, egressProxyCheck(cfg.EgressProxy), &hook, log); err != nil {
+			return err
+		}
+		proxyCfg.Rules = ka.rules.Global()
+		proxyCfg.Scopes = ka.scoper
+	}
 	scopes, err := newCgroupScopes(cfg.CgroupRules, cfg.Cgroups, reloader, egressProxyCheck(cfg.EgressProxy), &hook, log) // scopes.go
 	if err != nil {
 		return err
@@ -105,7 +113,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 		for _, s := range scopes.scopes {
 			sets = append(sets, reloaderStats(s.dir, s.own))
 		}
-		return sets
+		return append(sets, ka.stats()...)
 	})
 	proxyCfg.Metrics = reg
 	ready := readiness{mode: cmp.Or(cfg.Mode, "enforce")}
