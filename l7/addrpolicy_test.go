@@ -210,7 +210,7 @@ func TestAddressPolicyNodeAddress(t *testing.T) {
 	node := netip.MustParseAddr("198.18.48.2")
 	z := newZoneDNS(t, map[string][]netip.Addr{"api.evil.test.": {node}})
 	e := policyEnv(t, z, nil, httpRule("r", "api.*", 8080))
-	e.p.policy.nodeAddrs = func() ([]netip.Addr, error) { return []netip.Addr{node}, nil }
+	e.p.policy.NodeAddrs = func() ([]netip.Addr, error) { return []netip.Addr{node}, nil }
 	status, body := e.get("api.evil.test")
 	if status != 403 {
 		t.Fatalf("got %d %q", status, body)
@@ -250,7 +250,7 @@ func TestAddressPolicyMetadataAndNAT64(t *testing.T) {
 			return errors.New("test: no connect")
 		},
 	})
-	e.p.policy.nodeAddrs = func() ([]netip.Addr, error) { return []netip.Addr{node}, nil }
+	e.p.policy.NodeAddrs = func() ([]netip.Addr, error) { return []netip.Addr{node}, nil }
 	for _, tc := range []struct{ host, addr, code string }{
 		{"aws6.evil.test", "fd00:ec2::254", "metadata"},
 		{"gce6.evil.test", "fd20:ce::254", "metadata"},
@@ -282,30 +282,6 @@ func TestAddressPolicyMetadataAndNAT64(t *testing.T) {
 	defer mu.Unlock()
 	if len(connects) == 0 || connects[0] != "[64:ff9b::c612:3009]:8080" {
 		t.Errorf("connects %q, want [64:ff9b::c612:3009]:8080", connects)
-	}
-}
-
-func TestAddrClass(t *testing.T) {
-	for a, want := range map[string]string{
-		"127.0.0.1": "loopback", "127.9.9.9": "loopback", "::1": "loopback", "::ffff:127.0.0.1": "loopback",
-		"0.0.0.0": "unspecified", "::": "unspecified", "0.1.2.3": "unspecified",
-		"169.254.169.254": "link_local", "fe80::1": "link_local",
-		"224.0.0.1": "multicast", "ff02::1": "multicast", "255.255.255.255": "broadcast",
-		"198.18.48.9": "", "2001:2:0:12::1": "",
-		"fd00:ec2::254": "metadata", "fd20:ce::254": "metadata", "100.100.100.200": "metadata",
-		"64:ff9b::7f00:1": "loopback", "64:ff9b::a9fe:a9fe": "link_local", "64:ff9b::6464:64c8": "metadata",
-		"64:ff9b::": "unspecified", "64:ff9b::c612:3009": "", "fd00:ec2::253": "",
-	} {
-		var pol addrPolicy
-		pol.nodeAddrs = func() ([]netip.Addr, error) { return nil, nil }
-		err := pol.check(netip.MustParseAddr(a), nil)
-		got := ""
-		if re, ok := err.(*addrRefusedError); ok {
-			got = re.code
-		}
-		if got != want {
-			t.Errorf("%s: refused as %q, want %q", a, got, want)
-		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/l7/internal/addrpolicy"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -82,7 +83,7 @@ func (p *Proxy) dialUpstream(ctx context.Context, m rules.Match, host string, or
 	if m.Rule != nil {
 		service = m.Rule.Service
 	}
-	ctx = withIntent(ctx, intentFor(hostOnly(host), service))
+	ctx = addrpolicy.WithIntent(ctx, addrpolicy.IntentFor(hostOnly(host), service))
 	if m.UseEgressProxy {
 		return p.dialViaEgressProxy(ctx, hostOnly(host), orig.Port())
 	}
@@ -151,8 +152,8 @@ func (p *Proxy) checkOriginal(ctx context.Context, host string, orig netip.Addr)
 			}
 		}
 	}
-	return &addrRefusedError{addr: orig, host: host, code: "not_original",
-		reason: "the original destination is not an address of " + host + " (--dial=original)"}
+	return &addrpolicy.RefusedError{Addr: orig, Host: host, Code: "not_original",
+		Reason: "the original destination is not an address of " + host + " (--dial=original)"}
 }
 
 // markedResolver returns r (nil: net.DefaultResolver) made to run control

@@ -67,7 +67,8 @@
 // (Content-Length, chunked and until-close bodies), deadline.go (coarse
 // connection deadlines), upgrade.go (101 splice),
 // respond.go (egressd's own answers), dial.go (upstream dials and the TLS
-// origination config), upconn.go and probe.go (upstream connections, kept
+// origination config), addrpolicy.go (l7/internal/addrpolicy applied to
+// every dial), upconn.go and probe.go (upstream connections, kept
 // idle by l7/internal/pool, and their liveness check on reuse), errors.go (upstream error → status,
 // in one place), accesslog.go (the access-log record, through slog or
 // l7/internal/accesslog's batched encoder), accesslogbuf.go (that handler's

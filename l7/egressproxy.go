@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/addrpolicy"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -147,7 +148,7 @@ func (p *Proxy) dialEgressProxyOnce(ctx context.Context) (net.Conn, error) {
 	}
 	// The operator named the egress proxy: an IP literal there is allowed
 	// by the address policy like a rule's; the addresses of a name are not.
-	nc, err := p.dial(withIntent(ctx, intentFor(ep.host, ep.host)), "tcp", ep.addr)
+	nc, err := p.dial(addrpolicy.WithIntent(ctx, addrpolicy.IntentFor(ep.host, ep.host)), "tcp", ep.addr)
 	if err != nil {
 		return nil, ep.fail(err)
 	}

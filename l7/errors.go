@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/egressd/egressd/l7/internal/addrpolicy"
 	"github.com/egressd/egressd/l7/internal/h1"
 )
 
@@ -26,7 +27,7 @@ func upstreamFailure(err error) (status int, kind, reason string) {
 		recErr  tls.RecordHeaderError
 		alert   tls.AlertError
 		ne      net.Error
-		refused *addrRefusedError
+		refused *addrpolicy.RefusedError
 	)
 	switch {
 	case errors.As(err, &refused): // addrpolicy.go, before egress_proxy: the egress proxy's address may be the one
@@ -62,10 +63,10 @@ func upstreamFailure(err error) (status int, kind, reason string) {
 func (p *Proxy) upstreamError(err error) (status int, reason string) {
 	status, kind, reason := upstreamFailure(err)
 	p.metrics.upstreamErrors.WithLabelValues(kind).Inc()
-	var refused *addrRefusedError
+	var refused *addrpolicy.RefusedError
 	if errors.As(err, &refused) {
-		p.metrics.addrRefused.WithLabelValues(refused.code).Inc()
-		p.log.Warn("upstream address refused", "addr", refused.addr, "host", refused.host, "reason", refused.reason)
+		p.metrics.addrRefused.WithLabelValues(refused.Code).Inc()
+		p.log.Warn("upstream address refused", "addr", refused.Addr, "host", refused.Host, "reason", refused.Reason)
 	}
 	return status, reason
 }

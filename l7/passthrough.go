@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/addrpolicy"
 	"github.com/egressd/egressd/l7/internal/sni"
 )
 
@@ -53,7 +54,7 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 	e.decision, e.rule, e.upstream = decisionAllow, m.Rule.Name, "tls"
 	up, err := p.dialUpstream(context.Background(), m, hello.ServerName, c.orig)
 	if err != nil {
-		var refused *addrRefusedError
+		var refused *addrpolicy.RefusedError
 		if _, e.reason = p.upstreamError(err); errors.As(err, &refused) {
 			sendAlert(c.nc, alertAccessDenied)
 		} else {

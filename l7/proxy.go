@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/egressd/egressd/l7/internal/addrpolicy"
 	"github.com/egressd/egressd/l7/internal/pool"
 	"github.com/egressd/egressd/rules"
 )
@@ -200,7 +201,7 @@ type Proxy struct {
 	egress    *egressProxy // egressproxy.go: parsed Config.EgressProxy; nil: none
 	h2        h2cProxy     // h2c.go: HTTP/2 server and transport shared by h2c connections
 	tlsSess   tls.ClientSessionCache
-	policy    addrPolicy // addrpolicy.go: which upstream addresses may be dialled
+	policy    addrpolicy.Policy // addrpolicy.go: which upstream addresses may be dialled
 
 	closing  atomic.Bool
 	mu       sync.Mutex
@@ -249,7 +250,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.access = cmp.Or(cfg.AccessLog, p.log)
 	p.accessBuf, _ = p.access.Handler().(*AccessLog)
-	p.policy.allow = cfg.AllowUpstream
+	p.policy.Allow = cfg.AllowUpstream
 	p.dial = p.policyDial(cfg.Dial, control)
 	p.pool = pool.New[*upConn](cfg.MaxIdlePerHost, cfg.MaxIdlePerClient, cfg.MaxIdleUpstream, cfg.UpstreamIdle)
 	p.limits = newLimiter(cfg.MaxConns, cfg.MaxConnsPerClient, p.log)
