@@ -55,6 +55,7 @@ type Rules struct {
 	log      *slog.Logger
 	global   *rules.Layered // Files, then the global namespace's own
 	informer cache.SharedIndexInformer
+	handler  cache.ResourceEventHandlerRegistration // HasSynced: the first list went through change
 
 	mu  sync.Mutex // serializes changes; guards ns
 	ns  map[string]*Namespace
@@ -67,7 +68,9 @@ type Namespace struct {
 	cur     atomic.Pointer[rules.Set]
 	layered *rules.Layered // the global rules, then these
 
-	objects map[string]rules.Document // by object name: the last good version (Rules.mu)
+	// objects are the namespace's objects by name, each in its latest
+	// version valid alone (Rules.mu); the set in force may be older.
+	objects map[string]rules.Document
 
 	reloads, failures atomic.Uint64
 	lastFailed        atomic.Bool
@@ -95,7 +98,8 @@ func NewRules(opts RulesOptions) (*Rules, error) {
 	r.mu.Unlock()
 	r.global = rules.NewLayered(opts.Files, g, r.dropped(opts.GlobalNamespace))
 	r.informer = dynamicinformer.NewFilteredDynamicInformer(opts.Client, EgressRuleGVR, metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
-	_, err := r.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	var err error
+	r.handler, err = r.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.change(obj, false) },
 		UpdateFunc: func(_, obj any) { r.change(obj, false) },
 		DeleteFunc: func(obj any) { r.change(obj, true) },
@@ -111,7 +115,7 @@ func (r *Rules) Run(ctx context.Context) { r.informer.RunWithContext(ctx) }
 
 // WaitSynced waits until the first list of EgressRules is applied.
 func (r *Rules) WaitSynced(ctx context.Context) error {
-	if !cache.WaitForCacheSync(ctx.Done(), r.informer.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), r.handler.HasSynced) {
 		return fmt.Errorf("EgressRules (%s) not listed: %w", EgressRuleGVR.GroupResource(), context.Cause(ctx))
 	}
 	return nil
@@ -168,7 +172,12 @@ func (r *Rules) dropped(ns string) func([]string) {
 	}
 }
 
-// change applies an object added, updated or deleted.
+// change applies an object added, updated or deleted. The namespace's
+// candidate set is every object's latest version that is valid alone
+// (else its previous one); a candidate that does not compile, fails Check
+// or conflicts with the global rules is refused as a whole, and tried
+// again at the next change of the namespace (deleting the object another
+// one clashed with lets that one in).
 func (r *Rules) change(obj any, deleted bool) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj, deleted = d.Obj, true
@@ -181,12 +190,11 @@ func (r *Rules) change(obj any, deleted bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := r.namespace(ns)
-	objects := maps.Clone(n.objects)
 	if deleted {
-		if _, ok := objects[name]; !ok {
-			return // never applied: nothing changes
+		if _, ok := n.objects[name]; !ok {
+			return // never valid: nothing changes
 		}
-		delete(objects, name)
+		delete(n.objects, name)
 	} else {
 		doc, err := Document(u)
 		if err == nil {
@@ -200,14 +208,14 @@ func (r *Rules) change(obj any, deleted bool) {
 			r.refuse(n, name, err, "this object's previous version (if any) stays in force")
 			return
 		}
-		if old, ok := objects[name]; ok && string(old.Data) == string(doc.Data) {
+		if old, ok := n.objects[name]; ok && string(old.Data) == string(doc.Data) {
 			return // a resync, or a change outside spec and name
 		}
-		objects[name] = doc
+		n.objects[name] = doc
 	}
-	docs := make([]rules.Document, 0, len(objects))
-	for _, k := range slices.Sorted(maps.Keys(objects)) {
-		docs = append(docs, objects[k])
+	docs := make([]rules.Document, 0, len(n.objects))
+	for _, k := range slices.Sorted(maps.Keys(n.objects)) {
+		docs = append(docs, n.objects[k])
 	}
 	set, _, err := rules.LoadDocuments(docs...)
 	if err == nil && r.opts.Check != nil {
@@ -222,7 +230,6 @@ func (r *Rules) change(obj any, deleted bool) {
 		r.refuse(n, name, err, "the namespace's rules in force stay")
 		return
 	}
-	n.objects = objects
 	n.cur.Store(set)
 	n.reloads.Add(1)
 	n.lastFailed.Store(false)

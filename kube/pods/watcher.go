@@ -66,7 +66,8 @@ type Watcher struct {
 	log      *slog.Logger
 	index    *cgroupid.Index
 	informer cache.SharedIndexInformer
-	rescan   chan struct{} // asks the rescan loop to walk the cgroups now
+	handler  cache.ResourceEventHandlerRegistration // HasSynced: the first list went through upsert
+	rescan   chan struct{}                          // asks the rescan loop to walk the cgroups now
 
 	mu     sync.Mutex
 	byKey  map[string]*Pod              // by cgroupKey; a static pod is found by its hash
@@ -106,7 +107,8 @@ func New(opts Options) (*Watcher, error) {
 	node := fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
 	w.informer = dynamicinformer.NewFilteredDynamicInformer(opts.Client, GVR, metav1.NamespaceAll, 0, cache.Indexers{},
 		func(lo *metav1.ListOptions) { lo.FieldSelector = node }).Informer()
-	_, err := w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	var err error
+	w.handler, err = w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { w.upsert(obj) },
 		UpdateFunc: func(_, obj any) { w.upsert(obj) },
 		DeleteFunc: w.remove,
@@ -122,7 +124,7 @@ func (w *Watcher) Run(ctx context.Context) {
 	go w.informer.RunWithContext(ctx)
 	go w.dispatch(ctx)
 	go func() {
-		if cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
+		if cache.WaitForCacheSync(ctx.Done(), w.handler.HasSynced) {
 			w.mu.Lock()
 			w.wakeLookups()
 			w.mu.Unlock()
@@ -133,14 +135,14 @@ func (w *Watcher) Run(ctx context.Context) {
 
 // WaitSynced waits until the first list of the node's pods is in.
 func (w *Watcher) WaitSynced(ctx context.Context) error {
-	if !cache.WaitForCacheSync(ctx.Done(), w.informer.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), w.handler.HasSynced) {
 		return fmt.Errorf("pods of node %s not listed: %w", w.opts.NodeName, context.Cause(ctx))
 	}
 	return nil
 }
 
 // Synced reports whether the first list of pods is in.
-func (w *Watcher) Synced() bool { return w.informer.HasSynced() }
+func (w *Watcher) Synced() bool { return w.handler.HasSynced() }
 
 // Lookup returns the pod whose cgroup (or a cgroup below it) has ID id.
 // An ID not seen yet makes it walk the cgroups again (cgroupid.Index). A
