@@ -87,13 +87,25 @@ func Sockets(src, dst net.Conn) (s, d syscall.RawConn, ok bool) {
 // returns 0 and nil at the end of src's stream.
 func (p *Pipe) Fill(src syscall.RawConn, max int) (int, error) {
 	p.max = min(max, p.size-p.n)
+	return p.splice(src, false)
+}
+
+// splice runs Fill's step (src.Read) or Drain's (dst.Write) on rc's fd and
+// names a failure as the read or write it was.
+func (p *Pipe) splice(rc syscall.RawConn, write bool) (int, error) {
 	p.moved, p.serr = 0, nil
-	err := src.Read(p.fillFn)
+	var err error
+	op := "read"
+	if write {
+		op, err = "write", rc.Write(p.drainFn)
+	} else {
+		err = rc.Read(p.fillFn)
+	}
 	if err == nil && p.serr != nil {
 		err = os.NewSyscallError("splice", p.serr)
 	}
 	if err != nil {
-		return p.moved, &net.OpError{Op: "read", Net: "tcp", Err: unwrapOp(err)}
+		return p.moved, &net.OpError{Op: op, Net: "tcp", Err: unwrapOp(err)}
 	}
 	return p.moved, nil
 }
@@ -121,15 +133,7 @@ func (p *Pipe) fill(fd uintptr) bool {
 // Drain moves everything in the pipe to dst, waiting under dst's write
 // deadline while dst's buffer is full. On error the rest stays in the pipe.
 func (p *Pipe) Drain(dst syscall.RawConn) (int, error) {
-	p.moved, p.serr = 0, nil
-	err := dst.Write(p.drainFn)
-	if err == nil && p.serr != nil {
-		err = os.NewSyscallError("splice", p.serr)
-	}
-	if err != nil {
-		return p.moved, &net.OpError{Op: "write", Net: "tcp", Err: unwrapOp(err)}
-	}
-	return p.moved, nil
+	return p.splice(dst, true)
 }
 
 // drain is Drain's step on the socket's fd: false waits for it to be
