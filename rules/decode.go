@@ -75,13 +75,20 @@ func anchorsIn(data []byte) map[string]bool {
 	return names
 }
 
-// unmarkWildcards replaces mark with '*' in every scalar under n.
-func unmarkWildcards(n *yaml.Node, mark string) {
-	if n.Kind == yaml.ScalarNode {
+// unmarkWildcards replaces mark with '*' in every scalar under n. The plain
+// (unquoted) scalars it changes are the values kubectl would read as
+// aliases: it records them in unquoted, for the warning. A mark in a block
+// scalar ("|", ">") or a quoted string is only text there, which kubectl
+// reads as written (a ConfigMap's rule file, say).
+func unmarkWildcards(n *yaml.Node, mark string, unquoted map[*yaml.Node]bool) {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, mark) {
 		n.Value = strings.ReplaceAll(n.Value, mark, "*")
+		if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle|yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) == 0 {
+			unquoted[n] = true
+		}
 	}
 	for _, c := range n.Content {
-		unmarkWildcards(c, mark)
+		unmarkWildcards(c, mark, unquoted)
 	}
 }
 
@@ -94,9 +101,6 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // decodeFile decodes every document of one file.
 func (l *loader) decodeFile(file string, data []byte) {
 	marked, mark := markServiceWildcards(data)
-	if mark != "" {
-		l.warnUnquotedWildcards(file, marked, mark)
-	}
 	dec := yaml.NewDecoder(bytes.NewReader(marked))
 	for {
 		var doc yaml.Node
@@ -109,31 +113,25 @@ func (l *loader) decodeFile(file string, data []byte) {
 			return // the parser cannot resume after a syntax error
 		}
 		if mark != "" {
-			unmarkWildcards(&doc, mark)
+			if l.unquoted == nil {
+				l.unquoted = make(map[*yaml.Node]bool)
+			}
+			unmarkWildcards(&doc, mark, l.unquoted)
 		}
 		l.decodeDocument(file, &doc)
 	}
 }
 
-// warnUnquotedWildcards warns of each unquoted "service: *.foo.com": egressd
-// reads it as written, but kubectl's YAML parser reads an alias and
-// refuses the manifest ("unknown anchor '.foo.com' referenced").
-func (l *loader) warnUnquotedWildcards(file string, marked []byte, mark string) {
-	for off := 0; ; {
-		i := bytes.Index(marked[off:], []byte(mark))
-		if i < 0 {
-			return
-		}
-		i += off
-		end := i + len(mark)
-		for end < len(marked) && !strings.ContainsRune(" \t\r\n#,{}[]", rune(marked[end])) {
-			end++
-		}
-		value := "*" + string(marked[i+len(mark):end])
-		line := 1 + bytes.Count(marked[:i], []byte("\n"))
-		l.warn(file, line, "spec.destination.service", "%s is unquoted: egressd reads it as written, but kubectl reads an alias and refuses the manifest; quote it for kubectl apply: service: \"%s\"", value, value)
-		off = end
+// warnUnquoted warns of an unquoted "service: *.foo.com" (sv, a plain
+// scalar that unmarkWildcards restored): egressd reads it as written, but
+// kubectl's YAML parser reads an alias and refuses the manifest ("unknown
+// anchor '.foo.com' referenced").
+func (l *loader) warnUnquoted(file string, sv *yaml.Node) {
+	if !l.unquoted[sv] {
+		return
 	}
+	l.kubectlQuoting++
+	l.warn(file, sv.Line, "spec.destination.service", "%s is unquoted: egressd reads it as written, but kubectl reads an alias and refuses the manifest; quote it for kubectl apply: service: \"%s\"", sv.Value, sv.Value)
 }
 
 func (l *loader) yamlError(file string, data []byte, err error) {
@@ -220,8 +218,23 @@ func (l *loader) decodeDocument(file string, doc *yaml.Node) {
 		l.problem(file, n.Line, "spec", "missing; add spec: with destination: and ports:")
 		return
 	}
+	quoting := l.kubectlQuoting
 	if l.spec(file, spec, r) {
 		l.rules = append(l.rules, *r)
+	}
+	// A document written for egressd alone (the reference page's example):
+	// say all kubectl apply needs of it, beside the quoting.
+	if l.kubectlQuoting > quoting {
+		var missing []string
+		if top["apiVersion"] == nil {
+			missing = append(missing, "apiVersion: config.istio.io/v1alpha2")
+		}
+		if r.rule.Name == r.rule.Source {
+			missing = append(missing, "metadata.name")
+		}
+		if len(missing) > 0 {
+			l.warn(file, n.Line, "", "for kubectl apply (an EgressRule object, deploy/crd-egressrule.yaml) also add %s", strings.Join(missing, " and "))
+		}
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Problem is one thing wrong in a rule file, or worth a warning.
@@ -120,13 +122,15 @@ func (l *loader) finish() (*Set, error) {
 
 // loader accumulates what Load finds across files.
 type loader struct {
-	problems []Problem
-	warnings []Warning
-	rules    []loadedRule
-	files    []string
-	denyAll  []Problem       // where each DenyAllEgress document is (File, Line)
-	seen     map[string]bool // absolute paths already read
-	sum      hash.Hash
+	problems       []Problem
+	warnings       []Warning
+	rules          []loadedRule
+	files          []string
+	denyAll        []Problem           // where each DenyAllEgress document is (File, Line)
+	seen           map[string]bool     // absolute paths already read
+	unquoted       map[*yaml.Node]bool // service values kubectl would read as aliases (decode.go)
+	kubectlQuoting int                 // quoting warnings given
+	sum            hash.Hash
 	// documents: reading LoadDocuments' Documents, whose problems carry
 	// no line numbers and whose rules' Source is the document's.
 	documents bool

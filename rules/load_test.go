@@ -43,9 +43,11 @@ func TestLoadSeedExample(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			// One warning: kubectl would refuse the unquoted wildcard.
-			if len(warns) != 1 || !strings.Contains(warns[0].String(), `seed.yaml:6: spec.destination.service: *.foo.com is unquoted: egressd reads it as written, but kubectl reads an alias and refuses the manifest; quote it for kubectl apply: service: "*.foo.com"`) {
-				t.Errorf("warnings: %v, want the kubectl quoting one", warns)
+			// Two warnings: kubectl would refuse the unquoted wildcard, and
+			// it needs an apiVersion.
+			if len(warns) != 2 || !strings.Contains(warns[0].String(), `seed.yaml:6: spec.destination.service: *.foo.com is unquoted: egressd reads it as written, but kubectl reads an alias and refuses the manifest; quote it for kubectl apply: service: "*.foo.com"`) ||
+				!strings.HasSuffix(warns[1].String(), `seed.yaml:1: for kubectl apply (an EgressRule object, deploy/crd-egressrule.yaml) also add apiVersion: config.istio.io/v1alpha2`) {
+				t.Errorf("warnings: %v, want the kubectl quoting one and the apiVersion one", warns)
 			}
 			m, ok := s.Match("www.foo.com", 443)
 			if !ok || m.Rule.Name != "foo-egress-rule" || m.Port.Protocol != HTTPS {
@@ -227,4 +229,27 @@ func TestServiceValidation(t *testing.T) {
 			t.Errorf("normalizeService(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
+}
+
+// TestNoKubectlWarningInBlockScalars: a rule file inside a ConfigMap's
+// block scalar is text to kubectl, which applies it as written: no quoting
+// warning there (there was one), but one for the same rule as a file.
+func TestNoKubectlWarningInBlockScalars(t *testing.T) {
+	rule := "kind: EgressRule\nspec:\n  destination:\n    service: *.foo.com\n  ports: [{port: 80, protocol: HTTP}]\n"
+	cm := "kind: ConfigMap\nmetadata: {name: r}\ndata:\n  r.yaml: |\n" + indentLines(rule, "    ") + "  s.yaml: >\n" + indentLines(rule, "    ")
+	_, warns, _ := Load(writeFile(t, t.TempDir(), "cm.yaml", cm))
+	for _, w := range warns {
+		if strings.Contains(w.Message, "kubectl") {
+			t.Errorf("ConfigMap: %v", w)
+		}
+	}
+	_, warns, err := Load(writeFile(t, t.TempDir(), "r.yaml", rule))
+	if err != nil || len(warns) != 2 || warns[0].Line != 4 || !strings.Contains(warns[0].Message, `quote it for kubectl apply: service: "*.foo.com"`) ||
+		warns[1].Line != 1 || !strings.HasSuffix(warns[1].Message, "also add apiVersion: config.istio.io/v1alpha2 and metadata.name") {
+		t.Errorf("rule file: %v, %v; want the quoting warning at line 4 and what else kubectl needs at line 1", warns, err)
+	}
+}
+
+func indentLines(s, pad string) string {
+	return pad + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+pad) + "\n"
 }

@@ -54,6 +54,7 @@ func (l *loader) destination(file string, n *yaml.Node, r *Rule) {
 		l.problem(file, resolve(n).Line, "spec.destination.service", "missing; name the external host, e.g. service: api.example.com or service: \"*.example.com\"")
 		return
 	}
+	l.warnUnquoted(file, sv)
 	s := l.str(file, sv, "spec.destination.service")
 	if s == "" && sv.Kind == yaml.ScalarNode && sv.Tag != "!!null" {
 		l.problem(file, sv.Line, "spec.destination.service", "empty; name the external host, e.g. api.example.com")

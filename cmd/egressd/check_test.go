@@ -60,7 +60,8 @@ func TestCheck(t *testing.T) {
 		{"valid file", []string{"check", filepath.Join(good, "a.yaml")}, 0, []string{"1 file, 1 rule: OK\n"}},
 		{"seed example", []string{"check", "../../examples/foo-egress-rule.yaml"}, 0, []string{
 			`foo-egress-rule.yaml:6: spec.destination.service: *.foo.com is unquoted: egressd reads it as written, but kubectl reads an alias and refuses the manifest; quote it for kubectl apply: service: "*.foo.com"`,
-			"1 file, 1 rule: OK (1 warning)\n"}},
+			`foo-egress-rule.yaml:1: for kubectl apply (an EgressRule object, deploy/crd-egressrule.yaml) also add apiVersion: config.istio.io/v1alpha2`,
+			"1 file, 1 rule: OK (2 warnings)\n"}},
 		{"examples", []string{"check", "../../examples"}, 0, []string{"rules: OK"}},
 		{"invalid", []string{"check", bad}, 1, []string{
 			filepath.Join(bad, "b.yaml") + `:3: spec.destination.service: "a.*.test" has a '*' in the middle`,
