@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/body"
 )
 
 // bulkSize is odd on purpose: neither the pipe nor any buffer divides it.
@@ -119,7 +121,7 @@ func TestBulkBodiesArriveWhole(t *testing.T) {
 	withTLS(t, func(t *testing.T, ca *testCA, cert *tls.Certificate) {
 		u := bulkUpstream(t, cert, data)
 		e := scriptedEnv(t, u, ca)
-		spliced0, copied0 := directMoved.spliced.Load(), directMoved.copied.Load()
+		spliced0, copied0 := body.DirectMoved.Spliced.Load(), body.DirectMoved.Copied.Load()
 		rc := e.dial()
 		rc.c.SetDeadline(time.Now().Add(30 * time.Second))
 		for _, path := range []string{"/cl", "/chunked", "/cl"} {
@@ -156,7 +158,7 @@ func TestBulkBodiesArriveWhole(t *testing.T) {
 		}
 		// The bodies went around the buffers: spliced over plain TCP,
 		// copied in large reads with TLS on a side.
-		spliced, copied := directMoved.spliced.Load()-spliced0, directMoved.copied.Load()-copied0
+		spliced, copied := body.DirectMoved.Spliced.Load()-spliced0, body.DirectMoved.Copied.Load()-copied0
 		if ca == nil && spliced < 4*bulkSize {
 			t.Fatalf("plain TCP: %d bytes spliced, want most of 5 × %d", spliced, bulkSize)
 		}
@@ -172,7 +174,7 @@ func TestBulkUntilCloseArrivesWhole(t *testing.T) {
 	data, sum := bulkData(bulkSize)
 	u := bulkUpstream(t, nil, data)
 	e := scriptedEnv(t, u, nil)
-	spliced0 := directMoved.spliced.Load()
+	spliced0 := body.DirectMoved.Spliced.Load()
 	rc := e.dial()
 	rc.c.SetDeadline(time.Now().Add(30 * time.Second))
 	rc.send("GET /close HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
@@ -186,8 +188,8 @@ func TestBulkUntilCloseArrivesWhole(t *testing.T) {
 	if !rc.closed() {
 		t.Fatal("the client connection stayed open after a body read until close")
 	}
-	if d := directMoved.spliced.Load() - spliced0; d < bulkSize-directMin-4096 {
-		t.Fatalf("%d bytes spliced, want all but the first %d", d, directMin)
+	if d := body.DirectMoved.Spliced.Load() - spliced0; d < bulkSize-body.DirectMin-4096 {
+		t.Fatalf("%d bytes spliced, want all but the first %d", d, body.DirectMin)
 	}
 }
 
@@ -215,7 +217,7 @@ func TestBulkUpstreamStopsMidBody(t *testing.T) {
 			if !errors.Is(err, io.ErrUnexpectedEOF) || n >= bulkSize {
 				t.Fatalf("client read %d of %d bytes, %v; want a cut body (unexpected EOF)", n, bulkSize, err)
 			}
-			if n < bulkSize/2-directMin {
+			if n < bulkSize/2-body.DirectMin {
 				t.Fatalf("client read %d bytes, want the %d the upstream sent", n, bulkSize/2)
 			}
 			waitForLog(t, e, tc.reason)
@@ -360,9 +362,9 @@ func BenchmarkBulk(b *testing.B) {
 		for _, direct := range []bool{true, false} {
 			b.Run(fmt.Sprintf("%s/direct=%v", tc.name, direct), func(b *testing.B) {
 				if !direct {
-					old := directMin
-					directMin = 1 << 62
-					b.Cleanup(func() { directMin = old })
+					old := body.DirectMin
+					body.DirectMin = 1 << 62
+					b.Cleanup(func() { body.DirectMin = old })
 				}
 				c, err := net.Dial("tcp", e.addr)
 				if err != nil {

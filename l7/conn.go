@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/body"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -32,7 +34,7 @@ type clientConn struct {
 	start  time.Time      // accept time
 	// rdl, wdl: nc's read and write deadlines as the HTTP/1.x path set
 	// them (deadline.go); only the serving goroutine touches them.
-	rdl, wdl deadline
+	rdl, wdl body.Deadline
 	// gateway: accepted by ServeGateway (gateway.go), an explicit proxy
 	// with no original destination. Cleared once an allowed CONNECT tunnel
 	// turns out to carry HTTP/1.x or h2c (tunnel then set): from there on

@@ -52,7 +52,8 @@
 // client connection, pooled bufio buffers, a head parser that records fields
 // as offsets into a reused buffer (no maps, no per-field allocation), pooled
 // upstream connections, bodies streamed with a flush before every read that
-// would block, deadlines moved only when they must (deadline.go: the
+// would block (l7/internal/body), deadlines moved only when they must
+// (l7/internal/body/deadline.go: the
 // HTTP/1.x timeouts fire up to 1/16 of their length late, never early; a
 // request head already buffered whole gets no ReadHeaderTimeout deadline).
 // BenchmarkProxyAllowedKeepAlive measures it.
@@ -63,9 +64,8 @@
 // (the head reader, parser and pre-match checks are l7/internal/h1),
 // forward.go, exchange.go and relay.go (request to upstream, response
 // back), upload.go (the request body sent while the response is read),
-// watch.go (a client leaving mid-exchange), body.go
-// (Content-Length, chunked and until-close bodies), deadline.go (coarse
-// connection deadlines), upgrade.go (101 splice),
+// watch.go (a client leaving mid-exchange; bodies and the coarse connection
+// deadlines are l7/internal/body), upgrade.go (101 splice),
 // respond.go (egressd's own answers), dial.go (upstream dials and the TLS
 // origination config), addrpolicy.go (l7/internal/addrpolicy applied to
 // every dial), upconn.go and probe.go (upstream connections, kept

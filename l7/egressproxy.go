@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/l7/internal/addrpolicy"
+	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -118,7 +119,7 @@ func retryEgressProxy(ctx context.Context, err error) bool {
 		return false
 	}
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe) ||
-		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || isEOF(err)
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || body.IsEOF(err)
 }
 
 // dialEgressProxy opens a connection to the egress proxy itself (TLS for

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/h1"
 )
 
@@ -22,7 +23,7 @@ import (
 func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 	r := &s.req
 	now := time.Now()
-	uc.wdl.setWrite(uc.nc, now, s.p.cfg.IdleTimeout)
+	uc.wdl.SetWrite(uc.nc, now, s.p.cfg.IdleTimeout)
 	s.writeRequestHead(uc.bw, uc.via)
 	s.resp.Buf = s.resp.Buf[:0] // stays empty until a byte of the response arrives
 	s.watch.begin(s, uc)
@@ -31,11 +32,11 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 	err := uc.bw.Flush()
 	if err == nil {
 		if r.HasBody() {
-			uc.rdl = deadline{}
+			uc.rdl = body.Deadline{}
 			uc.nc.SetReadDeadline(time.Time{}) // the body's stalls bound the wait until it is sent
 			up = s.startUpload(uc)
 		} else {
-			uc.rdl.setRead(uc.nc, now, s.p.cfg.ResponseTimeout)
+			uc.rdl.SetRead(uc.nc, now, s.p.cfg.ResponseTimeout)
 			s.watch.arm()
 		}
 		err = s.readHeads(uc)
@@ -71,8 +72,8 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 	bodySent := true
 	if up != nil {
 		bodySent = s.finishUpload(up, uc)
-		var ce *copyError
-		if up.err != nil && !(errors.As(up.err, &ce) && ce.write) && !up.stop.Load() {
+		var ce *body.CopyError
+		if up.err != nil && !(errors.As(up.err, &ce) && ce.Write) && !up.stop.Load() {
 			return s.bodyFailed(up.err), false
 		}
 	}
@@ -103,7 +104,7 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 // handshake without ALPN, then drop the HTTP/1.1 request).
 func alpnHint(uc *upConn, err error, nothing bool) error {
 	tc, ok := uc.nc.(*tls.Conn)
-	if !ok || uc.Reused || !nothing || !isEOF(err) {
+	if !ok || uc.Reused || !nothing || !body.IsEOF(err) {
 		return err
 	}
 	return fmt.Errorf("%w (the upstream closed a new TLS connection without answering an HTTP/1.1 request; ALPN offered http/1.1, negotiated %q: it may speak only HTTP/2, which HTTPS rules on HTTP ports do not originate)",
@@ -172,7 +173,7 @@ func (s *h1conn) upstreamFailed(err error, bodyRead bool) bool {
 
 // bodyFailed handles a request body that could not be read from the client.
 func (s *h1conn) bodyFailed(err error) bool {
-	if errors.Is(err, errBadChunk) {
+	if errors.Is(err, body.ErrBadChunk) {
 		s.entry.decision = decisionInvalid
 		s.local(400, "invalid chunked request body", markerInvalid, true)
 		return false

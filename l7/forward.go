@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/pool"
 	"github.com/egressd/egressd/rules"
 )
@@ -97,5 +98,5 @@ func (p *Proxy) connectUpstream(key pool.Key, m rules.Match, orig netip.AddrPort
 // isRetryable: the upstream closed a reused connection instead of
 // answering (it may have closed it while idle, or failed processing).
 func isRetryable(err error) bool {
-	return isEOF(err) || errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe)
+	return body.IsEOF(err) || errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe)
 }

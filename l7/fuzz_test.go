@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/h1"
 )
 
@@ -55,12 +56,12 @@ func FuzzReadRequest(f *testing.F) {
 			if st, _ := again.Check(); st != 0 || !bytes.Equal(again.Bytes(again.Authority), auth) {
 				t.Fatalf("forwarded head %q changed meaning (status %d)", out.String(), st)
 			}
-			pm := pump{src: br, srcConn: nopDeadline{}, srcDL: new(deadline), maxLines: 1024}
+			pm := body.Pump{Src: br, SrcConn: nopDeadline{}, SrcDL: new(body.Deadline), MaxLines: 1024}
 			var err error
 			if r.Chunked {
-				err = pm.copyChunked(false)
+				err = pm.CopyChunked(false)
 			} else if r.ContentLength > 0 {
-				err = pm.copyN(r.ContentLength)
+				err = pm.CopyN(r.ContentLength)
 			}
 			if err != nil {
 				return

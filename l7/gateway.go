@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/h1"
 	"github.com/egressd/egressd/l7/internal/sni"
 	"github.com/egressd/egressd/rules"
@@ -214,7 +215,7 @@ func (s *h1conn) serveTunnelRequests(h2 bool) bool {
 	s.p.finish(&s.entry)
 	c.gateway, c.tunnel, c.origText = false, true, s.entry.origText
 	c.nc.SetDeadline(time.Time{})
-	c.rdl, c.wdl = deadline{}, deadline{}
+	c.rdl, c.wdl = body.Deadline{}, body.Deadline{}
 	if h2 {
 		s.p.serveH2C(c)
 		return false

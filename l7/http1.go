@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/h1"
 )
 
@@ -100,9 +101,9 @@ func (s *h1conn) serveOne() bool {
 			return false
 		}
 		if first {
-			c.rdl.setRead(c.nc, c.start, p.cfg.ReadHeaderTimeout)
+			c.rdl.SetRead(c.nc, c.start, p.cfg.ReadHeaderTimeout)
 		} else {
-			c.rdl.setRead(c.nc, time.Now(), p.cfg.IdleTimeout)
+			c.rdl.SetRead(c.nc, time.Now(), p.cfg.IdleTimeout)
 		}
 		_, err := c.br.Peek(1)
 		if !c.setActive() || err != nil {
@@ -119,7 +120,7 @@ func (s *h1conn) serveOne() bool {
 		if first {
 			from = c.start
 		}
-		c.rdl.setRead(c.nc, from, p.cfg.ReadHeaderTimeout)
+		c.rdl.SetRead(c.nc, from, p.cfg.ReadHeaderTimeout)
 	}
 	s.req.Method = h1.Span{}
 	s.entry = accessEntry{start: now, client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1,
@@ -223,25 +224,17 @@ func (s *h1conn) discardBody() bool {
 		return false
 	}
 	pm := s.clientPump(nil)
-	pm.limit = maxDiscard
-	err := pm.requestBody(r)
-	s.entry.bytesIn = pm.n
+	pm.Limit = maxDiscard
+	err := pm.RequestBody(r)
+	s.entry.bytesIn = pm.N
 	return err == nil
 }
 
-// requestBody moves r's body (chunked: validated and re-framed).
-func (p *pump) requestBody(r *h1.Request) error {
-	if r.Chunked {
-		return p.copyChunked(p.dst != nil)
-	}
-	return p.copyN(r.ContentLength)
-}
-
 // clientPump reads the request body from the client into uc (nil: discard).
-func (s *h1conn) clientPump(uc *upConn) pump {
-	pm := pump{src: s.c.br, srcConn: s.c.nc, srcDL: &s.c.rdl, stall: s.p.cfg.IdleTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
+func (s *h1conn) clientPump(uc *upConn) body.Pump {
+	pm := body.Pump{Src: s.c.br, SrcConn: s.c.nc, SrcDL: &s.c.rdl, Stall: s.p.cfg.IdleTimeout, MaxLines: s.p.cfg.MaxHeaderBytes}
 	if uc != nil {
-		pm.dst, pm.dstConn, pm.dstDL = uc.bw, uc.nc, &uc.wdl
+		pm.Dst, pm.DstConn, pm.DstDL = uc.bw, uc.nc, &uc.wdl
 	}
 	return pm
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/egressd/egressd/l7/internal/body"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -42,7 +44,7 @@ func (uc *upConn) usable() bool {
 	if waiting == peekClosed {
 		return false
 	}
-	uc.rdl = deadline{} // unknown from here on: the next setRead sets it
+	uc.rdl = body.Deadline{} // unknown from here on: the next setRead sets it
 	if !tlsQuiet(tc, time.Unix(1, 0)) {
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/h1"
 )
 
@@ -50,18 +51,18 @@ func (s *h1conn) relayResponse(uc *upConn, up *upload) bool {
 		!(resp.Chunked && resp.ContentLength >= 0) // ambiguous framing: do not trust the rest
 	s.writeResponseHead(reframe, !keep)
 
-	pm := pump{dst: s.c.bw, dstConn: s.c.nc, dstDL: &s.c.wdl, src: uc.br, srcConn: uc.nc, srcDL: &uc.rdl, stall: s.p.cfg.IdleTimeout, maxLines: s.p.cfg.MaxHeaderBytes}
+	pm := body.Pump{Dst: s.c.bw, DstConn: s.c.nc, DstDL: &s.c.wdl, Src: uc.br, SrcConn: uc.nc, SrcDL: &uc.rdl, Stall: s.p.cfg.IdleTimeout, MaxLines: s.p.cfg.MaxHeaderBytes}
 	var err error
 	switch framing {
 	case bodyLength:
-		err = pm.copyN(resp.ContentLength)
+		err = pm.CopyN(resp.ContentLength)
 	case bodyChunked:
-		err = pm.copyChunked(reframe)
+		err = pm.CopyChunked(reframe)
 	case bodyUntilClose:
-		err = pm.copyUntilEOF()
+		err = pm.CopyUntilEOF()
 	}
 	s.entry.status = resp.Status
-	s.entry.bytesOut = pm.n
+	s.entry.bytesOut = pm.N
 	if up != nil && !s.finishUpload(up, uc) {
 		keep, reusable = false, false
 	}
@@ -69,10 +70,10 @@ func (s *h1conn) relayResponse(uc *upConn, up *upload) bool {
 	gone := s.watch.stop()
 	if err != nil {
 		uc.nc.Close()
-		var ce *copyError
+		var ce *body.CopyError
 		if gone {
 			s.entry.reason = "client went away during the response body"
-		} else if errors.As(err, &ce) && !ce.write {
+		} else if errors.As(err, &ce) && !ce.Write {
 			_, reason := s.p.upstreamError(err)
 			s.entry.reason = "response body cut: " + reason
 		} else {
@@ -99,7 +100,7 @@ func (s *h1conn) relayResponse(uc *upConn, up *upload) bool {
 // s.resp to the client, with framing fields of its own.
 func (s *h1conn) writeResponseHead(chunked, close bool) {
 	bw, resp := s.c.bw, &s.resp
-	s.c.wdl.setWrite(s.c.nc, time.Now(), s.p.cfg.IdleTimeout)
+	s.c.wdl.SetWrite(s.c.nc, time.Now(), s.p.cfg.IdleTimeout)
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(resp.Bytes(resp.Reason))
 	bw.WriteString("\r\n")

@@ -27,7 +27,7 @@ func (s *h1conn) local(status int, reason, marker string, close bool) {
 // request. close adds "Connection: close" (the caller then closes).
 func (s *h1conn) writeLocal(status int, body []byte, marker string, close bool) {
 	bw := s.c.bw
-	s.c.wdl.setWrite(s.c.nc, time.Now(), s.p.cfg.IdleTimeout)
+	s.c.wdl.SetWrite(s.c.nc, time.Now(), s.p.cfg.IdleTimeout)
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(appendUint(s.num[:0], uint64(status)))
 	bw.WriteByte(' ')

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 
+	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/pool"
 )
 
@@ -15,7 +16,7 @@ type upConn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	via      *egressProxy  // plain HTTP to the egress proxy (absolute form); nil: to the upstream
-	rdl, wdl deadline      // nc's read and write deadlines (deadline.go)
+	rdl, wdl body.Deadline // nc's read and write deadlines (deadline.go)
 	peeker   *socketPeeker // probe.go: the reuse check; nil until the first reuse
 }
 

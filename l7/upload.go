@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/body"
 )
 
 // An upload sends a request body upstream from its own goroutine, so that
@@ -40,19 +42,19 @@ var aLongTimeAgo = time.Unix(1, 0)
 func (s *h1conn) startUpload(uc *upConn) *upload {
 	up := &upload{done: make(chan struct{})}
 	pm := s.clientPump(uc)
-	pm.stop = &up.stop
+	pm.Stop = &up.stop
 	r := &s.req
 	timeout := s.p.cfg.ResponseTimeout
 	go func() {
-		err := pm.requestBody(r)
+		err := pm.RequestBody(r)
 		if err == nil {
-			uc.wdl.setWrite(uc.nc, time.Now(), s.p.cfg.IdleTimeout)
+			uc.wdl.SetWrite(uc.nc, time.Now(), s.p.cfg.IdleTimeout)
 			if ferr := uc.bw.Flush(); ferr != nil {
-				err = &copyError{write: true, err: ferr}
+				err = &body.CopyError{Write: true, Err: ferr}
 			}
 		}
-		var ce *copyError
-		clientSide := err != nil && !(errors.As(err, &ce) && ce.write)
+		var ce *body.CopyError
+		clientSide := err != nil && !(errors.As(err, &ce) && ce.Write)
 		up.mu.Lock()
 		if !up.headSeen && !clientSide {
 			uc.nc.SetReadDeadline(time.Now().Add(timeout))
@@ -61,7 +63,7 @@ func (s *h1conn) startUpload(uc *upConn) *upload {
 		if clientSide && !up.stop.Load() {
 			uc.nc.Close()
 		}
-		up.err, up.n = err, pm.n
+		up.err, up.n = err, pm.N
 		close(up.done)
 		if err == nil {
 			s.watch.arm() // the client's reader is free: watch it for a close
@@ -119,9 +121,9 @@ func (s *h1conn) finishUpload(up *upload, uc *upConn) bool {
 		s.c.nc.SetReadDeadline(aLongTimeAgo)
 		uc.nc.SetWriteDeadline(aLongTimeAgo)
 		<-up.done
-		s.c.rdl, uc.wdl = deadline{}, deadline{}
+		s.c.rdl, uc.wdl = body.Deadline{}, body.Deadline{}
 	}
-	uc.rdl = deadline{}
+	uc.rdl = body.Deadline{}
 	s.entry.bytesIn = up.n
 	ok := up.err == nil && !up.stop.Load()
 	if !ok {

@@ -3,6 +3,8 @@ package l7
 import (
 	"sync"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/body"
 )
 
 // A clientWatch notices a client that goes away while its request waits
@@ -95,7 +97,7 @@ func (w *clientWatch) stop() bool {
 		w.mu.Unlock()
 		c.nc.SetReadDeadline(aLongTimeAgo)
 		<-done
-		c.rdl = deadline{}
+		c.rdl = body.Deadline{}
 		w.mu.Lock()
 	}
 	w.state, w.uc = watchOff, nil

@@ -1,4 +1,4 @@
-package l7
+package body
 
 import (
 	"bufio"
@@ -26,21 +26,21 @@ import (
 // when both sides are plain TCP (zerocopy), else in reads and writes of
 // bulkBufSize (TLS on a side). The same deadlines bound every step, and
 // every byte still passes through the pump's count and limit.
-type pump struct {
-	dst      *bufio.Writer
-	dstConn  writeDeadliner // the connection under dst; nil with dst
-	dstDL    *deadline      // dstConn's write deadline; nil with dst
-	src      *bufio.Reader
-	srcConn  deadliner // the connection under src
-	srcDL    *deadline // srcConn's read deadline
-	stall    time.Duration
-	maxLines int   // size limit of chunk lines and trailer section
-	limit    int64 // most body bytes accepted; 0: no limit
-	n        int64 // body bytes moved
+type Pump struct {
+	Dst      *bufio.Writer
+	DstConn  writeDeadliner // the connection under dst; nil with dst
+	DstDL    *Deadline      // dstConn's write deadline; nil with dst
+	Src      *bufio.Reader
+	SrcConn  deadliner // the connection under src
+	SrcDL    *Deadline // srcConn's read deadline
+	Stall    time.Duration
+	MaxLines int   // size limit of chunk lines and trailer section
+	Limit    int64 // most body bytes accepted; 0: no limit
+	N        int64 // body bytes moved
 	// stop, when set, ends the pump before its next wait once true (an
 	// upload being cut: upload.go); it is read after the deadlines are set,
 	// so a deadline set to cut it cannot be moved on unnoticed.
-	stop *atomic.Bool
+	Stop *atomic.Bool
 	pipe *zerocopy.Pipe // direct's pipe, made on first use; closed by release
 	// rawSrc, rawDst: the sockets direct splices between, found on first use.
 	rawSrc, rawDst syscall.RawConn
@@ -48,7 +48,7 @@ type pump struct {
 
 // directMin: a body with at least this much left past the buffers moves
 // around them (pump.direct). A variable for BenchmarkBulk's comparison.
-var directMin int64 = 16 << 10
+var DirectMin int64 = 16 << 10
 
 // bulkBufSize: the buffer of a direct move that cannot splice.
 const bulkBufSize = 64 << 10
@@ -57,15 +57,15 @@ var bulkBufs = sync.Pool{New: func() any { b := make([]byte, bulkBufSize); retur
 
 // directMoved counts the bytes direct moved, by path (tests read it to know
 // which path a body took).
-var directMoved struct{ spliced, copied atomic.Int64 }
+var DirectMoved struct{ Spliced, Copied atomic.Int64 }
 
 // errPumpStopped: the pump's stop flag was set.
 var errPumpStopped = errors.New("body transfer stopped")
 
-func (p *pump) stopped() bool { return p.stop != nil && p.stop.Load() }
+func (p *Pump) stopped() bool { return p.Stop != nil && p.Stop.Load() }
 
 // release closes direct's pipe, if any.
-func (p *pump) release() {
+func (p *Pump) release() {
 	if p.pipe != nil {
 		p.pipe.Close()
 		p.pipe = nil
@@ -78,73 +78,73 @@ type deadliner interface{ SetReadDeadline(time.Time) error }
 type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
 // copyError tells which side of a pump failed.
-type copyError struct {
-	write bool // the destination failed; else the source
-	err   error
+type CopyError struct {
+	Write bool // the destination failed; else the source
+	Err   error
 }
 
-func (e *copyError) Error() string { return e.err.Error() }
-func (e *copyError) Unwrap() error { return e.err }
+func (e *CopyError) Error() string { return e.Err.Error() }
+func (e *CopyError) Unwrap() error { return e.Err }
 
 // errBadChunk reports invalid chunked framing.
-var errBadChunk = errors.New("invalid chunked encoding")
+var ErrBadChunk = errors.New("invalid chunked encoding")
 
 // errBodyTooLarge: a body over pump.limit.
 var errBodyTooLarge = errors.New("body too large")
 
-func (p *pump) fill() error {
-	if p.src.Buffered() > 0 {
+func (p *Pump) fill() error {
+	if p.Src.Buffered() > 0 {
 		return nil
 	}
 	now := time.Now()
-	if p.dst != nil {
-		p.dstDL.setWrite(p.dstConn, now, p.stall)
+	if p.Dst != nil {
+		p.DstDL.SetWrite(p.DstConn, now, p.Stall)
 		if p.stopped() {
-			return &copyError{write: true, err: errPumpStopped}
+			return &CopyError{Write: true, Err: errPumpStopped}
 		}
-		if err := p.dst.Flush(); err != nil {
-			return &copyError{write: true, err: err}
+		if err := p.Dst.Flush(); err != nil {
+			return &CopyError{Write: true, Err: err}
 		}
 	}
-	p.srcDL.setRead(p.srcConn, now, p.stall)
+	p.SrcDL.SetRead(p.SrcConn, now, p.Stall)
 	if p.stopped() {
-		return &copyError{err: errPumpStopped}
+		return &CopyError{Err: errPumpStopped}
 	}
-	if _, err := p.src.Peek(1); err != nil {
-		return &copyError{err: err}
-	}
-	return nil
-}
-
-func (p *pump) write(b []byte) error {
-	if p.dst == nil {
-		return nil
-	}
-	if _, err := p.dst.Write(b); err != nil {
-		return &copyError{write: true, err: err}
+	if _, err := p.Src.Peek(1); err != nil {
+		return &CopyError{Err: err}
 	}
 	return nil
 }
 
-func (p *pump) writeString(s string) error {
-	if p.dst == nil {
+func (p *Pump) write(b []byte) error {
+	if p.Dst == nil {
 		return nil
 	}
-	if _, err := p.dst.WriteString(s); err != nil {
-		return &copyError{write: true, err: err}
+	if _, err := p.Dst.Write(b); err != nil {
+		return &CopyError{Write: true, Err: err}
+	}
+	return nil
+}
+
+func (p *Pump) writeString(s string) error {
+	if p.Dst == nil {
+		return nil
+	}
+	if _, err := p.Dst.WriteString(s); err != nil {
+		return &CopyError{Write: true, Err: err}
 	}
 	return nil
 }
 
 // copyN moves exactly n body bytes.
-func (p *pump) copyN(n int64) error {
+func (p *Pump) CopyN(n int64) error {
 	defer p.release()
 	return p.moveN(n)
 }
 
-func (p *pump) moveN(n int64) error {
+func (p *Pump) moveN(n int64) error {
 	for n > 0 {
-		if n >= directMin && p.dst != nil && p.src.Buffered() == 0 {
+		if n >= DirectMin && p.Dst != nil && p.Src.Buffered() == 0 {
 			if handled, err := p.direct(n); handled {
 				return err
 			}
@@ -152,32 +152,32 @@ func (p *pump) moveN(n int64) error {
 		if err := p.fill(); err != nil {
 			return err
 		}
-		chunk, _ := p.src.Peek(int(min(int64(p.src.Buffered()), n)))
+		chunk, _ := p.Src.Peek(int(min(int64(p.Src.Buffered()), n)))
 		if err := p.write(chunk); err != nil {
 			return err
 		}
-		p.src.Discard(len(chunk))
+		p.Src.Discard(len(chunk))
 		n -= int64(len(chunk))
-		p.n += int64(len(chunk))
-		if p.limit > 0 && p.n > p.limit {
-			return &copyError{err: errBodyTooLarge}
+		p.N += int64(len(chunk))
+		if p.Limit > 0 && p.N > p.Limit {
+			return &CopyError{Err: errBodyTooLarge}
 		}
 	}
 	return nil
 }
 
 // copyUntilEOF moves bytes until src ends (a response without length).
-func (p *pump) copyUntilEOF() error {
+func (p *Pump) CopyUntilEOF() error {
 	defer p.release()
 	cleanEnd := func(err error) error {
-		var ce *copyError
-		if errors.As(err, &ce) && !ce.write && isEOF(ce.err) {
+		var ce *CopyError
+		if errors.As(err, &ce) && !ce.Write && IsEOF(ce.Err) {
 			return nil
 		}
 		return err
 	}
 	for {
-		if p.n >= directMin && p.dst != nil && p.src.Buffered() == 0 {
+		if p.N >= DirectMin && p.Dst != nil && p.Src.Buffered() == 0 {
 			if handled, err := p.direct(-1); handled {
 				return cleanEnd(err)
 			}
@@ -185,18 +185,18 @@ func (p *pump) copyUntilEOF() error {
 		if err := p.fill(); err != nil {
 			return cleanEnd(err)
 		}
-		chunk, _ := p.src.Peek(p.src.Buffered())
+		chunk, _ := p.Src.Peek(p.Src.Buffered())
 		if err := p.write(chunk); err != nil {
 			return err
 		}
-		p.src.Discard(len(chunk))
-		p.n += int64(len(chunk))
+		p.Src.Discard(len(chunk))
+		p.N += int64(len(chunk))
 	}
 }
 
 // copyChunked validates a chunked body and moves it re-framed (reframe) or
 // decoded (for HTTP/1.0 clients), trailers included when re-framed.
-func (p *pump) copyChunked(reframe bool) error {
+func (p *Pump) CopyChunked(reframe bool) error {
 	defer p.release()
 	var line [32]byte
 	for {
@@ -235,18 +235,18 @@ func (p *pump) copyChunked(reframe bool) error {
 // direct moves n bytes (n < 0: until src ends, reported as a copyError of
 // io.EOF) from srcConn to dstConn, with src's buffer empty; dst is flushed
 // first. handled is false when a side is not a net.Conn (nothing was done).
-func (p *pump) direct(n int64) (handled bool, err error) {
-	src, ok1 := p.srcConn.(net.Conn)
-	dst, ok2 := p.dstConn.(net.Conn)
+func (p *Pump) direct(n int64) (handled bool, err error) {
+	src, ok1 := p.SrcConn.(net.Conn)
+	dst, ok2 := p.DstConn.(net.Conn)
 	if !ok1 || !ok2 {
 		return false, nil
 	}
-	p.dstDL.setWrite(p.dstConn, time.Now(), p.stall)
+	p.DstDL.SetWrite(p.DstConn, time.Now(), p.Stall)
 	if p.stopped() {
-		return true, &copyError{write: true, err: errPumpStopped}
+		return true, &CopyError{Write: true, Err: errPumpStopped}
 	}
-	if err := p.dst.Flush(); err != nil {
-		return true, &copyError{write: true, err: err}
+	if err := p.Dst.Flush(); err != nil {
+		return true, &CopyError{Write: true, Err: err}
 	}
 	if p.rawSrc == nil {
 		if rs, rd, ok := zerocopy.Sockets(src, dst); ok {
@@ -262,42 +262,42 @@ func (p *pump) direct(n int64) (handled bool, err error) {
 
 // spliceN is direct through the pipe: socket → pipe under src's read
 // deadline, pipe → socket under dst's write deadline.
-func (p *pump) spliceN(src, dst syscall.RawConn, n int64) error {
+func (p *Pump) spliceN(src, dst syscall.RawConn, n int64) error {
 	for n != 0 {
 		max := p.pipe.Size()
 		if n > 0 && int64(max) > n {
 			max = int(n)
 		}
-		p.srcDL.setRead(p.srcConn, time.Now(), p.stall)
+		p.SrcDL.SetRead(p.SrcConn, time.Now(), p.Stall)
 		if p.stopped() {
-			return &copyError{err: errPumpStopped}
+			return &CopyError{Err: errPumpStopped}
 		}
 		k, err := p.pipe.Fill(src, max)
 		if err != nil {
-			return &copyError{err: err}
+			return &CopyError{Err: err}
 		}
 		if k == 0 {
-			return &copyError{err: io.EOF}
+			return &CopyError{Err: io.EOF}
 		}
-		p.dstDL.setWrite(p.dstConn, time.Now(), p.stall)
+		p.DstDL.SetWrite(p.DstConn, time.Now(), p.Stall)
 		if p.stopped() {
-			return &copyError{write: true, err: errPumpStopped}
+			return &CopyError{Write: true, Err: errPumpStopped}
 		}
 		w, err := p.pipe.Drain(dst)
-		p.n += int64(w)
-		directMoved.spliced.Add(int64(w))
+		p.N += int64(w)
+		DirectMoved.Spliced.Add(int64(w))
 		if n > 0 {
 			n -= int64(w)
 		}
 		if err != nil {
-			return &copyError{write: true, err: err}
+			return &CopyError{Write: true, Err: err}
 		}
 	}
 	return nil
 }
 
 // bulkN is direct without splice: reads and writes of up to bulkBufSize.
-func (p *pump) bulkN(src, dst net.Conn, n int64) error {
+func (p *Pump) bulkN(src, dst net.Conn, n int64) error {
 	bp := bulkBufs.Get().(*[]byte)
 	defer bulkBufs.Put(bp)
 	for n != 0 {
@@ -305,28 +305,28 @@ func (p *pump) bulkN(src, dst net.Conn, n int64) error {
 		if n > 0 && int64(len(b)) > n {
 			b = b[:n]
 		}
-		p.srcDL.setRead(p.srcConn, time.Now(), p.stall)
+		p.SrcDL.SetRead(p.SrcConn, time.Now(), p.Stall)
 		if p.stopped() {
-			return &copyError{err: errPumpStopped}
+			return &CopyError{Err: errPumpStopped}
 		}
 		k, rerr := src.Read(b)
 		if k > 0 {
-			p.dstDL.setWrite(p.dstConn, time.Now(), p.stall)
+			p.DstDL.SetWrite(p.DstConn, time.Now(), p.Stall)
 			if p.stopped() {
-				return &copyError{write: true, err: errPumpStopped}
+				return &CopyError{Write: true, Err: errPumpStopped}
 			}
 			_, werr := dst.Write(b[:k])
-			p.n += int64(k)
-			directMoved.copied.Add(int64(k))
+			p.N += int64(k)
+			DirectMoved.Copied.Add(int64(k))
 			if n > 0 {
 				n -= int64(k)
 			}
 			if werr != nil {
-				return &copyError{write: true, err: werr}
+				return &CopyError{Write: true, Err: werr}
 			}
 		}
 		if rerr != nil && (n != 0 || rerr != io.EOF) {
-			return &copyError{err: rerr}
+			return &CopyError{Err: rerr}
 		}
 	}
 	return nil
@@ -334,25 +334,25 @@ func (p *pump) bulkN(src, dst net.Conn, n int64) error {
 
 // readLine returns the next CRLF-terminated line without CRLF; the slice is
 // valid until the next read. Lines over maxLines are invalid.
-func (p *pump) readLine() ([]byte, error) {
+func (p *Pump) readLine() ([]byte, error) {
 	if err := p.fill(); err != nil {
 		return nil, err
 	}
-	line, err := p.src.ReadSlice('\n')
-	if err == bufio.ErrBufferFull || err == nil && len(line) > p.maxLines {
-		return nil, &copyError{err: errBadChunk}
+	line, err := p.Src.ReadSlice('\n')
+	if err == bufio.ErrBufferFull || err == nil && len(line) > p.MaxLines {
+		return nil, &CopyError{Err: ErrBadChunk}
 	}
 	if err != nil {
-		return nil, &copyError{err: err}
+		return nil, &CopyError{Err: err}
 	}
 	if len(line) < 2 || line[len(line)-2] != '\r' {
-		return nil, &copyError{err: errBadChunk}
+		return nil, &CopyError{Err: ErrBadChunk}
 	}
 	return line[:len(line)-2], nil
 }
 
 // chunkSize reads a chunk-size line: hex digits, then optional extensions.
-func (p *pump) chunkSize() (int64, error) {
+func (p *Pump) chunkSize() (int64, error) {
 	line, err := p.readLine()
 	if err != nil {
 		return 0, err
@@ -361,20 +361,20 @@ func (p *pump) chunkSize() (int64, error) {
 	i := 0
 	for ; i < len(line) && h1.IsHex(line[i]); i++ {
 		if i >= 15 {
-			return 0, &copyError{err: errBadChunk}
+			return 0, &CopyError{Err: ErrBadChunk}
 		}
 		size = size<<4 | int64(unhex(line[i]))
 	}
 	if i == 0 {
-		return 0, &copyError{err: errBadChunk}
+		return 0, &CopyError{Err: ErrBadChunk}
 	}
 	for _, c := range line[i:] { // chunk-ext: BWS ";" name["=" value]
 		if c < ' ' && c != '\t' || c == 0x7f {
-			return 0, &copyError{err: errBadChunk}
+			return 0, &CopyError{Err: ErrBadChunk}
 		}
 	}
 	if rest := h1.TrimOWS(line[i:]); len(rest) > 0 && rest[0] != ';' {
-		return 0, &copyError{err: errBadChunk}
+		return 0, &CopyError{Err: ErrBadChunk}
 	}
 	return size, nil
 }
@@ -389,20 +389,20 @@ func unhex(c byte) byte {
 	return c - 'A' + 10
 }
 
-func (p *pump) expectCRLF() error {
+func (p *Pump) expectCRLF() error {
 	line, err := p.readLine()
 	if err != nil {
 		return err
 	}
 	if len(line) != 0 {
-		return &copyError{err: errBadChunk}
+		return &CopyError{Err: ErrBadChunk}
 	}
 	return nil
 }
 
 // trailers moves the trailer section (after the last chunk) up to and
 // including its empty line, checking each field line.
-func (p *pump) trailers(forward bool) error {
+func (p *Pump) trailers(forward bool) error {
 	total := 0
 	var h h1.Head
 	for {
@@ -410,13 +410,13 @@ func (p *pump) trailers(forward bool) error {
 		if err != nil {
 			return err
 		}
-		if total += len(line) + 2; total > p.maxLines {
-			return &copyError{err: errBadChunk}
+		if total += len(line) + 2; total > p.MaxLines {
+			return &CopyError{Err: ErrBadChunk}
 		}
 		if len(line) > 0 {
 			h.Buf = append(h.Buf[:0], line...)
 			if _, err := h.ParseField(h1.Span{Lo: 0, Hi: int32(len(line))}); err != nil {
-				return &copyError{err: errBadChunk}
+				return &CopyError{Err: ErrBadChunk}
 			}
 		}
 		if forward {
@@ -430,6 +430,14 @@ func (p *pump) trailers(forward bool) error {
 	}
 }
 
-func isEOF(err error) bool {
+func IsEOF(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+}
+
+// requestBody moves r's body (chunked: validated and re-framed).
+func (p *Pump) RequestBody(r *h1.Request) error {
+	if r.Chunked {
+		return p.CopyChunked(p.Dst != nil)
+	}
+	return p.CopyN(r.ContentLength)
 }

@@ -1,4 +1,4 @@
-package l7
+package body
 
 import (
 	"testing"
@@ -8,7 +8,7 @@ import (
 // TestDeadlineCoarse: a deadline is never earlier than asked, at most
 // timeout/deadlineSlack later, and set again only when it must move.
 func TestDeadlineCoarse(t *testing.T) {
-	var d deadline
+	var d Deadline
 	t0 := time.Now()
 	const idle, header = 120 * time.Second, 10 * time.Second
 	check := func(now time.Time, timeout time.Duration, wantSet bool) {

@@ -1,4 +1,4 @@
-package l7
+package body
 
 import "time"
 
@@ -14,7 +14,7 @@ import "time"
 // Code that sets a connection's deadline without its deadline value (sniff,
 // splices, tunnels) does so before the HTTP/1.x loop uses the connection or
 // after it has stopped; the zero value means "unknown" and always sets.
-type deadline struct {
+type Deadline struct {
 	at time.Time // the deadline last set; zero: unknown
 }
 
@@ -23,7 +23,7 @@ const deadlineSlack = 16
 
 // next returns the deadline to set for timeout from now, and false when the
 // one already set will do.
-func (d *deadline) next(now time.Time, timeout time.Duration) (time.Time, bool) {
+func (d *Deadline) next(now time.Time, timeout time.Duration) (time.Time, bool) {
 	want := now.Add(timeout)
 	slack := timeout / deadlineSlack
 	if !d.at.Before(want) && d.at.Sub(want) <= slack {
@@ -34,14 +34,14 @@ func (d *deadline) next(now time.Time, timeout time.Duration) (time.Time, bool) 
 }
 
 // setRead makes nc's read deadline timeout from now (coarsely).
-func (d *deadline) setRead(nc deadliner, now time.Time, timeout time.Duration) {
+func (d *Deadline) SetRead(nc deadliner, now time.Time, timeout time.Duration) {
 	if at, ok := d.next(now, timeout); ok {
 		nc.SetReadDeadline(at)
 	}
 }
 
 // setWrite makes nc's write deadline timeout from now (coarsely).
-func (d *deadline) setWrite(nc writeDeadliner, now time.Time, timeout time.Duration) {
+func (d *Deadline) SetWrite(nc writeDeadliner, now time.Time, timeout time.Duration) {
 	if at, ok := d.next(now, timeout); ok {
 		nc.SetWriteDeadline(at)
 	}
