@@ -45,9 +45,12 @@ func (r *readiness) notReady() string {
 }
 
 // adminHandler serves /metrics from reg, /healthz (the process is alive and
-// serving HTTP) and /readyz.
-func adminHandler(reg *prometheus.Registry, ready *readiness, log *slog.Logger) http.Handler {
+// serving HTTP), /readyz and what more adds (the agent's /exempt).
+func adminHandler(reg *prometheus.Registry, ready *readiness, log *slog.Logger, more ...func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
+	for _, add := range more {
+		add(mux)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),
 		Registry: reg, // counts its own scrapes and errors

@@ -18,6 +18,7 @@ import (
 const explainUsage = `usage: egressd explain --rules PATH [--] HOST[:PORT]...
        egressd explain --rules PATH --log FILE|-
        egressd explain --rules PATH --log-line LINE [--log-line LINE]...
+       egressd explain --pod NAMESPACE/NAME [--admin ADDR]
 
 Prints, for each HOST[:PORT] (port 80 when none is given; IPv6 as
 [2001:db8::1]:443), one line saying whether egressd would allow it, by which
@@ -45,8 +46,16 @@ checks it; one the agent refuses is named on stderr and left out):
 
   egressd explain --rules global.yaml --namespace team-a --kubeconfig ~/.kube/config api.a.example:443
 
+With --pod it asks the agent of this node (its admin address; run it in
+the agent's pod, e.g. kubectl exec) whether the pod is exempt from
+redirection, and why:
+
+  exempt   infra/backup reason=label: label egressd.io/exempt=true in namespace infra, which --exempt-label-namespace lists; not redirected: no rule applies to it
+  governed team-a/web: label egressd.io/exempt=true ignored: namespace team-a is not listed by --exempt-label-namespace; redirected: the rules decide its requests
+
 Exit status: 0 when the rules are valid (whatever the answers), 1 when they
-are not or a log cannot be read, 2 on a usage error.
+are not or a log cannot be read, 2 on a usage error; with --pod, 0 when the
+agent answered, 1 when it could not be asked or does not know the pod.
 
 Flags:
 `
@@ -62,6 +71,7 @@ func explainCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.Var(listFlag(&logLines, func(s string) (string, error) { return s, nil }), "log-line", "one access-log `line` to explain (repeatable)")
 	var scope explainScope // explainns.go
 	scope.flags(fs)
+	pod, admin := explainPodFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -69,6 +79,13 @@ func explainCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 		return exitError{exitUsage}
 	}
 	fromLog := *logFile != "" || len(logLines) > 0
+	if *pod != "" {
+		if fromLog || fs.NArg() > 0 {
+			fmt.Fprintln(stderr, "egressd explain: give --pod alone, or hosts, or access-log lines")
+			return exitError{exitUsage}
+		}
+		return explainPod(*admin, *pod, stdout, stderr) // explainpod.go
+	}
 	switch {
 	case *path == "" || fs.NArg() == 0 && !fromLog:
 		fmt.Fprintln(stderr, "egressd explain: give --rules PATH and at least one HOST[:PORT], or --log FILE, or --log-line LINE")

@@ -24,8 +24,9 @@ const envPrefix = "EGRESSD_"
 type runConfig struct {
 	Rules         string
 	Cgroups       []string
-	CgroupRules   []cgroupRules // --cgroup-rules (scopes.go)
-	ExemptCgroups []string      // --exempt-cgroup
+	CgroupRules   []cgroupRules   // --cgroup-rules (scopes.go)
+	ExemptCgroups []string        // --exempt-cgroup
+	PodExempt     podExemptConfig // --exempt-namespace, --exempt-label-namespace, --system-namespace (exemptpods.go)
 	ProxyPort     uint16
 	Admin         string
 	NodeAddrs     []netip.Addr
@@ -96,8 +97,9 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 		"`CGROUP_DIR=RULES_PATH`: the processes of that cgroup (a --cgroup or below one) and of the cgroups below it are decided by these rule files on top of --rules; the most specific cgroup wins (repeatable)")
 	fs.Var(listFlag(&cfg.ExemptCgroups, func(s string) (string, error) { return s, nil }), "exempt-cgroup",
 		"cgroup v2 `directory` below an attached one whose processes are left alone, as if not attached (repeatable; the agent's own cgroup is exempt where it holds only the agent)")
+	exemptPodFlags(fs, &cfg.PodExempt)
 	fs.Var(portFlag{&cfg.ProxyPort}, "proxy-port", "`port` the proxy listens on, IPv4 and IPv6")
-	fs.StringVar(&cfg.Admin, "admin", defaultAdmin, "`address` of /metrics, /healthz and /readyz")
+	fs.StringVar(&cfg.Admin, "admin", defaultAdmin, "`address` of /metrics, /healthz, /readyz and /exempt (the exempt pods, with --kubernetes)")
 	fs.Var(listFlag(&cfg.NodeAddrs, netip.ParseAddr), "node-addr",
 		"this node's `address` that pods' connections are sent to (repeatable: one IPv4, one IPv6); none: pods fail closed")
 	fs.Var(listFlag(&cfg.ExcludeCIDRs, netip.ParsePrefix), "exclude-cidr",
@@ -247,6 +249,9 @@ func (c *runConfig) validate() error {
 	}
 	if c.Rules == "" {
 		return errors.New("--rules is required")
+	}
+	if err := c.PodExempt.check(c.Kubernetes); err != nil {
+		return err
 	}
 	if c.Kubernetes && c.NodeName == "" {
 		return errors.New("--node-name is required with --kubernetes: the pods of this node are watched (the DaemonSet sets EGRESSD_NODE_NAME from spec.nodeName)")

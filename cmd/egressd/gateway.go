@@ -65,7 +65,7 @@ func newGatewayFlags(cfg *gatewayConfig, out io.Writer) *flag.FlagSet {
 	fs.Var(accessLogFlag{&cfg.AccessLog}, "access-log", accessLogUsage)
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM `file` of the certificate (chain) to serve the proxy over TLS, with --tls-key; agents then use --egress-proxy https://…")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM `file` of the private key of --tls-cert")
-	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets, 0: none (give the agent's mark when the gateway runs in a redirected cgroup)")
+	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets, for the node's routing rules; 0: none (it exempts nothing from redirection: on a node with an agent the gateway's pods are exempted by label, README \"Exempt pods\")")
 	allowUpstreamFlag(fs, &cfg.AllowUpstream)
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long requests and tunnels in flight may take to finish")
 	maxSpliceLifetimeFlag(fs, &cfg.MaxSpliceLifetime)

@@ -125,8 +125,9 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	// A handed-over admin socket is served once this agent is ready: until
 	// then the previous agent answers the probes.
 	var admin *adminServer
+	exemptEP := &exemptEndpoint{} // exemptpods.go: GET /exempt
 	if lns.admin == nil {
-		if admin, err = startAdmin(cfg.Admin, adminHandler(reg, &ready, log), log); err != nil {
+		if admin, err = startAdmin(cfg.Admin, adminHandler(reg, &ready, log, exemptEP.register), log); err != nil {
 			return err
 		}
 		defer admin.shutdown(context.Background())
@@ -149,6 +150,12 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	}
 	ready.attached(red.Check)
 	reg.MustRegister(redirectCollector{red})
+	if ka != nil {
+		// The pods were listed before the attach (startKube): the exempt
+		// pods' cgroups are in the map from the first Sync, moments from
+		// now, and the previous agent's entries stay until then.
+		startPodExemptions(ctx, &cfg.PodExempt, ka.pods, red, exemptEP, log)
+	}
 
 	proxyCfg.OriginalDst = originalDst{red} // limits.go: with the cgroup, for per-client limits
 	proxy, err := l7.New(proxyCfg)
@@ -160,7 +167,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	go func() { serveErr <- proxy.Serve(lns.proxy) }()
 	ready.listening.Store(true)
 	if admin == nil {
-		admin = serveAdmin(lns.admin, adminHandler(reg, &ready, log), log)
+		admin = serveAdmin(lns.admin, adminHandler(reg, &ready, log, exemptEP.register), log)
 		defer admin.shutdown(context.Background())
 	}
 	succ := startSuccession(cfg, lns, admin.ln, red, log) // handover.go: the previous agent stops; wait for the next
