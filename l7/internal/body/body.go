@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -46,19 +45,6 @@ type Pump struct {
 	rawSrc, rawDst syscall.RawConn
 }
 
-// directMin: a body with at least this much left past the buffers moves
-// around them (pump.direct). A variable for BenchmarkBulk's comparison.
-var DirectMin int64 = 16 << 10
-
-// bulkBufSize: the buffer of a direct move that cannot splice.
-const bulkBufSize = 64 << 10
-
-var bulkBufs = sync.Pool{New: func() any { b := make([]byte, bulkBufSize); return &b }}
-
-// directMoved counts the bytes direct moved, by path (tests read it to know
-// which path a body took).
-var DirectMoved struct{ Spliced, Copied atomic.Int64 }
-
 // errPumpStopped: the pump's stop flag was set.
 var errPumpStopped = errors.New("body transfer stopped")
 
@@ -77,7 +63,7 @@ type deadliner interface{ SetReadDeadline(time.Time) error }
 
 type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
-// copyError tells which side of a pump failed.
+// CopyError tells which side of a pump failed.
 type CopyError struct {
 	Write bool // the destination failed; else the source
 	Err   error
@@ -86,7 +72,7 @@ type CopyError struct {
 func (e *CopyError) Error() string { return e.Err.Error() }
 func (e *CopyError) Unwrap() error { return e.Err }
 
-// errBadChunk reports invalid chunked framing.
+// ErrBadChunk reports invalid chunked framing.
 var ErrBadChunk = errors.New("invalid chunked encoding")
 
 // errBodyTooLarge: a body over pump.limit.
@@ -136,7 +122,7 @@ func (p *Pump) writeString(s string) error {
 	return nil
 }
 
-// copyN moves exactly n body bytes.
+// CopyN moves exactly n body bytes.
 func (p *Pump) CopyN(n int64) error {
 	defer p.release()
 	return p.moveN(n)
@@ -166,7 +152,7 @@ func (p *Pump) moveN(n int64) error {
 	return nil
 }
 
-// copyUntilEOF moves bytes until src ends (a response without length).
+// CopyUntilEOF moves bytes until src ends (a response without length).
 func (p *Pump) CopyUntilEOF() error {
 	defer p.release()
 	cleanEnd := func(err error) error {
@@ -194,7 +180,7 @@ func (p *Pump) CopyUntilEOF() error {
 	}
 }
 
-// copyChunked validates a chunked body and moves it re-framed (reframe) or
+// CopyChunked validates a chunked body and moves it re-framed (reframe) or
 // decoded (for HTTP/1.0 clients), trailers included when re-framed.
 func (p *Pump) CopyChunked(reframe bool) error {
 	defer p.release()
@@ -230,106 +216,6 @@ func (p *Pump) CopyChunked(reframe bool) error {
 			}
 		}
 	}
-}
-
-// direct moves n bytes (n < 0: until src ends, reported as a copyError of
-// io.EOF) from srcConn to dstConn, with src's buffer empty; dst is flushed
-// first. handled is false when a side is not a net.Conn (nothing was done).
-func (p *Pump) direct(n int64) (handled bool, err error) {
-	src, ok1 := p.SrcConn.(net.Conn)
-	dst, ok2 := p.DstConn.(net.Conn)
-	if !ok1 || !ok2 {
-		return false, nil
-	}
-	p.DstDL.SetWrite(p.DstConn, time.Now(), p.Stall)
-	if p.stopped() {
-		return true, &CopyError{Write: true, Err: errPumpStopped}
-	}
-	if err := p.Dst.Flush(); err != nil {
-		return true, &CopyError{Write: true, Err: err}
-	}
-	if p.rawSrc == nil {
-		if rs, rd, ok := zerocopy.Sockets(src, dst); ok {
-			p.pipe, _ = zerocopy.New() // out of fds: copy instead
-			p.rawSrc, p.rawDst = rs, rd
-		}
-	}
-	if p.pipe != nil {
-		return true, p.spliceN(p.rawSrc, p.rawDst, n)
-	}
-	return true, p.bulkN(src, dst, n)
-}
-
-// spliceN is direct through the pipe: socket → pipe under src's read
-// deadline, pipe → socket under dst's write deadline.
-func (p *Pump) spliceN(src, dst syscall.RawConn, n int64) error {
-	for n != 0 {
-		max := p.pipe.Size()
-		if n > 0 && int64(max) > n {
-			max = int(n)
-		}
-		p.SrcDL.SetRead(p.SrcConn, time.Now(), p.Stall)
-		if p.stopped() {
-			return &CopyError{Err: errPumpStopped}
-		}
-		k, err := p.pipe.Fill(src, max)
-		if err != nil {
-			return &CopyError{Err: err}
-		}
-		if k == 0 {
-			return &CopyError{Err: io.EOF}
-		}
-		p.DstDL.SetWrite(p.DstConn, time.Now(), p.Stall)
-		if p.stopped() {
-			return &CopyError{Write: true, Err: errPumpStopped}
-		}
-		w, err := p.pipe.Drain(dst)
-		p.N += int64(w)
-		DirectMoved.Spliced.Add(int64(w))
-		if n > 0 {
-			n -= int64(w)
-		}
-		if err != nil {
-			return &CopyError{Write: true, Err: err}
-		}
-	}
-	return nil
-}
-
-// bulkN is direct without splice: reads and writes of up to bulkBufSize.
-func (p *Pump) bulkN(src, dst net.Conn, n int64) error {
-	bp := bulkBufs.Get().(*[]byte)
-	defer bulkBufs.Put(bp)
-	for n != 0 {
-		b := *bp
-		if n > 0 && int64(len(b)) > n {
-			b = b[:n]
-		}
-		p.SrcDL.SetRead(p.SrcConn, time.Now(), p.Stall)
-		if p.stopped() {
-			return &CopyError{Err: errPumpStopped}
-		}
-		k, rerr := src.Read(b)
-		if k > 0 {
-			p.DstDL.SetWrite(p.DstConn, time.Now(), p.Stall)
-			if p.stopped() {
-				return &CopyError{Write: true, Err: errPumpStopped}
-			}
-			_, werr := dst.Write(b[:k])
-			p.N += int64(k)
-			DirectMoved.Copied.Add(int64(k))
-			if n > 0 {
-				n -= int64(k)
-			}
-			if werr != nil {
-				return &CopyError{Write: true, Err: werr}
-			}
-		}
-		if rerr != nil && (n != 0 || rerr != io.EOF) {
-			return &CopyError{Err: rerr}
-		}
-	}
-	return nil
 }
 
 // readLine returns the next CRLF-terminated line without CRLF; the slice is
@@ -434,7 +320,7 @@ func IsEOF(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
 }
 
-// requestBody moves r's body (chunked: validated and re-framed).
+// RequestBody moves r's body (chunked: validated and re-framed).
 func (p *Pump) RequestBody(r *h1.Request) error {
 	if r.Chunked {
 		return p.CopyChunked(p.Dst != nil)

@@ -33,14 +33,14 @@ func (d *Deadline) next(now time.Time, timeout time.Duration) (time.Time, bool) 
 	return d.at, true
 }
 
-// setRead makes nc's read deadline timeout from now (coarsely).
+// SetRead makes nc's read deadline timeout from now (coarsely).
 func (d *Deadline) SetRead(nc deadliner, now time.Time, timeout time.Duration) {
 	if at, ok := d.next(now, timeout); ok {
 		nc.SetReadDeadline(at)
 	}
 }
 
-// setWrite makes nc's write deadline timeout from now (coarsely).
+// SetWrite makes nc's write deadline timeout from now (coarsely).
 func (d *Deadline) SetWrite(nc writeDeadliner, now time.Time, timeout time.Duration) {
 	if at, ok := d.next(now, timeout); ok {
 		nc.SetWriteDeadline(at)

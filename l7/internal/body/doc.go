@@ -13,8 +13,10 @@
 // decisions. The Pump's fields are set by l7 (l7/http1.go, exchange.go,
 // upload.go) for each body.
 //
-// Files: body.go (Pump: CopyN, CopyChunked, CopyUntilEOF, RequestBody; the
-// splice and bulk paths; chunk sizes and trailers), deadline.go (Deadline:
+// Files: body.go (Pump: CopyN, CopyChunked, CopyUntilEOF, RequestBody;
+// chunk sizes and trailers), direct.go (the bulk path around the buffers:
+// splice between plain TCP sockets, large reads and writes otherwise),
+// deadline.go (Deadline:
 // a read or write deadline moved only when it must, up to 1/16 of the
 // timeout late, never early).
 package body

@@ -37,7 +37,7 @@ type Head struct {
 	TeTrailers     bool  // TE names trailers
 }
 
-// span is a half-open range of a head's buffer.
+// Span is a half-open range of a head's buffer.
 type Span struct{ Lo, Hi int32 }
 
 func (s Span) empty() bool { return s.Hi <= s.Lo }
@@ -84,7 +84,7 @@ const (
 	MaxConnTokens = 32  // more names in Connection fields: errMalformed
 )
 
-// readHead reads a message head (up to and including the empty line) from br
+// ReadHead reads a message head (up to and including the empty line) from br
 // into h.buf, keeping it under max bytes. It returns io.EOF when br ends
 // before the first byte.
 func (h *Head) ReadHead(br *bufio.Reader, max int) error {
@@ -182,7 +182,7 @@ func (h *Head) parseFields(off int) error {
 	return nil
 }
 
-// parseField splits one "name: value" line, validating both parts.
+// ParseField splits one "name: value" line, validating both parts.
 func (h *Head) ParseField(ln Span) (Field, error) {
 	line := h.Bytes(ln)
 	colon := -1

@@ -15,7 +15,7 @@ type Request struct {
 	Absolute  bool // the target was in absolute form
 }
 
-// parse parses a request head read by readHead.
+// Parse parses a request head read by readHead.
 func (r *Request) Parse() error {
 	r.reset()
 	r.Authority, r.Path, r.Absolute = Span{}, Span{}, false
@@ -71,7 +71,7 @@ func parseVersion(v []byte) (int, error) {
 	return int(v[7] - '0'), nil
 }
 
-// check enforces the framing and authority rules that must hold before a
+// Check enforces the framing and authority rules that must hold before a
 // request is matched. It returns 0 or the status and reason of the refusal;
 // every refusal closes the connection.
 func (r *Request) Check() (int, string) {
@@ -164,7 +164,7 @@ func (r *Request) absoluteForm() (int, string) {
 	return 0, ""
 }
 
-// wantsUpgrade reports whether the request asks to switch protocols in a
+// WantsUpgrade reports whether the request asks to switch protocols in a
 // way the proxy passes on. An upgrade to h2c is not: the HTTP/2 streams
 // that would follow on the spliced connection could each name another
 // :authority, and only the first request would have been decided. Such a
@@ -185,7 +185,7 @@ func HasPrefixFold(b []byte, prefix string) bool {
 	return len(b) >= len(prefix) && equalFold(b[:len(prefix)], prefix)
 }
 
-// validAuthority checks host[:port] where host is a reg-name, an IPv4
+// ValidAuthority checks host[:port] where host is a reg-name, an IPv4
 // address or a bracketed IPv6 address. userinfo is refused.
 func ValidAuthority(a []byte, needHost bool) bool {
 	if len(a) == 0 {
@@ -238,7 +238,7 @@ var regNameTable = asciiTable("-._~!$&'()*+,;=%")
 
 var errReasonPhrase = errors.New("control character in the reason phrase")
 
-// parseResponse parses a response head read by readHead.
+// ParseResponse parses a response head read by readHead.
 func (h *Head) ParseResponse() error {
 	h.reset()
 	ln, next := h.nextLine(0)
@@ -278,7 +278,7 @@ var ErrMalformedResponse = errors.New("malformed response")
 
 func (r *Request) HasBody() bool { return r.Chunked || r.ContentLength > 0 }
 
-// replayable reports whether r may be sent again after a reused upstream
+// Replayable reports whether r may be sent again after a reused upstream
 // connection failed without a byte of response: the rule of net/http's
 // Transport (RFC 9110 9.2.2), since the upstream may have processed it. A
 // body is never replayed: it was streamed, not kept.
