@@ -25,6 +25,8 @@
 //     shed at accept (limit.go): reset unread, counted by reason, logged at
 //     most every 5 s per reason. Accept errors of exhausted resources (EMFILE,
 //     ENFILE, ENOBUFS, ENOMEM) pause Serve, never end it.
+//   - One client holds at most MaxStreamsPerClient h2c streams at once, over
+//     all its connections (streamlimit.go); one more is answered 503.
 //   - The first request head (TLS ClientHello, h2c preface) must arrive
 //     within ReadHeaderTimeout of accept, not of its first byte; until its
 //     first byte a connection holds no read buffer.

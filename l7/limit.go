@@ -75,10 +75,12 @@ type clientKey struct {
 // limiter counts the open client connections, overall and per client.
 type limiter struct {
 	maxConns, perClient int
+	perClientStreams    int // streamlimit.go
 
 	mu       sync.Mutex
 	open     int
 	byClient map[clientKey]int32
+	streams  map[clientKey]int32 // open h2c streams (streamlimit.go)
 
 	// memory: the runtime's limit when admit last read it, the threshold
 	// above which it sheds (0: none), and whether it is above it.
@@ -98,8 +100,9 @@ type shedLogState struct {
 	unseen atomic.Int64 // shed since the last line
 }
 
-func newLimiter(maxConns, perClient int, log *slog.Logger) *limiter {
-	l := &limiter{maxConns: maxConns, perClient: perClient, byClient: make(map[clientKey]int32), log: log,
+func newLimiter(maxConns, perClient, perClientStreams int, log *slog.Logger) *limiter {
+	l := &limiter{maxConns: maxConns, perClient: perClient, perClientStreams: perClientStreams,
+		byClient: make(map[clientKey]int32), streams: make(map[clientKey]int32), log: log,
 		memSample: []rtmetrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}}
 	l.readMemory(time.Now())
 	return l
@@ -139,15 +142,30 @@ func (l *limiter) addClient(client clientKey, pressure bool) string {
 	if client == (clientKey{}) {
 		return ""
 	}
-	n := l.byClient[client]
-	if l.perClient > 0 && int(n) >= l.perClient {
-		return shedPerClient
+	return countUp(l.byClient, client, l.perClient, pressure, pressureAllowance, shedPerClient, shedMemory)
+}
+
+// countUp adds one to m[client] unless it has reached limit (> 0), or
+// allowance under pressure: then it returns overLimit or overMemory.
+func countUp(m map[clientKey]int32, client clientKey, limit int, pressure bool, allowance int32, overLimit, overMemory string) string {
+	n := m[client]
+	if limit > 0 && int(n) >= limit {
+		return overLimit
 	}
-	if pressure && n >= pressureAllowance {
-		return shedMemory
+	if pressure && n >= allowance {
+		return overMemory
 	}
-	l.byClient[client] = n + 1
+	m[client] = n + 1
 	return ""
+}
+
+// countDown takes one from m[client], deleting it at 0.
+func countDown(m map[clientKey]int32, client clientKey) {
+	if n := m[client] - 1; n > 0 {
+		m[client] = n
+	} else {
+		delete(m, client)
+	}
 }
 
 func (l *limiter) release(client clientKey) {
@@ -157,11 +175,7 @@ func (l *limiter) release(client clientKey) {
 	if client == (clientKey{}) {
 		return
 	}
-	if n := l.byClient[client] - 1; n > 0 {
-		l.byClient[client] = n
-	} else {
-		delete(l.byClient, client)
-	}
+	countDown(l.byClient, client)
 }
 
 // memoryOver reports whether the runtime's memory is above the shedding

@@ -26,6 +26,7 @@ type metrics struct {
 	upstreamErrors *prometheus.CounterVec // kind
 	origMisses     prometheus.Counter
 	shed           *prometheus.CounterVec // reason
+	streamsRefused *prometheus.CounterVec // reason (streamlimit.go)
 	limits         prometheus.Collector   // the limits in force (limit.go)
 	addrRefused    *prometheus.CounterVec // reason code (addrpolicy.go)
 	cut            *prometheus.CounterVec // reason (redecide.go)
@@ -60,9 +61,10 @@ func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, er
 			Name: "egressd_connections_shed_total",
 			Help: "Client connections closed at accept, unread, by reason (max_conns, max_conns_per_client, memory).",
 		}, []string{"reason"}),
+		streamsRefused: newStreamsRefused(),
 		addrRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_upstream_addresses_refused_total",
-			Help: "Upstream dials refused by the address policy, by reason (loopback, unspecified, link_local, multicast, broadcast, node_address, not_original).",
+			Help: "Upstream dials refused by the address policy, by reason (loopback, unspecified, link_local, multicast, broadcast, metadata, node_address, not_original).",
 		}, []string{"reason"}),
 		cut: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_connections_cut_total",
@@ -84,7 +86,7 @@ func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, er
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.limits, m.addrRefused, m.cut, m.egressRetries, m.mode} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.openConns, m.upstreamErrors, m.origMisses, m.shed, m.streamsRefused, m.limits, m.addrRefused, m.cut, m.egressRetries, m.mode} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("l7: register metrics: %w", err)
 		}
@@ -98,7 +100,7 @@ func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, er
 type limitsCollector struct{ l *limiter }
 
 var limitDesc = prometheus.NewDesc("egressd_limit",
-	"Limits in force: max_conns, max_conns_per_client (0: none), memory_bytes (the Go runtime's memory limit, GOMEMLIMIT) and memory_shed_bytes (new connections are shed above it); 0: none.",
+	"Limits in force: max_conns, max_conns_per_client, max_streams_per_client (0: none), memory_bytes (the Go runtime's memory limit, GOMEMLIMIT) and memory_shed_bytes (new connections are shed above it); 0: none.",
 	[]string{"limit"}, nil)
 
 func (c limitsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- limitDesc }
@@ -114,6 +116,7 @@ func (c limitsCollector) Collect(ch chan<- prometheus.Metric) {
 		name string
 		v    int64
 	}{{"max_conns", int64(max(l.maxConns, 0))}, {"max_conns_per_client", int64(max(l.perClient, 0))},
+		{"max_streams_per_client", int64(max(l.perClientStreams, 0))},
 		{"memory_bytes", memLimit}, {"memory_shed_bytes", l.memShed.Load()}} {
 		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(v.v), v.name)
 	}

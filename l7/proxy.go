@@ -174,7 +174,11 @@ type Config struct {
 	// either is shed at accept (limit.go). 0: the default; negative: none.
 	MaxConns          int // 0: DefaultMaxConns
 	MaxConnsPerClient int // 0: DefaultMaxConnsPerClient
-	MaxIdleUpstream   int // idle upstream HTTP/1.x connections kept in all; 0: DefaultMaxIdleUpstream
+	// MaxStreamsPerClient bounds the h2c streams open at once from one
+	// client, over all its connections (streamlimit.go); one more is
+	// answered 503. 0: DefaultMaxStreamsPerClient; negative: none.
+	MaxStreamsPerClient int
+	MaxIdleUpstream     int // idle upstream HTTP/1.x connections kept in all; 0: DefaultMaxIdleUpstream
 	// MaxIdlePerClient bounds the idle upstream HTTP/1.x connections that the
 	// requests of one client address may leave pooled (so one client naming
 	// thousands of hosts makes egressd hold at most this many sockets for
@@ -228,6 +232,7 @@ func New(cfg Config) (*Proxy, error) {
 	setDefault(&cfg.UpstreamIdle, DefaultUpstreamIdle)
 	setDefault(&cfg.MaxConns, DefaultMaxConns)
 	setDefault(&cfg.MaxConnsPerClient, DefaultMaxConnsPerClient)
+	setDefault(&cfg.MaxStreamsPerClient, DefaultMaxStreamsPerClient)
 	setDefault(&cfg.MaxIdleUpstream, DefaultMaxIdleUpstream)
 	setDefault(&cfg.MaxIdlePerClient, DefaultMaxIdlePerClient)
 	control := ChainControl(MarkControl(cfg.Mark), cfg.Control)
@@ -253,7 +258,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.policy.Allow = cfg.AllowUpstream
 	p.dial = p.policyDial(cfg.Dial, control)
 	p.pool = pool.New[*upConn](cfg.MaxIdlePerHost, cfg.MaxIdlePerClient, cfg.MaxIdleUpstream, cfg.UpstreamIdle)
-	p.limits = newLimiter(cfg.MaxConns, cfg.MaxConnsPerClient, p.log)
+	p.limits = newLimiter(cfg.MaxConns, cfg.MaxConnsPerClient, cfg.MaxStreamsPerClient, p.log)
 	m, err := newMetrics(cfg.Metrics, p.limits, cfg.Audit)
 	if err != nil {
 		return nil, err

@@ -51,18 +51,19 @@ type runConfig struct {
 	GlobalNamespace string // "": the agent's own (kube.DefaultGlobalNamespace)
 	Uninstall       bool
 
-	ShutdownTimeout   time.Duration
-	ConnectTimeout    time.Duration
-	ReadHeaderTimeout time.Duration
-	IdleTimeout       time.Duration
-	ResponseTimeout   time.Duration
-	MaxHeaderBytes    int
-	MaxConns          int         // 0: derived from RLIMIT_NOFILE (limits.go)
-	MaxConnsPerClient int         // 0: the proxy's default
-	MemoryLimit       memoryLimit // the Go runtime's memory limit (limits.go)
-	MaxIdleUpstream   int
-	MaxIdlePerClient  int
-	MaxSpliceLifetime time.Duration // maxSpliceLifetimeFlag
+	ShutdownTimeout     time.Duration
+	ConnectTimeout      time.Duration
+	ReadHeaderTimeout   time.Duration
+	IdleTimeout         time.Duration
+	ResponseTimeout     time.Duration
+	MaxHeaderBytes      int
+	MaxConns            int         // 0: derived from RLIMIT_NOFILE (limits.go)
+	MaxConnsPerClient   int         // 0: the proxy's default
+	MaxStreamsPerClient int         // 0: the proxy's default
+	MemoryLimit         memoryLimit // the Go runtime's memory limit (limits.go)
+	MaxIdleUpstream     int
+	MaxIdlePerClient    int
+	MaxSpliceLifetime   time.Duration // maxSpliceLifetimeFlag
 
 	accessLog *slog.Logger // built from AccessLog by runCmd; nil: the main log
 }
@@ -128,6 +129,7 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", 0, "request/response head size limit (0: proxy default, 32 KiB)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "client connections open at once, all clients; more are reset at accept (0: 16384, lowered to fit the open files limit; -1: none)")
 	fs.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", 0, "client connections open at once from one source address (a pod); more are reset at accept (0: 1024; -1: none)")
+	fs.IntVar(&cfg.MaxStreamsPerClient, "max-streams-per-client", 0, "h2c streams open at once from one client (a pod), over all its connections; more are answered 503 (0: 1024; -1: none)")
 	fs.Var(memoryLimitFlag{&cfg.MemoryLimit}, "memory-limit", "the Go runtime's memory `limit`: auto (85% of the cgroup's, unless GOMEMLIMIT is set), none, or a size (400MiB); new connections are shed above 90% of it")
 	fs.IntVar(&cfg.MaxIdleUpstream, "max-idle-upstream", 0, "idle upstream HTTP/1.x connections kept in all (0: proxy default, 1024)")
 	fs.IntVar(&cfg.MaxIdlePerClient, "max-idle-upstream-per-client", 0,
@@ -310,7 +312,7 @@ func (c *runConfig) validate() error {
 	for _, l := range []struct {
 		name string
 		v    int
-	}{{"max-conns", c.MaxConns}, {"max-conns-per-client", c.MaxConnsPerClient}} {
+	}{{"max-conns", c.MaxConns}, {"max-conns-per-client", c.MaxConnsPerClient}, {"max-streams-per-client", c.MaxStreamsPerClient}} {
 		if l.v < -1 {
 			return fmt.Errorf("--%s %d: want a count, 0 for the default or -1 for none", l.name, l.v)
 		}
