@@ -10,10 +10,12 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/rules"
+	"golang.org/x/sys/unix"
 )
 
 // scriptedUpstream is an HTTP/1.1 upstream that misbehaves on purpose: serve
@@ -174,6 +176,7 @@ func TestPoisonedHEADDoesNotReachTheNextClient(t *testing.T) {
 						time.Sleep(delay)
 					}
 					io.WriteString(c, fake)
+					waitAcked(c) // the poison is in egressd's socket
 					close(headAnswered)
 					for {
 						if _, err := u.readRequest(br); err != nil {
@@ -189,7 +192,6 @@ func TestPoisonedHEADDoesNotReachTheNextClient(t *testing.T) {
 					t.Fatalf("HEAD: %d, length %d", resp.StatusCode, resp.ContentLength)
 				}
 				<-headAnswered
-				time.Sleep(20 * time.Millisecond) // the poison is on its way or in egressd's socket
 				second := e.dial()
 				second.send("GET /mine HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
 				if resp, body := second.read("GET"); resp.StatusCode != 200 || body != "hello /mine" {
@@ -221,6 +223,7 @@ func TestIdle408IsNotTheNextClientsResponse(t *testing.T) {
 			hello(c, r)
 			time.Sleep(50 * time.Millisecond)
 			io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+			waitAcked(c) // the 408 is in egressd's socket
 			close(sent408)
 			// Keep it open a while, as a server lingering before its close.
 			time.Sleep(2 * time.Second)
@@ -232,7 +235,6 @@ func TestIdle408IsNotTheNextClientsResponse(t *testing.T) {
 			t.Fatalf("first: %d %q", resp.StatusCode, body)
 		}
 		<-sent408
-		time.Sleep(20 * time.Millisecond)
 		other := e.dial()
 		other.send("GET /2 HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
 		if resp, body := other.read("GET"); resp.StatusCode != 200 || body != "hello /2" {
@@ -366,6 +368,31 @@ func BenchmarkReuseCheck(b *testing.B) {
 	for b.Loop() {
 		if !uc.usable() {
 			b.Fatal("idle connection judged unusable")
+		}
+	}
+}
+
+// waitAcked returns once the peer has acknowledged every byte written on c
+// (TCP, or TLS over TCP): they are in the peer's socket, where its next read
+// or peek finds them. It gives up after 5 s (the test then fails on what the
+// peer did not see).
+func waitAcked(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		unacked := -1
+		rc.Control(func(fd uintptr) { unacked, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+		if unacked == 0 {
+			return
 		}
 	}
 }

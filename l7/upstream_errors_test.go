@@ -161,7 +161,8 @@ func (u *rawUpstream) orig() netip.AddrPort {
 
 func TestStalePooledConnectionIsNotUsedForABody(t *testing.T) {
 	// The upstream drops idle keep-alive connections after 50ms.
-	u := newUpstreamWith(t, nil, func(s *http.Server) { s.IdleTimeout = 50 * time.Millisecond })
+	var closed <-chan struct{}
+	u := newUpstreamWith(t, nil, func(s *http.Server) { s.IdleTimeout = 50 * time.Millisecond; closed = closedConns(s) })
 	e := newEnv(t, Config{
 		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
 		OriginalDst: fixedOrig{u.orig()},
@@ -177,8 +178,20 @@ func TestStalePooledConnectionIsNotUsedForABody(t *testing.T) {
 			t.Fatalf("request %d after the upstream closed its idle connection: %d %q", i+1, resp.StatusCode, body)
 		}
 		u.next(t)
-		time.Sleep(150 * time.Millisecond)
+		<-closed // the upstream closed the connection, idle in egressd's pool
 	}
+}
+
+// closedConns makes s report each connection it has closed (after the
+// close: the FIN is in the peer's socket by then).
+func closedConns(s *http.Server) <-chan struct{} {
+	c := make(chan struct{}, 16)
+	s.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			c <- struct{}{}
+		}
+	}
+	return c
 }
 
 func TestShutdownAnswersConnectionClose(t *testing.T) {
@@ -201,11 +214,12 @@ func TestShutdownAnswersConnectionClose(t *testing.T) {
 
 func TestRetryAfterAStalePooledConnectionUsesANewOne(t *testing.T) {
 	gate := make(chan struct{})
+	var closed <-chan struct{}
 	u := newUpstreamWith(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			<-gate
 		}
-	}, func(s *http.Server) { s.IdleTimeout = 50 * time.Millisecond })
+	}, func(s *http.Server) { s.IdleTimeout = 50 * time.Millisecond; closed = closedConns(s) })
 	e := newEnv(t, Config{
 		Rules:       compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
 		OriginalDst: fixedOrig{u.orig()},
@@ -220,7 +234,8 @@ func TestRetryAfterAStalePooledConnectionUsesANewOne(t *testing.T) {
 	a.read("GET")
 	b.read("GET")
 	// ...which the upstream then closes while they are idle.
-	time.Sleep(200 * time.Millisecond)
+	<-closed
+	<-closed
 	a.send("GET /after HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
 	if resp, body := a.read("GET"); resp.StatusCode != 200 {
 		t.Fatalf("got %d %q", resp.StatusCode, body)
@@ -233,7 +248,11 @@ func TestRetryAfterAStalePooledConnectionUsesANewOne(t *testing.T) {
 func TestShutdownClosesAConnectionThatSentNothing(t *testing.T) {
 	e, _ := allowEnv(t, nil)
 	silent := e.dial()
-	time.Sleep(50 * time.Millisecond) // accepted, waiting for its first bytes
+	waitFor(t, func() bool { // accepted, waiting for its first bytes
+		e.p.mu.Lock()
+		defer e.p.mu.Unlock()
+		return len(e.p.conns) == 1
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := e.p.Shutdown(ctx); err != nil {
