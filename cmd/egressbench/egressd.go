@@ -16,12 +16,16 @@ import (
 	"github.com/egressd/egressd/internal/mounts"
 )
 
-// startEgressd runs "egressd run" with n rules, redirecting a cgroup of its
+// startEgressd runs "egressd run" with n rules (proxy and admin ports given), redirecting a cgroup of its
 // own (so that cases never redirect each other's load), and returns a target
 // whose load generator starts in that cgroup and connects to dest as if
 // egressd were not there.
-func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest string) (*target, error) {
-	if _, err := os.Stat(e.o.egressd); err != nil {
+func (e *env) startEgressd(ctx context.Context, name string, n, port, admin int, dest string) (*target, error) {
+	bin := e.o.egressd
+	if name == "egressd-b" {
+		bin = e.o.egressdB
+	}
+	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("egressd binary: %w", err)
 	}
 	rulesFile, err := e.rulesFile(n)
@@ -37,7 +41,7 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 		"--rules", rulesFile,
 		"--cgroup", cg,
 		"--proxy-port", strconv.Itoa(port),
-		"--admin", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+100)),
+		"--admin", net.JoinHostPort("127.0.0.1", strconv.Itoa(admin)),
 		"--dns", e.dnsAddr,
 		"--ca-file", filepath.Join(e.dir, "ca.pem"),
 		"--log-format", "json",
@@ -47,7 +51,7 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 		return nil, err
 	}
 	args = append(args, "--pin-dir", pinDir)
-	cmd := exec.Command(e.o.egressd, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), e.o.env...)
 	cmd.Stdout = logFile(e.dir, name+".log")
 	cmd.Stderr = cmd.Stdout
@@ -60,24 +64,27 @@ func (e *env) startEgressd(ctx context.Context, name string, n, port int, dest s
 		// Pins outlive egressd by design; remove them.
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		un := exec.CommandContext(ctx, e.o.egressd, "run", "--uninstall", "--pin-dir", pinDir)
+		un := exec.CommandContext(ctx, bin, "run", "--uninstall", "--pin-dir", pinDir)
 		if out, err := un.CombinedOutput(); err != nil {
 			fmt.Fprintf(e.stderr, "egressbench: %s --uninstall: %v: %s\n", name, err, out)
 		}
 	})
 	t := &target{name: name, addr: dest, cgroup: fd, proxy: s}
 	switch name { // beyond the open-loop latency tests, which every case runs
-	case "egressd":
+	case "egressd", "egressd-b":
 		t.h2, t.grpc = upstreamH2, upstreamGRPC
 	case "egressd-https":
 		t.tests = map[string]bool{"max-ka": true, "bulk-down": true, "bulk-up": true}
 	case "egressd-100k":
 		t.tests = map[string]bool{}
 	}
-	// The BPF programs may be attached a moment after the proxy listens.
-	deadline := time.Now().Add(5 * time.Second)
+	// The BPF programs may be attached a moment after the proxy listens
+	// (seconds on a loaded machine). Until then the load goes direct and
+	// the upstream answers 200 for every host, so wait for the proxy's own
+	// sign: a denied host refused.
+	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if got, err := runCheck(ctx, t); err == nil && got[loadHost] == 200 {
+		if got, err := runCheck(ctx, t); err == nil && got[loadHost] == 200 && got["evil.example.test"] == 403 {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)

@@ -153,11 +153,13 @@ func (e *env) startCase(ctx context.Context, name string) (*target, error) {
 		return e.startPeer(ctx, name, "127.0.0.1:18082", "haproxy.cfg",
 			"haproxy", "-db", "-f", filepath.Join(e.dir, "haproxy.cfg"))
 	case "egressd":
-		return e.startEgressd(ctx, name, 10, 15301, upstream)
+		return e.startEgressd(ctx, name, 10, 15301, 15401, upstream)
+	case "egressd-b": // ports of issue 20's range
+		return e.startEgressd(ctx, name, 10, 23600, 23601, upstream)
 	case "egressd-https":
-		return e.startEgressd(ctx, name, 10, 15302, net.JoinHostPort(upstreamIP, "443"))
+		return e.startEgressd(ctx, name, 10, 15302, 15402, net.JoinHostPort(upstreamIP, "443"))
 	case "egressd-100k":
-		return e.startEgressd(ctx, name, e.o.bigRules, 15303, upstream)
+		return e.startEgressd(ctx, name, e.o.bigRules, 15303, 15403, upstream)
 	case "egressd-l7", "egressd-l7-nolog":
 		listen, extra := "127.0.0.1:15309", []string{"--log", filepath.Join(e.dir, name+".log")}
 		if name == "egressd-l7-nolog" {

@@ -22,7 +22,8 @@ const grpcStreams = 10
 // grpcLoad makes unary calls (grpc.health.v1.Health/Check, :authority the
 // load host) on spec.Conns connections with grpcStreams calls in flight on
 // each, back to back for spec.Duration: a real gRPC client (grpc-go) in a
-// closed loop.
+// closed loop; at spec.Rate calls per second in an open loop when it is set
+// (grpcOpenLoop).
 func grpcLoad(ctx context.Context, spec workerSpec) (*loadgen.Result, error) {
 	var conns []*grpc.ClientConn
 	defer func() {
@@ -44,6 +45,9 @@ func grpcLoad(ctx context.Context, spec workerSpec) (*loadgen.Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("grpc warm-up call to %s: %w", spec.Target, err)
 		}
+	}
+	if spec.Rate > 0 {
+		return grpcOpenLoop(ctx, spec, conns), nil
 	}
 	var mu sync.Mutex
 	hist := hdrhistogram.New(1, 60_000_000, 3)
@@ -90,8 +94,7 @@ func grpcLoad(ctx context.Context, spec workerSpec) (*loadgen.Result, error) {
 	secs := time.Since(start).Seconds()
 	res := &loadgen.Result{Mode: "closed", Conns: spec.Conns, Seconds: secs, Responses: ok,
 		Status: map[string]int64{"2xx": ok}, Errors: errs, ErrorCount: failed, AchievedRate: float64(ok) / secs}
-	res.Latency = loadgen.Latency{P50: hist.ValueAtQuantile(50), P90: hist.ValueAtQuantile(90),
-		P99: hist.ValueAtQuantile(99), P999: hist.ValueAtQuantile(99.9), Max: hist.Max(), Mean: int64(hist.Mean())}
+	res.Latency = grpcLatency(hist)
 	return res, nil
 }
 

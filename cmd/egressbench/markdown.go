@@ -46,7 +46,11 @@ func (r *report) markdown(plots []string, o *options) string {
 
 // mdLatency: open-loop latency, added latency over direct, ratio to nginx.
 func (r *report) mdLatency(b *strings.Builder, tn string) {
-	fmt.Fprintf(b, "### %s: open loop at %s req/s, keep-alive\n\n", tn, strings.TrimPrefix(tn, "lat"))
+	if ts, _ := parseTest(tn); ts.grpc {
+		fmt.Fprintf(b, "### %s: gRPC unary calls (grpc-go, health Check), open loop at %.0f calls/s on %d connections\n\n", tn, ts.rate, ts.conns)
+	} else {
+		fmt.Fprintf(b, "### %s: open loop at %s req/s, keep-alive\n\n", tn, strings.TrimPrefix(tn, "lat"))
+	}
 	b.WriteString("| case | achieved req/s | p50 / p90 / p99 / p99.9 | added p50 / p99 vs direct | p50 × nginx | proxy CPU µs/req | errors / non-2xx | generator lag p50 / p99 |\n|---|---|---|---|---|---|---|---|\n")
 	d, hasD := r.find(tn, "direct")
 	n, hasN := r.find(tn, "nginx")

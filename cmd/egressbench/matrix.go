@@ -120,7 +120,7 @@ func (e *env) runOne(ctx context.Context, ts test, t *target, r int) record {
 		rec.Result, rec.Meta, err = e.runBulk(ctx, t, ts)
 	case ts.grpc:
 		spec := workerSpec{Label: ts.name + " " + t.name, Target: t.grpc, Host: loadHost, Conns: ts.conns,
-			Duration: e.o.duration, Timeout: 5 * time.Second, GRPC: true}
+			Rate: ts.rate, MaxConns: 512, Duration: e.o.duration, Timeout: 5 * time.Second, GRPC: true}
 		rec.Result, genCPU, err = runWorker(ctx, spec, t.cgroup)
 	default:
 		rec.Result, genCPU, err = runWorker(ctx, e.spec(ts, t), t.cgroup)

@@ -63,6 +63,8 @@ type machineInfo struct {
 	HAProxy string `json:"haproxy,omitempty"`
 	H2load  string `json:"h2load,omitempty"`
 	Egressd string `json:"egressd,omitempty"`
+	// EgressdB is the --egressd-b binary (case egressd-b).
+	EgressdB string `json:"egressd_b,omitempty"`
 }
 
 func readMachine(o *options) machineInfo {
@@ -83,6 +85,9 @@ func readMachine(o *options) machineInfo {
 	m.H2load = firstLine("h2load", "--version")
 	if fi, err := os.Stat(o.egressd); err == nil {
 		m.Egressd = filepath.Base(o.egressd) + " built " + fi.ModTime().UTC().Format(time.RFC3339)
+	}
+	if fi, err := os.Stat(o.egressdB); o.egressdB != "" && err == nil {
+		m.EgressdB = o.egressdB + " built " + fi.ModTime().UTC().Format(time.RFC3339)
 	}
 	return m
 }

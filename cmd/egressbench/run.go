@@ -17,6 +17,7 @@ import (
 // options are the flags of "egressbench run".
 type options struct {
 	egressd  string        // egressd binary
+	egressdB string        // a second egressd binary, case egressd-b ("" none)
 	peerDir  string        // nginx.conf / haproxy.cfg templates
 	cases    []string      // case names to run
 	tests    []string      // test names to run
@@ -50,12 +51,14 @@ func (f envFlag) Set(v string) error {
 // allCases lists every case. "egressd-l7" is egressd's proxy without BPF,
 // with its JSON access log written to a file as "egressd run" does;
 // "egressd-l7-nolog" the same without an access log. They are not in the
-// default set: the BPF cases measure the real thing.
-var allCases = []string{"direct", "nginx", "haproxy", "egressd", "egressd-https", "egressd-100k", "egressd-l7", "egressd-l7-nolog"}
+// default set: the BPF cases measure the real thing. "egressd-b" is the
+// egressd case run with the --egressd-b binary (a before/after comparison in
+// one interleaved run); it joins the default set when that flag is given.
+var allCases = []string{"direct", "nginx", "haproxy", "egressd", "egressd-b", "egressd-https", "egressd-100k", "egressd-l7", "egressd-l7-nolog"}
 
 var defaultCases = "direct,nginx,haproxy,egressd,egressd-https,egressd-100k"
 
-const allTests = "lat1000,lat2000,rtt,max-ka,max-close,h2c,grpc,conns1000,bulk-down,bulk-up,bulk-down-chunked,bulk-up-chunked"
+const allTests = "lat1000,lat2000,rtt,max-ka,max-close,h2c,grpc,grpc1000,conns1000,bulk-down,bulk-up,bulk-down-chunked,bulk-up-chunked"
 
 func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
@@ -64,9 +67,10 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 	self, _ := os.Executable()
 	fs.StringVar(&o.egressd, "egressd", filepath.Join(filepath.Dir(self), "egressd"), "egressd `binary`")
 	fs.StringVar(&o.peerDir, "peers", "bench", "`directory` holding nginx.conf and haproxy.cfg templates")
+	fs.StringVar(&o.egressdB, "egressd-b", "", "a second egressd `binary` (e.g. an older commit's), run as case egressd-b with the tests of case egressd in the same interleaved run")
 	cases := fs.String("cases", defaultCases, "comma-separated `cases` (of "+strings.Join(allCases, ",")+")")
 	tests := fs.String("tests", allTests, "comma-separated `tests`: latRATE (open loop, keep-alive), rtt (1 connection back to back), "+
-		"max-ka and max-close (32 connections back to back, keep-alive / new connection per request), h2c (h2load), grpc (unary calls, 8 connections × 10 streams), "+
+		"max-ka and max-close (32 connections back to back, keep-alive / new connection per request), h2c (h2load), grpc (unary calls, 8 connections × 10 streams), grpcRATE (unary calls, open loop at RATE/s on 8 connections), "+
 		"conns1000 (RSS with 1,000 open connections), bulk-down, bulk-up and their -chunked forms (one --bulk-size body with curl)")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions; tests and cases are interleaved and rotated, medians reported")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each load run")
@@ -88,6 +92,12 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	o.cases = splitList(*cases)
+	if o.egressdB != "" && *cases == defaultCases {
+		o.cases = append(o.cases, "egressd-b")
+	}
+	if contains(o.cases, "egressd-b") && o.egressdB == "" {
+		return nil, fmt.Errorf("case egressd-b needs --egressd-b BINARY: %w", errUsage)
+	}
 	o.tests = splitList(*tests)
 	for _, c := range o.cases {
 		if !contains(allCases, c) {
@@ -157,6 +167,11 @@ func parseTest(name string) (test, error) {
 	case "bulk-down", "bulk-up", "bulk-down-chunked", "bulk-up-chunked":
 		dir, chunked := strings.CutSuffix(strings.TrimPrefix(name, "bulk-"), "-chunked")
 		return test{name: name, conns: 1, bulk: dir, chunked: chunked}, nil
+	}
+	if r, ok := strings.CutPrefix(name, "grpc"); ok { // grpcRATE: open loop
+		if rate, err := strconv.ParseFloat(r, 64); err == nil && rate > 0 {
+			return test{name: name, rate: rate, conns: 8, grpc: true}, nil
+		}
 	}
 	if r, ok := strings.CutPrefix(name, "lat"); ok {
 		if rate, err := strconv.ParseFloat(r, 64); err == nil && rate > 0 {

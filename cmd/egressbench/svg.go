@@ -33,6 +33,9 @@ func (r *report) writePlots(dir string) ([]string, error) {
 		}
 		p := filepath.Join(dir, tn+".svg")
 		title := fmt.Sprintf("Latency by percentile, open loop %s req/s keep-alive (medians)", strings.TrimPrefix(tn, "lat"))
+		if ts.grpc {
+			title = fmt.Sprintf("Latency by percentile, gRPC unary, open loop %.0f calls/s (medians)", ts.rate)
+		}
 		if err := os.WriteFile(p, []byte(percentilePlot(title, series)), 0o644); err != nil {
 			return nil, err
 		}

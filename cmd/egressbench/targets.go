@@ -97,6 +97,31 @@ func (r *report) goals() []goal {
 				yes(e.Rate >= n.Rate && e.CPUPerReq <= n.CPUPerReq)
 		})
 	}
+	add("gRPC unary, open loop: added p50 ≤ nginx's (the lowest grpcRATE of the run)", func() (string, string) {
+		for _, tn := range r.Tests {
+			if ts, _ := parseTest(tn); !ts.grpc || ts.rate == 0 {
+				continue
+			}
+			d, ok1 := get(tn, "direct")
+			e, ok2 := get(tn, "egressd")
+			n, ok3 := get(tn, "nginx")
+			if !(ok1 && ok2 && ok3) {
+				return "", ""
+			}
+			return fmt.Sprintf("%s: egressd %+.0f µs, nginx %+.0f µs (p99 %+.0f vs %+.0f); CPU %.0f vs %.0f µs/call", tn,
+				e.P50-d.P50, n.P50-d.P50, e.P99-d.P99, n.P99-d.P99, e.CPUPerReq, n.CPUPerReq), yes(e.P50 <= n.P50)
+		}
+		return "", ""
+	})
+	add("HTTP/1.1 RSS with 1,000 open client connections ≤ 1.2× nginx's", func() (string, string) {
+		e, ok1 := get("conns1000", "egressd")
+		n, ok2 := get("conns1000", "nginx")
+		if !ok1 || !ok2 || n.PeakRSSKiB == 0 {
+			return "", ""
+		}
+		return fmt.Sprintf("%.1f vs %.1f MiB (%.2f×)", e.PeakRSSKiB/1024, n.PeakRSSKiB/1024, e.PeakRSSKiB/n.PeakRSSKiB),
+			yes(e.PeakRSSKiB <= 1.2*n.PeakRSSKiB)
+	})
 	for _, tn := range []string{"bulk-down", "bulk-up"} {
 		add(tn+": ≥ 0.8× direct and ≥ nginx", func() (string, string) {
 			e, ok1 := get(tn, "egressd")

@@ -124,3 +124,9 @@ func (r *runner) closedLoop(ctx context.Context) (*Result, error) {
 	close(stop)
 	return r.result("closed", time.Since(start)), ctx.Err()
 }
+
+// SleepUntil blocks the calling thread until t with clock_nanosleep, for
+// other open-loop generators (egressbench's gRPC one): call it from a
+// goroutine locked to its thread (runtime.LockOSThread). Go's timers may
+// fire up to a millisecond late on an idle process.
+func SleepUntil(t time.Time) { sleepUntil(t) }
