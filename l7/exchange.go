@@ -29,16 +29,19 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 	s.watch.begin(s, uc)
 	defer s.watch.stop()
 	var up *upload
-	err := uc.bw.Flush()
-	if err == nil {
-		if r.HasBody() {
+	var err error
+	if r.HasBody() {
+		if err = uc.bw.Flush(); err == nil {
 			uc.rdl = body.Deadline{}
 			uc.nc.SetReadDeadline(time.Time{}) // the body's stalls bound the wait until it is sent
 			up = s.startUpload(uc)
-		} else {
-			uc.rdl.SetRead(uc.nc, now, s.p.cfg.ResponseTimeout)
-			s.watch.arm()
 		}
+	} else {
+		uc.rdl.SetRead(uc.nc, now, s.p.cfg.ResponseTimeout)
+		s.watch.arm()
+		err = flushHead(uc) // and wait for the answer (headwrite.go)
+	}
+	if err == nil {
 		err = s.readHeads(uc)
 	}
 	if err != nil {

@@ -92,7 +92,8 @@ func (p *Proxy) connectUpstream(key pool.Key, m rules.Match, orig netip.AddrPort
 		}
 		nc = tc
 	}
-	return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096), Node: pool.Node[*upConn]{Key: key}}, nil
+	w, hw := newUpstreamWriter(nc) // headwrite.go
+	return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(w, 4096), Node: pool.Node[*upConn]{Key: key}, hw: hw}, nil
 }
 
 // isRetryable: the upstream closed a reused connection instead of

@@ -18,6 +18,7 @@ type upConn struct {
 	via      *egressProxy  // plain HTTP to the egress proxy (absolute form); nil: to the upstream
 	rdl, wdl body.Deadline // nc's read and write deadlines (deadline.go)
 	peeker   *socketPeeker // probe.go: the reuse check; nil until the first reuse
+	hw       *headWriter   // headwrite.go: under bw for plain TCP; nil otherwise
 }
 
 // PoolNode and Close make an upConn a pool.Conn.
