@@ -81,6 +81,10 @@ func TestBypass(t *testing.T) {
 				{"UDP-Lite unconnected", job{Socket: "udplite4", Addr: other4(51820), Unconn: true}, "EPERM"},
 				{"UDP-Lite ipv6", job{Socket: "udplite6", Addr: other6(5353)}, "EPERM"},
 				{"raw", job{Socket: "raw4", Addr: other4(51820)}, "EPERM"},
+				{"UDP connected to the DNS server, then sendto another", job{Socket: "udp4-connected-sendto", Addr: hostPort(extAddr4, 53), Then: other4(51820)}, "EPERM"},
+				{"UDP IPv6 socket, sendto an AF_INET address", job{Socket: "udp6-inet", Addr: other4(51820)}, "EPERM"},
+				{"UDP IPv6 socket, sendto v4-mapped", job{Socket: "udp6-mapped", Addr: other4(51820)}, "EPERM"},
+				{"UDP IPv6 socket, sendto v4-mapped port 53 not a DNS server", job{Socket: "udp6-mapped", Addr: other4(53)}, "EPERM"},
 				{"SCTP", job{Socket: "sctp4", Addr: other4(9)}, ""},
 				// Setting the mark needs CAP_NET_RAW (or NET_ADMIN); with it the
 				// connect is redirected all the same.
@@ -118,7 +122,9 @@ func TestBypass(t *testing.T) {
 			}
 			// Controls outside the cgroup, same privileges: these sockets
 			// work there, so it is the programs that refuse them above.
-			outside := []job{{Socket: "ping4", Addr: other4(0), Unconn: true}, {Socket: "udplite4", Addr: other4(51820), Unconn: true}}
+			outside := []job{{Socket: "ping4", Addr: other4(0), Unconn: true}, {Socket: "udplite4", Addr: other4(51820), Unconn: true},
+				{Socket: "udp4-connected-sendto", Addr: hostPort(extAddr4, 53), Then: other4(51820)},
+				{Socket: "udp6-inet", Addr: other4(51820)}, {Socket: "udp6-mapped", Addr: other4(51820)}}
 			if strings.Contains(priv.name, "NET_RAW") {
 				outside = append(outside, job{Socket: "raw4", Addr: other4(51820)})
 			}

@@ -37,7 +37,9 @@ type job struct {
 	Payload string        // sent after connecting (TCP) or as the datagram (UDP, Socket); "": "ping\n" for UDP
 	// Socket: instead of the net package, one datagram from a socket of
 	// this kind (sockets_test.go): ping4, ping6, udplite4, udplite6 (Unconn
-	// too), raw4, sctp4; packet4 (an IPv4/UDP packet written whole through
+	// too), raw4, sctp4; udp4-connected-sendto (connected to Addr, then
+	// sendto Then); udp6-inet (an IPv6 socket's sendto with an AF_INET
+	// address), udp6-mapped (sendto Addr v4-mapped); packet4 (an IPv4/UDP packet written whole through
 	// an AF_PACKET socket, guard_test.go); netlink and unix (only creates
 	// the socket). The reply is "sent".
 	Socket string
@@ -47,6 +49,9 @@ type job struct {
 	// Via: for the source-routed kinds (udp6-srh, tcp6-srh, udp4-lsrr),
 	// the first hop named in the routing header or IP option.
 	Via string
+	// Then: for Socket "udp4-connected-sendto", where the datagram is sent
+	// (sendto) after the socket was connected to Addr.
+	Then string
 
 	// DefaultPins: instead of connecting, unmount bpffs (the child runs
 	// in a private mount namespace), Attach to this cgroup with the

@@ -62,6 +62,8 @@ func (j job) socket() (string, error) {
 		payload = append(hdr, payload...)
 	case "sctp4":
 		typ, proto = unix.SOCK_SEQPACKET, unix.IPPROTO_SCTP
+	case "udp4-connected-sendto", "udp6-inet", "udp6-mapped":
+		return j.udpVariant(ap, sa, payload)
 	default:
 		return "", errors.New("unknown socket kind " + j.Socket)
 	}
@@ -76,6 +78,38 @@ func (j job) socket() (string, error) {
 		_, err = unix.Write(fd, payload)
 	}
 	if err != nil {
+		return "", err
+	}
+	return "sent", nil
+}
+
+// udpVariant sends payload over UDP in a way the net package does not:
+// sendto another address on a socket connected to an allowed one (Addr),
+// or from an IPv6 socket to an IPv4 address, as AF_INET or v4-mapped.
+func (j job) udpVariant(ap netip.AddrPort, sa unix.Sockaddr, payload []byte) (string, error) {
+	family := unix.AF_INET6
+	if j.Socket == "udp4-connected-sendto" {
+		family = unix.AF_INET
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	switch j.Socket {
+	case "udp4-connected-sendto":
+		then, err := netip.ParseAddrPort(j.Then)
+		if err != nil {
+			return "", err
+		}
+		if err := unix.Connect(fd, sa); err != nil {
+			return "", err
+		}
+		sa = &unix.SockaddrInet4{Port: int(then.Port()), Addr: then.Addr().As4()}
+	case "udp6-mapped":
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: netip.AddrFrom16(ap.Addr().As16()).As16()}
+	}
+	if err := unix.Sendto(fd, payload, 0, sa); err != nil {
 		return "", err
 	}
 	return "sent", nil
