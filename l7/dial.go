@@ -74,6 +74,16 @@ func lastIndexByte(s string, c byte) int {
 // errNoEgressProxy: a rule demands the egress proxy but none is configured.
 var errNoEgressProxy = errors.New("rule requires the egress proxy, and none is configured")
 
+// ruleLiteral is the IP m's rule names literally (the address policy lets
+// it through), zero for none; upstream connection pools are keyed by it.
+func ruleLiteral(m rules.Match) netip.Addr {
+	if m.Rule == nil {
+		return netip.Addr{}
+	}
+	a, _ := netip.ParseAddr(m.Rule.Service)
+	return a.Unmap()
+}
+
 // dialUpstream dials plain TCP to the upstream of an allowed request: host
 // (resolved, DialResolve) or the original destination IP (DialOriginal), on
 // the original port, with Config.Mark and ConnectTimeout. Rules with

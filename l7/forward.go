@@ -19,10 +19,11 @@ import (
 func (s *h1conn) forward(m rules.Match) bool {
 	p := s.p
 	key := pool.Key{
-		TLS:   m.Port.Protocol == rules.HTTPS,
-		Proxy: m.UseEgressProxy,
-		Host:  rules.CanonicalHost(s.entry.host),
-		Port:  s.entry.port,
+		TLS:     m.Port.Protocol == rules.HTTPS,
+		Proxy:   m.UseEgressProxy,
+		Host:    rules.CanonicalHost(s.entry.host),
+		Port:    s.entry.port,
+		Literal: ruleLiteral(m),
 	}
 	if p.cfg.DialMode == DialOriginal {
 		key.Target = s.c.orig.Addr()

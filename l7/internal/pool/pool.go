@@ -28,6 +28,12 @@ type Key struct {
 	Host   string     // rules.CanonicalHost of the request (SNI for TLS)
 	Port   uint16     // original destination port
 	Target netip.Addr // DialOriginal: the original IP; DialResolve: zero (resolved at dial)
+	// Literal is the IP the matched rule names literally, which the
+	// upstream address policy lets through whatever its class (zero:
+	// none): a connection dialled under that allowance (to 127.0.0.1, say)
+	// serves only requests whose own rule gives it, never those of a
+	// scope or rule set that does not.
+	Literal netip.Addr
 }
 
 // Node is the pool's part of a connection: a connection type embeds it and
