@@ -65,7 +65,9 @@
 // memory shedding; temporary accept errors), http1.go (the per-connection request loop, deny),
 // (the head reader, parser and pre-match checks are l7/internal/h1),
 // forward.go, exchange.go and relay.go (request to upstream, response
-// back), upload.go (the request body sent while the response is read),
+// back), headwrite.go (a request head written inside the wait for its
+// answer, saving a read(2)), upload.go (the request body sent while the
+// response is read),
 // watch.go (a client leaving mid-exchange; bodies and the coarse connection
 // deadlines are l7/internal/body), upgrade.go (101 splice),
 // respond.go (egressd's own answers), dial.go (upstream dials and the TLS

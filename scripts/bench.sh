@@ -42,7 +42,7 @@ tests=lat1000,lat2000,rtt,max-ka,max-close,h2c,grpc,grpc1000,conns1000,bulk-down
 case $mode in
 standard) args=(--reps 3 --duration 3s --idle-wait 1s --tests "$tests" --profile "$out/profile"); limit=1500 ;;
 quick) args=(--reps 1 --duration 1s --idle-wait 500ms --tests "$tests" --bulk-size 268435456); limit=240 ;;
-smoke) args=(--reps 1 --duration 300ms --idle-wait 0s --tests lat200,rtt,max-ka,max-close,h2c,grpc,grpc200,conns1000,bulk-down,bulk-up,bulk-down-chunked,bulk-up-chunked --bulk-size 8388608 --strict); limit=120 ;;
+smoke) args=(--reps 1 --duration 300ms --idle-wait 0s --tests lat200,rtt,max-ka,max-close,h2c,grpc,grpc200,conns1000,bulk-down,bulk-up,bulk-down-chunked,bulk-up-chunked --bulk-size 8388608 --strict); limit=180 ;;
 esac
 
 # timeout: a hung run must not hang CI; egressbench cleans up on SIGTERM.

@@ -40,7 +40,11 @@ func startServer(ctx context.Context, name string, cmd *exec.Cmd, addr string) (
 	if addr == "" {
 		return s, nil
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	// Generous: egressd-100k compiles 100,000 rules before it listens,
+	// which took over 10 s on a saturated machine (smoke runs of 02:30
+	// and 05:50 UTC on 2026-12-02).
+	const wait = 40 * time.Second
+	deadline := time.Now().Add(wait)
 	for {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
@@ -57,7 +61,7 @@ func startServer(ctx context.Context, name string, cmd *exec.Cmd, addr string) (
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return nil, fmt.Errorf("%s: nothing listens on %s after 10s", name, addr)
+			return nil, fmt.Errorf("%s: nothing listens on %s after %v", name, addr, wait)
 		}
 	}
 }
