@@ -3,8 +3,10 @@
 
 /*
  * The optional guards: programs that close a way around the hooks of
- * egressd.c but need more than they do, so that egressd runs without them
- * where they cannot load, and says so (redirect's guard.go).
+ * egressd.c, which egressd runs without where they cannot load, and says
+ * so (redirect's guard.go). packet_guard needs more than those hooks;
+ * source_route does not (it is written for 6.1's verifier without
+ * CAP_PERFMON, like egressd.c).
  *
  * packet_guard: the socket families that no cgroup inet hook sees. A
  * packet socket (AF_PACKET, with CAP_NET_RAW) writes whole frames on the
@@ -68,6 +70,26 @@ int packet_guard(__u64 *ctx)
 }
 
 /*
+ * route_header looks at one IPv6 header type, next, at offset *off: 0 to
+ * drop the packet (a routing header, or a header it cannot load), 1 to let
+ * it go (the transport or another header that routes nothing), 2 when it
+ * was a hop-by-hop or destination options header, whose next type it
+ * loaded into next and whose end into *off.
+ */
+static __always_inline int route_header(struct __sk_buff *skb, __u64 *w, __u32 *off, __u32 *next)
+{
+	if (*next == 43) /* IPPROTO_ROUTING */
+		return 0;
+	if (*next != 0 && *next != 60) /* IPPROTO_HOPOPTS, IPPROTO_DSTOPTS */
+		return 1;
+	if (bpf_skb_load_bytes(skb, *off, w, 2) != 0)
+		return 0;
+	*next = *w & 0xff;
+	*off += (((*w >> 8) & 0xff) + 1) * 8;
+	return 2;
+}
+
+/*
  * source_route drops packets whose first hop is not the destination the
  * connect and sendmsg hooks judged. Without privileges a socket can carry
  * an IPv6 segment routing header (setsockopt IPV6_RTHDR, type 4), and with
@@ -76,9 +98,7 @@ int packet_guard(__u64 *ctx)
  * judged destination (a DNS server, the proxy) only its last. An IPv4
  * packet with any option, and an IPv6 packet with a routing header behind
  * at most two hop-by-hop or destination option headers (or more of them,
- * fail closed), are dropped; the sender sees EPERM. It needs what the
- * hooks of egressd.c don't on Linux 6.1 without CAP_PERFMON (its verifier
- * fails on this program there), hence here.
+ * fail closed), are dropped; the sender sees EPERM.
  */
 SEC("cgroup_skb/egress")
 int source_route(struct __sk_buff *skb)
@@ -88,7 +108,8 @@ int source_route(struct __sk_buff *skb)
 	 * a helper writing part of a stack slot hit a verifier bug. */
 	__u64 key = 0;
 	__u64 *w = bpf_map_lookup_elem(&route_scratch, &key);
-	__u32 off = 40, i, next;
+	__u32 off = 40, next;
+	int verdict;
 
 	if (!w)
 		goto drop;
@@ -102,16 +123,18 @@ int source_route(struct __sk_buff *skb)
 	if (bpf_skb_load_bytes(skb, 6, w, 1) != 0)
 		goto drop;
 	next = *w & 0xff;
-	for (i = 0; i < 3; i++) {
-		if (next == 43) /* IPPROTO_ROUTING */
-			goto drop;
-		if (next != 0 && next != 60) /* IPPROTO_HOPOPTS, IPPROTO_DSTOPTS */
-			return 1;
-		if (bpf_skb_load_bytes(skb, off, w, 2) != 0)
-			goto drop;
-		next = *w & 0xff;
-		off += (((*w >> 8) & 0xff) + 1) * 8;
-	}
+	/* Three headers at most, written out: as a bounded loop (a back
+	 * edge, its counter compared each round) Linux 6.1's verifier without
+	 * CAP_PERFMON failed on it with EFAULT ("hit verifier bug"), as it
+	 * did on egressd.c's ancestor walk, unrolled for the same reason.
+	 * clang does not unroll this loop itself (it has several exits). */
+	verdict = route_header(skb, w, &off, &next);
+	if (verdict == 2)
+		verdict = route_header(skb, w, &off, &next);
+	if (verdict == 2)
+		verdict = route_header(skb, w, &off, &next);
+	if (verdict == 1)
+		return 1;
 drop:
 	count(COUNTER_SOURCE_ROUTED);
 	return 0;

@@ -75,8 +75,8 @@ func TestE2EAgentInsideCgroup(t *testing.T) {
 
 // TestE2ELeastPrivilege runs the agent with the minimum capabilities:
 // CAP_BPF and CAP_NET_ADMIN (the DaemonSet adds CAP_PERFMON for the packet
-// guard only, deploy/daemonset.yaml). It attaches, takes over its own pins
-// after a restart, and proxies.
+// guard only, deploy/daemonset.yaml). It attaches with the source-route
+// guard on, takes over its own pins after a restart, and proxies.
 func TestE2ELeastPrivilege(t *testing.T) {
 	w := newWorld(t)
 	w.agentWrap = []string{"setpriv", "--bounding-set", "-all,+bpf,+net_admin", "--inh-caps", "-all", "--"}
@@ -89,6 +89,12 @@ func TestE2ELeastPrivilege(t *testing.T) {
 	// CAP_NET_ADMIN is bit 12, CAP_BPF bit 39.
 	if !strings.Contains(string(status), "CapEff:\t0000008000001000\n") {
 		t.Fatalf("egressd does not run with exactly CAP_BPF and CAP_NET_ADMIN:\n%s", grep(string(status), "Cap"))
+	}
+	// The source-route guard loads with these two (bpf/guard.c is written
+	// for 6.1's verifier without CAP_PERFMON); only the packet guard needs
+	// CAP_PERFMON.
+	if _, m := a.get("/metrics"); metric(m, `egressd_guard{guard="source_routes"}`) != 1 {
+		t.Errorf("the source-route guard is off with CAP_BPF and CAP_NET_ADMIN:\n%s", a.output())
 	}
 	if r := curl(t, w, w.pod, at("tls.whitelisted.test", portTLS, decoy4)...); r.code != 200 || r.field("tls") != "true" {
 		t.Errorf("first agent: %d\n%s%s", r.code, r.body, r.err)

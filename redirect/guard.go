@@ -23,9 +23,10 @@ import (
 var ErrGuardOff = errors.New("guard not running")
 
 // Guards are the optional programs of bpf/guard.c, each closing a way
-// around the other hooks that needs more than they do (see Requirements in
-// the package doc). Each is loaded if it can be, and attached with the
-// other hooks; where it cannot, egressd runs without it and says why.
+// around the other hooks; the packet guard needs more than they do (see
+// Requirements in the package doc). Each is loaded if it can be, and
+// attached with the other hooks; where it cannot, egressd runs without it
+// and says why.
 type Guards struct {
 	// PacketSockets: packet_guard refuses packet sockets and every family
 	// but unix, netlink and inet (Linux 6.0 lsm_cgroup, the bpf LSM
@@ -33,9 +34,10 @@ type Guards struct {
 	// frames no other hook sees.
 	PacketSockets error
 	// SourceRoutes: source_route drops packets with IPv4 options or an
-	// IPv6 routing header (CAP_PERFMON on Linux 6.1, whose verifier fails
-	// on it without). Without it a socket's source route sends packets to
-	// a first hop the hooks never judged (IPV6_RTHDR needs no privilege).
+	// IPv6 routing header. It needs no more than the other hooks, on 6.1
+	// too (bpf/guard.c is written for 6.1's verifier without CAP_PERFMON),
+	// but stays optional. Without it a socket's source route sends packets
+	// to a first hop the hooks never judged (IPV6_RTHDR needs no privilege).
 	SourceRoutes error
 }
 
@@ -58,7 +60,7 @@ func (r *Redirector) loadGuards() {
 	}
 	if err := spec.LoadAndAssign(&route, &ebpf.CollectionOptions{MapReplacements: counters}); err != nil {
 		msg := strings.Replace(err.Error(), " (MEMLOCK may be too low, consider rlimit.RemoveMemlock)", "", 1)
-		r.guards.SourceRoutes = fmt.Errorf("%w: load source_route: %s (Linux 6.1 needs CAP_PERFMON for it)", ErrGuardOff, msg)
+		r.guards.SourceRoutes = fmt.Errorf("%w: load source_route: %s", ErrGuardOff, msg)
 	} else {
 		r.guard.SourceRoute = route.SourceRoute
 	}

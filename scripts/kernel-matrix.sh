@@ -242,9 +242,10 @@ verdict() {
 	startup_root=$(cat "$out/startup-root" 2>/dev/null || echo "no result")
 	case ${EXPECT[$suite]} in
 	run)
-		# The minimum (CAP_BPF+CAP_NET_ADMIN) must run, guards or not;
-		# the DaemonSet's set (+CAP_PERFMON) and root run both guards.
-		[[ $startup_lp == started* ]] || ok=""
+		# The minimum (CAP_BPF+CAP_NET_ADMIN) must run with the
+		# source-route guard (the packet guard needs CAP_PERFMON); the
+		# DaemonSet's set (+CAP_PERFMON) and root run both guards.
+		[[ $startup_lp == started*"source-route guard on"* ]] || ok=""
 		[[ $startup_ds == started*"packet guard on, source-route guard on"* ]] || ok=""
 		[[ $startup_root == started*"packet guard on, source-route guard on"* ]] || ok=""
 		;;

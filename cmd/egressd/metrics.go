@@ -69,7 +69,7 @@ var (
 		"Cgroups whose processes the BPF programs leave alone, by reason: flag (--exempt-cgroup), self (the agent's own cgroup), namespace, label, gateway, agent (pods on Kubernetes). A cgroup exempt for two reasons counts under both.",
 		[]string{"reason"}, nil)
 	guardDesc = prometheus.NewDesc("egressd_guard",
-		"1 while the optional guard runs in the attached cgroups, 0 where it could not load (the start-up log says why): packet_sockets (refuses packet sockets and families without inet hooks: Linux 6.0, the bpf LSM, CAP_PERFMON), source_routes (drops source-routed packets: CAP_PERFMON on Linux 6.1).",
+		"1 while the optional guard runs in the attached cgroups, 0 where it could not load (the start-up log says why): packet_sockets (refuses packet sockets and families without inet hooks: Linux 6.0, the bpf LSM, CAP_PERFMON), source_routes (drops source-routed packets; needs nothing more than the other hooks).",
 		[]string{"guard"}, nil)
 )
 

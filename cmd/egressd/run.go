@@ -146,7 +146,7 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 		log.Warn("a process with CAP_NET_RAW in the attached cgroups can send frames through a packet socket that no egressd hook sees; drop CAP_NET_RAW from the workloads", "packet_guard", "off", "reason", g.PacketSockets)
 	}
 	if g := red.Guards(); g.SourceRoutes != nil {
-		log.Warn("a process in the attached cgroups can send packets along a source route (IPv6 routing header; IPv4 options with CAP_NET_RAW) to a first hop no egressd hook judged; grant CAP_PERFMON", "source_route", "off", "reason", g.SourceRoutes)
+		log.Warn("a process in the attached cgroups can send packets along a source route (IPv6 routing header; IPv4 options with CAP_NET_RAW) to a first hop no egressd hook judged", "source_route", "off", "reason", g.SourceRoutes)
 	}
 	ready.attached(red.Check)
 	reg.MustRegister(redirectCollector{red})
