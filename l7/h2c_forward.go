@@ -81,11 +81,12 @@ func (p *Proxy) h2UpstreamKey(d *h2Dial) string {
 	if d.m.UseEgressProxy {
 		b.WriteString("via-proxy.")
 	}
-	if lit := ruleLiteral(d.m); lit.IsValid() {
-		// Dialled under the rule's literal allowance: not for streams
-		// whose rule does not give it (pool.Key.Literal).
-		b.WriteString(strings.ReplaceAll(lit.String(), ":", "-"))
-		b.WriteString(".literal.")
+	if ruleLiteral(d.m).IsValid() {
+		// Dialled under the allowance of a rule naming the IP (the host)
+		// literally: not for streams whose rule does not give it
+		// (pool.Key.Literal). Upper case, so that no host, lower-cased
+		// below, can spell this key.
+		b.WriteString("LITERAL.")
 	}
 	if p.cfg.DialMode == DialOriginal {
 		// Colons of an IPv6 address would split the host:port form.

@@ -216,6 +216,8 @@ func TestH2UpstreamKey(t *testing.T) {
 	orig4 := netip.MustParseAddrPort("198.18.0.5:443")
 	orig6 := netip.MustParseAddrPort("[2001:2::5]:443")
 	direct, viaProxy := rules.Match{}, rules.Match{UseEgressProxy: true}
+	literal4 := rules.Match{Rule: &rules.Rule{Service: "127.0.0.1"}}
+	any := rules.Match{Rule: &rules.Rule{Service: "*"}}
 	tests := []struct {
 		mode DialMode
 		d    h2Dial
@@ -226,6 +228,12 @@ func TestH2UpstreamKey(t *testing.T) {
 		{DialResolve, h2Dial{m: viaProxy, host: "api.example.test", orig: orig4, tls: true}, "tls.via-proxy.api.example.test:443"},
 		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig4}, "198.18.0.5.ip.api.example.test:443"},
 		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig6}, "2001-2--5.ip.api.example.test:443"},
+		// A rule naming the IP literally lets the address policy pass it:
+		// its connections are not for streams matched by another rule.
+		// No host can spell that key.
+		{DialResolve, h2Dial{m: literal4, host: "127.0.0.1", orig: orig4}, "LITERAL.127.0.0.1:443"},
+		{DialResolve, h2Dial{m: any, host: "127.0.0.1", orig: orig4}, "127.0.0.1:443"},
+		{DialResolve, h2Dial{m: any, host: "LITERAL.127.0.0.1", orig: orig4}, "literal.127.0.0.1:443"},
 	}
 	for _, tt := range tests {
 		p := &Proxy{cfg: Config{DialMode: tt.mode}}

@@ -1,9 +1,16 @@
 package l7
 
 import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/egressd/egressd/rules"
 )
@@ -58,6 +65,48 @@ func TestPooledConnectionKeepsTheAddressPolicy(t *testing.T) {
 		t.Errorf("the open scope got %d %q, want 403: a pooled connection dialled under another scope's allowance served it", status, body)
 	}
 	if n := ls.accepted.Load(); n != 1 {
+		t.Errorf("the local service accepted %d connections, want the trusted scope's 1", n)
+	}
+}
+
+// TestPooledH2ConnectionKeepsTheAddressPolicy is the same for h2c streams
+// and the pooled upstream HTTP/2 connection: the open scope's stream to
+// 127.0.0.1 gets 403 and never reaches the local h2c service.
+func TestPooledH2ConnectionKeepsTheAddressPolicy(t *testing.T) {
+	u, conns := newH2CUpstream(t, nil, false)
+	z := newZoneDNS(t, nil)
+	rule := func(name, service string) staticRules {
+		return compileRules(t, protoRule(name, service, u.port, rules.HTTP2))
+	}
+	e := newEnv(t, Config{
+		Rules:         compileRules(t),
+		OriginalDst:   origByClient{netip.AddrPortFrom(testDst, u.port)},
+		Scopes:        scopeByCgroup{7: {Rules: rule("node-cache", "127.0.0.1"), Namespace: "trusted"}, 8: {Rules: rule("any", "*"), Namespace: "open"}},
+		Resolver:      z.resolver(),
+		AllowUpstream: []netip.Prefix{},
+	})
+	get := func(src string) int {
+		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, _ string, _ *tls.Config) (net.Conn, error) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+			return d.DialContext(ctx, network, e.addr)
+		}}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://127.0.0.1:" + strconv.Itoa(int(u.port)) + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if status := get("127.0.0.7"); status != 200 {
+		t.Fatalf("the trusted scope got %d, want 200", status)
+	}
+	u.next(t)
+	if status := get("127.0.0.8"); status != 403 {
+		t.Errorf("the open scope got %d, want 403: a pooled h2 connection dialled under another scope's allowance served it", status)
+	}
+	u.none(t)
+	if n := conns.Load(); n != 1 {
 		t.Errorf("the local service accepted %d connections, want the trusted scope's 1", n)
 	}
 }
