@@ -82,6 +82,10 @@ func TestShutdownSharedListener(t *testing.T) {
 		t.Errorf("%d of %d requests failed", n, n+ok.Load())
 	}
 	counted := countRequests(t, oldReg) + countRequests(t, nextReg)
+	// The upstream records a request before it answers; the counting
+	// goroutine may not have taken the last records off u.reqs yet.
+	for deadline := time.Now().Add(5 * time.Second); served.Load() < ok.Load() && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	}
 	if int64(counted) != ok.Load() || served.Load() != ok.Load() {
 		t.Errorf("client got %d answers, the proxies counted %v, the upstream served %d", ok.Load(), counted, served.Load())
 	}
