@@ -70,28 +70,29 @@ const h1OnlyFor = 10 * time.Minute
 type h2DialKey struct{}
 
 // h2UpstreamKey names the upstream connection pool of d: streams with equal
-// keys may share a connection. It has the form of a host:port because x/net
+// keys may share a connection. What the dial depends on besides the host
+// is spelt in upper case before it, so that no host (lower-cased here) can
+// spell another dial's key: "tls.x" on a plain port is not x on a TLS one. It has the form of a host:port because x/net
 // parses it as one; it is never resolved.
 func (p *Proxy) h2UpstreamKey(d *h2Dial) string {
 	var b strings.Builder
 	b.Grow(len(d.host) + 48)
 	if d.tls {
-		b.WriteString("tls.")
+		b.WriteString("TLS.")
 	}
 	if d.m.UseEgressProxy {
-		b.WriteString("via-proxy.")
+		b.WriteString("VIA-PROXY.")
 	}
 	if ruleLiteral(d.m).IsValid() {
 		// Dialled under the allowance of a rule naming the IP (the host)
 		// literally: not for streams whose rule does not give it
-		// (pool.Key.Literal). Upper case, so that no host, lower-cased
-		// below, can spell this key.
+		// (pool.Key.Literal).
 		b.WriteString("LITERAL.")
 	}
 	if p.cfg.DialMode == DialOriginal {
 		// Colons of an IPv6 address would split the host:port form.
 		b.WriteString(strings.ReplaceAll(d.orig.Addr().String(), ":", "-"))
-		b.WriteString(".ip.")
+		b.WriteString(".IP.")
 	}
 	b.WriteString(strings.ToLower(strings.TrimSuffix(hostOnly(d.host), ".")))
 	b.WriteByte(':')

@@ -224,16 +224,17 @@ func TestH2UpstreamKey(t *testing.T) {
 		want string
 	}{
 		{DialResolve, h2Dial{m: direct, host: "API.Example.test.:8443", orig: orig4}, "api.example.test:443"},
-		{DialResolve, h2Dial{m: direct, host: "api.example.test", orig: orig4, tls: true}, "tls.api.example.test:443"},
-		{DialResolve, h2Dial{m: viaProxy, host: "api.example.test", orig: orig4, tls: true}, "tls.via-proxy.api.example.test:443"},
-		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig4}, "198.18.0.5.ip.api.example.test:443"},
-		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig6}, "2001-2--5.ip.api.example.test:443"},
+		{DialResolve, h2Dial{m: direct, host: "api.example.test", orig: orig4, tls: true}, "TLS.api.example.test:443"},
+		{DialResolve, h2Dial{m: viaProxy, host: "api.example.test", orig: orig4, tls: true}, "TLS.VIA-PROXY.api.example.test:443"},
+		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig4}, "198.18.0.5.IP.api.example.test:443"},
+		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig6}, "2001-2--5.IP.api.example.test:443"},
 		// A rule naming the IP literally lets the address policy pass it:
 		// its connections are not for streams matched by another rule.
 		// No host can spell that key.
 		{DialResolve, h2Dial{m: literal4, host: "127.0.0.1", orig: orig4}, "LITERAL.127.0.0.1:443"},
 		{DialResolve, h2Dial{m: any, host: "127.0.0.1", orig: orig4}, "127.0.0.1:443"},
 		{DialResolve, h2Dial{m: any, host: "LITERAL.127.0.0.1", orig: orig4}, "literal.127.0.0.1:443"},
+		{DialResolve, h2Dial{m: direct, host: "TLS.api.example.test", orig: orig4}, "tls.api.example.test:443"},
 	}
 	for _, tt := range tests {
 		p := &Proxy{cfg: Config{DialMode: tt.mode}}
