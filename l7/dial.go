@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -77,11 +78,18 @@ var errNoEgressProxy = errors.New("rule requires the egress proxy, and none is c
 // ruleLiteral is the IP m's rule names literally (the address policy lets
 // it through), zero for none; upstream connection pools are keyed by it.
 func ruleLiteral(m rules.Match) netip.Addr {
-	if m.Rule == nil {
+	if m.Rule == nil || !maybeIPLiteral(m.Rule.Service) {
 		return netip.Addr{}
 	}
 	a, _ := netip.ParseAddr(m.Rule.Service)
 	return a.Unmap()
+}
+
+// maybeIPLiteral: s could be an IP address (IPv4 starts with a digit, IPv6
+// holds a colon). It runs on every request: netip.ParseAddr allocates its
+// error for a name (48 B per request, the keep-alive path's only allocation).
+func maybeIPLiteral(s string) bool {
+	return s != "" && (s[0] >= '0' && s[0] <= '9' || strings.IndexByte(s, ':') >= 0)
 }
 
 // dialUpstream dials plain TCP to the upstream of an allowed request: host
