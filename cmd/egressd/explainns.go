@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -65,6 +66,10 @@ func (e *explainScope) layer(files *rules.Set, stderr io.Writer) (*rules.Set, er
 			s, refused, err := kube.NamespaceRules(ctx, client, ns)
 			for _, r := range refused {
 				fmt.Fprintf(stderr, "warning: refused, as the agent refuses it (it keeps an earlier good version, if it had one): %v\n", r)
+			}
+			var re *rules.Error
+			if errors.As(err, &re) {
+				err = fmt.Errorf("namespace %s: its EgressRules do not fit together, so the agent keeps the set it had before the last change: %w", ns, err)
 			}
 			return s, err
 		}
