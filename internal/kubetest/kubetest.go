@@ -64,9 +64,31 @@ func Require(t *testing.T) {
 	}
 }
 
+// MinimalCRD is an EgressRule CRD without validation (the spec kept as
+// given): tests of the agent use it so that they test what the agent
+// accepts and refuses, not deploy/'s CEL rules.
+const MinimalCRD = `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: egressrules.config.istio.io}
+spec:
+  group: config.istio.io
+  scope: Namespaced
+  names: {kind: EgressRule, listKind: EgressRuleList, plural: egressrules, singular: egressrule}
+  versions:
+    - name: v1alpha2
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+`
+
 // Start starts etcd (ports base, base+1) and kube-apiserver (base+2) on
-// 127.0.0.1 until the test ends, applies deploy/'s CRD (crdFile) and
-// returns once EgressRules are served.
+// 127.0.0.1 until the test ends, applies the CRD in crdFile (""
+// MinimalCRD; deploy/crd-egressrule.yaml to test that one) and returns
+// once EgressRules are served.
 func Start(t *testing.T, base int, crdFile string) *Server {
 	t.Helper()
 	etcd, apiserver, err := Binaries()
@@ -180,9 +202,12 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 func (s *Server) applyCRD(t *testing.T, file string) {
 	t.Helper()
 	ctx, client := context.Background(), s.Client
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
+	data := []byte(MinimalCRD)
+	if file != "" {
+		var err error
+		if data, err = os.ReadFile(file); err != nil {
+			t.Fatal(err)
+		}
 	}
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
