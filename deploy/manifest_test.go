@@ -4,6 +4,7 @@
 package deploy_test
 
 import (
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,6 +188,15 @@ func TestDaemonSet(t *testing.T) {
 	for _, e := range c.Env {
 		env[e.Name] = e
 	}
+	if e := env["EGRESSD_NODE_NAME"]; e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+		t.Error("EGRESSD_NODE_NAME must come from the downward API (spec.nodeName): the agent watches its node's pods")
+	}
+	if env["EGRESSD_KUBERNETES"].Value != "true" {
+		t.Error("EGRESSD_KUBERNETES must be true: EgressRules from the API, scoped per namespace")
+	}
+	if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken || pod.ServiceAccountName != "egressd" {
+		t.Error("the pod must run as ServiceAccount egressd with its token mounted: the agent reads the API")
+	}
 	if e := env["EGRESSD_NODE_ADDR"]; e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "status.hostIP" {
 		t.Error("EGRESSD_NODE_ADDR must come from the downward API (status.hostIP)")
 	}
@@ -264,5 +274,43 @@ func TestConfigMapRulesLoad(t *testing.T) {
 	}
 	if m, ok := set.Match("api.foo.com", 443); !ok || m.Port.Protocol != rules.HTTPS {
 		t.Errorf("api.foo.com:443 should match the seed rule as HTTPS, got %+v %v", m, ok)
+	}
+}
+
+// TestRBAC: the agents' ServiceAccount may get, list and watch EgressRules
+// and pods, and nothing else.
+func TestRBAC(t *testing.T) {
+	objs := decodeAll(t)
+	sa, ok := objs["ServiceAccount/egressd"].(*corev1.ServiceAccount)
+	if !ok || sa.AutomountServiceAccountToken != nil && !*sa.AutomountServiceAccountToken {
+		t.Fatal("ServiceAccount egressd missing, or its token not mounted")
+	}
+	role, ok := objs["ClusterRole/egressd"].(*rbacv1.ClusterRole)
+	if !ok {
+		t.Fatal("no ClusterRole egressd")
+	}
+	want := map[string]string{"config.istio.io/egressrules": "get,list,watch", "/pods": "get,list,watch"}
+	got := map[string]string{}
+	for _, r := range role.Rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				got[g+"/"+res] = strings.Join(slices.Sorted(slices.Values(r.Verbs)), ",")
+			}
+		}
+		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+			t.Errorf("rule %+v: resource names or URLs", r)
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("ClusterRole egressd grants %v, want %v", got, want)
+	}
+	b, ok := objs["ClusterRoleBinding/egressd"].(*rbacv1.ClusterRoleBinding)
+	if !ok {
+		t.Fatal("no ClusterRoleBinding egressd")
+	}
+	ns := objs["DaemonSet/egressd"].(*appsv1.DaemonSet).Namespace
+	if b.RoleRef.Kind != "ClusterRole" || b.RoleRef.Name != "egressd" || len(b.Subjects) != 1 ||
+		b.Subjects[0].Kind != "ServiceAccount" || b.Subjects[0].Name != sa.Name || b.Subjects[0].Namespace != ns || sa.Namespace != ns {
+		t.Errorf("ClusterRoleBinding egressd: %+v to %+v; want ClusterRole egressd to ServiceAccount %s/egressd", b.RoleRef, b.Subjects, ns)
 	}
 }

@@ -42,6 +42,10 @@ func TestDaemonSetOnANode(t *testing.T) {
 	c.waitReady("egressd-system", "pod/"+mustAgent(t, c), 2*time.Minute)
 	c.startClient(t)
 
+	t.Run("kubectl apply refuses invalid EgressRules with egressd's messages", func(t *testing.T) {
+		testCRDRefusesInvalidRules(t, c.with(t))
+	})
+
 	t.Run("allowed 200, denied 403, upstream sees egressd", func(t *testing.T) {
 		c := c.with(t)
 		if code, out := c.httpGet("client", "http://"+allowed+"/"); code != 200 || !strings.Contains(out, "upstream "+allowed) {
@@ -111,6 +115,10 @@ func TestDaemonSetOnANode(t *testing.T) {
 				t.Errorf("%s restarted %s times (liveness probe failing?)", p, n)
 			}
 		}
+	})
+
+	t.Run("EgressRules per namespace", func(t *testing.T) {
+		testScoping(t, c.with(t), up, egressdAddr)
 	})
 
 	t.Run("agent pod deleted: fail closed, new pod takes over", func(t *testing.T) {

@@ -17,6 +17,13 @@
 //     IP, kubectl logs and exec, probes; the agent pod deleted: fail closed,
 //     the new pod takes over; kubectl rollout restart: the surge pod is
 //     handed the sockets, no poll refused; --uninstall turning /readyz 503).
+//   - scoping_test.go: EgressRules from the API — `kubectl apply` of each
+//     invalid rule of deploy/testdata refused with egressd's message;
+//     namespaces team-a and team-b with their own rules and global ones
+//     (egressd-system's EgressRule and the ConfigMap): each pod reaches its
+//     own and the global hosts and gets 403 for the other's, asserted at
+//     the upstream; a rule applied opens for its namespace within 2 s and a
+//     delete closes it; a pod connecting at once; an agent restart.
 //   - kube_test.go: starting and removing the cluster, kubectl, requests
 //     from a pod (scripts/fetch in the client image).
 //   - upstream_test.go: the "external" server in the cluster's upstream
