@@ -68,6 +68,7 @@ func TestCRDNamesAndVersion(t *testing.T) {
 func TestCRDRulesCompile(t *testing.T) {
 	const limit = 10_000_000
 	envs := environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion())
+	var total uint64
 	var walk func(path string, s *schema.Structural, root bool, times uint64)
 	walk = func(path string, s *schema.Structural, root bool, times uint64) {
 		if len(s.XValidations) > 0 {
@@ -82,6 +83,7 @@ func TestCRDRulesCompile(t *testing.T) {
 				if r.MessageExpressionError != nil {
 					t.Errorf("%s rule %d messageExpression: %v", path, i, r.MessageExpressionError)
 				}
+				total += r.MaxCost*times + r.MessageExpressionMaxCost*times
 				if c := r.MaxCost * times; c > limit {
 					t.Errorf("%s rule %d: estimated cost %d × %d > %d: the API server refuses the CRD", path, i, r.MaxCost, times, limit)
 				}
@@ -102,6 +104,10 @@ func TestCRDRulesCompile(t *testing.T) {
 		}
 	}
 	walk("", egressRuleSchema(t), true, 1)
+	if total > 100_000_000 { // StaticEstimatedCRDCostLimit
+		t.Errorf("estimated cost of all rules %d > 100,000,000: the API server refuses the CRD", total)
+	}
+	t.Logf("estimated cost of all rules: %d", total)
 }
 
 // celProblem is one error of the CRD's validation rules: the field and the
