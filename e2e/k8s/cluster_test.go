@@ -151,7 +151,7 @@ func TestDaemonSetOnANode(t *testing.T) {
 		if strings.ContainsAny(codes, "135") {
 			t.Fatalf("polls during the restart: %q: an answer other than 200 or refused", codes)
 		}
-		checkUpstream(t, up, egressdAddr, map[string]bool{allowed: true, denied: true})
+		checkUpstream(t, up, egressdAddr, map[string]bool{allowed: true, denied: true, hostA: true, hostB: true, hostGlobal: true, hostNew: true})
 	})
 
 	t.Run("rollout restart: the new pod takes over, nothing refused", func(t *testing.T) {
@@ -174,7 +174,7 @@ func TestDaemonSetOnANode(t *testing.T) {
 			t.Fatalf("polls during the rollout (2: 200, 0: refused, 4: 403): %q; want only 200s", codes)
 		}
 		t.Logf("%d polls during the rollout, all 200", len(codes))
-		checkUpstream(t, up, egressdAddr, map[string]bool{allowed: true, denied: true})
+		checkUpstream(t, up, egressdAddr, map[string]bool{allowed: true, denied: true, hostA: true, hostB: true, hostGlobal: true, hostNew: true})
 	})
 
 	t.Run("--uninstall makes /readyz fail", func(t *testing.T) {
