@@ -13,6 +13,7 @@ package upstream
 import (
 	"crypto/tls"
 	"fmt"
+	"github.com/egressd/egressd/internal/kerneltest"
 	"io"
 	"net"
 	"net/http"
@@ -87,7 +88,9 @@ func Echo(rec *Recorder) http.Handler {
 // set, over TLS (with h2 by ALPN) when cert is not nil. Close the returned
 // server to stop.
 func Serve(ln net.Listener, h http.Handler, h2c bool, cert *tls.Certificate) *http.Server {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	// The bound covers the TLS handshake too: stretched on slow machines
+	// (an emulated kernel-matrix guest took over 10 s for one).
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: kerneltest.Scale(10 * time.Second)}
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
 	if h2c {
