@@ -13,7 +13,6 @@ package upstream
 import (
 	"crypto/tls"
 	"fmt"
-	"github.com/egressd/egressd/internal/kerneltest"
 	"io"
 	"net"
 	"net/http"
@@ -21,6 +20,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/egressd/egressd/internal/kerneltest"
 )
 
 // Recorder remembers the local address each request arrived on, and the
