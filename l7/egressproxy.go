@@ -243,7 +243,8 @@ func (c *prereadConn) CloseWrite() error {
 
 // writeProxyTarget writes the absolute-form target of the current request
 // for the egress proxy: http://host:port/path, where port is the original
-// destination port the request was matched on (the Host field may lack it).
+// destination port the request was matched on (the Host field may lack it),
+// or http://host/path for port 80.
 func (s *h1conn) writeProxyTarget(bw *bufio.Writer) {
 	r := &s.req
 	host := hostOnly(string(r.Bytes(r.Authority)))
@@ -253,8 +254,12 @@ func (s *h1conn) writeProxyTarget(bw *bufio.Writer) {
 	} else {
 		bw.WriteString(host)
 	}
-	bw.WriteByte(':')
-	bw.Write(appendUint(s.num[:0], uint64(s.entry.port)))
+	// Port 80 is http's default: left out, so that the Host the proxy
+	// forwards (from this authority, RFC 9112 §3.2.2) is the client's.
+	if s.entry.port != 80 {
+		bw.WriteByte(':')
+		bw.Write(appendUint(s.num[:0], uint64(s.entry.port)))
+	}
 	path := r.Bytes(r.Path)
 	switch {
 	case len(path) == 1 && path[0] == '*': // OPTIONS * travels as OPTIONS http://host:port
