@@ -71,9 +71,14 @@ func TestAPIServer(t *testing.T) {
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.After(30 * time.Second)
+		// A refusal changes no rules, so nothing is sent on changed for
+		// it: look again now and then too.
+		recheck := time.NewTicker(20 * time.Millisecond)
+		defer recheck.Stop()
 		for !cond() {
 			select {
 			case <-changed:
+			case <-recheck.C:
 			case <-deadline:
 				t.Fatalf("%s: not in force 30 s after the API call; log:\n%s", what, logBuf.String())
 			}
