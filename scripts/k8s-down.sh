@@ -3,7 +3,8 @@
 # and every trace of it, also after a half-finished start: the pods and the
 # daemons (by cgroup.kill of the pods' cgroups and of the daemons' cgroup,
 # then the PIDs recorded), kube-proxy's and the kubelet's iptables chains,
-# the cgroups, the interfaces and the external namespace, the sysctls the
+# the cgroups, the pods' and the external network namespaces, the
+# interfaces, the sysctls the
 # run changed (restored to the values recorded before it), and the data
 # and state directories. The mounts (the kubelet's volumes, the containers'
 # root filesystems, the bpffs with egressd's pins) were only ever in the
@@ -79,6 +80,16 @@ for ipt in iptables ip6tables; do
 	done
 done
 
+# The pods' network namespaces: the CNI plugin bind-mounts each under
+# /run/netns/cni-<uuid>, and killing the pods does not unmount them. Ours
+# are the ones containerd's state names (a netns of anything else on the
+# machine is left alone).
+if [ -d "$K8S_DATA" ]; then
+	grep -rhaoE 'cni-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$K8S_DATA" 2>/dev/null | sort -u |
+		while read -r ns; do
+			[ -e "/run/netns/$ns" ] && { ip netns del "$ns" 2>/dev/null || log "could not remove netns $ns"; }
+		done
+fi
 ip link del "$K8S_NODE_IF" 2>/dev/null
 ip link del "$K8S_BRIDGE" 2>/dev/null
 ip netns del "$K8S_EXT_NS" 2>/dev/null
