@@ -82,14 +82,12 @@ done
 
 # The pods' network namespaces: the CNI plugin bind-mounts each under
 # /run/netns/cni-<uuid>, and killing the pods does not unmount them. Ours
-# are the ones containerd's state names (a netns of anything else on the
-# machine is left alone).
-if [ -d "$K8S_DATA" ]; then
-	grep -rhaoE 'cni-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$K8S_DATA" 2>/dev/null | sort -u |
-		while read -r ns; do
-			[ -e "/run/netns/$ns" ] && { ip netns del "$ns" 2>/dev/null || log "could not remove netns $ns"; }
-		done
-fi
+# are the ones whose veth is still a port of the cluster's bridge (a netns
+# of anything else on the machine is left alone).
+ip -o link show master "$K8S_BRIDGE" 2>/dev/null | grep -o 'link-netns cni-[0-9a-f-]*' | cut -d' ' -f2 | sort -u |
+	while read -r ns; do
+		ip netns del "$ns" 2>/dev/null || log "could not remove netns $ns"
+	done
 ip link del "$K8S_NODE_IF" 2>/dev/null
 ip link del "$K8S_BRIDGE" 2>/dev/null
 ip netns del "$K8S_EXT_NS" 2>/dev/null
