@@ -3,9 +3,8 @@ package kube
 import (
 	"errors"
 	"log/slog"
-	"sync"
-	"time"
 
+	"github.com/egressd/egressd/cgroupid"
 	"github.com/egressd/egressd/kube/pods"
 	"github.com/egressd/egressd/l7"
 )
@@ -21,8 +20,7 @@ type Scoper struct {
 	rules *Rules
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	warned map[uint64]time.Time
+	warned cgroupid.Throttle
 }
 
 // PodLookup finds the pod of a cgroup: a *pods.Watcher.
@@ -35,7 +33,7 @@ func NewScoper(w PodLookup, r *Rules, log *slog.Logger) *Scoper {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Scoper{pods: w, rules: r, log: log, warned: map[uint64]time.Time{}}
+	return &Scoper{pods: w, rules: r, log: log}
 }
 
 // Scope implements l7.Scoper. It may wait for a pod the API has not named
@@ -54,15 +52,8 @@ func (s *Scoper) Scope(cgroupID uint64) l7.Scope {
 // warn logs, at most once a minute per cgroup, a connection decided by
 // the global rules because its pod is unknown.
 func (s *Scoper) warn(id uint64, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now()
-	if t, ok := s.warned[id]; ok && now.Sub(t) < time.Minute {
+	if !s.warned.Due(id) {
 		return
 	}
-	if len(s.warned) > 1024 {
-		clear(s.warned)
-	}
-	s.warned[id] = now
 	s.log.Warn("connection from an unidentified pod: decided by the global rules only", "cgroup_id", id, "reason", err.Error())
 }

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/egressd/egressd/cgroupid"
 	"github.com/egressd/egressd/l7"
@@ -52,8 +50,7 @@ type cgroupScopes struct {
 	scopes []*fileScope // longest directory first
 	log    *slog.Logger
 
-	mu     sync.Mutex
-	warned map[uint64]time.Time // unknown cgroup IDs already logged, and when
+	warned cgroupid.Throttle // unknown cgroup IDs already logged
 }
 
 // newCgroupScopes loads every --cgroup-rules' files (an error is fatal, as
@@ -62,7 +59,7 @@ type cgroupScopes struct {
 // proxy. check vets every version of a scope's files, as it does --rules';
 // a version whose rules conflict with the global ones is refused too.
 func newCgroupScopes(specs []cgroupRules, redirected []string, global *rules.Reloader, check func(*rules.Set) error, hook *reloadHook, log *slog.Logger) (*cgroupScopes, error) {
-	c := &cgroupScopes{log: log, warned: map[uint64]time.Time{}}
+	c := &cgroupScopes{log: log}
 	for _, sp := range specs {
 		if !slices.ContainsFunc(redirected, func(r string) bool { return within(sp.Cgroup, filepath.Clean(r)) }) {
 			return nil, fmt.Errorf("%w: --cgroup-rules %s: not a --cgroup nor below one, so its processes are not redirected", errUsage, sp.Cgroup)
@@ -133,16 +130,9 @@ func (c *cgroupScopes) Scope(id uint64) l7.Scope {
 // warnUnknown logs, at most once a minute per ID, a connection whose
 // cgroup is not found below the redirected cgroups.
 func (c *cgroupScopes) warnUnknown(id uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := time.Now()
-	if t, ok := c.warned[id]; ok && now.Sub(t) < time.Minute {
+	if !c.warned.Due(id) {
 		return
 	}
-	if len(c.warned) > 1024 {
-		clear(c.warned)
-	}
-	c.warned[id] = now
 	c.log.Warn("connection from a cgroup not found below the redirected cgroups: decided by the global rules", "cgroup_id", id)
 }
 
