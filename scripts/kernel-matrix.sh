@@ -342,7 +342,9 @@ for s in "${suites[@]}"; do
 		f=$RUN/$s/$p.log
 		if [ -e "$f" ] && [ "${EXPECT[$s]}" = run ] && grep -q '^--- FAIL' "$f"; then
 			log "$s $p failures (full log: $f):"
-			grep -E -A30 '^--- FAIL' "$f" | head -n 80 >&2
+			# The lines before a "--- FAIL" hold the test's own messages
+			# (go test -v prints them as they come, the verdict after).
+			grep -E -B25 -A30 '^--- FAIL' "$f" | head -n 120 >&2
 		fi
 	done
 done

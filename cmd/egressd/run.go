@@ -165,6 +165,16 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	hook.proxy.Store(proxy)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- proxy.Serve(lns.proxy) }()
+	// Logged before /readyz can say ready, so a probe that sees ready finds
+	// the line (a handed-over admin socket is served only after this).
+	adminAddr := lns.admin
+	if admin != nil {
+		adminAddr = admin.ln
+	}
+	log.Info("egressd running", "mode", cfg.Mode, "proxy", lns.proxy.Addr().String(), "admin", adminAddr.Addr().String(),
+		"cgroups", cfg.Cgroups, "rules", reloader.Current().Len(), "dial", cfg.Dial,
+		"max_conns", limits.maxConns, "max_conns_per_client", cmp.Or(cfg.MaxConnsPerClient, l7.DefaultMaxConnsPerClient),
+		"nofile", limits.nofile, "memory_limit", limits.memoryLimit, "memory_limit_from", limits.memorySource)
 	ready.listening.Store(true)
 	if admin == nil {
 		admin = serveAdmin(lns.admin, adminHandler(reg, &ready, log, exemptEP.register), log)
@@ -173,10 +183,6 @@ func runAgent(ctx context.Context, cfg *runConfig, log *slog.Logger) error {
 	succ := startSuccession(cfg, lns, admin.ln, red, log) // handover.go: the previous agent stops; wait for the next
 	succ.stopAdmin = func() { admin.shutdown(context.Background()) }
 	defer succ.close()
-	log.Info("egressd running", "mode", cfg.Mode, "proxy", lns.proxy.Addr().String(), "admin", admin.addr.String(),
-		"cgroups", cfg.Cgroups, "rules", reloader.Current().Len(), "dial", cfg.Dial,
-		"max_conns", limits.maxConns, "max_conns_per_client", cmp.Or(cfg.MaxConnsPerClient, l7.DefaultMaxConnsPerClient),
-		"nofile", limits.nofile, "memory_limit", limits.memoryLimit, "memory_limit_from", limits.memorySource)
 
 	return serve(ctx, cfg.ShutdownTimeout, watched, proxy, serveErr, hup, &ready, succ, log)
 }
