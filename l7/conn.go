@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/l7/internal/body"
+	"github.com/egressd/egressd/l7/internal/limit"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,7 +48,7 @@ type clientConn struct {
 	// linger: a request body was left unread; close with lingerClose.
 	linger bool
 	// limitKey: the client it is counted for (limit.go); zero: none yet.
-	limitKey clientKey
+	limitKey limit.Key
 	// scope: whose rules decide its requests (Config.Scopes); zero: the
 	// global ones.
 	scope Scope
@@ -131,7 +132,7 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // serveConn runs one accepted connection to its end.
 func (p *Proxy) serveConn(c *clientConn) {
-	defer func() { p.limits.release(c.limitKey) }()
+	defer func() { p.limits.Release(c.limitKey) }()
 	defer p.trackConn(c, false)
 	defer func() {
 		if r := recover(); r != nil {
@@ -157,7 +158,7 @@ func (p *Proxy) serveConn(c *clientConn) {
 		p.log.Warn("no original destination: closing", "client", c.client, "local", c.local)
 		return
 	}
-	if c.limitKey == (clientKey{}) && !p.admitCgroup(c, cgroup) {
+	if c.limitKey == (limit.Key{}) && !p.admitCgroup(c, cgroup) {
 		return
 	}
 	c.orig = orig

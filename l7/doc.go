@@ -61,8 +61,8 @@
 // BenchmarkProxyAllowedKeepAlive measures it.
 //
 // Files: proxy.go (Config, New, Serve, Shutdown), conn.go (accept path and
-// protocol sniffing), limit.go (admission at accept: connection limits,
-// memory shedding; temporary accept errors), http1.go (the per-connection request loop, deny),
+// protocol sniffing), limit.go (admission at accept through
+// l7/internal/limit, which counts; temporary accept errors), http1.go (the per-connection request loop, deny),
 // (the head reader, parser and pre-match checks are l7/internal/h1),
 // forward.go, exchange.go and relay.go (request to upstream, response
 // back), headwrite.go (a request head written inside the wait for its

@@ -197,7 +197,7 @@ func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !p.admitH2Stream(w, c, &e, grpc) {
 		return
 	}
-	defer p.limits.releaseStream(c.limitKey)
+	defer p.limits.ReleaseStream(c.limitKey)
 	if r.Host == "" || r.Method == http.MethodConnect {
 		e.reason = "no :authority, or CONNECT"
 		writeLocalH2(w, &e, grpc, http.StatusBadRequest, e.reason)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/limit"
 )
 
 // waitOpen waits until the proxy counts n open client connections.
@@ -123,19 +125,19 @@ func TestShedOverTheGlobalLimit(t *testing.T) {
 }
 
 // TestShedUnderMemoryPressure: with the process over the runtime's
-// memory limit, a client holding pressureAllowance connections has its
+// memory limit, a client holding limit.PressureAllowance connections has its
 // next one shed, while a client with few is still served; under the
 // limit again, the first is served too.
 func TestShedUnderMemoryPressure(t *testing.T) {
 	e, _ := limitEnv(t, Config{})
-	for range pressureAllowance {
+	for range limit.PressureAllowance {
 		e.dialFrom("127.0.0.1")
 	}
-	e.waitOpen(pressureAllowance)
+	e.waitOpen(limit.PressureAllowance)
 	old := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(old) })
 	debug.SetMemoryLimit(1 << 20) // far below what the test process uses
-	time.Sleep(2 * memoryCheckEvery)
+	time.Sleep(2 * limit.MemoryCheckEvery)
 	e.wantShed("127.0.0.1")
 	if n := e.counter("egressd_connections_shed_total", "reason", "memory"); n != 1 {
 		t.Errorf("shed memory = %v, want 1", n)
@@ -145,7 +147,7 @@ func TestShedUnderMemoryPressure(t *testing.T) {
 		t.Errorf("egressd_limit{memory_shed_bytes} = %v", v)
 	}
 	debug.SetMemoryLimit(old)
-	time.Sleep(2 * memoryCheckEvery)
+	time.Sleep(2 * limit.MemoryCheckEvery)
 	wantServed(t, e.dialFrom("127.0.0.1"))
 }
 

@@ -2,10 +2,10 @@ package l7
 
 import (
 	"fmt"
-	"math"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/egressd/egressd/l7/internal/limit"
 )
 
 // Decisions, as logged and as the "decision" metric label.
@@ -34,7 +34,7 @@ type metrics struct {
 	mode           prometheus.Collector   // egressd_mode{mode=enforce|audit} 1 (audit.go)
 }
 
-func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, l *limit.Limiter, audit bool) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_requests_total",
@@ -74,10 +74,10 @@ func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, er
 			Name: "egressd_egress_proxy_retries_total",
 			Help: "New connections to the egress proxy tried again because the previous one failed before the proxy answered (refused, reset, closed: a gateway replica going away).",
 		}),
-		limits: limitsCollector{l},
+		limits: l.Collector(),
 		mode:   modeGauge(audit),
 	}
-	for _, r := range shedReasons {
+	for _, r := range limit.ShedReasons {
 		m.shed.WithLabelValues(r) // every reason shows, at 0 until it happens
 	}
 	for _, r := range cutReasons {
@@ -92,32 +92,4 @@ func newMetrics(reg prometheus.Registerer, l *limiter, audit bool) (*metrics, er
 		}
 	}
 	return m, nil
-}
-
-// limitsCollector exports the limits in force: the connection limits (0:
-// none) and the runtime's memory limit with the level above which new
-// connections are shed (0: no limit).
-type limitsCollector struct{ l *limiter }
-
-var limitDesc = prometheus.NewDesc("egressd_limit",
-	"Limits in force: max_conns, max_conns_per_client, max_streams_per_client (0: none), memory_bytes (the Go runtime's memory limit, GOMEMLIMIT) and memory_shed_bytes (new connections are shed above it); 0: none.",
-	[]string{"limit"}, nil)
-
-func (c limitsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- limitDesc }
-
-func (c limitsCollector) Collect(ch chan<- prometheus.Metric) {
-	l := c.l
-	l.readMemory(time.Now())
-	memLimit := l.memLimit.Load()
-	if memLimit == math.MaxInt64 {
-		memLimit = 0
-	}
-	for _, v := range []struct {
-		name string
-		v    int64
-	}{{"max_conns", int64(max(l.maxConns, 0))}, {"max_conns_per_client", int64(max(l.perClient, 0))},
-		{"max_streams_per_client", int64(max(l.perClientStreams, 0))},
-		{"memory_bytes", memLimit}, {"memory_shed_bytes", l.memShed.Load()}} {
-		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(v.v), v.name)
-	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egressd/egressd/l7/internal/addrpolicy"
+	"github.com/egressd/egressd/l7/internal/limit"
 	"github.com/egressd/egressd/l7/internal/pool"
 	"github.com/egressd/egressd/rules"
 )
@@ -201,9 +202,9 @@ type Proxy struct {
 	metrics   *metrics
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 	pool      *pool.Pool[*upConn]
-	limits    *limiter     // limit.go: admission at accept
-	egress    *egressProxy // egressproxy.go: parsed Config.EgressProxy; nil: none
-	h2        h2cProxy     // h2c.go: HTTP/2 server and transport shared by h2c connections
+	limits    *limit.Limiter // limit.go: admission at accept
+	egress    *egressProxy   // egressproxy.go: parsed Config.EgressProxy; nil: none
+	h2        h2cProxy       // h2c.go: HTTP/2 server and transport shared by h2c connections
 	tlsSess   tls.ClientSessionCache
 	policy    addrpolicy.Policy // addrpolicy.go: which upstream addresses may be dialled
 
@@ -258,7 +259,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.policy.Allow = cfg.AllowUpstream
 	p.dial = p.policyDial(cfg.Dial, control)
 	p.pool = pool.New[*upConn](cfg.MaxIdlePerHost, cfg.MaxIdlePerClient, cfg.MaxIdleUpstream, cfg.UpstreamIdle)
-	p.limits = newLimiter(cfg.MaxConns, cfg.MaxConnsPerClient, cfg.MaxStreamsPerClient, p.log)
+	p.limits = limit.New(cfg.MaxConns, cfg.MaxConnsPerClient, cfg.MaxStreamsPerClient, p.log)
 	m, err := newMetrics(cfg.Metrics, p.limits, cfg.Audit)
 	if err != nil {
 		return nil, err

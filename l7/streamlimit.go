@@ -10,66 +10,35 @@ package l7
 // while the connection limits let it open 1024. Memory pressure does not
 // help there either: it sheds new connections, and these streams come on
 // open ones. A stream over the limit (under memory pressure: from a client
-// holding pressureStreamAllowance or more) is answered at once with 503
+// holding limit.PressureStreamAllowance or more) is answered at once with 503
 // (gRPC: UNAVAILABLE), never forwarded, and counted in
 // egressd_streams_refused_total{reason}.
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/egressd/egressd/l7/internal/limit"
 )
 
 // DefaultMaxStreamsPerClient bounds the h2c streams open at once from one
 // client (Config.MaxStreamsPerClient).
 const DefaultMaxStreamsPerClient = 1024
 
-// pressureStreamAllowance: under memory pressure, a client with fewer open
-// streams than this may still open one.
-const pressureStreamAllowance int32 = 64
-
-// Reasons a stream is refused (egressd_streams_refused_total's label).
-const (
-	refusedStreamsPerClient = "max_streams_per_client"
-	refusedStreamsMemory    = "memory"
-)
-
 func newStreamsRefused() *prometheus.CounterVec {
 	v := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egressd_streams_refused_total",
 		Help: "h2c streams answered 503 (gRPC: UNAVAILABLE) without being forwarded, by reason (max_streams_per_client, memory).",
 	}, []string{"reason"})
-	v.WithLabelValues(refusedStreamsPerClient)
-	v.WithLabelValues(refusedStreamsMemory)
+	v.WithLabelValues(limit.RefusedStreamsPerClient)
+	v.WithLabelValues(limit.RefusedStreamsMemory)
 	return v
-}
-
-// admitStream counts a new stream of client, or says why it is refused
-// ("" when admitted). The zero key is not counted. An admitted stream is
-// released with releaseStream.
-func (l *limiter) admitStream(client clientKey, now time.Time) string {
-	if client == (clientKey{}) {
-		return ""
-	}
-	pressure := l.memoryOver(now)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return countUp(l.streams, client, l.perClientStreams, pressure, pressureStreamAllowance, refusedStreamsPerClient, refusedStreamsMemory)
-}
-
-func (l *limiter) releaseStream(client clientKey) {
-	if client == (clientKey{}) {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	countDown(l.streams, client)
 }
 
 // admitH2Stream admits a stream of c, or answers it 503 and returns false.
 func (p *Proxy) admitH2Stream(w http.ResponseWriter, c *clientConn, e *accessEntry, grpc bool) bool {
-	reason := p.limits.admitStream(c.limitKey, e.start)
+	reason := p.limits.AdmitStream(c.limitKey, e.start)
 	if reason == "" {
 		return true
 	}

@@ -107,9 +107,7 @@ func TestH2CStreamsPerClient(t *testing.T) {
 		c.Close()
 	}
 	until(func() bool {
-		e.p.limits.mu.Lock()
-		defer e.p.limits.mu.Unlock()
-		return len(e.p.limits.streams) == 0
+		return e.p.limits.StreamClients() == 0
 	})
 	var againRefused, againDone atomic.Int32
 	h2Streams(t, e, "127.0.0.5", "GET", 1, &againRefused, &againDone)
