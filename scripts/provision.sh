@@ -113,8 +113,15 @@ install_quietly() {
 		chmod +x "$policy"
 		own_policy=1
 	fi
-	local rc=0
-	apt-get install -y -q --no-install-recommends "$@" || rc=$?
+	local rc=0 dpkg_opts=()
+	if [ "${EGRESSD_PROVISION_VM:-}" = 1 ]; then
+		vm_triggers_off
+		# Nor an fsync per unpacked file: the VM is disposable (a crash
+		# while provisioning means `vagrant destroy`, not a repair).
+		dpkg_opts=(-o Dpkg::Options::=--force-unsafe-io)
+	fi
+	apt-get install -y -q --no-install-recommends "${dpkg_opts[@]}" "$@" || rc=$?
+	if [ "${EGRESSD_PROVISION_VM:-}" = 1 ]; then vm_triggers_on; fi
 	if [ -n "$own_policy" ]; then rm -f "$policy"; fi
 	[ "$rc" -eq 0 ] || return "$rc"
 	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
@@ -125,6 +132,33 @@ install_quietly() {
 			fi
 		done
 	fi
+}
+
+# In the Vagrant VM only (EGRESSD_PROVISION_VM=1), while apt-get installs,
+# two package triggers that rebuild something the VM does not use are kept
+# from running: update-initramfs (busybox-static ships an initramfs hook, so
+# installing it regenerates the running kernel's initramfs — more than 25
+# minutes under TCG, docs/vagrant.md) and man-db's index (the published box
+# has man-db). The packages here are userland tools run from the root
+# filesystem, none is needed in the initramfs: the kernel boots with the
+# initramfs it came with. Both switches are the packages' own
+# (update_initramfs=no in update-initramfs.conf, man-db's auto-update flag
+# file) and are put back by vm_triggers_on, also if provision.sh dies in
+# between (the trap). CI hosts are not touched.
+INITRAMFS_CONF=/etc/initramfs-tools/update-initramfs.conf
+MANDB_FLAG=/var/lib/man-db/auto-update
+vm_triggers_off() {
+	trap vm_triggers_on EXIT
+	if [ -f "$INITRAMFS_CONF" ] && [ ! -e "$INITRAMFS_CONF.egressd" ]; then
+		cp -p "$INITRAMFS_CONF" "$INITRAMFS_CONF.egressd"
+		sed -i 's/^update_initramfs=.*/update_initramfs=no/' "$INITRAMFS_CONF"
+	fi
+	if [ -e "$MANDB_FLAG" ]; then mv "$MANDB_FLAG" "$MANDB_FLAG.egressd"; fi
+}
+vm_triggers_on() {
+	if [ -e "$INITRAMFS_CONF.egressd" ]; then mv -f "$INITRAMFS_CONF.egressd" "$INITRAMFS_CONF"; fi
+	if [ -e "$MANDB_FLAG.egressd" ]; then mv -f "$MANDB_FLAG.egressd" "$MANDB_FLAG"; fi
+	trap - EXIT
 }
 
 # version_ge A B: is Go version A (e.g. 1.26.8) >= B?
@@ -228,7 +262,12 @@ main() {
 	fi
 	install_packages
 	ensure_go
-	ensure_staticcheck
+	# staticcheck is CI's linter (.ci/run), not part of the test suite: the
+	# VM leaves it out, like the host packages (building it there, emulated,
+	# would take many minutes).
+	if [ "${EGRESSD_PROVISION_VM:-}" != 1 ]; then
+		ensure_staticcheck
+	fi
 }
 
 main "$@"
