@@ -210,7 +210,7 @@ func TestAddressPolicyNodeAddress(t *testing.T) {
 	node := netip.MustParseAddr("198.18.48.2")
 	z := newZoneDNS(t, map[string][]netip.Addr{"api.evil.test.": {node}})
 	e := policyEnv(t, z, nil, httpRule("r", "api.*", 8080))
-	e.p.policy.NodeAddrs = func() ([]netip.Addr, error) { return []netip.Addr{node}, nil }
+	e.p.dialer.Policy().NodeAddrs = func() ([]netip.Addr, error) { return []netip.Addr{node}, nil }
 	status, body := e.get("api.evil.test")
 	if status != 403 {
 		t.Fatalf("got %d %q", status, body)
@@ -250,7 +250,7 @@ func TestAddressPolicyMetadataAndNAT64(t *testing.T) {
 			return errors.New("test: no connect")
 		},
 	})
-	e.p.policy.NodeAddrs = func() ([]netip.Addr, error) { return []netip.Addr{node}, nil }
+	e.p.dialer.Policy().NodeAddrs = func() ([]netip.Addr, error) { return []netip.Addr{node}, nil }
 	for _, tc := range []struct{ host, addr, code string }{
 		{"aws6.evil.test", "fd00:ec2::254", "metadata"},
 		{"gce6.evil.test", "fd20:ce::254", "metadata"},

@@ -3,8 +3,8 @@ package l7
 // Audit mode (Config.Audit): a request the rules would deny is forwarded
 // as if a rule allowed its host on its original port, and logged and
 // counted as decision would-deny with the reason. Only the decision
-// changes: the upstream is dialed by the same dialer (dial.go), so the
-// address policy (addrpolicy.go), the mark and TLS verification apply as in
+// changes: the upstream is dialed by the same dialer (l7/internal/dialer), so the
+// address policy (l7/internal/addrpolicy), the mark and TLS verification apply as in
 // enforce mode, and the datapath (which ports reach the proxy, UDP) is not
 // the proxy's to change. What such a request is forwarded as:
 //
@@ -31,7 +31,7 @@ const reasonWouldDeny = "no egress rule allows the host and port (audit mode: fo
 // forwarded by: plain HTTP (or h2c, or passthrough, as the caller is) to
 // host on port, with no rule. The stand-in rule's service is empty: a
 // rule naming an IP literally exempts that IP from the address policy
-// (addrpolicy.go), and an app's IP-literal Host must not (Host: 127.0.0.1,
+// (l7/internal/addrpolicy), and an app's IP-literal Host must not (Host: 127.0.0.1,
 // 169.254.169.254 or the node's address would reach them).
 func (p *Proxy) wouldDeny(e *accessEntry, host string, port uint16) rules.Match {
 	e.wouldDeny = true

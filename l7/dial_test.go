@@ -12,6 +12,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/l7/internal/dialer"
 )
 
 // testDNS answers A queries under allowed.test with 127.0.0.1 and NXDOMAIN
@@ -131,7 +133,11 @@ func TestDefaultDialerMarksUpstreamSockets(t *testing.T) {
 	if err != nil || got != mark {
 		t.Fatalf("SO_MARK = %#x, %v; want %#x", got, err, mark)
 	}
-	if r := markedResolver(nil, MarkControl(mark)); r == net.DefaultResolver || r.Dial == nil {
+	d, err := dialer.New(dialer.Config{Control: MarkControl(mark)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := d.Resolver(); r == net.DefaultResolver || r.Dial == nil {
 		t.Error("the default resolver's sockets are not marked")
 	}
 }

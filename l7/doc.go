@@ -70,9 +70,10 @@
 // response is read),
 // watch.go (a client leaving mid-exchange; bodies and the coarse connection
 // deadlines are l7/internal/body), upgrade.go (101 splice),
-// respond.go (egressd's own answers), dial.go (upstream dials and the TLS
-// origination config), addrpolicy.go (l7/internal/addrpolicy applied to
-// every dial), upconn.go and probe.go (upstream connections, kept
+// respond.go (egressd's own answers), dial.go (the decision against the
+// rules, and the calls into l7/internal/dialer, which dials upstreams under
+// the address policy, chains through the egress proxy and configures TLS
+// origination), upconn.go and probe.go (upstream connections, kept
 // idle by l7/internal/pool, and their liveness check on reuse), errors.go (upstream error → status,
 // in one place), accesslog.go (the access-log record, through slog or
 // l7/internal/accesslog's batched encoder), accesslogbuf.go (that handler's
@@ -82,7 +83,7 @@
 // size, which sizes x/net's per-stream body buffers. h2c client connections
 // get 64 KiB flow-control windows (h2c.go), not x/net's 1 MiB.
 // egressproxy.go chains rules with useEgressProxy through Config.EgressProxy
-// (absolute form for plain HTTP, CONNECT tunnels for the rest; never a direct
-// fallback). gateway.go is ServeGateway, the explicit proxy of `egressd
+// (absolute form for plain HTTP, CONNECT tunnels for the rest, both
+// l7/internal/dialer's; never a direct fallback). gateway.go is ServeGateway, the explicit proxy of `egressd
 // gateway` (CONNECT and absolute form, decided against the same rules).
 package l7

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/dialer"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -525,8 +526,8 @@ func TestEgressProxyReplicaGoneIsRetried(t *testing.T) {
 				t.Fatalf("got %d %q, want 502", resp.StatusCode, body)
 			}
 			tc.svc.none(t)
-			if n := e.onlyDialed(t, front); n < 2 || n > egressProxyAttempts {
-				t.Errorf("dialled the egress proxy %d times, want 2 to %d", n, egressProxyAttempts)
+			if n := e.onlyDialed(t, front); n < 2 || n > dialer.EgressProxyAttempts {
+				t.Errorf("dialled the egress proxy %d times, want 2 to %d", n, dialer.EgressProxyAttempts)
 			}
 		})
 	}

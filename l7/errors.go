@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/egressd/egressd/l7/internal/addrpolicy"
+	"github.com/egressd/egressd/l7/internal/dialer"
 	"github.com/egressd/egressd/l7/internal/h1"
 )
 
@@ -18,7 +19,7 @@ import (
 // It is the one place where upstream errors become statuses.
 func upstreamFailure(err error) (status int, kind, reason string) {
 	var (
-		epErr   *egressProxyError
+		epErr   *dialer.EgressProxyError
 		dnsErr  *net.DNSError
 		certErr *tls.CertificateVerificationError
 		hostErr x509.HostnameError
@@ -30,9 +31,9 @@ func upstreamFailure(err error) (status int, kind, reason string) {
 		refused *addrpolicy.RefusedError
 	)
 	switch {
-	case errors.As(err, &refused): // addrpolicy.go, before egress_proxy: the egress proxy's address may be the one
+	case errors.As(err, &refused): // l7/internal/addrpolicy, before egress_proxy: the egress proxy's address may be the one
 		return 403, "address_refused", refused.Error()
-	case errors.Is(err, errNoEgressProxy):
+	case errors.Is(err, dialer.ErrNoEgressProxy):
 		return 502, "egress_proxy", err.Error()
 	case errors.As(err, &epErr): // egressproxy.go: unreachable, TLS, refused CONNECT, 407
 		return 502, "egress_proxy", err.Error()

@@ -160,7 +160,7 @@ func (s *h1conn) readResponseHead(uc *upConn) error {
 		return err
 	}
 	if uc.via != nil && s.resp.Status == 407 { // the egress proxy refused us, not the upstream
-		return uc.via.fail(errProxyAuth)
+		return uc.via.Fail(errProxyAuth)
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ type metrics struct {
 	shed           *prometheus.CounterVec // reason
 	streamsRefused *prometheus.CounterVec // reason (streamlimit.go)
 	limits         prometheus.Collector   // the limits in force (limit.go)
-	addrRefused    *prometheus.CounterVec // reason code (addrpolicy.go)
+	addrRefused    *prometheus.CounterVec // reason code (l7/internal/addrpolicy)
 	cut            *prometheus.CounterVec // reason (redecide.go)
 	egressRetries  prometheus.Counter     // egressproxy.go
 	mode           prometheus.Collector   // egressd_mode{mode=enforce|audit} 1 (audit.go)

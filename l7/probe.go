@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/egressd/egressd/l7/internal/body"
+	"github.com/egressd/egressd/l7/internal/dialer"
 
 	"golang.org/x/sys/unix"
 )
@@ -83,8 +84,8 @@ const (
 // consuming. It is built once per upstream connection (lazily, on its first
 // reuse), so that the check of every later reuse allocates nothing.
 type socketPeeker struct {
-	rc  syscall.RawConn // nil: a connection it cannot look into
-	pre *prereadConn    // a tunnel through the egress proxy: its buffer first
+	rc  syscall.RawConn     // nil: a connection it cannot look into
+	pre *dialer.PrereadConn // a tunnel through the egress proxy: its buffer first
 	fn  func(fd uintptr) bool
 	res peeked
 	b   [1]byte
@@ -92,7 +93,7 @@ type socketPeeker struct {
 
 func newSocketPeeker(nc net.Conn) *socketPeeker {
 	sp := new(socketPeeker)
-	if pc, ok := nc.(*prereadConn); ok {
+	if pc, ok := nc.(*dialer.PrereadConn); ok {
 		sp.pre, nc = pc, pc.Conn
 	}
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -118,7 +119,7 @@ func newSocketPeeker(nc net.Conn) *socketPeeker {
 // peek reports what waits on the socket; one it cannot look into counts as
 // having nothing waiting.
 func (sp *socketPeeker) peek() peeked {
-	if sp.pre != nil && sp.pre.r.Buffered() > 0 {
+	if sp.pre != nil && sp.pre.Buffered() > 0 {
 		return peekData
 	}
 	if sp.rc == nil {

@@ -3,7 +3,6 @@ package l7
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -18,7 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/egressd/egressd/l7/internal/addrpolicy"
+	"github.com/egressd/egressd/l7/internal/dialer"
 	"github.com/egressd/egressd/l7/internal/limit"
 	"github.com/egressd/egressd/l7/internal/pool"
 	"github.com/egressd/egressd/rules"
@@ -144,7 +143,7 @@ type Config struct {
 	Control func(network, address string, c syscall.RawConn) error
 	// Dial opens upstream TCP connections. nil: a net.Dialer with Resolver,
 	// Mark and ConnectTimeout whose ControlContext applies the upstream
-	// address policy (addrpolicy.go) before each connect. It receives
+	// address policy (l7/internal/dialer) before each connect. It receives
 	// "host.:port" (an absolute name) or "ip:port". A Dial of the
 	// embedder's is checked after it connects: a refused address is closed
 	// before a byte is sent.
@@ -200,13 +199,11 @@ type Proxy struct {
 	access    *slog.Logger // access log: Config.AccessLog, else log
 	accessBuf *AccessLog   // access's handler when it is one: finish encodes lines itself; nil: via slog
 	metrics   *metrics
-	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 	pool      *pool.Pool[*upConn]
 	limits    *limit.Limiter // limit.go: admission at accept
-	egress    *egressProxy   // egressproxy.go: parsed Config.EgressProxy; nil: none
+	dialer    *dialer.Dialer // l7/internal/dialer: upstream dials, the address policy, TLS origination
+	egress    *egressProxy   // the dialer's egress proxy (egressproxy.go); nil: none
 	h2        h2cProxy       // h2c.go: HTTP/2 server and transport shared by h2c connections
-	tlsSess   tls.ClientSessionCache
-	policy    addrpolicy.Policy // addrpolicy.go: which upstream addresses may be dialled
 
 	closing  atomic.Bool
 	mu       sync.Mutex
@@ -237,30 +234,32 @@ func New(cfg Config) (*Proxy, error) {
 	setDefault(&cfg.MaxIdleUpstream, DefaultMaxIdleUpstream)
 	setDefault(&cfg.MaxIdlePerClient, DefaultMaxIdlePerClient)
 	control := ChainControl(MarkControl(cfg.Mark), cfg.Control)
-	cfg.Resolver = markedResolver(cfg.Resolver, control)
-	egress, err := newEgressProxy(cfg.EgressProxy)
+	var m *metrics // set below, before the first dial
+	d, err := dialer.New(dialer.Config{Original: cfg.DialMode == DialOriginal, Resolver: cfg.Resolver,
+		Control: control, Dial: cfg.Dial, Allow: cfg.AllowUpstream, ConnectTimeout: cfg.ConnectTimeout,
+		RootCAs: cfg.RootCAs, EgressProxy: cfg.EgressProxy, OnEgressRetry: func() { m.egressRetries.Inc() },
+		Log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))})
 	if err != nil {
 		return nil, err
 	}
+	cfg.Resolver = d.Resolver()
 	p := &Proxy{
 		cfg:      cfg,
 		log:      cfg.Logger,
-		tlsSess:  tls.NewLRUClientSessionCache(256),
 		lns:      make(map[*net.Listener]struct{}),
 		conns:    make(map[*clientConn]struct{}),
 		shutdown: make(chan struct{}),
-		egress:   egress,
+		dialer:   d,
+		egress:   d.EgressProxy(),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.access = cmp.Or(cfg.AccessLog, p.log)
 	p.accessBuf, _ = p.access.Handler().(*AccessLog)
-	p.policy.Allow = cfg.AllowUpstream
-	p.dial = p.policyDial(cfg.Dial, control)
 	p.pool = pool.New[*upConn](cfg.MaxIdlePerHost, cfg.MaxIdlePerClient, cfg.MaxIdleUpstream, cfg.UpstreamIdle)
 	p.limits = limit.New(cfg.MaxConns, cfg.MaxConnsPerClient, cfg.MaxStreamsPerClient, p.log)
-	m, err := newMetrics(cfg.Metrics, p.limits, cfg.Audit)
+	m, err = newMetrics(cfg.Metrics, p.limits, cfg.Audit)
 	if err != nil {
 		return nil, err
 	}

@@ -158,7 +158,7 @@ func (s *h1conn) writeRequestHead(bw *bufio.Writer, via *egressProxy) {
 	bw.Write(r.Bytes(r.Authority))
 	bw.WriteString("\r\n")
 	if via != nil {
-		via.writeAuth(bw)
+		via.WriteAuth(bw)
 	}
 	writeFields(bw, &r.Head)
 	if r.TeTrailers {

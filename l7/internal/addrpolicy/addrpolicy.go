@@ -16,7 +16,7 @@
 // Why a package of its own: it is the rule that keeps an allowed name from
 // reaching the node's own services; kept apart, its classes are tested on
 // their own (TestAddrClass) and it depends on nothing of the proxy. l7
-// applies it to every dial (l7/addrpolicy.go: the dialer's ControlContext,
+// applies it to every dial (l7/internal/dialer: the dialer's ControlContext,
 // and a check of connections an embedder's Config.Dial opened).
 //
 // Files: addrpolicy.go (RefusedError; Intent, what a dial may reach beyond
