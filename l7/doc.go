@@ -78,10 +78,11 @@
 // in one place), accesslog.go (the access-log record, through slog or
 // l7/internal/accesslog's batched encoder), accesslogbuf.go (that handler's
 // public names), metrics.go.
-// h2c*.go and passthrough.go hold HTTP/2, gRPC and TLS passthrough (the
-// ClientHello is read by l7/internal/sni); h2c_settings.go lowers the upstream's announced maximum frame
-// size, which sizes x/net's per-stream body buffers. h2c client connections
-// get 64 KiB flow-control windows (h2c.go), not x/net's 1 MiB.
+// h2c.go admits, decides and logs each HTTP/2 (h2c, gRPC) stream; the
+// HTTP/2 front end and forwarder are l7/internal/h2c (64 KiB flow-control
+// windows, 16 KiB frames, the upstream pool keys, gRPC statuses).
+// passthrough.go holds TLS passthrough (the ClientHello is read by
+// l7/internal/sni).
 // egressproxy.go chains rules with useEgressProxy through Config.EgressProxy
 // (absolute form for plain HTTP, CONNECT tunnels for the rest, both
 // l7/internal/dialer's; never a direct fallback). gateway.go is ServeGateway, the explicit proxy of `egressd

@@ -35,7 +35,7 @@ func TestEgressProxySquidH2C(t *testing.T) {
 	}
 	e.onlyDialed(t, sq.addr)
 	// Squid logs a CONNECT when its tunnel closes.
-	sq.waitLog(t, fmt.Sprintf("CONNECT api.allowed.test:%d %s", u.port, squidUser), e.p.h2c().closeIdle)
+	sq.waitLog(t, fmt.Sprintf("CONNECT api.allowed.test:%d %s", u.port, squidUser), e.p.h2.CloseIdle)
 }
 
 // squidHTTPSEnv is a sidecar sending secure.allowed.test (an HTTPS port of

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -267,33 +266,6 @@ func TestGRPCOriginatesTLS(t *testing.T) {
 		}
 	}
 	mustContain(t, e.logs.String(), `"protocol":"grpc","upstream":"https","rule":"grpc-api","decision":"allow","status":200`)
-}
-
-func TestGRPCFailureCode(t *testing.T) {
-	start := time.Now().Add(-time.Second)
-	req := func(timeout string) *http.Request {
-		return &http.Request{Header: http.Header{"Grpc-Timeout": {timeout}}}
-	}
-	tests := []struct {
-		name   string
-		err    error
-		status int
-		r      *http.Request
-		want   int
-	}{
-		{"cancel after the deadline", http2.StreamError{Code: http2.ErrCodeCancel}, 502, req("500m"), grpcDeadlineExceeded},
-		{"cancel before the deadline", http2.StreamError{Code: http2.ErrCodeCancel}, 502, req("5S"), grpcCancelled},
-		{"cancel, bad timeout", http2.StreamError{Code: http2.ErrCodeCancel}, 502, req("5x"), grpcCancelled},
-		{"refused", fmt.Errorf("wrapped: %w", http2.StreamError{Code: http2.ErrCodeRefusedStream}), 502, req(""), grpcUnavailable},
-		{"internal", http2.StreamError{Code: http2.ErrCodeInternal}, 502, req(""), grpcInternal},
-		{"timeout", context.DeadlineExceeded, 504, req(""), grpcDeadlineExceeded},
-		{"connect", errors.New("connection refused"), 502, req(""), grpcUnavailable},
-	}
-	for _, tt := range tests {
-		if got := grpcFailureCode(tt.err, tt.status, tt.r, start); got != tt.want {
-			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
-		}
-	}
 }
 
 // Shutdown lets a gRPC stream in flight finish (its connection gets GOAWAY)

@@ -1,182 +1,76 @@
 package l7
 
+// HTTP/2 prior knowledge (h2c), gRPC included: the front end and the
+// forwarder are l7/internal/h2c's; here every stream is admitted
+// (streamlimit.go), decided on its own :authority and the original port,
+// and logged.
+
 import (
-	"bufio"
 	"context"
-	"log/slog"
+	"crypto/tls"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
-	"golang.org/x/net/http2"
+	"github.com/egressd/egressd/l7/internal/h2c"
+	"github.com/egressd/egressd/rules"
 )
 
-// h2cProxy is what every h2c client connection of a Proxy shares: the
-// HTTP/2 server settings and the upstream transport, whose connections are
-// shared by all streams of all clients. Its zero value is ready for use.
-type h2cProxy struct {
-	once sync.Once
-	// hs is the base configuration of srv (limits, error log, the ConnState
-	// hook) and its graceful-shutdown plumbing; it never serves itself.
-	hs  *http.Server
-	srv *http2.Server
-	tr  *http2.Transport
-	// h1tr carries the streams of HTTPS upstreams that chose ALPN
-	// http/1.1 as HTTP/1.1 (not gRPC); h1Only holds their pool keys, each
-	// with the time until which it is not asked for h2 again.
-	h1tr   *http.Transport
-	h1Only sync.Map
-}
-
-// h2cUploadBuffer bounds the request body bytes a client connection may
-// have sent and the proxy not yet passed upstream: the flow-control windows
-// the proxy grants, per connection and per stream. x/net's defaults are
-// 1 MiB each: 200 connections pushing bodies nobody reads held 200 MiB.
-// 64 KiB is HTTP/2's initial window (x/net takes no less for the
-// connection). The client is on the same node, so the window need not
-// cover a long round trip: BenchmarkH2CUpload moved 1 MiB bodies at ~300
-// MB/s with it against ~640 with 1 MiB (BENCHMARKS.md), for 16× less
-// memory per connection. A variable for that benchmark only.
-var h2cUploadBuffer = struct{ conn, stream int32 }{conn: 64 << 10, stream: 64 << 10}
-
-// h2cMaxReadFrameSize is the SETTINGS_MAX_FRAME_SIZE the h2c front end
-// announces: HTTP/2's default, 16 KiB. x/net announces 1 MiB unless told,
-// so a client could send 1 MiB frames (its frame buffer grows to that per
-// connection) and a HEADERS frame over 16 KiB was read instead of refused
-// with FRAME_SIZE_ERROR (h2spec 4.2/3). Upload windows are 64 KiB
-// (h2cUploadBuffer), so larger frames would not carry more per round trip.
-const h2cMaxReadFrameSize = 16 << 10
-
-// h2c returns the Proxy's shared HTTP/2 state, building it on first use.
-func (p *Proxy) h2c() *h2cProxy {
-	h := &p.h2
-	h.once.Do(func() {
-		h.hs = &http.Server{
-			MaxHeaderBytes: p.cfg.MaxHeaderBytes,
-			IdleTimeout:    p.cfg.IdleTimeout,
-			ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-			ConnState:      h2cConnState,
-		}
-		h.srv = &http2.Server{IdleTimeout: p.cfg.IdleTimeout,
-			MaxUploadBufferPerConnection: h2cUploadBuffer.conn, MaxUploadBufferPerStream: h2cUploadBuffer.stream,
-			MaxReadFrameSize: h2cMaxReadFrameSize}
-		// Only to hook srv's graceful shutdown (GOAWAY) to hs.Shutdown;
-		// it cannot fail for a Server without TLS cipher suites.
-		_ = http2.ConfigureServer(h.hs, h.srv)
-		h.tr = p.newH2Transport()
-		h.h1tr = p.newH1Transport()
+// newH2C returns the Proxy's HTTP/2 server and transports (built on first
+// use).
+func (p *Proxy) newH2C() *h2c.Server {
+	return h2c.New(h2c.Config{
+		MaxHeaderBytes:  p.cfg.MaxHeaderBytes,
+		IdleTimeout:     p.cfg.IdleTimeout,
+		ResponseTimeout: p.cfg.ResponseTimeout,
+		ConnectTimeout:  p.cfg.ConnectTimeout,
+		UpstreamIdle:    p.cfg.UpstreamIdle,
+		Log:             p.log,
+		Upstream:        h2cUpstream{p},
+		Markers:         h2c.Markers{Denied: markerDenied, Invalid: markerInvalid, Error: markerError},
 	})
-	return h
 }
 
-// closeIdle closes the idle upstream HTTP/2 connections (Proxy.Shutdown).
-func (h *h2cProxy) closeIdle() {
-	if h.tr != nil {
-		h.tr.CloseIdleConnections()
-		h.h1tr.CloseIdleConnections()
-	}
+// h2cUpstream is what l7/internal/h2c needs of the Proxy.
+type h2cUpstream struct{ p *Proxy }
+
+func (u h2cUpstream) Dial(ctx context.Context, t *h2c.Target) (net.Conn, error) {
+	return u.p.dialUpstream(ctx, t.Match, t.Host, t.Orig)
 }
+
+func (u h2cUpstream) TLSConfig(serverName string, alpn []string) *tls.Config {
+	return u.p.tlsConfig(serverName, alpn)
+}
+
+func (u h2cUpstream) Error(err error) (int, string) { return u.p.upstreamError(err) }
 
 // serveH2C serves an HTTP/2 prior-knowledge (h2c) connection, including
 // gRPC: every stream is decided on its own :authority and the original port.
 // c.br holds the unread client preface, which the HTTP/2 server reads itself.
 // It returns once the connection is closed and all its streams are done.
 func (p *Proxy) serveH2C(c *clientConn) {
-	h := p.h2c()
-	streams := &h2cStreams{p: p, c: c}
-	hc := &h2cConn{Conn: c.nc, br: c.br, c: c, gate: &streams.gate}
 	p.mu.Lock() // Shutdown reads onShutdown under p.mu
-	c.onShutdown = h.goAway
+	c.onShutdown = p.h2.GoAway
 	p.mu.Unlock()
-	h.srv.ServeConn(hc, &http2.ServeConnOpts{BaseConfig: h.hs, Handler: streams})
-	// ServeConn has closed the connection and cancelled the streams, but
-	// does not wait for their handlers nor for its frame reader: c (and its
-	// pooled reader) must outlive them.
-	streams.gate.close()
-}
-
-// goAway starts the graceful shutdown (GOAWAY, then close once the streams
-// are done) of every h2c connection being served. It does not block.
-func (h *h2cProxy) goAway() {
-	// hs has no listeners nor connections of its own: Shutdown only runs
-	// srv's hook (a GOAWAY per connection) and returns at once.
-	_ = h.hs.Shutdown(context.Background())
-}
-
-// h2cConnState tells Proxy.Shutdown when an h2c connection has no open
-// stream (idle: it may be closed) and when it has some again.
-func h2cConnState(nc net.Conn, st http.ConnState) {
-	hc, ok := nc.(*h2cConn)
-	if !ok {
-		return
-	}
-	switch st {
-	case http.StateIdle:
-		hc.c.setIdle()
-	case http.StateActive:
-		hc.c.setActive()
-	}
-}
-
-// h2cConn is the client connection as the HTTP/2 server sees it: reads go
-// through the clientConn's buffered reader, which holds the sniffed preface.
-type h2cConn struct {
-	net.Conn
-	br   *bufio.Reader
-	c    *clientConn
-	gate *streamGate
-}
-
-func (hc *h2cConn) Read(b []byte) (int, error) {
-	if !hc.gate.enter() {
-		return 0, net.ErrClosed
-	}
-	defer hc.gate.exit()
-	return hc.br.Read(b)
-}
-
-// streamGate counts the goroutines using a connection (stream handlers,
-// the frame reader) so that its owner can wait for them; once closed, it
-// admits no one.
-type streamGate struct {
-	mu     sync.Mutex
-	closed bool
-	wg     sync.WaitGroup
-}
-
-func (g *streamGate) enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return false
-	}
-	g.wg.Add(1)
-	return true
-}
-
-func (g *streamGate) exit() { g.wg.Done() }
-
-func (g *streamGate) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-	g.wg.Wait()
+	p.h2.ServeConn(c.nc, c.br, &h2cStreams{p: p, c: c}, func(idle bool) {
+		// Proxy.Shutdown may close an h2c connection with no open stream.
+		if idle {
+			c.setIdle()
+		} else {
+			c.setActive()
+		}
+	})
 }
 
 // h2cStreams is the http.Handler for the streams of one h2c connection.
 type h2cStreams struct {
-	p    *Proxy
-	c    *clientConn
-	gate streamGate
+	p *Proxy
+	c *clientConn
 }
 
 func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !s.gate.enter() {
-		return // the connection is over; the stream was already reset
-	}
-	defer s.gate.exit()
 	p, c := s.p, s.c
 	e := accessEntry{
 		start:    time.Now(),
@@ -190,7 +84,7 @@ func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		scope:    &c.scope,
 	}
 	defer p.finish(&e)
-	grpc := isGRPC(r.Header)
+	grpc := h2c.IsGRPC(r.Header)
 	if grpc {
 		e.protocol = protoNameGRPC
 	}
@@ -200,18 +94,47 @@ func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer p.limits.ReleaseStream(c.limitKey)
 	if r.Host == "" || r.Method == http.MethodConnect {
 		e.reason = "no :authority, or CONNECT"
-		writeLocalH2(w, &e, grpc, http.StatusBadRequest, e.reason)
+		p.writeLocalH2(w, &e, grpc, http.StatusBadRequest, e.reason)
 		return
 	}
 	m, ok := p.decideConn(c, &e, r.Host, e.port)
 	if !ok {
 		e.decision = decisionDeny
 		e.reason = "no egress rule allows the host and port"
-		writeLocalH2(w, &e, grpc, http.StatusForbidden,
+		p.writeLocalH2(w, &e, grpc, http.StatusForbidden,
 			"no egress rule allows "+hostOnly(r.Host)+" on port "+strconv.Itoa(int(e.port)))
 		return
 	}
 	e.decision = decisionAllow
 	e.rule = m.Rule.Name
 	p.forwardH2(w, r, m, grpc, &e)
+}
+
+// forwardH2 sends an allowed stream upstream (h2c.Server.Forward) and
+// records what the client got in e, also when the stream was reset.
+func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match, grpc bool, e *accessEntry) {
+	rec := h2c.Record{Start: e.start}
+	defer e.setH2(&rec)
+	p.h2.Forward(w, r, p.h2Target(m, r.Host, e.orig), grpc, &rec)
+}
+
+// h2Target is the upstream of a stream allowed by m.
+func (p *Proxy) h2Target(m rules.Match, host string, orig netip.AddrPort) *h2c.Target {
+	return &h2c.Target{Match: m, Host: host, Name: hostOnly(host), Orig: orig,
+		TLS: m.Port.Protocol == rules.HTTPS, Literal: ruleLiteral(m).IsValid(),
+		OrigIP: p.cfg.DialMode == DialOriginal}
+}
+
+// writeLocalH2 answers a stream with a response egressd makes itself
+// (h2c.Server.WriteLocal) and records it in e.
+func (p *Proxy) writeLocalH2(w http.ResponseWriter, e *accessEntry, grpc bool, status int, msg string) {
+	var rec h2c.Record
+	p.h2.WriteLocal(w, &rec, grpc, status, msg)
+	e.status, e.bytesOut, e.grpcStatus = rec.Status, rec.BytesOut, rec.GRPCStatus
+}
+
+// setH2 records in e what the client of a forwarded stream got.
+func (e *accessEntry) setH2(rec *h2c.Record) {
+	e.upstream, e.status, e.reason, e.grpcStatus = rec.Upstream, rec.Status, rec.Reason, rec.GRPCStatus
+	e.bytesIn, e.bytesOut = rec.BytesIn, rec.BytesOut
 }

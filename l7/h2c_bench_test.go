@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/egressd/egressd/l7/internal/h2c"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -143,16 +144,16 @@ func BenchmarkGRPCUnary(b *testing.B) {
 
 // BenchmarkH2CUpload: 1 MiB request bodies through the proxy on one h2c
 // connection (one stream at a time, and 8 at once), for flow-control
-// windows (h2cUploadBuffer, connection/stream) from 64 KiB to x/net's
+// windows (h2c.UploadBuffer, connection/stream) from 64 KiB to x/net's
 // default of 1 MiB. SetBytes: MB/s is the upload rate.
 func BenchmarkH2CUpload(b *testing.B) {
-	saved := h2cUploadBuffer
-	b.Cleanup(func() { h2cUploadBuffer = saved })
+	saved := h2c.UploadBuffer
+	b.Cleanup(func() { h2c.UploadBuffer = saved })
 	body := strings.Repeat("x", 1<<20)
-	for _, w := range []struct{ conn, stream int32 }{{64 << 10, 64 << 10}, {128 << 10, 128 << 10}, {256 << 10, 128 << 10}, {1 << 20, 1 << 20}} {
-		h2cUploadBuffer = w // read when the proxy serves its first h2c connection
+	for _, w := range []struct{ Conn, Stream int32 }{{64 << 10, 64 << 10}, {128 << 10, 128 << 10}, {256 << 10, 128 << 10}, {1 << 20, 1 << 20}} {
+		h2c.UploadBuffer = w // read when the proxy serves its first h2c connection
 		e, _ := benchH2CEnv(b)
-		name := fmt.Sprintf("window=%dK-%dK", w.conn>>10, w.stream>>10)
+		name := fmt.Sprintf("window=%dK-%dK", w.Conn>>10, w.Stream>>10)
 		upload := func(c *http.Client) {
 			req, _ := http.NewRequest("POST", "http://bench/up", strings.NewReader(body))
 			req.Host = "api.allowed.test"

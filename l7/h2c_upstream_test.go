@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/h2c"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -220,28 +221,30 @@ func TestH2UpstreamKey(t *testing.T) {
 	any := rules.Match{Rule: &rules.Rule{Service: "*"}}
 	tests := []struct {
 		mode DialMode
-		d    h2Dial
+		d    h2c.Target
 		want string
 	}{
-		{DialResolve, h2Dial{m: direct, host: "API.Example.test.:8443", orig: orig4}, "api.example.test:443"},
-		{DialResolve, h2Dial{m: direct, host: "api.example.test", orig: orig4, tls: true}, "TLS.api.example.test:443"},
-		{DialResolve, h2Dial{m: viaProxy, host: "api.example.test", orig: orig4, tls: true}, "TLS.VIA-PROXY.api.example.test:443"},
-		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig4}, "198.18.0.5.IP.api.example.test:443"},
-		{DialOriginal, h2Dial{m: direct, host: "api.example.test", orig: orig6}, "2001-2--5.IP.api.example.test:443"},
+		{DialResolve, h2c.Target{Match: direct, Host: "API.Example.test.:8443", Orig: orig4}, "api.example.test:443"},
+		{DialResolve, h2c.Target{Match: direct, Host: "api.example.test", Orig: orig4, TLS: true}, "TLS.api.example.test:443"},
+		{DialResolve, h2c.Target{Match: viaProxy, Host: "api.example.test", Orig: orig4, TLS: true}, "TLS.VIA-PROXY.api.example.test:443"},
+		{DialOriginal, h2c.Target{Match: direct, Host: "api.example.test", Orig: orig4}, "198.18.0.5.IP.api.example.test:443"},
+		{DialOriginal, h2c.Target{Match: direct, Host: "api.example.test", Orig: orig6}, "2001-2--5.IP.api.example.test:443"},
 		// A rule naming the IP literally lets the address policy pass it:
 		// its connections are not for streams matched by another rule.
 		// No host can spell that key.
-		{DialResolve, h2Dial{m: literal4, host: "127.0.0.1", orig: orig4}, "LITERAL.127.0.0.1:443"},
-		{DialResolve, h2Dial{m: any, host: "127.0.0.1", orig: orig4}, "127.0.0.1:443"},
-		{DialResolve, h2Dial{m: any, host: "LITERAL.127.0.0.1", orig: orig4}, "literal.127.0.0.1:443"},
-		{DialResolve, h2Dial{m: direct, host: "TLS.api.example.test", orig: orig4}, "tls.api.example.test:443"},
+		{DialResolve, h2c.Target{Match: literal4, Host: "127.0.0.1", Orig: orig4}, "LITERAL.127.0.0.1:443"},
+		{DialResolve, h2c.Target{Match: any, Host: "127.0.0.1", Orig: orig4}, "127.0.0.1:443"},
+		{DialResolve, h2c.Target{Match: any, Host: "LITERAL.127.0.0.1", Orig: orig4}, "literal.127.0.0.1:443"},
+		{DialResolve, h2c.Target{Match: direct, Host: "TLS.api.example.test", Orig: orig4}, "tls.api.example.test:443"},
 	}
 	for _, tt := range tests {
 		p := &Proxy{cfg: Config{DialMode: tt.mode}}
-		if got := p.h2UpstreamKey(&tt.d); got != tt.want {
+		d := p.h2Target(tt.d.Match, tt.d.Host, tt.d.Orig)
+		d.TLS = tt.d.TLS
+		if got := d.Key(); got != tt.want {
 			t.Errorf("%v %+v: key %q, want %q", tt.mode, tt.d, got, tt.want)
 		}
-		if _, _, err := net.SplitHostPort(p.h2UpstreamKey(&tt.d)); err != nil {
+		if _, _, err := net.SplitHostPort(d.Key()); err != nil {
 			t.Errorf("key is not a host:port: %v", err)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egressd/egressd/l7/internal/dialer"
+	"github.com/egressd/egressd/l7/internal/h2c"
 	"github.com/egressd/egressd/l7/internal/limit"
 	"github.com/egressd/egressd/l7/internal/pool"
 	"github.com/egressd/egressd/rules"
@@ -203,7 +204,7 @@ type Proxy struct {
 	limits    *limit.Limiter // limit.go: admission at accept
 	dialer    *dialer.Dialer // l7/internal/dialer: upstream dials, the address policy, TLS origination
 	egress    *egressProxy   // the dialer's egress proxy (egressproxy.go); nil: none
-	h2        h2cProxy       // h2c.go: HTTP/2 server and transport shared by h2c connections
+	h2        *h2c.Server    // l7/internal/h2c: HTTP/2 server and transports shared by h2c connections
 
 	closing  atomic.Bool
 	mu       sync.Mutex
@@ -264,6 +265,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p.metrics = m
+	p.h2 = p.newH2C()
 	return p, nil
 }
 
@@ -412,7 +414,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	defer p.pool.CloseAll()
-	defer p.h2.closeIdle()
+	defer p.h2.CloseIdle()
 	closeIdleFrom := time.Now().Add(idleGrace)
 	for {
 		p.closeIdleConns(false, !time.Now().Before(closeIdleFrom))

@@ -44,6 +44,6 @@ func (p *Proxy) admitH2Stream(w http.ResponseWriter, c *clientConn, e *accessEnt
 	}
 	p.metrics.streamsRefused.WithLabelValues(reason).Inc()
 	e.reason = "too many streams open from this client (" + reason + ")"
-	writeLocalH2(w, e, grpc, http.StatusServiceUnavailable, e.reason)
+	p.writeLocalH2(w, e, grpc, http.StatusServiceUnavailable, e.reason)
 	return false
 }

@@ -1,4 +1,4 @@
-package l7
+package h2c
 
 import (
 	"crypto/tls"

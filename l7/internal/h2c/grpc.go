@@ -1,4 +1,4 @@
-package l7
+package h2c
 
 import (
 	"errors"
@@ -10,9 +10,9 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// isGRPC reports a gRPC request: content-type application/grpc, alone or
+// IsGRPC reports a gRPC request: content-type application/grpc, alone or
 // with a +subtype or parameters.
-func isGRPC(h http.Header) bool {
+func IsGRPC(h http.Header) bool {
 	ct := h.Get("Content-Type")
 	const g = "application/grpc"
 	if len(ct) < len(g) || !strings.EqualFold(ct[:len(g)], g) {
@@ -32,19 +32,19 @@ const (
 	grpcUnavailable       = 14
 )
 
-// writeLocalH2 answers a stream with a response egressd makes itself, as
-// the HTTP/1 path does (respond.go): status, an X-Egressd marker and the
+// WriteLocal answers a stream with a response egressd makes itself, as
+// l7's HTTP/1 path does: status, an X-Egressd marker and the
 // text "egressd: msg"; for gRPC a trailers-only response (HTTP 200, one
 // HEADERS frame) whose grpc-status is the gRPC equivalent of status and
 // whose grpc-message is the text. e gets what the client got: the status
 // (200 for gRPC, with the grpc-status) and the bytes sent.
-func writeLocalH2(w http.ResponseWriter, e *accessEntry, grpc bool, status int, msg string) {
-	marker := markerError
+func (s *Server) WriteLocal(w http.ResponseWriter, e *Record, grpc bool, status int, msg string) {
+	marker := s.cfg.Markers.Error
 	switch status {
 	case http.StatusForbidden:
-		marker = markerDenied
+		marker = s.cfg.Markers.Denied
 	case http.StatusBadRequest:
-		marker = markerInvalid
+		marker = s.cfg.Markers.Invalid
 	}
 	h := w.Header()
 	h.Set("X-Egressd", marker)
@@ -61,21 +61,21 @@ func writeLocalH2(w http.ResponseWriter, e *accessEntry, grpc bool, status int, 
 		setGRPCStatus(w, e, false, code, msg)
 		return
 	}
-	e.status = status
+	e.Status = status
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	n, _ := w.Write([]byte("egressd: " + msg + "\n"))
-	e.bytesOut = int64(n)
+	e.BytesOut = int64(n)
 }
 
 // setGRPCStatus ends a gRPC stream with code and msg: as trailers after a
 // head already written, else as a trailers-only response (HTTP 200). e
 // records what the client gets.
-func setGRPCStatus(w http.ResponseWriter, e *accessEntry, headWritten bool, code int, msg string) {
+func setGRPCStatus(w http.ResponseWriter, e *Record, headWritten bool, code int, msg string) {
 	h := w.Header()
 	msg = grpcEncodeMessage("egressd: " + msg)
-	e.grpcStatus = strconv.Itoa(code)
+	e.GRPCStatus = strconv.Itoa(code)
 	if headWritten {
 		h[http.TrailerPrefix+"Grpc-Status"] = []string{strconv.Itoa(code)}
 		h[http.TrailerPrefix+"Grpc-Message"] = []string{msg}
@@ -84,16 +84,16 @@ func setGRPCStatus(w http.ResponseWriter, e *accessEntry, headWritten bool, code
 	h.Set("Content-Type", "application/grpc")
 	h.Set("Grpc-Status", strconv.Itoa(code))
 	h.Set("Grpc-Message", msg)
-	e.status = http.StatusOK
+	e.Status = http.StatusOK
 	w.WriteHeader(http.StatusOK)
 }
 
-// grpcFailureCode is the gRPC status for a call whose upstream exchange
+// failureCode is the gRPC status for a call whose upstream exchange
 // failed with err (status: the HTTP status the proxy would answer). A reset
 // stream maps as gRPC clients map RST_STREAM codes, and a CANCEL once the
 // call's grpc-timeout has passed (grpc-go servers reset on their deadline)
 // is DEADLINE_EXCEEDED, as the client would have concluded itself.
-func grpcFailureCode(err error, status int, r *http.Request, start time.Time) int {
+func failureCode(err error, status int, r *http.Request, start time.Time) int {
 	var se http2.StreamError
 	if errors.As(err, &se) {
 		switch se.Code {
