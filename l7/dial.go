@@ -124,3 +124,27 @@ func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) e
 func (p *Proxy) tlsConfig(serverName string, alpn []string) *tls.Config {
 	return p.dialer.TLSConfig(serverName, alpn)
 }
+
+// ChainControl runs the non-nil Control functions in order; nil if none.
+func ChainControl(fs ...func(network, address string, c syscall.RawConn) error) func(network, address string, c syscall.RawConn) error {
+	var set []func(network, address string, c syscall.RawConn) error
+	for _, f := range fs {
+		if f != nil {
+			set = append(set, f)
+		}
+	}
+	switch len(set) {
+	case 0:
+		return nil
+	case 1:
+		return set[0]
+	}
+	return func(network, address string, c syscall.RawConn) error {
+		for _, f := range set {
+			if err := f(network, address, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}

@@ -60,7 +60,8 @@
 // request head already buffered whole gets no ReadHeaderTimeout deadline).
 // BenchmarkProxyAllowedKeepAlive measures it.
 //
-// Files: proxy.go (Config, New, Serve, Shutdown), conn.go (accept path and
+// Files: proxy.go (Proxy, New, Serve, Shutdown), config.go (Config and its
+// defaults, OriginalDst, Scope, DialMode), conn.go (accept path and
 // protocol sniffing), limit.go (admission at accept through
 // l7/internal/limit, which counts; temporary accept errors), http1.go (the per-connection request loop, deny),
 // (the head reader, parser and pre-match checks are l7/internal/h1),
@@ -71,7 +72,7 @@
 // watch.go (a client leaving mid-exchange; bodies and the coarse connection
 // deadlines are l7/internal/body), upgrade.go (101 splice),
 // respond.go (egressd's own answers), dial.go (the decision against the
-// rules, and the calls into l7/internal/dialer, which dials upstreams under
+// rules, MarkControl and ChainControl, and the calls into l7/internal/dialer, which dials upstreams under
 // the address policy, chains through the egress proxy and configures TLS
 // origination), upconn.go and probe.go (upstream connections, kept
 // idle by l7/internal/pool, and their liveness check on reuse), errors.go (upstream error → status,
