@@ -75,7 +75,8 @@
 // rules, MarkControl and ChainControl, and the calls into l7/internal/dialer, which dials upstreams under
 // the address policy, chains through the egress proxy and configures TLS
 // origination), upconn.go and probe.go (upstream connections, kept
-// idle by l7/internal/pool, and their liveness check on reuse), errors.go (upstream error → status,
+// idle by l7/internal/pool, and their liveness check on reuse, which looks at the socket
+// through l7/internal/probe), errors.go (upstream error → status,
 // in one place), accesslog.go (the access-log record, through slog or
 // l7/internal/accesslog's batched encoder), accesslogbuf.go (that handler's
 // public names), metrics.go.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/pool"
+	"github.com/egressd/egressd/l7/internal/probe"
 )
 
 // upConn is a pooled upstream HTTP/1.1 connection. Its pool.Node holds its
@@ -17,7 +18,7 @@ type upConn struct {
 	bw       *bufio.Writer
 	via      *egressProxy  // plain HTTP to the egress proxy (absolute form); nil: to the upstream
 	rdl, wdl body.Deadline // nc's read and write deadlines (deadline.go)
-	peeker   *socketPeeker // probe.go: the reuse check; nil until the first reuse
+	peeker   *probe.Socket // probe.go: the reuse check; nil until the first reuse
 	hw       *headWriter   // headwrite.go: under bw for plain TCP; nil otherwise
 }
 
