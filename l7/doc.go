@@ -84,7 +84,8 @@
 // HTTP/2 front end and forwarder are l7/internal/h2c (64 KiB flow-control
 // windows, 16 KiB frames, the upstream pool keys, gRPC statuses).
 // passthrough.go holds TLS passthrough (the ClientHello is read by
-// l7/internal/sni).
+// l7/internal/sni; spliced connections, here and in tunnels and upgrades,
+// are joined by l7/internal/bridge).
 // egressproxy.go chains rules with useEgressProxy through Config.EgressProxy
 // (absolute form for plain HTTP, CONNECT tunnels for the rest, both
 // l7/internal/dialer's; never a direct fallback). gateway.go is ServeGateway, the explicit proxy of `egressd

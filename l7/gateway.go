@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/l7/internal/body"
+	"github.com/egressd/egressd/l7/internal/bridge"
 	"github.com/egressd/egressd/l7/internal/h1"
 	"github.com/egressd/egressd/l7/internal/sni"
 	"github.com/egressd/egressd/rules"
@@ -187,7 +188,7 @@ func (s *h1conn) gatewayConnect() bool {
 	}
 	c.nc.SetDeadline(time.Time{})
 	end := s.p.beginSplice(c, &splice{protocol: protoNameConnect, hosts: []string{s.entry.host, sni}, port: port, rule: m.Rule.Name, client: c.nc, up: up})
-	s.entry.bytesIn, s.entry.bytesOut, err = spliceConns(c.nc, src, up, s.p.cfg.IdleTimeout)
+	s.entry.bytesIn, s.entry.bytesOut, err = bridge.Conns(c.nc, src, up, s.p.cfg.IdleTimeout)
 	if cut := end(); cut != "" {
 		s.entry.reason = cut
 	} else if err != nil {

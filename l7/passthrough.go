@@ -3,13 +3,11 @@ package l7
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net"
-	"os"
 	"time"
 
 	"github.com/egressd/egressd/l7/internal/addrpolicy"
+	"github.com/egressd/egressd/l7/internal/bridge"
 	"github.com/egressd/egressd/l7/internal/sni"
 )
 
@@ -64,20 +62,12 @@ func (p *Proxy) serveTLSPassthrough(c *clientConn) {
 	}
 	defer up.Close()
 	end := p.beginSplice(c, &splice{protocol: e.protocol, hosts: []string{hello.ServerName}, port: e.port, rule: m.Rule.Name, client: c.nc, up: up})
-	e.bytesIn, e.bytesOut, err = spliceConns(c.nc, br, up, p.cfg.IdleTimeout)
+	e.bytesIn, e.bytesOut, err = bridge.Conns(c.nc, br, up, p.cfg.IdleTimeout)
 	if cut := end(); cut != "" {
 		e.reason = cut
-	} else if err != nil && !isPeerReset(err) {
+	} else if err != nil && !bridge.IsPeerReset(err) {
 		e.reason = "spliced connection failed: " + err.Error()
 	}
-}
-
-// isPeerReset reports whether err is a peer ending the connection with a
-// reset (or a write after it did): how many TLS clients close once they
-// have what they wanted. It is a normal end of a spliced connection, not a
-// failure to log (issue 22 item 9).
-func isPeerReset(err error) bool {
-	return errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe)
 }
 
 // TLS alert descriptions (RFC 8446 6) egressd sends in place of a
@@ -94,65 +84,4 @@ const (
 func sendAlert(nc net.Conn, desc byte) {
 	nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = nc.Write([]byte{21, 3, 3, 0, 2, 2, desc})
-}
-
-// spliceConns copies client→upstream (starting with what is buffered in clientR)
-// and upstream→client until both directions end. A direction that reaches
-// EOF half-closes its destination, so the other may go on, but no longer
-// than grace without a byte: a peer that stays half-open and silent does not
-// hold the connection until Shutdown. One that fails closes both
-// connections, so the other cannot hang. It returns the bytes sent each way
-// and the first failure.
-func spliceConns(client net.Conn, clientR io.Reader, up net.Conn, grace time.Duration) (in, out int64, err error) {
-	inErr := make(chan error, 1)
-	go func() {
-		var err error
-		in, err = copyHalf(up, clientR, client, grace)
-		inErr <- err
-	}()
-	out, outErr := copyHalf(client, up, up, grace)
-	// A direction that found its connection closed was stopped by the
-	// other's failure (the one to report) or by Shutdown.
-	for _, err := range [...]error{<-inErr, outErr} {
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			return in, out, err
-		}
-	}
-	return in, out, nil
-}
-
-// copyHalf copies src (read from srcConn) to dst, then ends the direction
-// (endDirection). A clean end starts the other direction's grace: a read
-// deadline on dst, which is the other direction's source. A direction in its
-// grace that times out having moved bytes since the last deadline gets
-// another one; one that moved none is cut.
-func copyHalf(dst net.Conn, src io.Reader, srcConn net.Conn, grace time.Duration) (int64, error) {
-	var n int64
-	for {
-		k, err := io.Copy(dst, src)
-		n += k
-		if k > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-			srcConn.SetReadDeadline(time.Now().Add(grace))
-			continue
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = fmt.Errorf("idle for %v after the other direction ended: %w", grace, err)
-		}
-		endDirection(dst, err, srcConn)
-		if err == nil {
-			dst.SetReadDeadline(time.Now().Add(grace))
-		}
-		return n, err
-	}
-}
-
-// endDirection half-closes dst after a clean EOF, or closes both ends
-// after a failure.
-func endDirection(dst net.Conn, err error, src net.Conn) {
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok && err == nil {
-		_ = cw.CloseWrite()
-		return
-	}
-	dst.Close()
-	src.Close()
 }

@@ -1,9 +1,13 @@
 package l7
 
-import "time"
+import (
+	"time"
+
+	"github.com/egressd/egressd/l7/internal/bridge"
+)
 
 // spliceUpgrade relays a 101 Switching Protocols response and then copies
-// bytes both ways until both directions end (splice, passthrough.go). uc is
+// bytes both ways until both directions end (splice, l7/internal/bridge). uc is
 // never reused.
 func (s *h1conn) spliceUpgrade(uc *upConn) {
 	s.writeResponseHead(false, false)
@@ -22,7 +26,7 @@ func (s *h1conn) spliceUpgrade(uc *upConn) {
 	s.c.nc.SetDeadline(time.Time{})
 	uc.nc.SetDeadline(time.Time{})
 	end := s.p.beginSplice(s.c, &splice{protocol: "upgrade", hosts: []string{s.entry.host}, port: s.entry.port, rule: s.entry.rule, client: s.c.nc, up: uc.nc})
-	in, out, err := spliceConns(s.c.nc, s.c.br, uc.nc, s.p.cfg.IdleTimeout)
+	in, out, err := bridge.Conns(s.c.nc, s.c.br, uc.nc, s.p.cfg.IdleTimeout)
 	s.entry.bytesIn += in
 	s.entry.bytesOut += out
 	if cut := end(); cut != "" {
