@@ -67,6 +67,38 @@ func TestPackageDocs(t *testing.T) {
 	}
 }
 
+// TestPackageDocsNameFiles checks that the doc of l7 and of each package
+// under it names every one of its non-test files (doc.go aside; a package
+// of one file is its doc), so that a reader finds each file's role there
+// (issue 19).
+func TestPackageDocsNameFiles(t *testing.T) {
+	for _, dir := range packages(t) {
+		if dir != "l7" && !strings.HasPrefix(dir, "l7/") {
+			continue
+		}
+		bp, err := build.ImportDir(dir, 0)
+		if err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		var doc strings.Builder
+		fset := token.NewFileSet()
+		for _, name := range bp.GoFiles {
+			f, err := parser.ParseFile(fset, filepath.Join(dir, name), nil, parser.ParseComments|parser.PackageClauseOnly)
+			if err != nil {
+				t.Fatalf("parse %s: %v", name, err)
+			}
+			if f.Doc != nil {
+				doc.WriteString(f.Doc.Text())
+			}
+		}
+		for _, name := range bp.GoFiles {
+			if len(bp.GoFiles) > 1 && name != "doc.go" && !strings.Contains(doc.String(), name) {
+				t.Errorf("package %s (%s): its doc does not name %s", bp.Name, dir, name)
+			}
+		}
+	}
+}
+
 // TestDependencyDirection keeps the layering of docs/design.md: rules and l7 know
 // nothing of BPF, and l7 does not reach into redirect.
 func TestDependencyDirection(t *testing.T) {

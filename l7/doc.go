@@ -60,34 +60,44 @@
 // request head already buffered whole gets no ReadHeaderTimeout deadline).
 // BenchmarkProxyAllowedKeepAlive measures it.
 //
-// Files: proxy.go (Proxy, New, Serve, Shutdown), config.go (Config and its
-// defaults, OriginalDst, Scope, DialMode), conn.go (accept path and
-// protocol sniffing), limit.go (admission at accept through
-// l7/internal/limit, which counts; temporary accept errors), http1.go (the per-connection request loop, deny),
-// (the head reader, parser and pre-match checks are l7/internal/h1),
-// forward.go, exchange.go and relay.go (request to upstream, response
-// back), headwrite.go (a request head written inside the wait for its
-// answer, saving a read(2)), upload.go (the request body sent while the
-// response is read),
-// watch.go (a client leaving mid-exchange; bodies and the coarse connection
-// deadlines are l7/internal/body), upgrade.go (101 splice),
-// respond.go (egressd's own answers), dial.go (the decision against the
-// rules, MarkControl and ChainControl, and the calls into l7/internal/dialer, which dials upstreams under
-// the address policy, chains through the egress proxy and configures TLS
-// origination), upconn.go and probe.go (upstream connections, kept
-// idle by l7/internal/pool, and their liveness check on reuse, which looks at the socket
-// through l7/internal/probe), errors.go (upstream error → status,
-// in one place), accesslog.go (the access-log record, through slog or
-// l7/internal/accesslog's batched encoder), accesslogbuf.go (that handler's
-// public names), metrics.go.
-// h2c.go admits, decides and logs each HTTP/2 (h2c, gRPC) stream; the
-// HTTP/2 front end and forwarder are l7/internal/h2c (64 KiB flow-control
-// windows, 16 KiB frames, the upstream pool keys, gRPC statuses).
-// passthrough.go holds TLS passthrough (the ClientHello is read by
-// l7/internal/sni; spliced connections, here and in tunnels and upgrades,
-// are joined by l7/internal/bridge).
-// egressproxy.go chains rules with useEgressProxy through Config.EgressProxy
-// (absolute form for plain HTTP, CONNECT tunnels for the rest, both
-// l7/internal/dialer's; never a direct fallback). gateway.go is ServeGateway, the explicit proxy of `egressd
-// gateway` (CONNECT and absolute form, decided against the same rules).
+// Files, by concern (the parts that stand alone are packages under
+// l7/internal, each saying why in its doc):
+//   - the Proxy: proxy.go (Proxy, New, Serve, Shutdown), config.go (Config
+//     and its defaults, OriginalDst, Scope, DialMode), metrics.go;
+//   - accept: conn.go (accept path and protocol sniffing), limit.go
+//     (admission at accept through l7/internal/limit, which counts;
+//     temporary accept errors);
+//   - HTTP/1.x: http1.go (the per-connection request loop, deny; the head
+//     reader, parser and pre-match checks are l7/internal/h1), forward.go,
+//     exchange.go and relay.go (request to upstream, response back),
+//     headwrite.go (a request head written inside the wait for its answer,
+//     saving a read(2)), upload.go (the request body sent while the
+//     response is read), watch.go (a client leaving mid-exchange; bodies and
+//     the coarse connection deadlines are l7/internal/body), upgrade.go (101
+//     splice), respond.go (egressd's own answers), upconn.go and probe.go
+//     (upstream connections, kept idle by l7/internal/pool, and their
+//     liveness check on reuse, which looks at the socket through
+//     l7/internal/probe);
+//   - deciding: dial.go (the decision against the rules, MarkControl and
+//     ChainControl, and the calls into l7/internal/dialer, which dials
+//     upstreams under the address policy, chains through the egress proxy
+//     and configures TLS origination), audit.go (audit mode: would-deny
+//     requests forwarded), redecide.go (spliced connections decided again
+//     when the rules change, MaxSpliceLifetime);
+//   - HTTP/2: h2c.go admits, decides and logs each h2c or gRPC stream
+//     (streamlimit.go: the per-client stream bound); the HTTP/2 front end
+//     and forwarder are l7/internal/h2c (64 KiB flow-control windows, 16 KiB
+//     frames, the upstream pool keys, gRPC statuses);
+//   - TLS passthrough: passthrough.go (the ClientHello is read by
+//     l7/internal/sni; spliced connections, here and in tunnels and
+//     upgrades, are joined by l7/internal/bridge);
+//   - chaining and the gateway: egressproxy.go (rules with useEgressProxy
+//     through Config.EgressProxy: absolute form for plain HTTP, CONNECT
+//     tunnels for the rest, both l7/internal/dialer's; never a direct
+//     fallback), gateway.go (ServeGateway, the explicit proxy of `egressd
+//     gateway`: CONNECT and absolute form, decided against the same rules);
+//   - errors and logs: errors.go (upstream error → status, in one place),
+//     accesslog.go (the access-log record, through slog or
+//     l7/internal/accesslog's batched encoder), accesslogbuf.go (that
+//     handler's public names).
 package l7
