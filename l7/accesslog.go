@@ -93,8 +93,8 @@ func (p *Proxy) finishAt(e *accessEntry, now time.Time) {
 	ns := e.namespace()
 	if mc.requests == nil || mc.decision != e.decision || mc.rule != e.rule || mc.protocol != e.protocol || mc.namespace != ns {
 		*mc = metricsCache{decision: e.decision, rule: e.rule, protocol: e.protocol, namespace: ns,
-			requests: p.metrics.requests.WithLabelValues(e.decision, e.rule, e.protocol, ns),
-			duration: p.metrics.duration.WithLabelValues(e.decision)}
+			requests: p.metrics.Requests.WithLabelValues(e.decision, e.rule, e.protocol, ns),
+			duration: p.metrics.Duration.WithLabelValues(e.decision)}
 	}
 	mc.requests.Inc()
 	mc.duration.Observe(d.Seconds())

@@ -18,11 +18,7 @@ package l7
 //
 // Never through the egress proxy: no rule asked for it.
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/egressd/egressd/rules"
-)
+import "github.com/egressd/egressd/rules"
 
 // reasonWouldDeny is the reason logged for a would-deny request.
 const reasonWouldDeny = "no egress rule allows the host and port (audit mode: forwarded)"
@@ -53,19 +49,6 @@ func markWouldDeny(e *accessEntry) {
 	} else {
 		e.reason = reasonWouldDeny + "; " + e.reason
 	}
-}
-
-// modeDesc is egressd_mode: 1 for the mode in force.
-var modeDesc = prometheus.NewDesc("egressd_mode",
-	"The proxy's mode: 1 for the one in force (enforce: requests no rule allows get 403; audit: they are forwarded and counted as would-deny).",
-	[]string{"mode"}, nil)
-
-type modeGauge bool
-
-func (g modeGauge) Describe(ch chan<- *prometheus.Desc) { ch <- modeDesc }
-
-func (g modeGauge) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(modeDesc, prometheus.GaugeValue, 1, ModeName(bool(g)))
 }
 
 // ModeName is "audit" or "enforce".

@@ -154,7 +154,7 @@ func (p *Proxy) serveConn(c *clientConn) {
 	}
 	orig, cgroup, ok := p.lookup(c)
 	if !ok {
-		p.metrics.origMisses.Inc()
+		p.metrics.OrigMisses.Inc()
 		p.log.Warn("no original destination: closing", "client", c.client, "local", c.local)
 		return
 	}

@@ -63,7 +63,8 @@
 // Files, by concern (the parts that stand alone are packages under
 // l7/internal, each saying why in its doc):
 //   - the Proxy: proxy.go (Proxy, New, Serve, Shutdown), config.go (Config
-//     and its defaults, OriginalDst, Scope, DialMode), metrics.go;
+//     and its defaults, OriginalDst, Scope, DialMode), metrics.go (the
+//     decisions; the collectors are l7/internal/metrics);
 //   - accept: conn.go (accept path and protocol sniffing), limit.go
 //     (admission at accept through l7/internal/limit, which counts;
 //     temporary accept errors);

@@ -63,10 +63,10 @@ func upstreamFailure(err error) (status int, kind, reason string) {
 // client. Helper for every protocol handler.
 func (p *Proxy) upstreamError(err error) (status int, reason string) {
 	status, kind, reason := upstreamFailure(err)
-	p.metrics.upstreamErrors.WithLabelValues(kind).Inc()
+	p.metrics.UpstreamErrors.WithLabelValues(kind).Inc()
 	var refused *addrpolicy.RefusedError
 	if errors.As(err, &refused) {
-		p.metrics.addrRefused.WithLabelValues(refused.Code).Inc()
+		p.metrics.AddrRefused.WithLabelValues(refused.Code).Inc()
 		p.log.Warn("upstream address refused", "addr", refused.Addr, "host", refused.Host, "reason", refused.Reason)
 	}
 	return status, reason

@@ -89,7 +89,7 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 	// connection (to the egress proxy again, never direct).
 	if up == nil && (uc.Reused || (uc.via != nil && !s.retrying)) && len(s.resp.Buf) == 0 && isRetryable(err) && s.req.Replayable() {
 		if !uc.Reused {
-			s.p.metrics.egressRetries.Inc()
+			s.p.metrics.EgressRetries.Inc()
 		}
 		return false, true
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/egressd/egressd/l7/internal/dialer"
 	"github.com/egressd/egressd/l7/internal/h2c"
 	"github.com/egressd/egressd/l7/internal/limit"
+	"github.com/egressd/egressd/l7/internal/metrics"
 	"github.com/egressd/egressd/l7/internal/pool"
 )
 
@@ -37,7 +38,7 @@ type Proxy struct {
 	log       *slog.Logger
 	access    *slog.Logger // access log: Config.AccessLog, else log
 	accessBuf *AccessLog   // access's handler when it is one: finish encodes lines itself; nil: via slog
-	metrics   *metrics
+	metrics   *metrics.Set
 	pool      *pool.Pool[*upConn]
 	limits    *limit.Limiter // limit.go: admission at accept
 	dialer    *dialer.Dialer // l7/internal/dialer: upstream dials, the address policy, TLS origination
@@ -73,10 +74,10 @@ func New(cfg Config) (*Proxy, error) {
 	setDefault(&cfg.MaxIdleUpstream, DefaultMaxIdleUpstream)
 	setDefault(&cfg.MaxIdlePerClient, DefaultMaxIdlePerClient)
 	control := ChainControl(MarkControl(cfg.Mark), cfg.Control)
-	var m *metrics // set below, before the first dial
+	var m *metrics.Set // set below, before the first dial
 	d, err := dialer.New(dialer.Config{Original: cfg.DialMode == DialOriginal, Resolver: cfg.Resolver,
 		Control: control, Dial: cfg.Dial, Allow: cfg.AllowUpstream, ConnectTimeout: cfg.ConnectTimeout,
-		RootCAs: cfg.RootCAs, EgressProxy: cfg.EgressProxy, OnEgressRetry: func() { m.egressRetries.Inc() },
+		RootCAs: cfg.RootCAs, EgressProxy: cfg.EgressProxy, OnEgressRetry: func() { m.EgressRetries.Inc() },
 		Log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))})
 	if err != nil {
 		return nil, err
@@ -178,11 +179,11 @@ func (p *Proxy) trackConn(c *clientConn, add bool) {
 	if add {
 		p.conns[c] = struct{}{}
 		p.connsWG.Add(1)
-		p.metrics.openConns.Inc()
+		p.metrics.OpenConns.Inc()
 	} else {
 		delete(p.conns, c)
 		p.connsWG.Done()
-		p.metrics.openConns.Dec()
+		p.metrics.OpenConns.Dec()
 	}
 }
 

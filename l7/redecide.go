@@ -128,7 +128,7 @@ func (p *Proxy) cut(c *clientConn, sp *splice, code, reason string) bool {
 	}
 	sp.client.Close()
 	sp.up.Close()
-	p.metrics.cut.WithLabelValues(code).Inc()
+	p.metrics.Cut.WithLabelValues(code).Inc()
 	p.log.Warn("spliced connection closed", "reason", reason, "client", c.client, "protocol", sp.protocol,
 		"host", strings.Join(sp.hosts, ","), "port", sp.port, "rule", sp.rule)
 	return true

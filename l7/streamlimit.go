@@ -10,31 +10,15 @@ package l7
 // while the connection limits let it open 1024. Memory pressure does not
 // help there either: it sheds new connections, and these streams come on
 // open ones. A stream over the limit (under memory pressure: from a client
-// holding limit.PressureStreamAllowance or more) is answered at once with 503
+// holding l7/internal/limit.PressureStreamAllowance or more) is answered at once with 503
 // (gRPC: UNAVAILABLE), never forwarded, and counted in
 // egressd_streams_refused_total{reason}.
 
-import (
-	"net/http"
-
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/egressd/egressd/l7/internal/limit"
-)
+import "net/http"
 
 // DefaultMaxStreamsPerClient bounds the h2c streams open at once from one
 // client (Config.MaxStreamsPerClient).
 const DefaultMaxStreamsPerClient = 1024
-
-func newStreamsRefused() *prometheus.CounterVec {
-	v := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "egressd_streams_refused_total",
-		Help: "h2c streams answered 503 (gRPC: UNAVAILABLE) without being forwarded, by reason (max_streams_per_client, memory).",
-	}, []string{"reason"})
-	v.WithLabelValues(limit.RefusedStreamsPerClient)
-	v.WithLabelValues(limit.RefusedStreamsMemory)
-	return v
-}
 
 // admitH2Stream admits a stream of c, or answers it 503 and returns false.
 func (p *Proxy) admitH2Stream(w http.ResponseWriter, c *clientConn, e *accessEntry, grpc bool) bool {
@@ -42,7 +26,7 @@ func (p *Proxy) admitH2Stream(w http.ResponseWriter, c *clientConn, e *accessEnt
 	if reason == "" {
 		return true
 	}
-	p.metrics.streamsRefused.WithLabelValues(reason).Inc()
+	p.metrics.StreamsRefused.WithLabelValues(reason).Inc()
 	e.reason = "too many streams open from this client (" + reason + ")"
 	p.writeLocalH2(w, e, grpc, http.StatusServiceUnavailable, e.reason)
 	return false
