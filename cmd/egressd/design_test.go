@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/egressd/egressd/cmd/egressd/internal/envflag"
 )
 
 // designDoc is the repository's maintained design; its flag tables are
@@ -15,17 +17,23 @@ import (
 const designDoc = "../../docs/design.md"
 
 // TestDesignFlagTables checks that docs/design.md's tables of `egressd run`,
-// `egressd gateway` and `egressd suggest` flags are exactly what the FlagSets declare (name,
-// environment twin, default, help). EGRESSD_UPDATE_DESIGN=1 rewrites them.
+// `egressd gateway`, `egressd suggest`, `egressd check` and `egressd explain`
+// flags are exactly what the FlagSets declare (name, environment twin,
+// default, help). EGRESSD_UPDATE_DESIGN=1 rewrites them.
 func TestDesignFlagTables(t *testing.T) {
 	doc, err := os.ReadFile(designDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// explain's defaults of --rules and --admin are their twins' values.
+	t.Setenv("EGRESSD_RULES", "")
+	t.Setenv("EGRESSD_ADMIN", "")
 	tables := map[string]*flag.FlagSet{
 		"run":     newRunFlags(&runConfig{}, io.Discard),
 		"gateway": newGatewayFlags(&gatewayConfig{}, io.Discard),
 		"suggest": newSuggestFlags(&suggestConfig{}, io.Discard),
+		"check":   newCheckFlags(&checkConfig{}, io.Discard),
+		"explain": newExplainFlags(&explainConfig{}, io.Discard),
 	}
 	updated := doc
 	for name, fs := range tables {
@@ -56,7 +64,10 @@ func TestDesignFlagTables(t *testing.T) {
 }
 
 // flagTable renders a FlagSet as a Markdown table, in the FlagSet's order.
+// check and explain read only the twins their help names ("(env
+// EGRESSD_RULES)"); every flag of the others has one (envflag.Apply).
 func flagTable(fs *flag.FlagSet) string {
+	namedTwins := fs.Name() == "egressd check" || fs.Name() == "egressd explain"
 	var b strings.Builder
 	b.WriteString("| flag | environment | default | meaning |\n| --- | --- | --- | --- |\n")
 	fs.VisitAll(func(f *flag.Flag) {
@@ -68,7 +79,11 @@ func flagTable(fs *flag.FlagSet) string {
 		}
 		usage = strings.ReplaceAll(usage, "|", `\|`)
 		usage = strings.ReplaceAll(usage, "\n", " ")
-		fmt.Fprintf(&b, "| `--%s` | `%s` | %s | %s |\n", f.Name, envName(f.Name), def, usage)
+		env := "`" + envflag.Name(f.Name) + "`"
+		if namedTwins && !strings.Contains(usage, "(env "+envflag.Name(f.Name)+")") {
+			env = "none"
+		}
+		fmt.Fprintf(&b, "| `--%s` | %s | %s | %s |\n", f.Name, env, def, usage)
 	})
 	return b.String()
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/egressd/egressd/cmd/egressd/internal/envflag"
 	"github.com/egressd/egressd/kube"
 	"github.com/egressd/egressd/kube/exempt"
 	"github.com/egressd/egressd/kube/pods"
@@ -27,9 +28,9 @@ type podExemptConfig struct {
 
 // exemptPodFlags declares the pod exemption flags on fs.
 func exemptPodFlags(fs *flag.FlagSet, cfg *podExemptConfig) {
-	fs.Var(listFlag(&cfg.Namespaces, parseNamespace), "exempt-namespace",
+	fs.Var(envflag.List(&cfg.Namespaces, parseNamespace), "exempt-namespace",
 		"Kubernetes `namespace` whose pods are all left alone, as if not attached, e.g. kube-system (repeatable; with --kubernetes)")
-	fs.Var(listFlag(&cfg.LabelNamespaces, parseNamespace), "exempt-label-namespace",
+	fs.Var(envflag.List(&cfg.LabelNamespaces, parseNamespace), "exempt-label-namespace",
 		"Kubernetes `namespace` where a pod labelled "+exempt.LabelExempt+"=true is left alone (repeatable; with --kubernetes; the label is ignored in every other namespace, so that a tenant cannot exempt its own pods)")
 	fs.StringVar(&cfg.SystemNamespace, "system-namespace", "",
 		"egressd's own Kubernetes `namespace`, where pods labelled "+exempt.LabelGateway+"=true or "+exempt.LabelAgent+"=true (the gateway's and the agents') are left alone (with --kubernetes; default: the agent's namespace, as for --global-namespace)")

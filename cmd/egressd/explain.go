@@ -1,17 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 
-	"github.com/egressd/egressd/internal/accesslog"
+	"github.com/egressd/egressd/cmd/egressd/internal/envflag"
+	"github.com/egressd/egressd/cmd/egressd/internal/explain"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -60,31 +60,50 @@ agent answered, 1 when it could not be asked or does not know the pod.
 Flags:
 `
 
+// explainConfig is the command line of `egressd explain`.
+type explainConfig struct {
+	Rules, Log, Pod, Admin string
+	LogLines               []string
+	Scope                  explain.Scope // --namespace and its sources
+}
+
+// newExplainFlags declares explain's flags on a fresh FlagSet. Only
+// --rules and --admin have environment twins (EGRESSD_RULES and
+// EGRESSD_ADMIN, as for run), read as their defaults.
+func newExplainFlags(cfg *explainConfig, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("egressd explain", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() { fmt.Fprint(out, explainUsage); fs.PrintDefaults() }
+	fs.StringVar(&cfg.Rules, "rules", os.Getenv("EGRESSD_RULES"), "EgressRule `file or directory` (env EGRESSD_RULES)")
+	fs.StringVar(&cfg.Log, "log", "", "access log `file` to explain line by line (- for standard input)")
+	fs.Var(envflag.List(&cfg.LogLines, envflag.String), "log-line", "one access-log `line` to explain (repeatable)")
+	fs.StringVar(&cfg.Scope.Namespace, "namespace", "", "answer for the pods of this `namespace`: the global rules, then the namespace's own (from --namespace-rules or, with --kubeconfig, the API)")
+	fs.StringVar(&cfg.Scope.NamespaceRules, "namespace-rules", "", "the namespace's EgressRule `file or directory`, with --namespace")
+	fs.StringVar(&cfg.Scope.Kubeconfig, "kubeconfig", "", "kubeconfig `file`: with --namespace, list the namespace's and the global namespace's EgressRules from the API")
+	fs.StringVar(&cfg.Scope.GlobalNamespace, "global-namespace", "", "with --kubeconfig, the `namespace` whose EgressRules apply to every pod (default: as the agent's, egressd outside a pod)")
+	fs.StringVar(&cfg.Pod, "pod", "", "`NAMESPACE/NAME` of a pod of this node: ask the agent whether it is exempt from redirection, and why")
+	fs.StringVar(&cfg.Admin, "admin", cmp.Or(os.Getenv("EGRESSD_ADMIN"), defaultAdmin), "the agent's admin `address`, for --pod (env EGRESSD_ADMIN)")
+	return fs
+}
+
 // explainCmd implements `egressd explain`.
 func explainCmd(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("egressd explain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, explainUsage); fs.PrintDefaults() }
-	path := fs.String("rules", os.Getenv("EGRESSD_RULES"), "EgressRule `file or directory` (env EGRESSD_RULES)")
-	logFile := fs.String("log", "", "access log `file` to explain line by line (- for standard input)")
-	var logLines []string
-	fs.Var(listFlag(&logLines, func(s string) (string, error) { return s, nil }), "log-line", "one access-log `line` to explain (repeatable)")
-	var scope explainScope // explainns.go
-	scope.flags(fs)
-	pod, admin := explainPodFlags(fs)
+	cfg := &explainConfig{}
+	fs := newExplainFlags(cfg, stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return exitError{exitUsage}
 	}
+	path, logFile, logLines, scope := &cfg.Rules, &cfg.Log, cfg.LogLines, &cfg.Scope
 	fromLog := *logFile != "" || len(logLines) > 0
-	if *pod != "" {
+	if cfg.Pod != "" {
 		if fromLog || fs.NArg() > 0 {
 			fmt.Fprintln(stderr, "egressd explain: give --pod alone, or hosts, or access-log lines")
 			return exitError{exitUsage}
 		}
-		return explainPod(*admin, *pod, stdout, stderr) // explainpod.go
+		return explainPod(cfg.Admin, cfg.Pod, stdout, stderr) // explainpod.go
 	}
 	switch {
 	case *path == "" || fs.NArg() == 0 && !fromLog:
@@ -97,8 +116,8 @@ func explainCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 	case *logFile != "" && len(logLines) > 0:
 		fmt.Fprintln(stderr, "egressd explain: give --log or --log-line, not both")
 		return exitError{exitUsage}
-	case scope.usage() != "":
-		fmt.Fprintln(stderr, "egressd explain:", scope.usage())
+	case scope.Usage() != "":
+		fmt.Fprintln(stderr, "egressd explain:", scope.Usage())
 		return exitError{exitUsage}
 	}
 	type query struct {
@@ -107,7 +126,7 @@ func explainCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	queries := make([]query, fs.NArg())
 	for i, arg := range fs.Args() {
-		host, port, err := splitExplainArg(arg)
+		host, port, err := explain.SplitArg(arg)
 		if err != nil {
 			fmt.Fprintf(stderr, "egressd explain: %v\n", err)
 			return exitError{exitUsage}
@@ -124,190 +143,25 @@ func explainCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintln(stderr, "egressd explain: the rules are invalid; run egressd check for a summary")
 		return exitError{exitFailure}
 	}
-	if set, err = scope.layer(set, stderr); err != nil {
+	if set, err = scope.Layer(set, stderr); err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitError{exitFailure}
 	}
 	switch {
 	case len(logLines) > 0:
-		return explainLog("line", strings.NewReader(strings.Join(logLines, "\n")), set, stdout)
+		return explain.Log("line", strings.NewReader(strings.Join(logLines, "\n")), set, stdout)
 	case *logFile == "-":
-		return explainLog("stdin", stdin, set, stdout)
+		return explain.Log("stdin", stdin, set, stdout)
 	case *logFile != "":
 		f, err := os.Open(*logFile)
 		if err != nil {
 			return fmt.Errorf("explain: %w", err)
 		}
 		defer f.Close()
-		return explainLog(*logFile, f, set, stdout)
+		return explain.Log(*logFile, f, set, stdout)
 	}
 	for _, q := range queries {
-		fmt.Fprintln(stdout, explainLine(set, q.host, q.port))
+		fmt.Fprintln(stdout, explain.Line(set, q.host, q.port))
 	}
 	return nil
-}
-
-// splitExplainArg splits HOST[:PORT]; the port defaults to 80.
-func splitExplainArg(arg string) (string, uint16, error) {
-	host, portStr := arg, "80"
-	if strings.HasPrefix(arg, "[") || strings.Count(arg, ":") == 1 {
-		h, p, err := net.SplitHostPort(arg)
-		if err != nil && strings.HasPrefix(arg, "[") && strings.HasSuffix(arg, "]") {
-			h, p, err = arg[1:len(arg)-1], "80", nil
-		}
-		if err != nil {
-			return "", 0, fmt.Errorf("%q: want HOST[:PORT], with an IPv6 address in brackets", arg)
-		}
-		host, portStr = h, p
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if host == "" || err != nil || port == 0 {
-		return "", 0, fmt.Errorf("%q: want HOST[:PORT] with a port from 1 to 65535", arg)
-	}
-	return host, uint16(port), nil
-}
-
-// explainLine answers one query in one greppable line.
-func explainLine(set *rules.Set, host string, port uint16) string {
-	hp := net.JoinHostPort(host, strconv.Itoa(int(port)))
-	if ok, detail := explainMatch(set, host, port); ok {
-		return "allow " + hp + " " + detail
-	} else {
-		return "deny  " + hp + " " + detail
-	}
-}
-
-// explainMatch decides host on port: for an allowed one the rule, port,
-// protocol, egress proxy and source; for a denied one why, and on which
-// ports the host would be allowed.
-func explainMatch(set *rules.Set, host string, port uint16) (bool, string) {
-	hp := net.JoinHostPort(host, strconv.Itoa(int(port)))
-	m, ok := set.Match(hp, port)
-	if !ok {
-		line := fmt.Sprintf("no egress rule allows %s on port %d", host, port)
-		if other := otherPorts(set, hp); other != "" {
-			line += " (" + other + ")"
-		}
-		return false, line
-	}
-	proxy := "no"
-	if m.UseEgressProxy {
-		proxy = "yes"
-	}
-	return true, fmt.Sprintf("rule=%s service=%s port=%d protocol=%s egress-proxy=%s source=%s",
-		m.Rule.Name, m.Rule.Service, m.Port.Number, m.Port.Protocol, proxy, m.Rule.Source)
-}
-
-// otherPorts says on which ports host would be allowed, if on any: a
-// denial's most common cause is a missing port.
-func otherPorts(set *rules.Set, hp string) string {
-	var ports []string
-	for _, r := range set.Rules() {
-		for _, p := range r.Ports {
-			if m, ok := set.Match(hp, p.Number); ok && m.Rule == r {
-				ports = append(ports, strconv.Itoa(int(p.Number))+"/"+p.Protocol.String())
-			}
-		}
-	}
-	if len(ports) == 0 {
-		return ""
-	}
-	return "allowed on " + strings.Join(ports, ", ")
-}
-
-// explainLog explains every request line of an access log against set;
-// a malformed line is said so, and the next one read.
-func explainLog(src string, r io.Reader, set *rules.Set, stdout io.Writer) error {
-	lr := accesslog.NewReader(r)
-	n := 0
-	for {
-		e, err := lr.Next()
-		var le *accesslog.LineError
-		switch {
-		case err == io.EOF:
-			if n == 0 {
-				fmt.Fprintf(stdout, "%s: no access-log request line (%d other log records)\n", src, lr.Skipped())
-			}
-			return nil
-		case errors.As(err, &le):
-			fmt.Fprintf(stdout, "%s:%d not an access-log line: %v\n", src, le.Line, le.Err)
-		case err != nil:
-			return fmt.Errorf("explain: read %s: %w", src, err)
-		default:
-			n++
-			fmt.Fprintf(stdout, "%s:%d %s\n", src, e.Line, explainEntry(set, e))
-		}
-	}
-}
-
-// explainEntry says what was decided for e, why, and what set decides now.
-func explainEntry(set *rules.Set, e *accesslog.Entry) string {
-	host := e.HostName()
-	hp := net.JoinHostPort(host, strconv.Itoa(int(e.Port)))
-	out := fmt.Sprintf("%s %s logged %s", quoteIfNeeded(hp), quoteIfNeeded(e.Protocol), quoteIfNeeded(e.Decision))
-	if e.Rule != "" {
-		out += " by rule " + quoteIfNeeded(e.Rule)
-	}
-	switch {
-	case e.Decision == "invalid":
-		return fmt.Sprintf("%s: refused before any rule was asked (%s); no rule changes that", out, quoteIfNeeded(e.Reason))
-	case host == "":
-		return out + ": no host name (a TLS hello without SNI, or no Host): refused whatever the rules"
-	case e.Port == 0:
-		return out + ": no port: not decided by the rules"
-	}
-	allowed, detail := explainMatch(set, host, e.Port)
-	var why []string
-	if allowed {
-		out += ", now allow by " + detail
-		switch m, _ := set.Match(hp, e.Port); {
-		case e.Decision != "allow":
-			why = append(why, "a rule allows it now that did not then")
-		case e.Upstream == "https" && m.Port.Protocol != rules.HTTPS:
-			why = append(why, "it was sent with TLS originated; the port is now "+m.Port.Protocol.String()+": it would go in clear")
-		case e.Upstream == "http" && m.Port.Protocol == rules.HTTPS:
-			why = append(why, "it was sent in clear; the port is now HTTPS: egressd would originate TLS")
-		}
-	} else {
-		out += ", now deny: " + detail
-		switch e.Decision {
-		case "would-deny":
-			why = append(why, "in enforce mode: "+refusal(e.Protocol))
-		case "allow":
-			why = append(why, "the rules that allowed it then no longer do")
-		}
-	}
-	// What else happened to it: an upstream failure, the address policy.
-	if r := strings.TrimPrefix(strings.TrimPrefix(e.Reason, auditReason), "; "); r != "" && e.Decision != "deny" {
-		why = append(why, "then: "+quoteIfNeeded(r))
-	}
-	if len(why) > 0 {
-		out += "; " + strings.Join(why, "; ")
-	}
-	return out
-}
-
-// refusal is what a denied client of protocol gets.
-func refusal(protocol string) string {
-	switch protocol {
-	case "tls-passthrough":
-		return "a TLS access_denied alert"
-	case "grpc":
-		return "403 (gRPC PermissionDenied)"
-	}
-	return "403"
-}
-
-// auditReason is the reason l7 logs for a would-deny request (l7/audit.go).
-const auditReason = "no egress rule allows the host and port (audit mode: forwarded)"
-
-// quoteIfNeeded quotes s when it holds spaces or anything but printable
-// ASCII: a value from a log line stays on its line.
-func quoteIfNeeded(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == '"' {
-			return strconv.QuoteToASCII(s)
-		}
-	}
-	return s
 }

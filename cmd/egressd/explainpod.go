@@ -3,24 +3,15 @@ package main
 import (
 	"cmp"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/egressd/egressd/kube/exempt"
 )
-
-// explainPodFlags declares explain's --pod and --admin.
-func explainPodFlags(fs *flag.FlagSet) (pod, admin *string) {
-	pod = fs.String("pod", "", "`NAMESPACE/NAME` of a pod of this node: ask the agent whether it is exempt from redirection, and why")
-	admin = fs.String("admin", cmp.Or(os.Getenv("EGRESSD_ADMIN"), defaultAdmin), "the agent's admin `address`, for --pod (env EGRESSD_ADMIN)")
-	return pod, admin
-}
 
 // explainPod asks the agent at admin (GET /exempt?pod=) about pod and
 // prints one line: exempt (with the reasons), governed, or unknown.

@@ -1,5 +1,12 @@
 package main
 
+// flags.go: the command line of `egressd run` (runConfig, its FlagSet, its
+// checks) and parseFlagSet, shared with gateway. The environment twins and
+// the flag value types are package envflag, whose doc says why it is not
+// github.com/peterbourgon/ff/v3 (it would split every flag's value at
+// commas, skip empty variables and name the flag rather than the variable
+// in its errors).
+
 import (
 	"errors"
 	"flag"
@@ -9,16 +16,13 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/cmd/egressd/internal/envflag"
+	"github.com/egressd/egressd/cmd/egressd/internal/limits"
 	"github.com/egressd/egressd/redirect"
 )
-
-// envPrefix names every flag's environment twin: --proxy-port is
-// EGRESSD_PROXY_PORT. Repeatable flags take a comma-separated list there.
-const envPrefix = "EGRESSD_"
 
 // runConfig is the parsed command line of `egressd run`.
 type runConfig struct {
@@ -57,10 +61,10 @@ type runConfig struct {
 	IdleTimeout         time.Duration
 	ResponseTimeout     time.Duration
 	MaxHeaderBytes      int
-	MaxConns            int         // 0: derived from RLIMIT_NOFILE (limits.go)
-	MaxConnsPerClient   int         // 0: the proxy's default
-	MaxStreamsPerClient int         // 0: the proxy's default
-	MemoryLimit         memoryLimit // the Go runtime's memory limit (limits.go)
+	MaxConns            int           // 0: derived from RLIMIT_NOFILE (limits.AutoMaxConns)
+	MaxConnsPerClient   int           // 0: the proxy's default
+	MaxStreamsPerClient int           // 0: the proxy's default
+	MemoryLimit         limits.Memory // the Go runtime's memory limit
 	MaxIdleUpstream     int
 	MaxIdlePerClient    int
 	MaxSpliceLifetime   time.Duration // maxSpliceLifetimeFlag
@@ -92,32 +96,32 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.Rules, "rules", "", "EgressRule `file or directory` (required)")
-	fs.Var(listFlag(&cfg.Cgroups, func(s string) (string, error) { return s, nil }), "cgroup",
+	fs.Var(envflag.List(&cfg.Cgroups, envflag.String), "cgroup",
 		"cgroup v2 `directory` whose processes are redirected (repeatable; required)")
-	fs.Var(listFlag(&cfg.CgroupRules, parseCgroupRules), "cgroup-rules",
+	fs.Var(envflag.List(&cfg.CgroupRules, parseCgroupRules), "cgroup-rules",
 		"`CGROUP_DIR=RULES_PATH`: the processes of that cgroup (a --cgroup or below one) and of the cgroups below it are decided by these rule files on top of --rules; the most specific cgroup wins (repeatable)")
-	fs.Var(listFlag(&cfg.ExemptCgroups, func(s string) (string, error) { return s, nil }), "exempt-cgroup",
+	fs.Var(envflag.List(&cfg.ExemptCgroups, envflag.String), "exempt-cgroup",
 		"cgroup v2 `directory` below an attached one whose processes are left alone, as if not attached (repeatable; the agent's own cgroup is exempt where it holds only the agent)")
 	exemptPodFlags(fs, &cfg.PodExempt)
-	fs.Var(portFlag{&cfg.ProxyPort}, "proxy-port", "`port` the proxy listens on, IPv4 and IPv6")
+	fs.Var(envflag.Port{Dst: &cfg.ProxyPort}, "proxy-port", "`port` the proxy listens on, IPv4 and IPv6")
 	fs.StringVar(&cfg.Admin, "admin", defaultAdmin, "`address` of /metrics, /healthz, /readyz and /exempt (the exempt pods, with --kubernetes)")
-	fs.Var(listFlag(&cfg.NodeAddrs, netip.ParseAddr), "node-addr",
+	fs.Var(envflag.List(&cfg.NodeAddrs, netip.ParseAddr), "node-addr",
 		"this node's `address` that pods' connections are sent to (repeatable: one IPv4, one IPv6); none: pods fail closed")
-	fs.Var(listFlag(&cfg.ExcludeCIDRs, netip.ParsePrefix), "exclude-cidr",
+	fs.Var(envflag.List(&cfg.ExcludeCIDRs, netip.ParsePrefix), "exclude-cidr",
 		"`CIDR` never redirected, e.g. the cluster's pod and service ranges (repeatable)")
 	allowUpstreamFlag(fs, &cfg.AllowUpstream)
-	fs.Var(urlFlag{&cfg.EgressProxy}, "egress-proxy", "`URL` of the egress proxy for rules with useEgressProxy (http[s]://[user:pass@]host[:port])")
+	fs.Var(envflag.URL{Dst: &cfg.EgressProxy}, "egress-proxy", "`URL` of the egress proxy for rules with useEgressProxy (http[s]://[user:pass@]host[:port])")
 	fs.StringVar(&cfg.CAFile, "ca-file", "", "PEM `file` of extra root CAs for TLS origination")
 	fs.StringVar(&cfg.DNS, "dns", "", "DNS server `host[:port]` to resolve upstream names with (default: the system's)")
 	fs.StringVar(&cfg.Mode, "mode", "enforce", "`enforce`: requests no rule allows get 403; audit: they are forwarded and logged and counted as would-deny")
 	fs.StringVar(&cfg.Dial, "dial", "resolve", "upstream address: `resolve` the matched host, or dial the original destination IP")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.Var(accessLogFlag{&cfg.AccessLog}, "access-log", accessLogUsage)
-	fs.Var(listFlag(&cfg.DNSServers, redirect.ParsePrefix), "dns-server",
+	fs.Var(envflag.List(&cfg.DNSServers, redirect.ParsePrefix), "dns-server",
 		"`IP or CIDR` of a DNS server the cgroups may reach on port 53 (repeatable; default: the agent's resolv.conf nameservers and --dns)")
-	fs.Var(listFlag(&cfg.AllowUDP, redirect.ParseUDPRule), "allow-udp",
+	fs.Var(envflag.List(&cfg.AllowUDP, redirect.ParseUDPRule), "allow-udp",
 		"UDP destination the cgroups may send to: `PORT or CIDR:PORT` (repeatable; other UDP but DNS is refused, port 443 always)")
-	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK `mark` on egressd's own sockets (for routing rules; it exempts nothing from redirection)")
+	fs.Var(envflag.Uint32{Dst: &cfg.SocketMark}, "socket-mark", "SO_MARK `mark` on egressd's own sockets (for routing rules; it exempts nothing from redirection)")
 	fs.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs `directory` of the pinned programs and maps (default <bpffs>/egressd)")
 	fs.BoolVar(&cfg.DenyUDP, "deny-udp", false, "deprecated, no effect: UDP is refused by default (see --allow-udp)")
 	fs.BoolVar(&cfg.Uninstall, "uninstall", false, "detach the programs, remove every pin, and exit")
@@ -130,7 +134,7 @@ func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "client connections open at once, all clients; more are reset at accept (0: 16384, lowered to fit the open files limit; -1: none)")
 	fs.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", 0, "client connections open at once from one source address (a pod); more are reset at accept (0: 1024; -1: none)")
 	fs.IntVar(&cfg.MaxStreamsPerClient, "max-streams-per-client", 0, "h2c streams open at once from one client (a pod), over all its connections; more are answered 503 (0: 1024; -1: none)")
-	fs.Var(memoryLimitFlag{&cfg.MemoryLimit}, "memory-limit", "the Go runtime's memory `limit`: auto (85% of the cgroup's, unless GOMEMLIMIT is set), none, or a size (400MiB); new connections are shed above 90% of it")
+	fs.Var(&cfg.MemoryLimit, "memory-limit", "the Go runtime's memory `limit`: auto (85% of the cgroup's, unless GOMEMLIMIT is set), none, or a size (400MiB); new connections are shed above 90% of it")
 	fs.IntVar(&cfg.MaxIdleUpstream, "max-idle-upstream", 0, "idle upstream HTTP/1.x connections kept in all (0: proxy default, 1024)")
 	fs.IntVar(&cfg.MaxIdlePerClient, "max-idle-upstream-per-client", 0,
 		"idle upstream HTTP/1.x connections one client address may leave pooled, whatever hosts it names (0: proxy default, 128)")
@@ -155,20 +159,8 @@ func maxSpliceLifetimeFlag(fs *flag.FlagSet, dst *time.Duration) {
 
 // allowUpstreamFlag declares --allow-upstream, shared by run and gateway.
 func allowUpstreamFlag(fs *flag.FlagSet, dst *[]netip.Prefix) {
-	fs.Var(listFlag(dst, parseCIDR), "allow-upstream",
+	fs.Var(envflag.List(dst, envflag.ParseCIDR), "allow-upstream",
 		"`CIDR` egressd may dial although it is loopback, link-local, multicast, unspecified or this node's own address (repeatable; default: none)")
-}
-
-// parseCIDR parses a CIDR, or a single address as its /32 or /128.
-func parseCIDR(s string) (netip.Prefix, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return p.Masked(), nil
 }
 
 // parseRunFlags parses args, then fills every flag not given on the command
@@ -195,54 +187,13 @@ func parseFlagSet(fs *flag.FlagSet, args []string, getenv func(string) (string, 
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	if err := applyEnv(fs, getenv); err != nil {
-		return err
+	if err := envflag.Apply(fs, getenv); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if err := validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return nil
-}
-
-// envName is the environment twin of a flag name.
-func envName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
-func applyEnv(fs *flag.FlagSet, getenv func(string) (string, bool)) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if err != nil || given[f.Name] {
-			return
-		}
-		v, ok := getenv(envName(f.Name))
-		if !ok {
-			return
-		}
-		values := []string{v}
-		if _, repeatable := f.Value.(repeatable); repeatable {
-			values = splitList(v)
-		}
-		for _, v := range values {
-			if serr := fs.Set(f.Name, v); serr != nil {
-				err = fmt.Errorf("%w: %s=%q: %v", errUsage, envName(f.Name), v, serr)
-				return
-			}
-		}
-	})
-	return err
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 func (c *runConfig) validate() error {
@@ -327,96 +278,4 @@ func withDefaultPort(addr, port string) string {
 		return addr
 	}
 	return net.JoinHostPort(strings.Trim(addr, "[]"), port)
-}
-
-// repeatable marks flag values that accumulate (and split lists from env).
-type repeatable interface{ repeatable() }
-
-// sliceFlag is a repeatable flag of parsed values.
-type sliceFlag[T any] struct {
-	dst   *[]T
-	parse func(string) (T, error)
-}
-
-func listFlag[T any](dst *[]T, parse func(string) (T, error)) *sliceFlag[T] {
-	return &sliceFlag[T]{dst: dst, parse: parse}
-}
-
-func (f *sliceFlag[T]) repeatable() {}
-
-func (f *sliceFlag[T]) String() string {
-	if f == nil || f.dst == nil {
-		return ""
-	}
-	parts := make([]string, len(*f.dst))
-	for i, v := range *f.dst {
-		parts[i] = fmt.Sprint(v)
-	}
-	return strings.Join(parts, ",")
-}
-
-func (f *sliceFlag[T]) Set(s string) error {
-	v, err := f.parse(s)
-	if err != nil {
-		return err
-	}
-	*f.dst = append(*f.dst, v)
-	return nil
-}
-
-type portFlag struct{ dst *uint16 }
-
-func (f portFlag) String() string {
-	if f.dst == nil {
-		return ""
-	}
-	return strconv.Itoa(int(*f.dst))
-}
-
-func (f portFlag) Set(s string) error {
-	n, err := strconv.ParseUint(s, 10, 16)
-	if err != nil || n == 0 {
-		return fmt.Errorf("port %q: want 1-65535", s)
-	}
-	*f.dst = uint16(n)
-	return nil
-}
-
-type uintFlag struct{ dst *uint32 }
-
-func (f uintFlag) String() string {
-	if f.dst == nil {
-		return ""
-	}
-	return "0x" + strconv.FormatUint(uint64(*f.dst), 16)
-}
-
-func (f uintFlag) Set(s string) error {
-	n, err := strconv.ParseUint(s, 0, 32) // 0x1234, 0o..., decimal
-	if err != nil {
-		return fmt.Errorf("%q: want a 32-bit unsigned number", s)
-	}
-	*f.dst = uint32(n)
-	return nil
-}
-
-type urlFlag struct{ dst **url.URL }
-
-func (f urlFlag) String() string {
-	if f.dst == nil || *f.dst == nil {
-		return ""
-	}
-	return (*f.dst).Redacted()
-}
-
-func (f urlFlag) Set(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return err
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return fmt.Errorf("%q: want http[s]://[user:password@]host[:port]", u.Redacted())
-	}
-	*f.dst = u
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/egressd/egressd/cmd/egressd/internal/envflag"
 	"github.com/egressd/egressd/l7"
 )
 
@@ -65,7 +66,7 @@ func newGatewayFlags(cfg *gatewayConfig, out io.Writer) *flag.FlagSet {
 	fs.Var(accessLogFlag{&cfg.AccessLog}, "access-log", accessLogUsage)
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM `file` of the certificate (chain) to serve the proxy over TLS, with --tls-key; agents then use --egress-proxy https://…")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM `file` of the private key of --tls-cert")
-	fs.Var(uintFlag{&cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets, for the node's routing rules; 0: none (it exempts nothing from redirection: on a node with an agent the gateway's pods are exempted by label, README \"Exempt pods\")")
+	fs.Var(envflag.Uint32{Dst: &cfg.SocketMark}, "socket-mark", "SO_MARK on upstream sockets, for the node's routing rules; 0: none (it exempts nothing from redirection: on a node with an agent the gateway's pods are exempted by label, README \"Exempt pods\")")
 	allowUpstreamFlag(fs, &cfg.AllowUpstream)
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long requests and tunnels in flight may take to finish")
 	maxSpliceLifetimeFlag(fs, &cfg.MaxSpliceLifetime)

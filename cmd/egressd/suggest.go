@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
-	"github.com/egressd/egressd/internal/accesslog"
+	"github.com/egressd/egressd/cmd/egressd/internal/envflag"
 	"github.com/egressd/egressd/internal/suggest"
-	"github.com/egressd/egressd/rules"
 )
 
 const suggestUsage = `usage: egressd suggest [flags] [FILE...]
@@ -63,8 +61,8 @@ func suggestCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		return exitError{exitUsage}
 	}
-	if err := applyEnv(fs, os.LookupEnv); err != nil {
-		return err
+	if err := envflag.Apply(fs, os.LookupEnv); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if cfg.WildcardMin < 0 {
 		return fmt.Errorf("%w: --wildcard-min %d: want 0 (no proposals) or more", errUsage, cfg.WildcardMin)
@@ -75,13 +73,13 @@ func suggestCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	s := suggest.New(suggest.Options{WildcardMin: cfg.WildcardMin, IncludeDenied: cfg.IncludeDenied})
 	for _, f := range files {
-		if err := readAccessLog(f, stdin, s.Add, s.Malformed, s.Skipped); err != nil {
+		if err := s.ReadLog(f, stdin); err != nil {
 			return fmt.Errorf("suggest: %w", err)
 		}
 	}
 	var out bytes.Buffer
 	sum, _ := s.Write(&out, sourcesText(files))
-	fmt.Fprintln(stderr, suggestSummary(sum))
+	fmt.Fprintln(stderr, sum.Line())
 	if sum.Requests == 0 {
 		fmt.Fprintln(stderr, "egressd suggest: no access-log request line in the input (egressd logs them with --access-log on; a compressed log needs unpacking first)")
 		return exitError{exitFailure}
@@ -90,44 +88,11 @@ func suggestCmd(_ context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintln(stderr, "egressd suggest: no rule to suggest: every request was left out")
 		return exitError{exitFailure}
 	}
-	if err := checkSuggested(out.Bytes()); err != nil {
+	if err := suggest.Loads(out.Bytes()); err != nil {
 		return fmt.Errorf("suggest: the suggested rules do not load (a bug, please report it with the input): %w", err)
 	}
 	_, err := stdout.Write(out.Bytes())
 	return err
-}
-
-// readAccessLog reads one access log, path or "-" for stdin, into add,
-// malformed and skipped. Only a file that cannot be read is an error.
-func readAccessLog(path string, stdin io.Reader, add func(string, *accesslog.Entry),
-	malformed func(string, int, error), skipped func(int)) error {
-	src, r := path, stdin
-	if path == "-" {
-		src = "stdin"
-	} else {
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		r = f
-	}
-	lr := accesslog.NewReader(r)
-	for {
-		e, err := lr.Next()
-		var le *accesslog.LineError
-		switch {
-		case err == io.EOF:
-			skipped(lr.Skipped())
-			return nil
-		case errors.As(err, &le):
-			malformed(src, le.Line, le.Err)
-		case err != nil:
-			return fmt.Errorf("read %s: %w", src, err)
-		default:
-			add(src, e)
-		}
-	}
 }
 
 func sourcesText(files []string) string {
@@ -139,37 +104,4 @@ func sourcesText(files []string) string {
 		}
 	}
 	return strings.Join(names, ", ")
-}
-
-// suggestSummary is the one line suggest writes to stderr.
-func suggestSummary(s suggest.Summary) string {
-	line := fmt.Sprintf("egressd suggest: %s %d of %s", suggest.Covers(s.Rules), s.Covered, plural(s.Requests, "request"))
-	if s.Proposals > 0 {
-		line += fmt.Sprintf("; %s proposed (comments)", plural(s.Proposals, "wildcard"))
-	}
-	if len(s.LeftOut) > 0 {
-		line += "; left out: " + strings.Join(s.LeftOut, "; ")
-	}
-	if s.Malformed > 0 {
-		line += fmt.Sprintf("; %s not read (listed in the output)", plural(s.Malformed, "malformed line"))
-	}
-	if s.Skipped > 0 {
-		line += fmt.Sprintf("; %s skipped", plural(s.Skipped, "other log record"))
-	}
-	return line
-}
-
-// checkSuggested loads the suggested YAML as egressd check would.
-func checkSuggested(yaml []byte) error {
-	dir, err := os.MkdirTemp("", "egressd-suggest-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "suggested.yaml")
-	if err := os.WriteFile(path, yaml, 0o600); err != nil {
-		return err
-	}
-	_, _, err = rules.Load(path)
-	return err
 }

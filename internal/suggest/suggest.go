@@ -2,6 +2,10 @@
 // EgressRules that would allow it: `egressd suggest`. Entries are added one
 // by one (Add); Write prints the rules as YAML that rules.Load accepts,
 // with comments saying what each rule covers, and what was left out and why.
+// suggest.go groups the entries and decides each port's protocol; write.go
+// writes the rules, the wildcard proposals and the left-out comments;
+// read.go reads an access log in (ReadLog), words the command's summary
+// line (Summary.Line) and loads the output back (Loads).
 //
 // What a rule is built from:
 //   - one rule per host name (per namespace when the log names one), with a
