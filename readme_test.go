@@ -49,20 +49,20 @@ func TestUpstreamErrorKindsDocumented(t *testing.T) {
 	if row == nil {
 		t.Fatal("README.md has no egressd_upstream_errors_total row with kind (...)")
 	}
-	metrics, err := os.ReadFile("l7/metrics.go")
+	metrics, err := os.ReadFile("l7/internal/metrics/metrics.go")
 	if err != nil {
 		t.Fatal(err)
 	}
 	help := regexp.MustCompile(`Upstream failures by kind \(([^)]*)\)`).FindSubmatch(metrics)
 	if help == nil {
-		t.Fatal("l7/metrics.go: no help text listing the kinds")
+		t.Fatal("l7/internal/metrics/metrics.go: no help text listing the kinds")
 	}
 	for _, k := range kinds {
 		if !slices.Contains(strings.Split(string(row[1]), ", "), k) {
 			t.Errorf("README.md's egressd_upstream_errors_total row lacks kind %q (has %s)", k, row[1])
 		}
 		if !slices.Contains(strings.Split(string(help[1]), ", "), k) {
-			t.Errorf("l7/metrics.go's help text lacks kind %q (has %s)", k, help[1])
+			t.Errorf("l7/internal/metrics/metrics.go's help text lacks kind %q (has %s)", k, help[1])
 		}
 	}
 }
