@@ -9,35 +9,17 @@ import (
 	"os"
 	"testing"
 	"time"
-)
 
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (a, b *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
+	"github.com/egressd/egressd/internal/tcptest"
+)
 
 // Bytes written into one connection come out of the other whole and in
 // order through the pipe; a source that stalls past its read deadline
 // fails the Fill with the deadline error and loses nothing: after a new
 // deadline the rest still arrives.
 func TestPipeMovesWholeAndStallsCleanly(t *testing.T) {
-	inW, inR := tcpPair(t)   // the sender writes inW; the pipe reads inR
-	outW, outR := tcpPair(t) // the pipe writes outW; the receiver reads outR
+	inW, inR := tcptest.Pair(t)   // the sender writes inW; the pipe reads inR
+	outW, outR := tcptest.Pair(t) // the pipe writes outW; the receiver reads outR
 	src, dst, ok := Sockets(inR, outW)
 	if !ok {
 		t.Fatal("Sockets refused two TCP connections")
