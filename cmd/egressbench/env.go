@@ -160,43 +160,8 @@ func (e *env) startCase(ctx context.Context, name string) (*target, error) {
 		return e.startEgressd(ctx, name, 10, 15302, 15402, net.JoinHostPort(upstreamIP, "443"))
 	case "egressd-100k":
 		return e.startEgressd(ctx, name, e.o.bigRules, 15303, 15403, upstream)
-	case "egressd-l7", "egressd-l7-nolog":
-		listen, extra := "127.0.0.1:15309", []string{"--log", filepath.Join(e.dir, name+".log")}
-		if name == "egressd-l7-nolog" {
-			listen, extra = "127.0.0.1:15308", nil
-		}
-		s, err := e.startL7(ctx, name, listen, extra)
-		if err != nil {
-			return nil, err
-		}
-		return &target{name: name, addr: listen, cgroup: -1, proxy: s}, nil
 	}
 	return nil, fmt.Errorf("unknown case %q", name)
-}
-
-// startL7 starts "egressbench l7" (egressd's proxy without BPF) with the
-// 10-rule file, listening on listen, plus extra flags.
-func (e *env) startL7(ctx context.Context, name, listen string, extra []string) (*server, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	rulesFile, err := e.rulesFile(10)
-	if err != nil {
-		return nil, err
-	}
-	args := append([]string{"l7", "--listen", listen, "--rules", rulesFile,
-		"--orig", net.JoinHostPort(upstreamIP, "80"), "--dns", e.dnsAddr,
-		"--ca-file", filepath.Join(e.dir, "ca.pem")}, extra...)
-	cmd := exec.Command(self, args...)
-	cmd.Env = append(os.Environ(), e.o.env...)
-	cmd.Stderr = logFile(e.dir, name+".err")
-	s, err := startServer(ctx, name, cmd, listen)
-	if err != nil {
-		return nil, err
-	}
-	e.onClose(s.stop)
-	return s, nil
 }
 
 // startPeer renders a peer's config template into the run directory and

@@ -5,7 +5,6 @@
 //	egressbench run [flags]        build the topology, run every scenario, report
 //	egressbench worker CONFIG      (internal) generate load, print a JSON result
 //	egressbench upstream [flags]   (internal) the 100-byte HTTP/HTTPS/h2c upstream
-//	egressbench l7 [flags]         (internal) egressd's proxy without BPF, optionally profiled
 //
 // "run" needs root: it creates a network namespace holding the upstream on
 // 198.18.0.2, a cgroup for the load generator (egressd redirects that cgroup),
@@ -43,7 +42,6 @@ const usage = `usage:
   egressbench run [flags]        run the comparison (root); -h for flags
   egressbench worker CONFIG      internal: generate load, print a JSON result
   egressbench upstream [flags]   internal: the 100-byte upstream server
-  egressbench l7 [flags]         internal: egressd's proxy without BPF (profiling)
 `
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -58,8 +56,6 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return workerCmd(ctx, args[1:], stdout, stderr)
 	case "upstream":
 		return upstreamCmd(ctx, args[1:], stdout)
-	case "l7":
-		return l7Cmd(ctx, args[1:], stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

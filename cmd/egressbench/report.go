@@ -24,7 +24,6 @@ type report struct {
 	Skipped map[string]string `json:"skipped,omitempty"` // case -> reason
 	Runs    []record          `json:"runs"`
 	Medians []median          `json:"medians"`
-	Profile *profileSummary   `json:"profile,omitempty"`
 }
 
 // median is the per-metric median over the repetitions of one test and case.

@@ -29,8 +29,6 @@ type options struct {
 	jsonFile string
 	mdFile   string
 	svgDir   string
-	profile  string   // directory for egressd CPU/alloc profiles ("" none)
-	profTest string   // the test whose load is profiled
 	keep     bool     // keep the run directory
 	strict   bool     // fail unless every case ran every test and got answers
 	env      []string // extra KEY=VALUE environment of egressd processes
@@ -48,13 +46,12 @@ func (f envFlag) Set(v string) error {
 	return nil
 }
 
-// allCases lists every case. "egressd-l7" is egressd's proxy without BPF,
-// with its JSON access log written to a file as "egressd run" does;
-// "egressd-l7-nolog" the same without an access log. They are not in the
-// default set: the BPF cases measure the real thing. "egressd-b" is the
+// allCases lists every case; each one is a built binary measured from
+// outside (egressd's proxy alone, without BPF, and its profiles are l7's
+// own benchmarks: BENCHMARKS.md "Profile of egressd under load"). "egressd-b" is the
 // egressd case run with the --egressd-b binary (a before/after comparison in
 // one interleaved run); it joins the default set when that flag is given.
-var allCases = []string{"direct", "nginx", "haproxy", "egressd", "egressd-b", "egressd-https", "egressd-100k", "egressd-l7", "egressd-l7-nolog"}
+var allCases = []string{"direct", "nginx", "haproxy", "egressd", "egressd-b", "egressd-https", "egressd-100k"}
 
 var defaultCases = "direct,nginx,haproxy,egressd,egressd-https,egressd-100k"
 
@@ -80,10 +77,8 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.jsonFile, "json", "", "write every run and the medians as JSON to `file`")
 	fs.StringVar(&o.mdFile, "markdown", "", "write BENCHMARKS.md-ready tables to `file`")
 	fs.StringVar(&o.svgDir, "svg", "", "write a latency percentile plot per open-loop test into `dir`")
-	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of egressd's proxy under the --profile-test load into `dir`")
-	fs.StringVar(&o.profTest, "profile-test", "max-ka", "`test` whose load --profile applies (max-ka, max-close, rtt, latRATE)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary run directory (configs, logs)")
-	fs.Var(envFlag{&o.env}, "egressd-env", "extra `KEY=VALUE` in the environment of egressd (and of its proxy in the egressd-l7 cases), e.g. GOMAXPROCS=1; repeatable")
+	fs.Var(envFlag{&o.env}, "egressd-env", "extra `KEY=VALUE` in the environment of egressd, e.g. GOMAXPROCS=1; repeatable")
 	fs.BoolVar(&o.strict, "strict", false, "exit 1 unless every case started and every run got 2xx answers (CI smoke; no timing checks)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -108,9 +103,6 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 		if _, err := parseTest(t); err != nil {
 			return nil, fmt.Errorf("%v: %w", err, errUsage)
 		}
-	}
-	if ts, err := parseTest(o.profTest); err != nil || ts.h2c || ts.hold || ts.grpc || ts.bulk != "" {
-		return nil, fmt.Errorf("--profile-test %q: want an HTTP/1.1 load test: %w", o.profTest, errUsage)
 	}
 	if o.reps < 1 || o.duration <= 0 || o.bulkSize <= 0 {
 		return nil, fmt.Errorf("reps, duration and bulk-size must be positive: %w", errUsage)
@@ -203,11 +195,6 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	rep, err := env.runMatrix(ctx)
 	if err != nil {
 		return err
-	}
-	if o.profile != "" {
-		if err := env.profile(ctx, rep); err != nil {
-			fmt.Fprintf(stderr, "egressbench: profile: %v\n", err)
-		}
 	}
 	rep.summarize()
 	rep.writeTable(stdout)
