@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/egressd/egressd/cmd/egressbench/internal/scenario"
 	"github.com/egressd/egressd/internal/loadgen"
 )
 
@@ -20,7 +21,7 @@ import (
 // bytes per second, so "proxy CPU per request" is the proxy's CPU for the
 // whole body. The size that arrived is checked (curl's count for a
 // download, the upstream's own for an upload).
-func (e *env) runBulk(ctx context.Context, t *target, ts test) (*loadgen.Result, map[string]any, error) {
+func (e *env) runBulk(ctx context.Context, t *target, ts scenario.Test) (*loadgen.Result, map[string]any, error) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		return nil, nil, fmt.Errorf("curl is not installed (apt-get install curl): %w", err)
 	}
@@ -31,16 +32,16 @@ func (e *env) runBulk(ctx context.Context, t *target, ts test) (*loadgen.Result,
 	// The body goes to /dev/null (a download) or standard output (an
 	// upload's answer: the upstream's count); -w's line follows.
 	out := "-"
-	if ts.bulk == "down" {
+	if ts.Bulk == "down" {
 		out = "/dev/null"
 	}
 	args := []string{"-sS", "--http1.1", "-H", "Host: " + loadHost, "-H", "Expect:", "-o", out,
 		"-w", "\n%{http_code} %{size_download} %{time_total}"}
 	var stdin *os.File
 	switch {
-	case ts.bulk == "down":
+	case ts.Bulk == "down":
 		url := "http://" + t.addr + "/bulk/" + strconv.FormatInt(size, 10)
-		if ts.chunked {
+		if ts.Chunked {
 			url += "?chunked"
 		}
 		args = append(args, url)
@@ -50,7 +51,7 @@ func (e *env) runBulk(ctx context.Context, t *target, ts test) (*loadgen.Result,
 			return nil, nil, err
 		}
 		src := file
-		if ts.chunked {
+		if ts.Chunked {
 			if stdin, err = os.Open(file); err != nil {
 				return nil, nil, err
 			}
@@ -82,7 +83,7 @@ func (e *env) runBulk(ctx context.Context, t *target, ts test) (*loadgen.Result,
 		res.Non2xx = 1
 	}
 	moved := down
-	if ts.bulk == "up" {
+	if ts.Bulk == "up" {
 		moved = float64(size) // curl's size_upload counts chunk framing too
 		if got := strings.TrimSpace(strings.Join(lines[:len(lines)-1], "\n")); got != strconv.FormatInt(size, 10) {
 			res.Errors["short"] = 1
@@ -98,7 +99,7 @@ func (e *env) runBulk(ctx context.Context, t *target, ts test) (*loadgen.Result,
 	if secs > 0 {
 		res.AchievedRate = moved / secs
 	}
-	return res, map[string]any{"tool": "curl", "bytes": size, "chunked": ts.chunked, "wall_s": wall.Seconds()}, err
+	return res, map[string]any{"tool": "curl", "bytes": size, "chunked": ts.Chunked, "wall_s": wall.Seconds()}, err
 }
 
 // bulkFile is a sparse file of size bytes in the run directory (made once):

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/egressd/egressd/cmd/egressbench/internal/report"
 )
 
 // target is one case, ready to receive load.
@@ -33,7 +35,7 @@ type env struct {
 	closers  []func()
 	targets  []*target
 	skipped  map[string]string // case -> why it could not run
-	machine  machineInfo
+	machine  report.Machine
 	upstream *server
 	failed   bool // a run failed: keep the run directory's logs
 }
@@ -82,7 +84,7 @@ func setup(ctx context.Context, o *options, stderr io.Writer) (*env, error) {
 	if err := e.startUpstream(ctx); err != nil {
 		return e, err
 	}
-	e.machine = readMachine(o)
+	e.machine = report.ReadMachine(o.egressd, o.egressdB)
 	for _, name := range o.cases {
 		t, err := e.startCase(ctx, name)
 		if err == nil {

@@ -12,15 +12,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	grpcStatus "google.golang.org/grpc/status"
 
+	"github.com/egressd/egressd/cmd/egressbench/internal/scenario"
 	"github.com/egressd/egressd/internal/loadgen"
 )
 
-// grpcStreams is the number of concurrent calls per gRPC connection (as
-// h2load's 10 streams per client).
-const grpcStreams = 10
-
 // grpcLoad makes unary calls (grpc.health.v1.Health/Check, :authority the
-// load host) on spec.Conns connections with grpcStreams calls in flight on
+// load host) on spec.Conns connections with scenario.GRPCStreams calls in flight on
 // each, back to back for spec.Duration: a real gRPC client (grpc-go) in a
 // closed loop; at spec.Rate calls per second in an open loop when it is set
 // (grpcOpenLoop).
@@ -58,7 +55,7 @@ func grpcLoad(ctx context.Context, spec workerSpec) (*loadgen.Result, error) {
 	var wg sync.WaitGroup
 	for _, c := range conns {
 		client := healthpb.NewHealthClient(c)
-		for range grpcStreams {
+		for range scenario.GRPCStreams {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()

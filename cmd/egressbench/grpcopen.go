@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/egressd/egressd/cmd/egressbench/internal/scenario"
 	"github.com/egressd/egressd/internal/loadgen"
 )
 
@@ -57,7 +58,7 @@ func grpcOpenLoop(ctx context.Context, spec workerSpec, conns []*grpc.ClientConn
 			}
 		}()
 	}
-	for range len(conns) * grpcStreams {
+	for range len(conns) * scenario.GRPCStreams {
 		spawn()
 	}
 	lag := hdrhistogram.New(1, 60_000_000, 3)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/egressd/egressd/cmd/egressbench/internal/scenario"
 	"github.com/egressd/egressd/internal/loadgen"
 )
 
@@ -17,14 +18,14 @@ import (
 // against the case's HTTP2 port, from the case's cgroup, and maps its summary
 // onto a loadgen.Result. h2load prints no percentiles: only mean and max
 // latency are filled in.
-func runH2load(ctx context.Context, t *target, ts test, d time.Duration) (*loadgen.Result, map[string]any, error) {
+func runH2load(ctx context.Context, t *target, ts scenario.Test, d time.Duration) (*loadgen.Result, map[string]any, error) {
 	if _, err := exec.LookPath("h2load"); err != nil {
 		return nil, nil, fmt.Errorf("h2load is not installed (apt-get install nghttp2-client): %w", err)
 	}
 	secs := int(math.Ceil(d.Seconds()))
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+15*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "h2load", "-t", "1", "-c", strconv.Itoa(ts.conns), "-m", "10",
+	cmd := exec.CommandContext(ctx, "h2load", "-t", "1", "-c", strconv.Itoa(ts.Conns), "-m", "10",
 		"-D", strconv.Itoa(secs), "-H", ":authority: "+loadHost, "http://"+t.h2+"/")
 	inCgroup(cmd, t.cgroup)
 	out, err := cmd.CombinedOutput()
@@ -35,7 +36,7 @@ func runH2load(ctx context.Context, t *target, ts test, d time.Duration) (*loadg
 	if err != nil {
 		return nil, nil, err
 	}
-	return res, map[string]any{"tool": "h2load", "clients": ts.conns, "streams_per_client": 10}, nil
+	return res, map[string]any{"tool": "h2load", "clients": ts.Conns, "streams_per_client": 10}, nil
 }
 
 var (

@@ -9,54 +9,38 @@ import (
 	"sync"
 	"time"
 
-	"github.com/egressd/egressd/internal/loadgen"
+	"github.com/egressd/egressd/cmd/egressbench/internal/report"
+	"github.com/egressd/egressd/cmd/egressbench/internal/scenario"
 )
 
-// record is one load run of one test against one case.
-type record struct {
-	Test                string          `json:"test"`
-	Case                string          `json:"case"`
-	Rep                 int             `json:"rep"`
-	Result              *loadgen.Result `json:"result,omitempty"`
-	Error               string          `json:"error,omitempty"`
-	ProxyCPUus          float64         `json:"proxy_cpu_us"`             // proxy CPU time consumed during the run
-	CPUPerReqUS         float64         `json:"proxy_cpu_us_per_req"`     // ProxyCPUus / responses
-	PeakRSSKiB          int64           `json:"proxy_peak_rss_kib"`       // sampled every 100 ms
-	GenCPUPerReqUS      float64         `json:"generator_cpu_us_per_req"` // the load generator's own CPU
-	UpstreamCPUPerReqUS float64         `json:"upstream_cpu_us_per_req"`
-	BusyBefore          float64         `json:"machine_busy_before"` // busy fraction when the run started
-	Busy                float64         `json:"machine_busy_during"` // busy fraction during the run
-	Meta                map[string]any  `json:"meta,omitempty"`
-}
-
 // applies reports whether a test makes sense for a case.
-func applies(t *target, ts test) bool {
+func applies(t *target, ts scenario.Test) bool {
 	switch {
-	case ts.h2c:
+	case ts.H2C:
 		return t.h2 != ""
-	case ts.grpc:
+	case ts.GRPC:
 		return t.grpc != ""
-	case ts.bulk != "":
-		return t.tests == nil || t.tests[ts.name]
-	case ts.hold:
+	case ts.Bulk != "":
+		return t.tests == nil || t.tests[ts.Name]
+	case ts.Hold:
 		return t.proxy != nil && t.tests == nil
 	case t.tests == nil:
 		return true
 	}
-	return ts.rate > 0 || t.tests[ts.name]
+	return ts.Rate > 0 || t.tests[ts.Name]
 }
 
 // runMatrix runs repetition → test → case, rotating the case order every
 // repetition, so that slow drifts of a shared machine spread over all cases.
-func (e *env) runMatrix(ctx context.Context) (*report, error) {
-	rep := &report{Machine: e.machine, Skipped: e.skipped, Options: e.optionsJSON()}
+func (e *env) runMatrix(ctx context.Context) (*report.Report, error) {
+	rep := &report.Report{Machine: e.machine, Skipped: e.skipped, Options: e.optionsJSON()}
 	for _, t := range e.targets {
 		rep.Cases = append(rep.Cases, t.name)
 	}
 	total := 0
-	var tests []test
+	var tests []scenario.Test
 	for _, name := range e.o.tests {
-		ts, _ := parseTest(name)
+		ts, _ := scenario.Parse(name)
 		tests = append(tests, ts)
 		for _, t := range e.targets {
 			if applies(t, ts) {
@@ -83,7 +67,7 @@ func (e *env) runMatrix(ctx context.Context) (*report, error) {
 					return nil, ctx.Err()
 				}
 				n++
-				fmt.Fprintf(e.stderr, "%s[%d/%d] rep %d %s %s\n", clearLine(e.stderr), n, total, r+1, ts.name, t.name)
+				fmt.Fprintf(e.stderr, "%s[%d/%d] rep %d %s %s\n", clearLine(e.stderr), n, total, r+1, ts.Name, t.name)
 				rec := e.runOne(ctx, ts, t, r)
 				if rec.Error != "" {
 					fmt.Fprintf(e.stderr, "  error: %s\n", rec.Error)
@@ -97,8 +81,8 @@ func (e *env) runMatrix(ctx context.Context) (*report, error) {
 
 // runOne waits for the machine to calm down, then runs the load while
 // measuring the proxy's CPU time and peak memory and the machine's load.
-func (e *env) runOne(ctx context.Context, ts test, t *target, r int) record {
-	rec := record{Test: ts.name, Case: t.name, Rep: r + 1}
+func (e *env) runOne(ctx context.Context, ts scenario.Test, t *target, r int) report.Record {
+	rec := report.Record{Test: ts.Name, Case: t.name, Rep: r + 1}
 	rec.BusyBefore = waitIdle(ctx, e.o.idleWait)
 	pid := 0
 	if t.proxy != nil {
@@ -114,13 +98,13 @@ func (e *env) runOne(ctx context.Context, ts test, t *target, r int) record {
 	b0, j0 := cpuTimes()
 	var err error
 	switch {
-	case ts.h2c:
+	case ts.H2C:
 		rec.Result, rec.Meta, err = runH2load(ctx, t, ts, e.o.duration)
-	case ts.bulk != "":
+	case ts.Bulk != "":
 		rec.Result, rec.Meta, err = e.runBulk(ctx, t, ts)
-	case ts.grpc:
-		spec := workerSpec{Label: ts.name + " " + t.name, Target: t.grpc, Host: loadHost, Conns: ts.conns,
-			Rate: ts.rate, MaxConns: 512, Duration: e.o.duration, Timeout: 5 * time.Second, GRPC: true}
+	case ts.GRPC:
+		spec := workerSpec{Label: ts.Name + " " + t.name, Target: t.grpc, Host: loadHost, Conns: ts.Conns,
+			Rate: ts.Rate, MaxConns: 512, Duration: e.o.duration, Timeout: 5 * time.Second, GRPC: true}
 		rec.Result, genCPU, err = runWorker(ctx, spec, t.cgroup)
 	default:
 		rec.Result, genCPU, err = runWorker(ctx, e.spec(ts, t), t.cgroup)
@@ -156,13 +140,13 @@ func (e *env) runOne(ctx context.Context, ts test, t *target, r int) record {
 }
 
 // spec is the worker spec of one HTTP/1.1 run.
-func (e *env) spec(ts test, t *target) workerSpec {
+func (e *env) spec(ts scenario.Test, t *target) workerSpec {
 	s := workerSpec{
-		Label: ts.name + " " + t.name, Target: t.addr, Host: loadHost, Rate: ts.rate,
-		Conns: ts.conns, MaxConns: 512, Duration: e.o.duration, Timeout: 5 * time.Second,
-		NewConn: ts.newConn, Hold: ts.hold,
+		Label: ts.Name + " " + t.name, Target: t.addr, Host: loadHost, Rate: ts.Rate,
+		Conns: ts.Conns, MaxConns: 512, Duration: e.o.duration, Timeout: 5 * time.Second,
+		NewConn: ts.NewConn, Hold: ts.Hold,
 	}
-	if ts.hold { // long enough for several RSS samples
+	if ts.Hold { // long enough for several RSS samples
 		s.Duration = time.Second
 	}
 	return s

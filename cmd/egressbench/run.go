@@ -2,16 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/cmd/egressbench/internal/scenario"
 )
 
 // options are the flags of "egressbench run".
@@ -100,7 +100,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	for _, t := range o.tests {
-		if _, err := parseTest(t); err != nil {
+		if _, err := scenario.Parse(t); err != nil {
 			return nil, fmt.Errorf("%v: %w", err, errUsage)
 		}
 	}
@@ -129,50 +129,6 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// test is one load shape.
-type test struct {
-	name    string
-	rate    float64 // open loop when > 0
-	conns   int
-	newConn bool
-	h2c     bool   // h2load instead of the HTTP/1.1 generator
-	hold    bool   // conns1000: hold connections open and read the proxy's RSS
-	grpc    bool   // gRPC unary calls (grpc-go, the health service)
-	bulk    string // "down" or "up": one --bulk-size body with curl
-	chunked bool   // bulk: chunked instead of Content-Length
-}
-
-func parseTest(name string) (test, error) {
-	switch name {
-	case "rtt":
-		return test{name: name, conns: 1}, nil
-	case "max-ka":
-		return test{name: name, conns: 32}, nil
-	case "max-close":
-		return test{name: name, conns: 32, newConn: true}, nil
-	case "h2c":
-		return test{name: name, conns: 8, h2c: true}, nil
-	case "conns1000":
-		return test{name: name, conns: 1000, hold: true}, nil
-	case "grpc":
-		return test{name: name, conns: 8, grpc: true}, nil
-	case "bulk-down", "bulk-up", "bulk-down-chunked", "bulk-up-chunked":
-		dir, chunked := strings.CutSuffix(strings.TrimPrefix(name, "bulk-"), "-chunked")
-		return test{name: name, conns: 1, bulk: dir, chunked: chunked}, nil
-	}
-	if r, ok := strings.CutPrefix(name, "grpc"); ok { // grpcRATE: open loop
-		if rate, err := strconv.ParseFloat(r, 64); err == nil && rate > 0 {
-			return test{name: name, rate: rate, conns: 8, grpc: true}, nil
-		}
-	}
-	if r, ok := strings.CutPrefix(name, "lat"); ok {
-		if rate, err := strconv.ParseFloat(r, 64); err == nil && rate > 0 {
-			return test{name: name, rate: rate, conns: 8}, nil
-		}
-	}
-	return test{}, fmt.Errorf("unknown test %q", name)
-}
-
 // runCmd is "egressbench run": set up, run the interleaved matrix, report.
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseRunFlags(args, stderr)
@@ -196,43 +152,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	rep.summarize()
-	rep.writeTable(stdout)
-	if err := rep.writeFiles(o); err != nil {
+	rep.Summarize()
+	rep.WriteTable(stdout)
+	if err := rep.WriteFiles(o.jsonFile, o.svgDir, o.mdFile); err != nil {
 		return err
 	}
 	if o.strict {
-		return rep.complete()
+		return rep.Complete()
 	}
 	return nil
-}
-
-// complete reports every case that was skipped and every run that failed or
-// got no successful answer.
-func (r *report) complete() error {
-	var bad []string
-	for c, why := range r.Skipped {
-		bad = append(bad, fmt.Sprintf("case %s skipped: %s", c, why))
-	}
-	for _, rec := range r.Runs {
-		switch {
-		case rec.Error != "":
-			bad = append(bad, fmt.Sprintf("%s %s: %s", rec.Test, rec.Case, rec.Error))
-		case rec.Result == nil || rec.Result.Responses-rec.Result.Non2xx == 0:
-			bad = append(bad, fmt.Sprintf("%s %s: no 2xx answers", rec.Test, rec.Case))
-		}
-	}
-	if len(bad) > 0 {
-		return errors.New("incomplete run:\n  " + strings.Join(bad, "\n  "))
-	}
-	return nil
-}
-
-// writeJSON writes v indented to path.
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
 }

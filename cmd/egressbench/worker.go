@@ -33,7 +33,7 @@ type workerSpec struct {
 	// Hold: open Conns keep-alive connections, one request each, and keep
 	// them open for Duration (the memory test).
 	Hold bool `json:"hold,omitempty"`
-	// GRPC: unary health checks on Conns connections × grpcStreams
+	// GRPC: unary health checks on Conns connections × scenario.GRPCStreams
 	// concurrent calls each, back to back, for Duration.
 	GRPC bool `json:"grpc,omitempty"`
 }

@@ -1,4 +1,4 @@
-package main
+package report
 
 import (
 	"encoding/xml"
@@ -8,34 +8,9 @@ import (
 	"github.com/egressd/egressd/internal/loadgen"
 )
 
-const h2loadOutput = `finished in 1.00s, 37031.00 req/s, 4.31MB/s
-requests: 37031 total, 37039 started, 37031 done, 37029 succeeded, 2 failed, 2 errored, 0 timeout
-status codes: 37000 2xx, 0 3xx, 29 4xx, 0 5xx
-traffic: 4.31MB (4518030) total, 144.76KB (148238) headers (space savings 95.12%), 3.53MB (3703100) data
-                     min         max         mean         sd        +/- sd
-time for request:       29us     31.16ms       209us       323us    97.71%
-time for connect:       54us        76us        65us        15us   100.00%
-`
-
-func TestParseH2load(t *testing.T) {
-	r, err := parseH2load([]byte(h2loadOutput))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.AchievedRate != 37031 || r.Responses != 37029 || r.Non2xx != 29 || r.ErrorCount != 2 {
-		t.Errorf("rate %v responses %d non2xx %d errors %d", r.AchievedRate, r.Responses, r.Non2xx, r.ErrorCount)
-	}
-	if r.Latency.Max != 31160 || r.Latency.Mean != 209 {
-		t.Errorf("latency max %d mean %d, want 31160 and 209", r.Latency.Max, r.Latency.Mean)
-	}
-	if _, err := parseH2load([]byte("connect failed")); err == nil {
-		t.Error("garbage parsed without error")
-	}
-}
-
 // sampleReport is a report with three repetitions of two tests.
-func sampleReport() *report {
-	r := &report{Cases: []string{"direct", "nginx", "egressd"}, Tests: []string{"lat2000", "max-ka"},
+func sampleReport() *Report {
+	r := &Report{Cases: []string{"direct", "nginx", "egressd"}, Tests: []string{"lat2000", "max-ka"},
 		Options: map[string]any{"reps": 3, "duration": "1s"}, Skipped: map[string]string{"haproxy": "not installed"}}
 	for rep := 1; rep <= 3; rep++ {
 		for i, c := range r.Cases {
@@ -45,12 +20,12 @@ func sampleReport() *report {
 				curve[j] = base + int64(j*10)
 			}
 			r.Runs = append(r.Runs,
-				record{Test: "lat2000", Case: c, Rep: rep, Result: &loadgen.Result{AchievedRate: 2000, Responses: 2000,
+				Record{Test: "lat2000", Case: c, Rep: rep, Result: &loadgen.Result{AchievedRate: 2000, Responses: 2000,
 					Latency: loadgen.Latency{P50: base, P90: 2 * base, P99: 3 * base, P999: 4 * base, Max: 5 * base, Curve: curve}}},
-				record{Test: "max-ka", Case: c, Rep: rep, CPUPerReqUS: 20, Result: &loadgen.Result{AchievedRate: float64(30000 / (i + 1) * rep), Responses: 1}})
+				Record{Test: "max-ka", Case: c, Rep: rep, CPUPerReqUS: 20, Result: &loadgen.Result{AchievedRate: float64(30000 / (i + 1) * rep), Responses: 1}})
 		}
 	}
-	r.summarize()
+	r.Summarize()
 	return r
 }
 
@@ -60,7 +35,7 @@ func TestMediansAndMarkdown(t *testing.T) {
 	if !ok || m.P50 != 400 || m.Reps != 3 { // nginx p50 per rep: 200, 400, 600
 		t.Fatalf("median nginx lat2000 = %+v", m)
 	}
-	md := r.markdown(nil, &options{mdFile: "x/results.md"})
+	md := r.markdown(nil, "x/results.md")
 	for _, want := range []string{
 		"| egressd | 2000 | 600 / 1200 / 1800 / 2400 | +400 / +1200 | 1.50 |", // added vs direct (200 / 600), × nginx
 		"| nginx | 30000 | 0.50 | 1.00 |",                                     // max-ka ratios: 15000×2 median vs 30000×2
@@ -94,20 +69,17 @@ func TestPlotIsWellFormedSVG(t *testing.T) {
 // A bulk run reports GB/s and the proxy's CPU per GiB, and its target line
 // compares egressd with direct and nginx.
 func TestBulkMarkdown(t *testing.T) {
-	if ts, err := parseTest("bulk-up-chunked"); err != nil || ts.bulk != "up" || !ts.chunked {
-		t.Fatalf("parseTest(bulk-up-chunked) = %+v, %v", ts, err)
-	}
-	r := &report{Cases: []string{"direct", "nginx", "egressd"}, Tests: []string{"bulk-down"},
+	r := &Report{Cases: []string{"direct", "nginx", "egressd"}, Tests: []string{"bulk-down"},
 		Options: map[string]any{"reps": 1, "duration": "1s", "bulk_size": int64(2 << 30)}}
 	for c, rate := range map[string]float64{"direct": 2e9, "nginx": 1e9, "egressd": 1.8e9} {
-		rec := record{Test: "bulk-down", Case: c, Rep: 1, Result: &loadgen.Result{Responses: 1, AchievedRate: rate}}
+		rec := Record{Test: "bulk-down", Case: c, Rep: 1, Result: &loadgen.Result{Responses: 1, AchievedRate: rate}}
 		if c != "direct" {
 			rec.CPUPerReqUS = 500_000 // 0.5 s for 2 GiB
 		}
 		r.Runs = append(r.Runs, rec)
 	}
-	r.summarize()
-	md := r.markdown(nil, &options{mdFile: "x.md"})
+	r.Summarize()
+	md := r.markdown(nil, "x.md")
 	for _, want := range []string{"one 2 GiB download (GET)", "| egressd | 1.80 | 0.90 | 1.80 | 250 | 0 / 0 |",
 		"| bulk-down: ≥ 0.8× direct and ≥ nginx | 1.80 vs direct 2.00, nginx 1.00 GB/s (0.90× direct, 1.80× nginx) | yes |"} {
 		if !strings.Contains(md, want) {

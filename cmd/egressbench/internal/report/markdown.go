@@ -1,14 +1,16 @@
-package main
+package report
 
 import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/egressd/egressd/cmd/egressbench/internal/scenario"
 )
 
 // markdown renders the medians as BENCHMARKS.md-ready tables, with ratios
 // against direct and nginx, and links to the plots.
-func (r *report) markdown(plots []string, o *options) string {
+func (r *Report) markdown(plots []string, mdFile string) string {
 	var b strings.Builder
 	m := r.Machine
 	fmt.Fprintf(&b, "Run of %s on %d × %s, kernel %s, %s; %s; %s; %s.\n", m.Date, m.CPUs, m.CPU, m.Kernel, m.Go, m.Nginx, m.HAProxy, m.H2load)
@@ -21,19 +23,19 @@ func (r *report) markdown(plots []string, o *options) string {
 	}
 	r.mdGoals(&b)
 	for _, tn := range r.Tests {
-		ts, _ := parseTest(tn)
+		ts, _ := scenario.Parse(tn)
 		switch {
-		case ts.rate > 0:
+		case ts.Rate > 0:
 			r.mdLatency(&b, tn)
-		case ts.hold:
+		case ts.Hold:
 			r.mdMemory(&b, tn)
-		case ts.bulk != "":
+		case ts.Bulk != "":
 			r.mdBulk(&b, tn, ts)
 		default:
 			r.mdThroughput(&b, tn, ts)
 		}
 	}
-	mdDir := filepath.Dir(o.mdFile)
+	mdDir := filepath.Dir(mdFile)
 	for _, p := range plots {
 		rel, err := filepath.Rel(mdDir, p)
 		if err != nil {
@@ -45,9 +47,9 @@ func (r *report) markdown(plots []string, o *options) string {
 }
 
 // mdLatency: open-loop latency, added latency over direct, ratio to nginx.
-func (r *report) mdLatency(b *strings.Builder, tn string) {
-	if ts, _ := parseTest(tn); ts.grpc {
-		fmt.Fprintf(b, "### %s: gRPC unary calls (grpc-go, health Check), open loop at %.0f calls/s on %d connections\n\n", tn, ts.rate, ts.conns)
+func (r *Report) mdLatency(b *strings.Builder, tn string) {
+	if ts, _ := scenario.Parse(tn); ts.GRPC {
+		fmt.Fprintf(b, "### %s: gRPC unary calls (grpc-go, health Check), open loop at %.0f calls/s on %d connections\n\n", tn, ts.Rate, ts.Conns)
 	} else {
 		fmt.Fprintf(b, "### %s: open loop at %s req/s, keep-alive\n\n", tn, strings.TrimPrefix(tn, "lat"))
 	}
@@ -70,17 +72,17 @@ func (r *report) mdLatency(b *strings.Builder, tn string) {
 }
 
 // mdThroughput: closed-loop rate with ratios to direct and nginx.
-func (r *report) mdThroughput(b *strings.Builder, tn string, ts test) {
-	what := fmt.Sprintf("%d connections back to back", ts.conns)
-	if ts.conns == 1 {
+func (r *Report) mdThroughput(b *strings.Builder, tn string, ts scenario.Test) {
+	what := fmt.Sprintf("%d connections back to back", ts.Conns)
+	if ts.Conns == 1 {
 		what = "1 connection back to back"
 	}
 	switch {
-	case ts.h2c:
-		what = fmt.Sprintf("h2load, h2c prior knowledge, %d clients × 10 streams (h2load reports mean and max only)", ts.conns)
-	case ts.grpc:
-		what = fmt.Sprintf("gRPC unary calls (grpc-go, health Check), %d connections × %d calls in flight", ts.conns, grpcStreams)
-	case ts.newConn:
+	case ts.H2C:
+		what = fmt.Sprintf("h2load, h2c prior knowledge, %d clients × 10 streams (h2load reports mean and max only)", ts.Conns)
+	case ts.GRPC:
+		what = fmt.Sprintf("gRPC unary calls (grpc-go, health Check), %d connections × %d calls in flight", ts.Conns, scenario.GRPCStreams)
+	case ts.NewConn:
 		what += ", a new connection per request"
 	default:
 		what += ", keep-alive"
@@ -105,17 +107,17 @@ func (r *report) mdThroughput(b *strings.Builder, tn string, ts test) {
 }
 
 // mdBulk: one large body per run: throughput and the proxy's CPU per GiB.
-func (r *report) mdBulk(b *strings.Builder, tn string, ts test) {
+func (r *Report) mdBulk(b *strings.Builder, tn string, ts scenario.Test) {
 	size, _ := r.Options["bulk_size"].(int64)
 	if f, ok := r.Options["bulk_size"].(float64); ok { // read back from JSON
 		size = int64(f)
 	}
 	how := "Content-Length"
-	if ts.chunked {
+	if ts.Chunked {
 		how = "chunked"
 	}
 	verb := "download (GET)"
-	if ts.bulk == "up" {
+	if ts.Bulk == "up" {
 		verb = "upload (PUT)"
 	}
 	fmt.Fprintf(b, "### %s: one %s %s through an HTTP port, %s, curl\n\n", tn, sizeText(size), verb, how)
@@ -150,9 +152,9 @@ func sizeText(n int64) string {
 }
 
 // mdMemory: peak proxy RSS while holding many open client connections.
-func (r *report) mdMemory(b *strings.Builder, tn string) {
-	ts, _ := parseTest(tn)
-	fmt.Fprintf(b, "### %s: peak proxy RSS with %d open keep-alive client connections\n\n", tn, ts.conns)
+func (r *Report) mdMemory(b *strings.Builder, tn string) {
+	ts, _ := scenario.Parse(tn)
+	fmt.Fprintf(b, "### %s: peak proxy RSS with %d open keep-alive client connections\n\n", tn, ts.Conns)
 	b.WriteString("| case | peak RSS MiB (process tree) | connections answered | errors |\n|---|---|---|---|\n")
 	for _, m := range r.rows(tn) {
 		c := m.Case
@@ -168,8 +170,8 @@ func (r *report) mdMemory(b *strings.Builder, tn string) {
 }
 
 // rows returns the medians of test tn in case order.
-func (r *report) rows(tn string) []median {
-	var out []median
+func (r *Report) rows(tn string) []Median {
+	var out []Median
 	for _, c := range r.Cases {
 		if m, ok := r.find(tn, c); ok {
 			out = append(out, m)

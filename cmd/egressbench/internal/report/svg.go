@@ -1,4 +1,4 @@
-package main
+package report
 
 import (
 	"fmt"
@@ -7,19 +7,20 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/egressd/egressd/cmd/egressbench/internal/scenario"
 	"github.com/egressd/egressd/internal/loadgen"
 )
 
 // writePlots writes one latency-percentile SVG per open-loop test into dir
 // and returns their paths.
-func (r *report) writePlots(dir string) ([]string, error) {
+func (r *Report) writePlots(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	var paths []string
 	for _, tn := range r.Tests {
-		ts, _ := parseTest(tn)
-		if ts.rate == 0 {
+		ts, _ := scenario.Parse(tn)
+		if ts.Rate == 0 {
 			continue
 		}
 		var series []plotSeries
@@ -33,8 +34,8 @@ func (r *report) writePlots(dir string) ([]string, error) {
 		}
 		p := filepath.Join(dir, tn+".svg")
 		title := fmt.Sprintf("Latency by percentile, open loop %s req/s keep-alive (medians)", strings.TrimPrefix(tn, "lat"))
-		if ts.grpc {
-			title = fmt.Sprintf("Latency by percentile, gRPC unary, open loop %.0f calls/s (medians)", ts.rate)
+		if ts.GRPC {
+			title = fmt.Sprintf("Latency by percentile, gRPC unary, open loop %.0f calls/s (medians)", ts.Rate)
 		}
 		if err := os.WriteFile(p, []byte(percentilePlot(title, series)), 0o644); err != nil {
 			return nil, err

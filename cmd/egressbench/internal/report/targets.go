@@ -1,8 +1,10 @@
-package main
+package report
 
 import (
 	"fmt"
 	"strings"
+
+	"github.com/egressd/egressd/cmd/egressbench/internal/scenario"
 )
 
 // target check of issues 8 and 20, evaluated on the medians of one run.
@@ -14,8 +16,8 @@ type goal struct {
 
 // goals evaluates the issue's targets: ratios within this run, on this
 // machine. A missing case or test gives "n/a".
-func (r *report) goals() []goal {
-	get := func(tn, cn string) (median, bool) { return r.find(tn, cn) }
+func (r *Report) goals() []goal {
+	get := func(tn, cn string) (Median, bool) { return r.find(tn, cn) }
 	yes := func(ok bool) string {
 		if ok {
 			return "yes"
@@ -99,7 +101,7 @@ func (r *report) goals() []goal {
 	}
 	add("gRPC unary, open loop: added p50 ≤ nginx's (the lowest grpcRATE of the run)", func() (string, string) {
 		for _, tn := range r.Tests {
-			if ts, _ := parseTest(tn); !ts.grpc || ts.rate == 0 {
+			if ts, _ := scenario.Parse(tn); !ts.GRPC || ts.Rate == 0 {
 				continue
 			}
 			d, ok1 := get(tn, "direct")
@@ -145,7 +147,7 @@ func (r *report) goals() []goal {
 }
 
 // mdGoals renders the targets as a markdown table.
-func (r *report) mdGoals(b *strings.Builder) {
+func (r *Report) mdGoals(b *strings.Builder) {
 	b.WriteString("### Targets of issues 8 and 20 (this run)\n\n| target | measured | met |\n|---|---|---|\n")
 	for _, g := range r.goals() {
 		fmt.Fprintf(b, "| %s | %s | %s |\n", g.what, g.measured, g.met)
