@@ -42,12 +42,12 @@ type Node[C any] struct {
 	Key    Key  // set before the first Put
 	Reused bool // taken from the pool by Get (it may have been closed by the peer)
 
-	// While idle: when it was returned, the client that returned it (its
-	// share of the pool) and its places in the pool's three lists
-	// (listKey, listAll, listClient).
-	idleSince time.Time
-	owner     netip.Addr
-	links     [3]struct{ prev, next C }
+	// While idle: when it was returned, the lists it is on (its key's,
+	// its owner's: the client that returned it) and its places in the
+	// pool's three lists (listKey, listAll, listClient).
+	idleSince     time.Time
+	keyList, mine *idleList[C]
+	links         [3]struct{ prev, next C }
 }
 
 // Conn is what the pool holds: a pointer to a connection embedding Node.
@@ -66,12 +66,12 @@ const (
 
 // idleList is a doubly linked list of idle connections through their
 // links[which].
-type idleList[C Conn[C]] struct {
+type idleList[C any] struct {
 	head, tail C
 	n          int
 }
 
-func (l *idleList[C]) pushBack(uc C, which int) {
+func pushBack[C Conn[C]](l *idleList[C], uc C, which int) {
 	var none C
 	uc.PoolNode().links[which].prev, uc.PoolNode().links[which].next = l.tail, none
 	if l.tail != none {
@@ -83,7 +83,7 @@ func (l *idleList[C]) pushBack(uc C, which int) {
 	l.n++
 }
 
-func (l *idleList[C]) remove(uc C, which int) {
+func remove[C Conn[C]](l *idleList[C], uc C, which int) {
 	var none C
 	lk := &uc.PoolNode().links[which]
 	if lk.prev != none {
@@ -105,13 +105,20 @@ func (l *idleList[C]) remove(uc C, which int) {
 // thousands of hosts cannot make the node hold a socket to each) and
 // maxTotal in all; over a bound, the oldest idle connection concerned is
 // closed. A connection idle for longer than maxIdle is closed.
+//
+// The lists of a key and of a client stay in their maps when they empty,
+// so that the keep-alive cycle (Get, Put of the same key) costs one map
+// lookup each way and allocates nothing: a map delete per Get and an
+// insert per Put were a fifth of the pool's cost per request. Empty
+// lists go in the sweep (once per maxIdle), and when a map holds twice
+// maxTotal lists (at most maxTotal can be non-empty).
 type Pool[C Conn[C]] struct {
 	maxPerKey, maxPerClient, maxTotal int
 	maxIdle                           time.Duration
 
 	mu        sync.Mutex
-	byKey     map[Key]idleList[C] // by value: an emptied key costs no allocation when it returns
-	byClient  map[netip.Addr]idleList[C]
+	byKey     map[Key]*idleList[C]
+	byClient  map[netip.Addr]*idleList[C]
 	all       idleList[C]
 	closed    bool
 	lastSweep time.Time
@@ -120,7 +127,7 @@ type Pool[C Conn[C]] struct {
 // New returns an empty pool with those bounds.
 func New[C Conn[C]](maxPerKey, maxPerClient, maxTotal int, maxIdle time.Duration) *Pool[C] {
 	return &Pool[C]{maxPerKey: maxPerKey, maxPerClient: maxPerClient, maxTotal: maxTotal, maxIdle: maxIdle,
-		byKey: make(map[Key]idleList[C]), byClient: make(map[netip.Addr]idleList[C])}
+		byKey: make(map[Key]*idleList[C]), byClient: make(map[netip.Addr]*idleList[C])}
 }
 
 // Get takes the newest idle connection for k, or the zero C (nil); now is
@@ -130,10 +137,11 @@ func (u *Pool[C]) Get(k Key, now time.Time) C {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var none C
-	uc := u.byKey[k].tail
-	if uc == none {
+	l := u.byKey[k]
+	if l == nil || l.tail == none {
 		return none
 	}
+	uc := l.tail
 	if now.Sub(uc.PoolNode().idleSince) > u.maxIdle { // the newest is stale: so are the others
 		u.expire(now)
 		return none
@@ -146,54 +154,68 @@ func (u *Pool[C]) Get(k Key, now time.Time) C {
 // unlink takes uc off every list; u.mu is held.
 func (u *Pool[C]) unlink(uc C) {
 	n := uc.PoolNode()
-	l := u.byKey[n.Key]
-	if l.remove(uc, listKey); l.n == 0 {
-		delete(u.byKey, n.Key)
-	} else {
-		u.byKey[n.Key] = l
-	}
-	c := u.byClient[n.owner]
-	if c.remove(uc, listClient); c.n == 0 {
-		delete(u.byClient, n.owner)
-	} else {
-		u.byClient[n.owner] = c
-	}
-	u.all.remove(uc, listAll)
+	remove(n.keyList, uc, listKey)
+	remove(n.mine, uc, listClient)
+	remove(&u.all, uc, listAll)
+	n.keyList, n.mine = nil, nil
 }
 
 // Put returns uc, last used by client, to the pool (or closes it when the
 // pool is closed); now is the current time.
 func (u *Pool[C]) Put(uc C, client netip.Addr, now time.Time) {
 	n := uc.PoolNode()
-	n.idleSince, n.owner = now, client
+	n.idleSince = now
 	u.mu.Lock()
 	if u.closed {
 		u.mu.Unlock()
 		uc.Close()
 		return
 	}
+	l, c := listOf(u.byKey, n.Key, u.maxTotal), listOf(u.byClient, client, u.maxTotal)
 	// Over a bound, the oldest connection concerned goes first.
-	if l := u.byKey[n.Key]; l.n >= u.maxPerKey {
+	if l.n >= u.maxPerKey {
 		u.evict(l.head)
 	}
-	if c := u.byClient[client]; c.n >= u.maxPerClient {
+	if c.n >= u.maxPerClient {
 		u.evict(c.head)
 	}
 	if u.all.n >= u.maxTotal {
 		u.evict(u.all.head)
 	}
-	l := u.byKey[n.Key]
-	l.pushBack(uc, listKey)
-	u.byKey[n.Key] = l
-	c := u.byClient[client]
-	c.pushBack(uc, listClient)
-	u.byClient[client] = c
-	u.all.pushBack(uc, listAll)
+	pushBack(l, uc, listKey)
+	pushBack(c, uc, listClient)
+	pushBack(&u.all, uc, listAll)
+	n.keyList, n.mine = l, c
 	if now.Sub(u.lastSweep) > u.maxIdle {
 		u.lastSweep = now
 		u.expire(now)
+		dropEmpty(u.byKey)
+		dropEmpty(u.byClient)
 	}
 	u.mu.Unlock()
+}
+
+// listOf returns m's list for k, adding one if there is none; a map
+// holding 2*maxTotal lists loses its empty ones first (u.mu is held).
+func listOf[K comparable, C any](m map[K]*idleList[C], k K, maxTotal int) *idleList[C] {
+	if l := m[k]; l != nil {
+		return l
+	}
+	if len(m) >= 2*maxTotal {
+		dropEmpty(m)
+	}
+	l := new(idleList[C])
+	m[k] = l
+	return l
+}
+
+// dropEmpty deletes m's empty lists; u.mu is held.
+func dropEmpty[K comparable, C any](m map[K]*idleList[C]) {
+	for k, l := range m {
+		if l.n == 0 {
+			delete(m, k)
+		}
+	}
 }
 
 // evict closes the idle connection uc; u.mu is held.
@@ -228,4 +250,6 @@ func (u *Pool[C]) CloseAll() {
 	for uc := u.all.head; uc != none; uc = u.all.head {
 		u.evict(uc)
 	}
+	clear(u.byKey)
+	clear(u.byClient)
 }

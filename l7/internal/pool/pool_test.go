@@ -71,3 +71,34 @@ func TestPoolSweepClosesStaleIdleConnections(t *testing.T) {
 		t.Fatalf("pool keeps %d keys, %d connections, want 1", len(pool.byKey), pool.Idle())
 	}
 }
+
+// The keep-alive cycle, Get and Put of the same key, allocates nothing,
+// and the lists emptied by it stay bounded when keys keep changing.
+func TestPoolCycleAndEmptyLists(t *testing.T) {
+	pool := New[*conn](2, 2, 4, time.Minute)
+	defer pool.CloseAll()
+	a, b := net.Pipe()
+	defer b.Close()
+	client := netip.MustParseAddr("198.19.40.1")
+	uc := &conn{nc: a, Node: Node[*conn]{Key: Key{Host: "a"}}}
+	now := time.Now()
+	pool.Put(uc, client, now)
+	if n := testing.AllocsPerRun(100, func() {
+		if pool.Get(Key{Host: "a"}, now) != uc {
+			t.Fatal("Get did not return the idle connection")
+		}
+		pool.Put(uc, client, now)
+	}); n != 0 {
+		t.Errorf("Get+Put allocates %v times, want 0", n)
+	}
+	for i := range 100 { // each key used once: its list empties
+		if pool.Get(uc.Key, now) != uc {
+			t.Fatal("Get did not return the idle connection")
+		}
+		uc.Key = Key{Host: "h", Port: uint16(i)}
+		pool.Put(uc, client, now)
+	}
+	if len(pool.byKey) > 2*4 || pool.Idle() != 1 {
+		t.Fatalf("%d key lists, %d idle; want at most 8 lists, 1 idle", len(pool.byKey), pool.Idle())
+	}
+}
