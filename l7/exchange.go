@@ -38,7 +38,7 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 		}
 	} else {
 		uc.rdl.SetRead(uc.nc, now, s.p.cfg.ResponseTimeout)
-		s.watch.arm()
+		s.watch.arm(now)
 		err = flushHead(uc) // and wait for the answer (headwrite.go)
 	}
 	if err == nil {

@@ -23,7 +23,7 @@ type h1conn struct {
 	entry    accessEntry
 	mc       metricsCache // the previous request's collectors
 	retrying bool         // forward is on its second attempt: no further retry
-	watch    clientWatch  // watch.go: a client leaving during an exchange
+	watch    *clientWatch // watch.go: a client leaving during an exchange; kept by release
 	scratch  []byte       // body of the proxy's own responses
 	num      [24]byte     // number formatting
 
@@ -52,6 +52,9 @@ func (p *Proxy) serveHTTP1(c *clientConn) {
 		orig = c.local
 	}
 	s.p, s.c, s.clientText, s.origText, s.first = p, c, c.client.String(), orig.String(), true
+	if s.watch == nil {
+		s.watch = new(clientWatch)
+	}
 	defer s.release()
 	// Not "until Shutdown": a response that promised keep-alive before
 	// Shutdown began may already have its next request on the way, which
@@ -82,6 +85,7 @@ func (s *h1conn) release() {
 		req:     h1.Request{Head: h1.Head{Buf: keep(s.req.Buf), Fields: s.req.Fields[:0]}},
 		resp:    h1.Head{Buf: keep(s.resp.Buf), Fields: s.resp.Fields[:0]},
 		scratch: keep(s.scratch),
+		watch:   s.watch, // its timer may still be set (watch.go)
 	}
 	h1connPool.Put(s)
 }

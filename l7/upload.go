@@ -66,7 +66,7 @@ func (s *h1conn) startUpload(uc *upConn) *upload {
 		up.err, up.n = err, pm.N
 		close(up.done)
 		if err == nil {
-			s.watch.arm() // the client's reader is free: watch it for a close
+			s.watch.arm(time.Now()) // the client's reader is free: watch it for a close
 		}
 	}()
 	return up
