@@ -21,7 +21,7 @@ func (s *h1conn) forward(m rules.Match) bool {
 	key := pool.Key{
 		TLS:     m.Port.Protocol == rules.HTTPS,
 		Proxy:   m.UseEgressProxy,
-		Host:    rules.CanonicalHost(s.entry.host),
+		Host:    s.canonicalHost(s.entry.host),
 		Port:    s.entry.port,
 		Literal: ruleLiteral(m),
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/h1"
+	"github.com/egressd/egressd/rules"
 )
 
 // h1conn is the HTTP/1.x state of one client connection, reused for every
@@ -29,6 +30,7 @@ type h1conn struct {
 
 	clientText, origText string // for the access log, formatted once
 	lastHost             string // the previous request's authority, reused when repeated
+	canonOf, canon       string // rules.CanonicalHost(canonOf), for the pool key
 	// first: the next request is the connection's first, whose head must
 	// arrive within ReadHeaderTimeout of accept (not of its first byte).
 	first bool
@@ -41,6 +43,16 @@ func (s *h1conn) hostString(b []byte) string {
 		s.lastHost = string(b)
 	}
 	return s.lastHost
+}
+
+// canonicalHost returns rules.CanonicalHost(host), computed again only when
+// host is not the previous request's (hostString makes a repeated one the
+// same string, so the comparison is a pointer's).
+func (s *h1conn) canonicalHost(host string) string {
+	if host != s.canonOf {
+		s.canonOf, s.canon = host, rules.CanonicalHost(host)
+	}
+	return s.canon
 }
 
 // serveHTTP1 serves HTTP/1.x requests on c, one after the other (pipelined
