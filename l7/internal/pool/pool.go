@@ -23,10 +23,7 @@ import (
 
 // Key identifies interchangeable upstream connections.
 type Key struct {
-	TLS    bool       // TLS originated (HTTPS port)
-	Proxy  bool       // goes through the egress proxy
 	Host   string     // rules.CanonicalHost of the request (SNI for TLS)
-	Port   uint16     // original destination port
 	Target netip.Addr // DialOriginal: the original IP; DialResolve: zero (resolved at dial)
 	// Literal is the IP the matched rule names literally, which the
 	// upstream address policy lets through whatever its class (zero:
@@ -34,6 +31,11 @@ type Key struct {
 	// serves only requests whose own rule gives it, never those of a
 	// scope or rule set that does not.
 	Literal netip.Addr
+	Port    uint16 // original destination port
+	TLS     bool   // TLS originated (HTTPS port)
+	Proxy   bool   // goes through the egress proxy
+	// (The fields after Host are in one run of memory, which Key's
+	// equality and hash compare and hash at once.)
 }
 
 // Node is the pool's part of a connection: a connection type embeds it and
