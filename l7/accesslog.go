@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/l7/internal/accesslog"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/egressd/egressd/l7/internal/metrics"
 )
 
 // Protocol names in the access log and the "protocol" metric label.
@@ -52,14 +52,9 @@ type accessEntry struct {
 	mc *metricsCache
 }
 
-// metricsCache holds the collectors of one decision, rule and protocol, so
-// that the requests of a keep-alive connection, which mostly repeat them,
-// skip the label lookups.
-type metricsCache struct {
-	decision, rule, protocol, namespace string
-	requests                            prometheus.Counter
-	duration                            prometheus.Observer
-}
+// metricsCache holds the collectors of a connection's previous request
+// (l7/internal/metrics).
+type metricsCache = metrics.RequestCache
 
 // namespace is the name of e's scope ("": the global rules).
 func (e *accessEntry) namespace() string {
@@ -90,15 +85,8 @@ func (p *Proxy) finishAt(e *accessEntry, now time.Time) {
 	if mc == nil {
 		mc = new(metricsCache)
 	}
-	ns := e.namespace()
-	if mc.requests == nil || mc.decision != e.decision || mc.rule != e.rule || mc.protocol != e.protocol || mc.namespace != ns {
-		*mc = metricsCache{decision: e.decision, rule: e.rule, protocol: e.protocol, namespace: ns,
-			requests: p.metrics.Requests.WithLabelValues(e.decision, e.rule, e.protocol, ns),
-			duration: p.metrics.Duration.WithLabelValues(e.decision)}
-	}
-	mc.requests.Inc()
-	mc.duration.Observe(d.Seconds())
-	if p.accessBuf != nil { // the same line, encoded without slog (accesslogbuf.go)
+	p.metrics.ObserveRequest(mc, e.decision, e.rule, e.protocol, e.namespace(), d)
+	if p.accessBuf != nil { // the same line, encoded without slog (l7/internal/accesslog)
 		l := accessLine(e, d)
 		p.accessBuf.Log(now, &l)
 		return
@@ -107,48 +95,18 @@ func (p *Proxy) finishAt(e *accessEntry, now time.Time) {
 	if !p.access.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	attrs, n := accessAttrs(e, d)
+	l := accessLine(e, d)
+	attrs, n := l.Attrs() // the same keys and order as the encoder's
 	p.access.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)
 }
 
-// accessAttrs are the attributes of e's line; only the first n are logged.
-// grpc_status, reason, namespace and pod appear only when set.
-func accessAttrs(e *accessEntry, d time.Duration) (attrs [16]slog.Attr, n int) {
-	attrs = [...]slog.Attr{
-		slog.String("client", accesslog.AddrText(e.clientText, e.client)),
-		slog.String("orig_dst", accesslog.AddrText(e.origText, e.orig)),
-		slog.String("host", e.host),
-		slog.Int("port", int(e.port)),
-		slog.String("protocol", e.protocol),
-		slog.String("upstream", e.upstream),
-		slog.String("rule", e.rule),
-		slog.String("decision", e.decision),
-		slog.Int("status", e.status),
-		{}, // grpc_status
-		slog.Int64("bytes_in", e.bytesIn),
-		slog.Int64("bytes_out", e.bytesOut),
-		slog.Duration("duration", d),
-		{}, // reason
-		{}, // namespace
-		{}, // pod
+// accessLine is e's line for the batched handler.
+func accessLine(e *accessEntry, d time.Duration) accesslog.Line {
+	return accesslog.Line{
+		Client: e.client, OrigDst: e.orig, ClientText: e.clientText, OrigText: e.origText,
+		Host: e.host, Port: e.port, Protocol: e.protocol, Upstream: e.upstream,
+		Rule: e.rule, Decision: e.decision, Status: e.status, GRPCStatus: e.grpcStatus,
+		BytesIn: e.bytesIn, BytesOut: e.bytesOut, Duration: d, Reason: e.reason,
+		Namespace: e.namespace(), Pod: e.pod(),
 	}
-	n = 9
-	if e.grpcStatus != "" {
-		attrs[n] = slog.String("grpc_status", e.grpcStatus)
-		n++
-	}
-	n += copy(attrs[n:], attrs[10:13])
-	if e.reason != "" {
-		attrs[n] = slog.String("reason", e.reason)
-		n++
-	}
-	if ns := e.namespace(); ns != "" {
-		attrs[n] = slog.String("namespace", ns)
-		n++
-	}
-	if pod := e.pod(); pod != "" {
-		attrs[n] = slog.String("pod", pod)
-		n++
-	}
-	return attrs, n
 }

@@ -2,7 +2,6 @@ package l7
 
 import (
 	"io"
-	"time"
 
 	"github.com/egressd/egressd/l7/internal/accesslog"
 )
@@ -29,14 +28,3 @@ type AccessLog = accesslog.Handler
 
 // NewAccessLog returns an AccessLog writing to w.
 func NewAccessLog(w io.Writer, opts AccessLogOptions) *AccessLog { return accesslog.New(w, opts) }
-
-// accessLine is e's line for the batched handler.
-func accessLine(e *accessEntry, d time.Duration) accesslog.Line {
-	return accesslog.Line{
-		Client: e.client, OrigDst: e.orig, ClientText: e.clientText, OrigText: e.origText,
-		Host: e.host, Port: e.port, Protocol: e.protocol, Upstream: e.upstream,
-		Rule: e.rule, Decision: e.decision, Status: e.status, GRPCStatus: e.grpcStatus,
-		BytesIn: e.bytesIn, BytesOut: e.bytesOut, Duration: d, Reason: e.reason,
-		Namespace: e.namespace(), Pod: e.pod(),
-	}
-}

@@ -54,7 +54,7 @@ func TestAccessLogEncodesAsSlog(t *testing.T) {
 					h = slog.NewJSONHandler(&want, nil)
 				}
 				r := slog.NewRecord(now, slog.LevelInfo, "request", 0)
-				attrs, n := accessAttrs(&e, d)
+				attrs, n := l.Attrs()
 				r.AddAttrs(attrs[:n]...)
 				h.Handle(context.Background(), r)
 				if got.String() != want.String() {
@@ -149,7 +149,8 @@ func BenchmarkAccessLogEntry(b *testing.B) {
 			l := slog.New(NewAccessLog(io.Discard, AccessLogOptions{JSON: f.json}))
 			b.ReportAllocs()
 			for b.Loop() {
-				attrs, n := accessAttrs(&e, time.Millisecond)
+				line := accessLine(&e, time.Millisecond)
+				attrs, n := line.Attrs()
 				l.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:n]...)
 			}
 		})
@@ -168,7 +169,8 @@ func BenchmarkAccessLogEntry(b *testing.B) {
 			l := slog.New(h)
 			b.ReportAllocs()
 			for b.Loop() {
-				attrs, n := accessAttrs(&e, time.Millisecond)
+				line := accessLine(&e, time.Millisecond)
+				attrs, n := line.Attrs()
 				l.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:n]...)
 			}
 		})

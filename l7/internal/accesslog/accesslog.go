@@ -1,16 +1,19 @@
 // Package accesslog is the proxy's batched access-log handler: a
 // slog.Handler whose request lines are encoded without slog and without
 // allocating, in exactly the form of slog's JSON or text handler, and written
-// in batches instead of one write(2) per request.
+// in batches instead of one write(2) per request; and the same request line
+// as slog attributes, for the other handlers.
 //
 // Why a package of its own: the encoder is an optimisation with a contract
 // (byte for byte slog's output), testable without a proxy; l7 fills a Line
-// from its per-request record and keeps the slog path for other handlers.
+// from its per-request record, and for other handlers logs Line.Attrs.
 // BenchmarkEncode separates the encoder's gain from batching's: slog's own
 // handler over the same batching buffer against this encoder.
 //
 // Files: accesslog.go (Handler: buffer, flush timer, Close), encode.go (Line
-// and its JSON/text encoding, slog's quoting and escaping rules).
+// and its JSON/text encoding, slog's quoting and escaping rules), attrs.go
+// (the same Line as slog attributes, for any other handler, in the order
+// and forms encode.go writes).
 package accesslog
 
 import (

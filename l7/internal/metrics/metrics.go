@@ -8,11 +8,13 @@
 // Why a package of its own: the metric names are a contract with dashboards
 // and alerts, apart from the code paths that count.
 //
-// Files: metrics.go (Set, Options, New; the egressd_mode gauge).
+// Files: metrics.go (Set, Options, New; the egressd_mode gauge; a request's
+// observation, its collectors cached per connection: RequestCache).
 package metrics
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -122,4 +124,26 @@ func (g modeGauge) Describe(ch chan<- *prometheus.Desc) { ch <- modeDesc }
 
 func (g modeGauge) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(modeDesc, prometheus.GaugeValue, 1, string(g))
+}
+
+// RequestCache holds the collectors of one decision, rule, protocol and
+// namespace, so that the requests of a keep-alive connection, which mostly
+// repeat them, skip the label lookups. The zero value is empty.
+type RequestCache struct {
+	decision, rule, protocol, namespace string
+	requests                            prometheus.Counter
+	duration                            prometheus.Observer
+}
+
+// ObserveRequest counts a request in egressd_requests_total and its
+// duration in egressd_request_duration_seconds, through c's collectors
+// when the labels repeat c's (else looked up, and kept in c).
+func (m *Set) ObserveRequest(c *RequestCache, decision, rule, protocol, namespace string, d time.Duration) {
+	if c.requests == nil || c.decision != decision || c.rule != rule || c.protocol != protocol || c.namespace != namespace {
+		*c = RequestCache{decision: decision, rule: rule, protocol: protocol, namespace: namespace,
+			requests: m.Requests.WithLabelValues(decision, rule, protocol, namespace),
+			duration: m.Duration.WithLabelValues(decision)}
+	}
+	c.requests.Inc()
+	c.duration.Observe(d.Seconds())
 }
