@@ -13,16 +13,44 @@ import (
 	"time"
 )
 
-// lockedBuffer is a bytes.Buffer safe for a writing server and a reading test.
+// lockedBuffer is a bytes.Buffer safe for a writing server and a reading
+// test, which can wait for a string to be written (waitFor).
 type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	written chan struct{} // closed and replaced on every Write
 }
 
 func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.written != nil {
+		close(l.written)
+		l.written = nil
+	}
 	return l.b.Write(p)
+}
+
+// waitFor returns once s has been written, false after timeout.
+func (l *lockedBuffer) waitFor(s string, timeout time.Duration) bool {
+	deadline := time.After(timeout)
+	for {
+		l.mu.Lock()
+		if strings.Contains(l.b.String(), s) {
+			l.mu.Unlock()
+			return true
+		}
+		if l.written == nil {
+			l.written = make(chan struct{})
+		}
+		written := l.written
+		l.mu.Unlock()
+		select {
+		case <-written:
+		case <-deadline:
+			return false
+		}
+	}
 }
 
 func (l *lockedBuffer) String() string {
@@ -50,11 +78,8 @@ func TestStdLogLinesGoToTheLog(t *testing.T) {
 	go func() {
 		done <- gatewayCmd(ctx, []string{"--rules", dir, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"}, io.Discard, &stderr)
 	}()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "egressd gateway running"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway not running after 10s:\n%s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !stderr.waitFor("egressd gateway running", 10*time.Second) {
+		t.Fatalf("gateway not running after 10s:\n%s", stderr.String())
 	}
 	const msg = "protocol error: received DATA on a HEAD request"
 	stdlog.Print(msg) // as x/net's (*ClientConn).logf does, through Printf
