@@ -13,18 +13,18 @@ import (
 )
 
 // TestUpstreamErrorKindsDocumented keeps README's metrics table and the
-// metric's help text in step with the kinds l7's upstreamFailure returns
+// metric's help text in step with the kinds l7/internal/dialer's Failure returns
 // (the second result of each of its return statements).
 func TestUpstreamErrorKindsDocumented(t *testing.T) {
 	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "l7/errors.go", nil, 0)
+	f, err := parser.ParseFile(fset, "l7/internal/dialer/failure.go", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var kinds []string
 	ast.Inspect(f, func(n ast.Node) bool {
 		fn, ok := n.(*ast.FuncDecl)
-		if !ok || fn.Name.Name != "upstreamFailure" {
+		if !ok || fn.Name.Name != "Failure" {
 			return true
 		}
 		ast.Inspect(fn.Body, func(n ast.Node) bool {
@@ -39,7 +39,7 @@ func TestUpstreamErrorKindsDocumented(t *testing.T) {
 		return false
 	})
 	if len(kinds) < 5 {
-		t.Fatalf("found kinds %q in l7/errors.go; the test no longer finds them", kinds)
+		t.Fatalf("found kinds %q in l7/internal/dialer/failure.go; the test no longer finds them", kinds)
 	}
 	readme, err := os.ReadFile("README.md")
 	if err != nil {

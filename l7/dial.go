@@ -3,6 +3,7 @@ package l7
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/l7/internal/addrpolicy"
+	"github.com/egressd/egressd/l7/internal/dialer"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -147,4 +150,18 @@ func ChainControl(fs ...func(network, address string, c syscall.RawConn) error) 
 		}
 		return nil
 	}
+}
+
+// upstreamError counts err by kind (dialer.Failure: upstream errors become
+// statuses there, in one place) and returns the status and reason for the
+// client. Helper for every protocol handler.
+func (p *Proxy) upstreamError(err error) (status int, reason string) {
+	status, kind, reason := dialer.Failure(err)
+	p.metrics.UpstreamErrors.WithLabelValues(kind).Inc()
+	var refused *addrpolicy.RefusedError
+	if errors.As(err, &refused) {
+		p.metrics.AddrRefused.WithLabelValues(refused.Code).Inc()
+		p.log.Warn("upstream address refused", "addr", refused.Addr, "host", refused.Host, "reason", refused.Reason)
+	}
+	return status, reason
 }

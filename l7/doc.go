@@ -97,8 +97,9 @@
 //     tunnels for the rest, both l7/internal/dialer's; never a direct
 //     fallback), gateway.go (ServeGateway, the explicit proxy of `egressd
 //     gateway`: CONNECT and absolute form, decided against the same rules);
-//   - errors and logs: errors.go (upstream error → status, in one place),
-//     accesslog.go (the access-log record, through slog or
-//     l7/internal/accesslog's batched encoder), accesslogbuf.go (that
-//     handler's public names).
+//   - logs: accesslog.go (the access-log record, logged through slog or
+//     l7/internal/accesslog's batched encoder, and observed in the request
+//     metrics), accesslogbuf.go (that handler's public names); upstream
+//     errors become statuses in l7/internal/dialer (failure.go) and are
+//     counted and logged by dial.go's upstreamError.
 package l7

@@ -34,7 +34,7 @@ import (
 )
 
 // RefusedError is an upstream address the policy refused. It maps to
-// 403 (upstreamFailure): the request was allowed, the address it leads to
+// 403 (l7/internal/dialer.Failure): the request was allowed, the address it leads to
 // is not, and trying again will not change that.
 type RefusedError struct {
 	Addr   netip.Addr

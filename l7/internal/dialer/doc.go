@@ -8,7 +8,8 @@
 // was answered), and the client TLS configuration of TLS origination
 // (verified against the system roots and the configured CAs, never
 // skipped). Protocol handlers layer TLS and HTTP on the connections it
-// returns; deciding and logging stay with the proxy.
+// returns; deciding and logging stay with the proxy, which counts and
+// answers the failures as Failure classifies them.
 //
 // Why a package of its own: everything egressd does on a tenant's behalf
 // towards the network passes here, and the security model's "never dials
@@ -19,5 +20,7 @@
 // dial address of each mode, the resolver whose sockets are marked),
 // egressproxy.go (EgressProxy: its URL, CONNECT tunnels, retries,
 // PrereadConn, EgressProxyError), tls.go (TLSConfig and the verification
-// of the upstream's certificate).
+// of the upstream's certificate), failure.go (Failure: what an error met
+// dialing or talking to an upstream becomes for the client, the status,
+// the egressd_upstream_errors_total kind and the reason, in one place).
 package dialer

@@ -1,4 +1,4 @@
-package l7
+package dialer
 
 import (
 	"context"
@@ -9,17 +9,16 @@ import (
 	"os"
 
 	"github.com/egressd/egressd/l7/internal/addrpolicy"
-	"github.com/egressd/egressd/l7/internal/dialer"
 	"github.com/egressd/egressd/l7/internal/h1"
 )
 
-// upstreamFailure classifies an error met while dialing or talking to an
+// Failure classifies an error met while dialing or talking to an
 // upstream: the status for the client (502, or 504 for timeouts), the kind
-// for egressd_upstream_errors_total, and a reason for the client and the log.
-// It is the one place where upstream errors become statuses.
-func upstreamFailure(err error) (status int, kind, reason string) {
+// for egressd_upstream_errors_total, and a reason for the client and the
+// log. It is the one place where upstream errors become statuses.
+func Failure(err error) (status int, kind, reason string) {
 	var (
-		epErr   *dialer.EgressProxyError
+		epErr   *EgressProxyError
 		dnsErr  *net.DNSError
 		certErr *tls.CertificateVerificationError
 		hostErr x509.HostnameError
@@ -33,7 +32,7 @@ func upstreamFailure(err error) (status int, kind, reason string) {
 	switch {
 	case errors.As(err, &refused): // l7/internal/addrpolicy, before egress_proxy: the egress proxy's address may be the one
 		return 403, "address_refused", refused.Error()
-	case errors.Is(err, dialer.ErrNoEgressProxy):
+	case errors.Is(err, ErrNoEgressProxy):
 		return 502, "egress_proxy", err.Error()
 	case errors.As(err, &epErr): // egressproxy.go: unreachable, TLS, refused CONNECT, 407
 		return 502, "egress_proxy", err.Error()
@@ -57,17 +56,4 @@ func upstreamFailure(err error) (status int, kind, reason string) {
 		return 502, "connect", "connecting to upstream failed: " + err.Error()
 	}
 	return 502, "io", "upstream connection failed: " + err.Error()
-}
-
-// upstreamError counts err by kind and returns the status and reason for the
-// client. Helper for every protocol handler.
-func (p *Proxy) upstreamError(err error) (status int, reason string) {
-	status, kind, reason := upstreamFailure(err)
-	p.metrics.UpstreamErrors.WithLabelValues(kind).Inc()
-	var refused *addrpolicy.RefusedError
-	if errors.As(err, &refused) {
-		p.metrics.AddrRefused.WithLabelValues(refused.Code).Inc()
-		p.log.Warn("upstream address refused", "addr", refused.Addr, "host", refused.Host, "reason", refused.Reason)
-	}
-	return status, reason
 }
