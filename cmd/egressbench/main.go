@@ -11,6 +11,18 @@
 // and starts egressd, nginx and HAProxy from temporary directories. Everything
 // it starts is stopped by PID, and everything it creates is removed, also on
 // failure or interrupt.
+//
+// Files: run.go the command line and the run; env.go the run's
+// environment and its cases (direct, nginx, HAProxy, the egressd ones);
+// topology.go the namespace, veth and cgroup; fixtures.go the rules files,
+// DNS and certificates; egressd.go starting egressd; procs.go the
+// processes started and stopped by PID;
+// matrix.go the interleaved runs and what each measures; worker.go,
+// h2load.go, grpcload.go, grpcopen.go, bulk.go and hold.go the load
+// generators; upstream.go the upstream. What a run produced and how it is
+// shown is package report, the --tests load shapes package scenario. The
+// harness imports no product package: it measures built binaries from
+// outside (profiles of the proxy: l7's BenchmarkProfile).
 package main
 
 import (

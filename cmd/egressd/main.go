@@ -15,6 +15,15 @@
 // accepting and drain; if the new one fails to start, the old one keeps
 // serving. handover.go describes the order; run.go, serve.go and admin.go
 // are the agent's start, serve loop and admin endpoints.
+//
+// Other files: flags.go run's command line (twins and flag values in
+// package envflag); limits.go the process limits (package limits);
+// scopes.go, kube.go and exemptpods.go the --cgroup-rules scopes, the
+// Kubernetes wiring and the exempt pods; dnsservers.go and accesslog.go
+// the DNS servers allowed and the access log; metrics.go the agent's
+// metrics; gateway.go `egressd gateway`; check.go, explain.go,
+// explainpod.go and suggest.go those subcommands' flags, usage and exit
+// codes, their logic in packages check, explain and internal/suggest.
 package main
 
 import (
