@@ -96,7 +96,8 @@
 //     through Config.EgressProxy: absolute form for plain HTTP, CONNECT
 //     tunnels for the rest, both l7/internal/dialer's; never a direct
 //     fallback), gateway.go (ServeGateway, the explicit proxy of `egressd
-//     gateway`: CONNECT and absolute form, decided against the same rules);
+//     gateway`: CONNECT and absolute form, decided against the same rules;
+//     the forms taken and the port each targets are l7/internal/gateway's);
 //   - logs: accesslog.go (the access-log record, logged through slog or
 //     l7/internal/accesslog's batched encoder, and observed in the request
 //     metrics), accesslogbuf.go (that handler's public names); upstream

@@ -6,10 +6,10 @@ package l7
 // the host and port they name are decided against the same rules as the
 // sidecar path, logged and counted alike, and so is every request inside a
 // CONNECT tunnel. Everything else is refused: the gateway is never an open
-// proxy.
+// proxy. Which request forms it takes and the port each targets are
+// l7/internal/gateway's; here is the request flow on the connection.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -20,7 +20,7 @@ import (
 
 	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/bridge"
-	"github.com/egressd/egressd/l7/internal/h1"
+	"github.com/egressd/egressd/l7/internal/gateway"
 	"github.com/egressd/egressd/l7/internal/sni"
 	"github.com/egressd/egressd/rules"
 )
@@ -85,16 +85,11 @@ func (s *h1conn) serveGatewayRequest() bool {
 		s.local(403, "this is an egress proxy: send CONNECT host:port or absolute-form requests (http://host/path)", markerDenied, !keep)
 		return keep
 	}
-	port, ok := authorityPort(r.Bytes(r.Authority))
-	switch {
-	case !ok:
+	port, ok := gateway.AbsolutePort(r)
+	if !ok {
 		s.entry.decision = decisionInvalid
 		s.local(400, "invalid port in the request target", markerInvalid, true)
 		return false
-	case port == 0 && h1.HasPrefixFold(r.Bytes(r.Target), "https://"):
-		port = 443
-	case port == 0:
-		port = 80
 	}
 	m, ok := s.gatewayDecide(port)
 	if !ok {
@@ -134,14 +129,13 @@ func (s *h1conn) gatewayDecide(port uint16) (rules.Match, bool) {
 func (s *h1conn) gatewayConnect() bool {
 	r, c := &s.req, s.c
 	s.entry.protocol = protoNameConnect
-	target := r.Bytes(r.Target)
-	port, ok := authorityPort(target)
-	if !ok || port == 0 || !h1.ValidAuthority(target, true) || r.Hosts > 1 || r.HasBody() || r.TeOther {
+	port, ok := gateway.ConnectPort(r)
+	if !ok {
 		s.entry.decision = decisionInvalid
 		s.local(400, "CONNECT needs a host:port target and no body", markerInvalid, true)
 		return false
 	}
-	s.entry.host = string(target)
+	s.entry.host = string(r.Bytes(r.Target))
 	m, ok := s.gatewayDecide(port)
 	if !ok {
 		return s.deny()
@@ -263,21 +257,4 @@ func (s *h1conn) tunnelNameAllowed(port uint16) (io.Reader, string, bool) {
 		return nil, "", false
 	}
 	return br, hello.ServerName, true
-}
-
-// authorityPort returns the port of a host[:port] authority, 0 when it has
-// none; ok is false when the port is not a number in 1-65535.
-func authorityPort(a []byte) (port uint16, ok bool) {
-	i := bytes.LastIndexByte(a, ':')
-	if i < 0 || a[0] == '[' && bytes.LastIndexByte(a, ']') > i {
-		return 0, true
-	}
-	if a[0] != '[' && bytes.IndexByte(a[:i], ':') >= 0 {
-		return 0, false // an IPv6 address without brackets
-	}
-	n, err := strconv.ParseUint(string(a[i+1:]), 10, 16)
-	if err != nil || n == 0 {
-		return 0, false
-	}
-	return uint16(n), true
 }

@@ -13,12 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/l7/internal/h1"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -249,48 +247,6 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 5s")
-}
-
-func TestAuthorityPort(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		port uint16
-		ok   bool
-	}{
-		{"a.test", 0, true}, {"a.test:8080", 8080, true}, {"[::1]", 0, true}, {"[::1]:443", 443, true},
-		{"a.test:", 0, false}, {"a.test:0", 0, false}, {"a.test:65536", 0, false}, {"a.test:x1", 0, false},
-		{"::1:80", 0, false}, {"", 0, true},
-	} {
-		port, ok := authorityPort([]byte(tc.in))
-		if port != tc.port || ok != tc.ok {
-			t.Errorf("authorityPort(%q) = %d, %v; want %d, %v", tc.in, port, ok, tc.port, tc.ok)
-		}
-	}
-}
-
-// FuzzAuthorityPort: for the authorities the request parser accepts, a port
-// is found exactly when net.SplitHostPort finds a valid one.
-func FuzzAuthorityPort(f *testing.F) {
-	for _, s := range []string{"a.test:80", "[::1]:443", "a.test", "[::1]", "a:99999"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		if !h1.ValidAuthority([]byte(s), true) {
-			return
-		}
-		port, ok := authorityPort([]byte(s))
-		_, ps, err := net.SplitHostPort(s)
-		var want uint64
-		if err == nil {
-			want, err = strconv.ParseUint(ps, 10, 16)
-		}
-		if err == nil && want > 0 && (!ok || uint64(port) != want) {
-			t.Fatalf("authorityPort(%q) = %d, %v; SplitHostPort finds port %d", s, port, ok, want)
-		}
-		if ok && port != 0 && (err != nil || uint64(port) != want) {
-			t.Fatalf("authorityPort(%q) = %d, but SplitHostPort: %v", s, port, err)
-		}
-	})
 }
 
 // The gateway served over TLS (egressd gateway --tls-cert/--tls-key): the
