@@ -166,10 +166,11 @@ func TestE2ECgroupRules(t *testing.T) {
 	expect(cgAChild, map[string]int{"a.scope.test": 200, "x.b.scope.test": 403})
 	expect(cgOther, map[string]int{"global.scope.test": 200, "a.scope.test": 403, "x.b.scope.test": 403})
 
-	logs := a.output()
-	if !strings.Contains(grep(logs, "host=a.scope.test"), "namespace="+cgA) || !strings.Contains(grep(logs, "host=x.b.scope.test"), "namespace="+cgB) {
-		t.Errorf("the access log does not name the scope:\n%s", grep(logs, "msg=request"))
-	}
+	// The access log is written in batches (at most 100 ms late).
+	waitFor(t, "the access log naming each request's scope", func() bool {
+		logs := a.output()
+		return strings.Contains(grep(logs, "host=a.scope.test"), "namespace="+cgA) && strings.Contains(grep(logs, "host=x.b.scope.test"), "namespace="+cgB)
+	})
 	_, m := a.get("/metrics")
 	if n := metric(m, `egressd_requests_total{decision="deny",namespace="`+cgA+`",protocol="http/1.1",rule=""}`); n != 2 {
 		t.Errorf("denied requests of %s: %v, want 2 (its own and its child's)\n%s", cgA, n, grep(m, "egressd_requests_total"))
