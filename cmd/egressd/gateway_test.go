@@ -66,6 +66,7 @@ type gatewayBinary struct {
 	addr, admin string
 	logs, rules string
 	exited      chan error
+	logsDone    chan struct{} // closed once the process's output is all in logs
 }
 
 func startGatewayBinary(t *testing.T, rulesYAML string) *gatewayBinary {
@@ -84,32 +85,62 @@ func startGatewayBinary(t *testing.T, rulesYAML string) *gatewayBinary {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logf.Close()
+	// The output goes to logs through a pipe, read line by line: the test
+	// waits for the start-up line, which comes once the proxy listens.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	g.cmd = exec.Command(bin, "gateway", "--rules", g.rules, "--listen", g.addr, "--admin", g.admin, "--log-format", "json")
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "EGRESSD_") {
 			g.cmd.Env = append(g.cmd.Env, kv)
 		}
 	}
-	g.cmd.Stdout, g.cmd.Stderr = logf, logf
-	if err := g.cmd.Start(); err != nil {
+	g.cmd.Stdout, g.cmd.Stderr = pw, pw
+	err = g.cmd.Start()
+	pw.Close() // the child holds its own copy
+	if err != nil {
+		pr.Close()
+		logf.Close()
 		t.Fatal(err)
 	}
+	running := make(chan struct{})
+	g.logsDone = make(chan struct{})
+	go func() {
+		defer close(g.logsDone)
+		defer logf.Close()
+		defer pr.Close()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(nil, 1<<20)
+		started := running
+		for sc.Scan() {
+			logf.Write(append(sc.Bytes(), '\n'))
+			if started != nil && strings.Contains(sc.Text(), "egressd gateway running") {
+				close(started)
+				started = nil
+			}
+		}
+	}()
 	go func() { g.exited <- g.cmd.Wait() }()
 	t.Cleanup(func() {
 		g.cmd.Process.Kill()
 		<-g.exited
+		<-g.logsDone
 	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", g.addr); err == nil {
-			c.Close()
-			return g
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(g.logs)
-			t.Fatalf("gateway not listening on %s: %s", g.addr, b)
-		}
+	select {
+	case <-running:
+		return g
+	case err := <-g.exited:
+		g.exited <- err // for the cleanup
+		<-g.logsDone
+		b, _ := os.ReadFile(g.logs)
+		t.Fatalf("gateway exited before listening on %s: %v\n%s", g.addr, err, b)
+	case <-time.After(10 * time.Second):
+		b, _ := os.ReadFile(g.logs)
+		t.Fatalf("gateway not listening on %s after 10s: %s", g.addr, b)
 	}
+	return nil
 }
 
 // freeAddr is a loopback address for a server this test starts as a process.
@@ -225,18 +256,14 @@ func TestGatewayBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.cmd.Process.Signal(syscall.SIGHUP)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, status := g.curlVia(t, url, false); status == 403 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the new rules did not apply")
-		}
-	}
-	// The reload closed the websocket, at the client and at the service.
-	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// The reload closes the websocket, at the client and at the service:
+	// once it is closed, the new rules are in force.
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := wsr.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("websocket still open after the reload: %v", err)
+	}
+	if _, status := g.curlVia(t, url, false); status != 403 {
+		t.Fatalf("after the reload: %d, want 403 (the new rules did not apply)", status)
 	}
 	select {
 	case <-wsEnded:
@@ -253,6 +280,7 @@ func TestGatewayBinary(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("gateway did not stop on SIGTERM")
 	}
+	<-g.logsDone
 	logs, _ := os.ReadFile(g.logs)
 	if !strings.Contains(string(logs), `"protocol":"connect"`) || !strings.Contains(string(logs), `"decision":"deny"`) {
 		t.Errorf("access log lacks the CONNECT entries:\n%s", logs)
