@@ -2,8 +2,8 @@ package l7
 
 // Chaining through the egress proxy (Config.EgressProxy) for rules with
 // useEgressProxy: the connections and tunnels are l7/internal/dialer's;
-// here are the start-up check and the absolute-form target that plain
-// HTTP requests carry to it (forward.go, relay.go call in here).
+// here are the start-up check and the calls of forward.go and relay.go
+// (the connection for absolute-form requests, their target).
 
 import (
 	"bufio"
@@ -48,34 +48,12 @@ func (p *Proxy) dialEgressProxy(ctx context.Context) (net.Conn, error) {
 	return p.dialer.DialEgressProxy(ctx)
 }
 
-// writeProxyTarget writes the absolute-form target of the current request
-// for the egress proxy: http://host:port/path, where port is the original
-// destination port the request was matched on (the Host field may lack it),
-// or http://host/path for port 80.
+// writeProxyTarget writes the current request's absolute-form target for
+// the egress proxy (dialer.WriteTarget), on the original destination port
+// it was matched on (relay.go).
 func (s *h1conn) writeProxyTarget(bw *bufio.Writer) {
 	r := &s.req
-	host := hostOnly(string(r.Bytes(r.Authority)))
-	bw.WriteString("http://")
-	if strings.IndexByte(host, ':') >= 0 {
-		bw.WriteString("[" + host + "]")
-	} else {
-		bw.WriteString(host)
-	}
-	// Port 80 is http's default: left out, so that the Host the proxy
-	// forwards (from this authority, RFC 9112 §3.2.2) is the client's.
-	if s.entry.port != 80 {
-		bw.WriteByte(':')
-		bw.Write(appendUint(s.num[:0], uint64(s.entry.port)))
-	}
-	path := r.Bytes(r.Path)
-	switch {
-	case len(path) == 1 && path[0] == '*': // OPTIONS * travels as OPTIONS http://host:port
-	case len(path) == 0 || path[0] != '/':
-		bw.WriteByte('/')
-		bw.Write(path)
-	default:
-		bw.Write(path)
-	}
+	dialer.WriteTarget(bw, hostOnly(string(r.Bytes(r.Authority))), s.entry.port, r.Bytes(r.Path))
 }
 
 // errProxyAuth: the egress proxy answered a plain request with 407.

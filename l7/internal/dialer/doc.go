@@ -19,7 +19,8 @@
 // Files: dialer.go (Config, Dialer, New: the policy-checked dial, the
 // dial address of each mode, the resolver whose sockets are marked),
 // egressproxy.go (EgressProxy: its URL, CONNECT tunnels, retries,
-// PrereadConn, EgressProxyError), tls.go (TLSConfig and the verification
+// PrereadConn, EgressProxyError, WriteTarget: the absolute-form target a
+// plain request carries to it), tls.go (TLSConfig and the verification
 // of the upstream's certificate), failure.go (Failure: what an error met
 // dialing or talking to an upstream becomes for the client, the status,
 // the egressd_upstream_errors_total kind and the reason, in one place).

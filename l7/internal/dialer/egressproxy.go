@@ -233,3 +233,32 @@ func (ep *EgressProxy) WriteAuth(bw *bufio.Writer) {
 		bw.WriteString("Proxy-Authorization: " + ep.auth + "\r\n")
 	}
 }
+
+// WriteTarget writes the absolute-form target of a plain HTTP request for
+// the egress proxy: http://host:port/path, where host is the request's
+// host (no port, no brackets) and port the original destination port the
+// request was matched on (its Host field may lack it), or http://host/path
+// for port 80; an origin-form path without a leading slash gets one, and
+// OPTIONS * travels as OPTIONS http://host:port.
+func WriteTarget(bw *bufio.Writer, host string, port uint16, path []byte) {
+	bw.WriteString("http://")
+	if strings.IndexByte(host, ':') >= 0 {
+		bw.WriteString("[" + host + "]")
+	} else {
+		bw.WriteString(host)
+	}
+	// Port 80 is http's default: left out, so that the Host the proxy
+	// forwards (from this authority, RFC 9112 §3.2.2) is the client's.
+	if port != 80 {
+		bw.WriteByte(':')
+		bw.Write(strconv.AppendUint(bw.AvailableBuffer(), uint64(port), 10))
+	}
+	switch {
+	case len(path) == 1 && path[0] == '*': // OPTIONS * travels as OPTIONS http://host:port
+	case len(path) == 0 || path[0] != '/':
+		bw.WriteByte('/')
+		bw.Write(path)
+	default:
+		bw.Write(path)
+	}
+}
