@@ -141,13 +141,17 @@ func TestDaemonSetOnANode(t *testing.T) {
 		}
 		c.waitReady("egressd-system", "pod/"+name, 2*time.Minute)
 		codes := poll.stopAfter200(t)
-		// Expected: 200s, then refused (code 0) while no agent listens, then
-		// 200s from the new agent; never anything that bypassed it.
-		i := strings.Index(codes, "2")
-		j := strings.Index(codes[max(i, 0):], "0")
-		if i < 0 || j < 0 || !strings.Contains(codes[i+j:], "2") {
-			t.Fatalf("polls during the restart (2: 200, 0: refused, 4: 403): %q; want 200s, refusals, 200s", codes)
+		// Expected: 200s, maybe refusals (code 0) while no agent listens,
+		// then 200s from the new agent; never anything that bypassed it
+		// (checkUpstream: every request the upstream saw came from egressd).
+		// Whether there is a gap is the DaemonSet's timing: when the new
+		// pod starts while the deleted one is still draining, it takes the
+		// sockets over from it (handover) and nothing is refused — seen in
+		// a CI run, "222222222222".
+		if !strings.HasPrefix(codes, "2") || !strings.HasSuffix(codes, "2") || strings.Trim(codes, "20") != "" {
+			t.Fatalf("polls during the restart (2: 200, 0: refused, 4: 403): %q; want 200s, maybe refusals, 200s", codes)
 		}
+		t.Logf("polls during the restart: %q (%d refused while no agent listened)", codes, strings.Count(codes, "0"))
 		if strings.ContainsAny(codes, "135") {
 			t.Fatalf("polls during the restart: %q: an answer other than 200 or refused", codes)
 		}
