@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/tcptest"
 	"github.com/egressd/egressd/rules"
 	"golang.org/x/sys/unix"
 )
@@ -348,21 +349,7 @@ func TestPooledConnectionIsReused(t *testing.T) {
 // BenchmarkReuseCheck prices the check every pooled connection passes
 // before it carries a request (one MSG_PEEK on a loopback socket).
 func BenchmarkReuseCheck(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	peer, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer peer.Close()
+	nc, _ := tcptest.Pair(b)
 	uc := &upConn{nc: nc, br: bufio.NewReader(nc)}
 	b.ReportAllocs()
 	for b.Loop() {
