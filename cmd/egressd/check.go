@@ -43,11 +43,8 @@ func checkCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg := &checkConfig{}
 	cfg.EgressProxy, cfg.EgressProxyGiven = os.LookupEnv("EGRESSD_EGRESS_PROXY")
 	fs := newCheckFlags(cfg, stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitError{exitUsage}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "egressd check: no rule files given")

@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -90,11 +89,8 @@ func newExplainFlags(cfg *explainConfig, out io.Writer) *flag.FlagSet {
 func explainCmd(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg := &explainConfig{}
 	fs := newExplainFlags(cfg, stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitError{exitUsage}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	path, logFile, logLines, scope := &cfg.Rules, &cfg.Log, cfg.LogLines, &cfg.Scope
 	fromLog := *logFile != "" || len(logLines) > 0

@@ -178,11 +178,8 @@ func parseRunFlags(args []string, getenv func(string) (string, bool), out io.Wri
 // environment twins of the flags not given, then checks the result with
 // validate. Errors are usage errors (exit 2); -h is exit 0.
 func parseFlagSet(fs *flag.FlagSet, args []string, getenv func(string) (string, bool), validate func() error) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitError{exitOK}
-		}
-		return exitError{exitUsage} // the flag package has printed the error and usage
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
@@ -192,6 +189,19 @@ func parseFlagSet(fs *flag.FlagSet, args []string, getenv func(string) (string, 
 	}
 	if err := validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}
+
+// parseArgs parses args into fs, as every subcommand does: -h is exit 0
+// (the usage printed), a bad flag exit 2 (the flag package has printed the
+// error and the usage).
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitError{exitOK}
+		}
+		return exitError{exitUsage}
 	}
 	return nil
 }

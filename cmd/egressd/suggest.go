@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -55,11 +54,8 @@ func newSuggestFlags(cfg *suggestConfig, out io.Writer) *flag.FlagSet {
 func suggestCmd(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg := &suggestConfig{}
 	fs := newSuggestFlags(cfg, stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return exitError{exitUsage}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if err := envflag.Apply(fs, os.LookupEnv); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
