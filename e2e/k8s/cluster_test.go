@@ -96,8 +96,10 @@ func TestDaemonSetOnANode(t *testing.T) {
 			t.Fatalf("https://%s/version from a pod: %d\n%s", v["K8S_API_SVC_IP"], code, out)
 		}
 		agent := mustAgent(t, c)
-		if logs := c.kubectl("-n", "egressd-system", "logs", agent); !strings.Contains(logs, allowed) {
-			t.Fatalf("kubectl logs: no access-log line for %s:\n%s", allowed, logs)
+		if logs, ok := c.waitLog("egressd-system", agent, 30*time.Second, func(lines []string) bool {
+			return strings.Contains(lines[len(lines)-1], allowed)
+		}); !ok {
+			t.Fatalf("kubectl logs: no access-log line for %s after 30 s:\n%s", allowed, strings.Join(logs, "\n"))
 		}
 		if out := c.kubectl("-n", "egressd-system", "exec", agent, "--", "egressd", "explain", "--rules", "/etc/egressd/rules", allowed+":80"); !strings.Contains(out, "e2e-0") {
 			t.Fatalf("kubectl exec egressd explain: no rule e2e-0 for %s:\n%s", allowed, out)

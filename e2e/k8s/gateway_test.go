@@ -75,9 +75,11 @@ func TestGatewayTier(t *testing.T) {
 		}
 		// The gateway's access log says it forwarded it, for the node
 		// (the agent) as its client.
-		logs := c.kubectl("-n", "egressd-system", "logs", gw)
-		if !accessLogged(logs, proxied, "allow") {
-			t.Fatalf("gateway %s's log has no allowed request for %s:\n%s", gw, proxied, logs)
+		logs, ok := c.waitLog("egressd-system", gw, 30*time.Second, func(lines []string) bool {
+			return accessLogged(lines, proxied, "allow")
+		})
+		if !ok {
+			t.Fatalf("gateway %s's log has no allowed request for %s after 30 s:\n%s", gw, proxied, strings.Join(logs, "\n"))
 		}
 		t.Logf("%s reached the upstream from gateway pod %s (%s)", proxied, gw, hits[0].From)
 	})
@@ -283,10 +285,10 @@ func (c *cluster) waitExplain(t *testing.T, pod string, ok func(string) bool) {
 	}
 }
 
-// accessLogged reports whether a JSON access-log line in logs names host
+// accessLogged reports whether a JSON access-log line of lines names host
 // with decision.
-func accessLogged(logs, host, decision string) bool {
-	for _, l := range strings.Split(logs, "\n") {
+func accessLogged(lines []string, host, decision string) bool {
+	for _, l := range lines {
 		if strings.Contains(l, `"msg":"request"`) && strings.Contains(l, `"host":"`+host+`"`) && strings.Contains(l, `"decision":"`+decision+`"`) {
 			return true
 		}

@@ -181,3 +181,33 @@ func parseFetch(out string) (int, string) {
 	fmt.Sscan(m[1], &code)
 	return code, out
 }
+
+// waitLog follows a pod's log (kubectl logs -f) until done accepts the
+// lines read so far, or timeout passes; it returns the lines and whether
+// done accepted them. For the access log, which egressd writes in batches
+// (every 100 ms): a line is there some time after its request, not at once.
+func (c *cluster) waitLog(ns, pod string, timeout time.Duration, done func(lines []string) bool) ([]string, bool) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.kubectlBin, "--kubeconfig", c.kubeconfig, "-n", ns, "logs", "-f", pod)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		c.t.Fatalf("kubectl logs -f %s/%s: %v", ns, pod, err)
+	}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("kubectl logs -f %s/%s: %v", ns, pod, err)
+	}
+	defer cmd.Wait()
+	defer cancel() // before Wait: ends the follow
+	var lines []string
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if done(lines) {
+			return lines, true
+		}
+	}
+	return lines, done(lines)
+}

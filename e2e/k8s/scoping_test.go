@@ -197,12 +197,15 @@ func expect(t *testing.T, c *cluster, up *upstream, from netip.Addr, ns, host st
 	}
 }
 
-// scopedCases: each namespace reaches its own host and the global ones
-// and gets 403 for the other's.
-var scopedCases = []struct {
+// scopedCase is a request from ns's client pod to host, answered code.
+type scopedCase struct {
 	ns, host string
 	code     int
-}{
+}
+
+// scopedCases: each namespace reaches its own host and the global ones
+// and gets 403 for the other's.
+var scopedCases = []scopedCase{
 	{nsA, hostA, 200}, {nsA, hostGlobal, 200}, {nsA, allowed, 200}, {nsA, hostB, 403},
 	{nsB, hostB, 200}, {nsB, hostGlobal, 200}, {nsB, allowed, 200}, {nsB, hostA, 403},
 }
@@ -223,30 +226,42 @@ func checkAccessLog(t *testing.T, c *cluster) {
 	for _, ns := range []string{nsA, nsB} {
 		ips[ns] = c.kubectl("-n", ns, "get", "pod", "client", "-o", "jsonpath={.status.podIP}")
 	}
-	logs := c.kubectl("-n", "egressd-system", "logs", mustAgent(t, c))
 	type line struct {
 		Msg, Client, Host, Namespace, Pod string
 		Status                            int
 	}
-	var lines []line
-	for _, l := range strings.Split(logs, "\n") {
-		var e line
-		if json.Unmarshal([]byte(l), &e) == nil && e.Msg == "request" {
-			lines = append(lines, e)
-		}
-	}
-	for _, tc := range scopedCases {
-		found := false
+	logged := func(tc scopedCase, lines []line) bool {
 		for _, e := range lines {
 			host, _, _ := strings.Cut(e.Host, ":")
 			client, _ := netip.ParseAddrPort(e.Client)
 			if host == tc.host && e.Status == tc.code && e.Namespace == tc.ns &&
 				(e.Pod == "client" || e.Pod == tc.ns+"/client") && client.Addr().String() == ips[tc.ns] {
-				found = true
+				return true
 			}
 		}
-		if !found {
-			t.Errorf("no access-log line for %s from %s/client (%s) with status %d, namespace and pod:\n%s", tc.host, tc.ns, ips[tc.ns], tc.code, logs)
+		return false
+	}
+	var requests []line
+	allLogged := func() bool {
+		for _, tc := range scopedCases {
+			if !logged(tc, requests) {
+				return false
+			}
+		}
+		return true
+	}
+	// The access log is written in batches: follow it until every case is
+	// there (or 30 s pass), then name the missing ones.
+	logs, _ := c.waitLog("egressd-system", mustAgent(t, c), 30*time.Second, func(lines []string) bool {
+		var e line
+		if json.Unmarshal([]byte(lines[len(lines)-1]), &e) == nil && e.Msg == "request" {
+			requests = append(requests, e)
+		}
+		return allLogged()
+	})
+	for _, tc := range scopedCases {
+		if !logged(tc, requests) {
+			t.Errorf("no access-log line for %s from %s/client (%s) with status %d, namespace and pod:\n%s", tc.host, tc.ns, ips[tc.ns], tc.code, strings.Join(logs, "\n"))
 		}
 	}
 }
