@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/egressd/egressd/l7/internal/h2c"
@@ -54,7 +55,11 @@ func (p *Proxy) serveH2C(c *clientConn) {
 	p.mu.Lock() // Shutdown reads onShutdown under p.mu
 	c.onShutdown = p.h2.GoAway
 	p.mu.Unlock()
-	p.h2.ServeConn(c.nc, c.br, &h2cStreams{p: p, c: c}, func(idle bool) {
+	streams := &h2cStreams{p: p, c: c, clientText: c.client.String(), origText: c.origText}
+	if streams.origText == "" {
+		streams.origText = c.orig.String()
+	}
+	p.h2.ServeConn(c.nc, c.br, streams, func(idle bool) {
 		// Proxy.Shutdown may close an h2c connection with no open stream.
 		if idle {
 			c.setIdle()
@@ -68,20 +73,47 @@ func (p *Proxy) serveH2C(c *clientConn) {
 type h2cStreams struct {
 	p *Proxy
 	c *clientConn
+	// clientText and origText are the connection's addresses for the
+	// access log, formatted once (as HTTP/1's h1conn does).
+	clientText, origText string
+	// target is the upstream of the connection's last allowed stream,
+	// shared by the next ones with the same authority, rule and kind
+	// (gRPC or not): the Target and its pool key are built once instead of
+	// per stream. Streams run concurrently, hence the atomic pointer.
+	target atomic.Pointer[h2cTarget]
+}
+
+// h2cTarget is a sealed upstream and what it was built from.
+type h2cTarget struct {
+	m    rules.Match
+	host string
+	grpc bool
+	t    *h2c.Target
+}
+
+// targetFor is the sealed upstream of a stream for host allowed by m.
+func (s *h2cStreams) targetFor(m rules.Match, host string, grpc bool) *h2c.Target {
+	if last := s.target.Load(); last != nil && last.m == m && last.host == host && last.grpc == grpc {
+		return last.t
+	}
+	t := s.p.h2Target(m, host, s.c.orig, grpc)
+	s.target.Store(&h2cTarget{m: m, host: host, grpc: grpc, t: t})
+	return t
 }
 
 func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p, c := s.p, s.c
 	e := accessEntry{
-		start:    time.Now(),
-		client:   c.client,
-		orig:     c.orig,
-		origText: c.origText,
-		host:     r.Host,
-		port:     c.orig.Port(),
-		protocol: protoNameH2C,
-		decision: decisionInvalid,
-		scope:    &c.scope,
+		start:      time.Now(),
+		client:     c.client,
+		orig:       c.orig,
+		clientText: s.clientText,
+		origText:   s.origText,
+		host:       r.Host,
+		port:       c.orig.Port(),
+		protocol:   protoNameH2C,
+		decision:   decisionInvalid,
+		scope:      &c.scope,
 	}
 	defer p.finish(&e)
 	grpc := h2c.IsGRPC(r.Header)
@@ -107,22 +139,22 @@ func (s *h2cStreams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	e.decision = decisionAllow
 	e.rule = m.Rule.Name
-	p.forwardH2(w, r, m, grpc, &e)
+	p.forwardH2(w, r, s.targetFor(m, r.Host, grpc), grpc, &e)
 }
 
 // forwardH2 sends an allowed stream upstream (h2c.Server.Forward) and
 // records what the client got in e, also when the stream was reset.
-func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, m rules.Match, grpc bool, e *accessEntry) {
+func (p *Proxy) forwardH2(w http.ResponseWriter, r *http.Request, t *h2c.Target, grpc bool, e *accessEntry) {
 	rec := h2c.Record{Start: e.start}
 	defer e.setH2(&rec)
-	p.h2.Forward(w, r, p.h2Target(m, r.Host, e.orig), grpc, &rec)
+	p.h2.Forward(w, r, t, grpc, &rec)
 }
 
-// h2Target is the upstream of a stream allowed by m.
-func (p *Proxy) h2Target(m rules.Match, host string, orig netip.AddrPort) *h2c.Target {
-	return &h2c.Target{Match: m, Host: host, Name: hostOnly(host), Orig: orig,
+// h2Target is the sealed upstream of a stream allowed by m.
+func (p *Proxy) h2Target(m rules.Match, host string, orig netip.AddrPort, grpc bool) *h2c.Target {
+	return h2c.Seal(h2c.Target{Match: m, Host: host, Name: hostOnly(host), Orig: orig,
 		TLS: m.Port.Protocol == rules.HTTPS, Literal: ruleLiteral(m).IsValid(),
-		OrigIP: p.cfg.DialMode == DialOriginal}
+		OrigIP: p.cfg.DialMode == DialOriginal}, grpc)
 }
 
 // writeLocalH2 answers a stream with a response egressd makes itself

@@ -386,3 +386,48 @@ func TestH2CTrailerFieldPassed(t *testing.T) {
 		}
 	}
 }
+
+// Streams of one connection alternating between two upstreams each go to
+// their own: the connection's cached Target (h2cStreams.targetFor) follows
+// the stream's authority, and each upstream name has its own upstream
+// connection (pool key).
+func TestH2CStreamsAlternatingUpstreams(t *testing.T) {
+	u, upConns := newH2CUpstream(t, nil, false)
+	e := newEnv(t, Config{
+		Rules: compileRules(t, protoRule("a", "a.allowed.test", u.port, rules.HTTP2),
+			protoRule("b", "b.allowed.test", u.port, rules.HTTP2)),
+		OriginalDst: fixedOrig{u.orig()},
+	})
+	client, dials := h2cClient(t, e)
+	hosts := []string{"a.allowed.test", "b.allowed.test", "a.allowed.test", "denied.test", "b.allowed.test", "b.allowed.test", "a.allowed.test"}
+	var want []string
+	for i, host := range hosts {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://proxy/s%d", i), nil)
+		req.Host = host
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", host, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if host == "denied.test" {
+			if res.StatusCode != 403 {
+				t.Fatalf("stream %d to %s: %d, want 403", i, host, res.StatusCode)
+			}
+			continue
+		}
+		if res.StatusCode != 200 || string(body) != fmt.Sprintf("hello %s/s%d", host, i) {
+			t.Fatalf("stream %d to %s: %d %q", i, host, res.StatusCode, body)
+		}
+		want = append(want, fmt.Sprintf("%s /s%d", host, i))
+	}
+	for _, w := range want {
+		if got := u.next(t); got.Host+" "+got.URI != w {
+			t.Fatalf("upstream saw %s %s, want %s", got.Host, got.URI, w)
+		}
+	}
+	u.none(t)
+	if dials.Load() != 1 || upConns.Load() != 2 {
+		t.Errorf("client connections %d, upstream connections %d; want 1 and 2 (one per upstream name)", dials.Load(), upConns.Load())
+	}
+}

@@ -239,7 +239,7 @@ func TestH2UpstreamKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		p := &Proxy{cfg: Config{DialMode: tt.mode}}
-		d := p.h2Target(tt.d.Match, tt.d.Host, tt.d.Orig)
+		d := p.h2Target(tt.d.Match, tt.d.Host, tt.d.Orig, false)
 		d.TLS = tt.d.TLS
 		if got := d.Key(); got != tt.want {
 			t.Errorf("%v %+v: key %q, want %q", tt.mode, tt.d, got, tt.want)

@@ -31,19 +31,45 @@ type Record struct {
 // response cut after its head resets the client's stream (panics with
 // http.ErrAbortHandler, as net/http's handlers do), but for gRPC, whose
 // client gets the status in trailers.
+//
+// d is not changed: a Target sealed for grpc (Seal) may be shared by
+// streams; one that is not is sealed here, for this stream only.
 func (s *Server) Forward(w http.ResponseWriter, r *http.Request, d *Target, grpc bool, e *Record) {
 	s.init()
-	d.h1 = d.TLS && !grpc
+	if d.key == "" {
+		d = Seal(*d, grpc)
+	}
 	e.Upstream = "http"
 	scheme := "http"
 	if d.TLS {
 		e.Upstream, scheme = "https", "https"
 	}
-	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), targetKey{}, d))
-	defer cancel(nil)
+	// The dial finds d in the request context.
+	ctx := context.WithValue(r.Context(), targetKey{}, d)
+	// ResponseTimeout bounds the wait for the head once the request body
+	// is sent; IdleTimeout each stall in the response body (long polls and
+	// server-sent events pause inside the body). Not for gRPC: calls carry
+	// their own deadline (grpc-timeout), and a stream may rightly stay
+	// quiet for long; nor is its context made cancelable (5 allocations
+	// per call): a gRPC stream ends with its client's.
+	var stall *time.Timer
+	var inBody atomic.Bool
+	if !grpc {
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stall = time.AfterFunc(s.cfg.ResponseTimeout, func() {
+			if inBody.Load() {
+				cancel(errBodyStall)
+			} else {
+				cancel(errResponseTimeout)
+			}
+		})
+		defer stall.Stop()
+	}
 	out := r.WithContext(ctx) // shallow copy: the upstream request
 	u := *r.URL
-	u.Scheme, u.Host = scheme, d.Key()
+	u.Scheme, u.Host = scheme, d.poolKey()
 	out.URL, out.RequestURI, out.Close = &u, "", false
 	removeHopHeaders(out.Header)
 	var body *countingBody
@@ -55,24 +81,7 @@ func (s *Server) Forward(w http.ResponseWriter, r *http.Request, d *Target, grpc
 	} else {
 		body = &countingBody{rc: r.Body}
 		out.Body = body
-	}
-	// ResponseTimeout bounds the wait for the head once the request body
-	// is sent; IdleTimeout each stall in the response body (long polls and
-	// server-sent events pause inside the body). Not for gRPC: calls carry
-	// their own deadline (grpc-timeout), and a stream may rightly stay
-	// quiet for long.
-	var stall *time.Timer
-	var inBody atomic.Bool
-	if !grpc {
-		stall = time.AfterFunc(s.cfg.ResponseTimeout, func() {
-			if inBody.Load() {
-				cancel(errBodyStall)
-			} else {
-				cancel(errResponseTimeout)
-			}
-		})
-		defer stall.Stop()
-		if body != nil {
+		if stall != nil {
 			stall.Stop() // until the client's body is all sent
 			body.sent = func() { stall.Reset(s.cfg.ResponseTimeout) }
 		}
