@@ -121,7 +121,16 @@ func (s *h1conn) serveOne() bool {
 		} else {
 			c.rdl.SetRead(c.nc, time.Now(), p.cfg.IdleTimeout)
 		}
-		_, err := c.br.Peek(1)
+		// Nor a read buffer: it goes back to the pool until the next
+		// request's first bytes (4 KiB per idle keep-alive connection).
+		var err error
+		if c.ready.socket(c.nc) {
+			c.dropReader()
+			err = c.ready.await(c.nc)
+			c.takeReader()
+		} else {
+			_, err = c.br.Peek(1)
+		}
 		if !c.setActive() || err != nil {
 			return false
 		}
