@@ -7,14 +7,11 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/egressd/egressd/l7/internal/body"
 	"github.com/egressd/egressd/l7/internal/limit"
-
-	"golang.org/x/sys/unix"
+	"github.com/egressd/egressd/l7/internal/probe"
 )
 
 // Connection states, for Shutdown.
@@ -47,8 +44,8 @@ type clientConn struct {
 	tunnel   bool
 	origText string
 	// ready waits for nc's bytes holding no buffer (first bytes, and idle
-	// HTTP/1.x keep-alive connections).
-	ready readyWait
+	// HTTP/1.x keep-alive connections); made on first use.
+	ready *probe.Socket
 	// linger: a request body was left unread; close with lingerClose.
 	linger bool
 	// limitKey: the client it is counted for (limit.go); zero: none yet.
@@ -197,12 +194,20 @@ func (p *Proxy) awaitFirstBytes(c *clientConn) bool {
 	if !c.setIdle() { // nothing received yet: Shutdown may close it
 		return false
 	}
-	err := c.ready.await(c.nc)
+	err := c.readySocket().Wait()
 	if !c.setActive() || err != nil {
 		return false
 	}
 	c.takeReader()
 	return true
+}
+
+// readySocket is c.ready, made on first use.
+func (c *clientConn) readySocket() *probe.Socket {
+	if c.ready == nil {
+		c.ready = probe.NewSocket(c.nc)
+	}
+	return c.ready
 }
 
 // takeReader gives c a buffered reader from the pool (awaitFirstBytes,
@@ -257,68 +262,4 @@ func sniffReader(br *bufio.Reader) sniffed {
 		}
 	}
 	return protoH2C
-}
-
-// readyWait waits until a connection has bytes to read, its end of stream
-// or an error (or its read deadline passes), without reading anything: a
-// connection waiting for its first bytes, or idle between requests, holds
-// no read buffer. One per connection, reused: a wait allocates nothing.
-type readyWait struct {
-	raw    syscall.RawConn // nil: not a socket, or not yet asked
-	peekFn func(fd uintptr) bool
-	b      [1]byte
-	err    error
-	waited bool
-}
-
-// socket reports whether nc is a socket await can wait on.
-func (w *readyWait) socket(nc net.Conn) bool {
-	if w.raw == nil {
-		sc, ok := nc.(syscall.Conn)
-		if !ok {
-			return false
-		}
-		raw, err := sc.SyscallConn()
-		if err != nil {
-			return false
-		}
-		w.raw, w.peekFn = raw, w.peek
-	}
-	return true
-}
-
-// await waits for nc to be readable. A conn that is not a socket returns
-// at once (the buffered read that follows waits instead).
-func (w *readyWait) await(nc net.Conn) error {
-	if !w.socket(nc) {
-		return nil
-	}
-	w.err, w.waited = nil, false
-	if err := w.raw.Read(w.peekFn); err != nil {
-		return err
-	}
-	return w.err
-}
-
-// peek is the RawConn.Read callback: true once nc is readable. The poller
-// forgets an earlier readiness when the wait begins, so the first call
-// asks the socket (MSG_PEEK: nothing is consumed); after a wake-up the
-// bytes or the end are there (a spurious one only makes the buffered read
-// that follows wait in its turn).
-func (w *readyWait) peek(fd uintptr) bool {
-	if w.waited {
-		return true
-	}
-	// recv(2) itself: unix.Recvfrom allocates the sender's address (112
-	// bytes per call), which a connected socket does not have.
-	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&w.b[0])), 1,
-		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-	if errno == unix.EAGAIN || errno == unix.EINTR {
-		w.waited = true
-		return false // wait for readability
-	}
-	if errno != 0 {
-		w.err = errno
-	} // else bytes or the end of stream, which the reader sees
-	return true
 }

@@ -124,9 +124,9 @@ func (s *h1conn) serveOne() bool {
 		// Nor a read buffer: it goes back to the pool until the next
 		// request's first bytes (4 KiB per idle keep-alive connection).
 		var err error
-		if c.ready.socket(c.nc) {
+		if ready := c.readySocket(); ready.CanWait() {
 			c.dropReader()
-			err = c.ready.await(c.nc)
+			err = ready.Wait()
 			c.takeReader()
 		} else {
 			_, err = c.br.Peek(1)
