@@ -30,9 +30,7 @@ type checkConfig struct {
 // newCheckFlags declares check's one flag on a fresh FlagSet; its
 // environment twin is read by checkCmd before parsing, the flag wins.
 func newCheckFlags(cfg *checkConfig, out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("egressd check", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() { fmt.Fprint(out, checkUsage); fs.PrintDefaults() }
+	fs := newFlagSet("egressd check", checkUsage, out)
 	fs.Func("egress-proxy", "`URL` egressd run will be given (env EGRESSD_EGRESS_PROXY); checked against rules with useEgressProxy",
 		func(s string) error { cfg.EgressProxy, cfg.EgressProxyGiven = s, true; return nil })
 	return fs

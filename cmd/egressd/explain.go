@@ -70,9 +70,7 @@ type explainConfig struct {
 // --rules and --admin have environment twins (EGRESSD_RULES and
 // EGRESSD_ADMIN, as for run), read as their defaults.
 func newExplainFlags(cfg *explainConfig, out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("egressd explain", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() { fmt.Fprint(out, explainUsage); fs.PrintDefaults() }
+	fs := newFlagSet("egressd explain", explainUsage, out)
 	fs.StringVar(&cfg.Rules, "rules", os.Getenv("EGRESSD_RULES"), "EgressRule `file or directory` (env EGRESSD_RULES)")
 	fs.StringVar(&cfg.Log, "log", "", "access log `file` to explain line by line (- for standard input)")
 	fs.Var(envflag.List(&cfg.LogLines, envflag.String), "log-line", "one access-log `line` to explain (repeatable)")

@@ -83,18 +83,25 @@ const (
 	defaultSocketMark uint32 = 0x30e5
 )
 
+// runUsage heads egressd run -h.
+const runUsage = "usage: egressd run --rules PATH --cgroup PATH... [flags]\n" +
+	"       egressd run --uninstall [--pin-dir DIR]\n\n" +
+	"Every flag can also be set by its environment twin, e.g. --proxy-port by\n" +
+	"EGRESSD_PROXY_PORT (repeatable flags: a comma-separated list there).\n" +
+	"A flag given on the command line wins over the environment.\n\nFlags:\n"
+
+// newFlagSet returns a subcommand's FlagSet: errors and -h to out, the
+// usage text then the flags' defaults.
+func newFlagSet(name, usage string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() { fmt.Fprint(out, usage); fs.PrintDefaults() }
+	return fs
+}
+
 // newRunFlags declares run's flags on a fresh FlagSet writing into cfg.
 func newRunFlags(cfg *runConfig, out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("egressd run", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "usage: egressd run --rules PATH --cgroup PATH... [flags]\n"+
-			"       egressd run --uninstall [--pin-dir DIR]\n\n"+
-			"Every flag can also be set by its environment twin, e.g. --proxy-port by\n"+
-			"EGRESSD_PROXY_PORT (repeatable flags: a comma-separated list there).\n"+
-			"A flag given on the command line wins over the environment.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("egressd run", runUsage, out)
 	fs.StringVar(&cfg.Rules, "rules", "", "EgressRule `file or directory` (required)")
 	fs.Var(envflag.List(&cfg.Cgroups, envflag.String), "cgroup",
 		"cgroup v2 `directory` whose processes are redirected (repeatable; required)")

@@ -43,20 +43,18 @@ const (
 	defaultGatewayAdmin  = "127.0.0.1:15091"
 )
 
+// gatewayUsage heads egressd gateway -h.
+const gatewayUsage = "usage: egressd gateway --rules PATH [flags]\n\n" +
+	"Runs egressd as the dedicated egress proxy: an explicit HTTP proxy that\n" +
+	"accepts CONNECT host:port and absolute-form requests, only for what the\n" +
+	"rules allow, and refuses everything else with 403. Agents reach it with\n" +
+	"egressd run --egress-proxy http://GATEWAY:15080.\n\n" +
+	"Every flag can also be set by its environment twin, e.g. --listen by\n" +
+	"EGRESSD_LISTEN. A flag given on the command line wins.\n\nFlags:\n"
+
 // newGatewayFlags declares gateway's flags on a fresh FlagSet writing into cfg.
 func newGatewayFlags(cfg *gatewayConfig, out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("egressd gateway", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "usage: egressd gateway --rules PATH [flags]\n\n"+
-			"Runs egressd as the dedicated egress proxy: an explicit HTTP proxy that\n"+
-			"accepts CONNECT host:port and absolute-form requests, only for what the\n"+
-			"rules allow, and refuses everything else with 403. Agents reach it with\n"+
-			"egressd run --egress-proxy http://GATEWAY:15080.\n\n"+
-			"Every flag can also be set by its environment twin, e.g. --listen by\n"+
-			"EGRESSD_LISTEN. A flag given on the command line wins.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("egressd gateway", gatewayUsage, out)
 	fs.StringVar(&cfg.Rules, "rules", "", "EgressRule `file or directory` (required)")
 	fs.StringVar(&cfg.Listen, "listen", defaultGatewayListen, "`address` the proxy listens on")
 	fs.StringVar(&cfg.Admin, "admin", defaultGatewayAdmin, "`address` of /metrics, /healthz and /readyz")

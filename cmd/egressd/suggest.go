@@ -41,9 +41,7 @@ type suggestConfig struct {
 
 // newSuggestFlags declares suggest's flags on a fresh FlagSet.
 func newSuggestFlags(cfg *suggestConfig, out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("egressd suggest", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() { fmt.Fprint(out, suggestUsage); fs.PrintDefaults() }
+	fs := newFlagSet("egressd suggest", suggestUsage, out)
 	fs.IntVar(&cfg.WildcardMin, "wildcard-min", suggest.DefaultWildcardMin,
 		"sibling names under one parent that make a wildcard proposal (a comment, never a rule in force); 0: none")
 	fs.BoolVar(&cfg.IncludeDenied, "include-denied", false, "suggest rules for denied requests (decision deny) too")
