@@ -49,10 +49,9 @@ type Set struct {
 // not registered).
 func New(reg prometheus.Registerer, o Options) (*Set, error) {
 	m := &Set{
-		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "egressd_requests_total",
-			Help: "Requests decided by the proxy, by decision (allow, deny, invalid, would-deny), matching rule, protocol and namespace (the scope whose rules decided: a pod's namespace, a --cgroup-rules cgroup; empty for the global rules).",
-		}, []string{"decision", "rule", "protocol", "namespace"}),
+		Requests: counterVec("egressd_requests_total",
+			"Requests decided by the proxy, by decision (allow, deny, invalid, would-deny), matching rule, protocol and namespace (the scope whose rules decided: a pod's namespace, a --cgroup-rules cgroup; empty for the global rules).",
+			"decision", "rule", "protocol", "namespace"),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "egressd_request_duration_seconds",
 			Help:    "Time from reading a request head to the end of its response, by decision.",
@@ -62,34 +61,25 @@ func New(reg prometheus.Registerer, o Options) (*Set, error) {
 			Name: "egressd_open_connections",
 			Help: "Client connections currently open on the proxy.",
 		}),
-		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "egressd_upstream_errors_total",
-			Help: "Upstream failures by kind (dns, connect, tls, timeout, protocol, egress_proxy, io, address_refused).",
-		}, []string{"kind"}),
-		OrigMisses: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "egressd_original_destination_misses_total",
-			Help: "Accepted connections with no known original destination (closed at once).",
-		}),
-		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "egressd_connections_shed_total",
-			Help: "Client connections closed at accept, unread, by reason (max_conns, max_conns_per_client, memory).",
-		}, []string{"reason"}),
-		StreamsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "egressd_streams_refused_total",
-			Help: "h2c streams answered 503 (gRPC: UNAVAILABLE) without being forwarded, by reason (max_streams_per_client, memory).",
-		}, []string{"reason"}),
-		AddrRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "egressd_upstream_addresses_refused_total",
-			Help: "Upstream dials refused by the address policy, by reason (loopback, unspecified, link_local, multicast, broadcast, metadata, node_address, not_original).",
-		}, []string{"reason"}),
-		Cut: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "egressd_connections_cut_total",
-			Help: "Spliced connections (TLS passthrough, CONNECT tunnels, 101 upgrades) egressd closed, by reason (rules_changed: no rule allows them any more; max_lifetime).",
-		}, []string{"reason"}),
-		EgressRetries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "egressd_egress_proxy_retries_total",
-			Help: "New connections to the egress proxy tried again because the previous one failed before the proxy answered (refused, reset, closed: a gateway replica going away).",
-		}),
+		UpstreamErrors: counterVec("egressd_upstream_errors_total",
+			"Upstream failures by kind (dns, connect, tls, timeout, protocol, egress_proxy, io, address_refused).",
+			"kind"),
+		OrigMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "egressd_original_destination_misses_total",
+			Help: "Accepted connections with no known original destination (closed at once)."}),
+		Shed: counterVec("egressd_connections_shed_total",
+			"Client connections closed at accept, unread, by reason (max_conns, max_conns_per_client, memory).",
+			"reason"),
+		StreamsRefused: counterVec("egressd_streams_refused_total",
+			"h2c streams answered 503 (gRPC: UNAVAILABLE) without being forwarded, by reason (max_streams_per_client, memory).",
+			"reason"),
+		AddrRefused: counterVec("egressd_upstream_addresses_refused_total",
+			"Upstream dials refused by the address policy, by reason (loopback, unspecified, link_local, multicast, broadcast, metadata, node_address, not_original).",
+			"reason"),
+		Cut: counterVec("egressd_connections_cut_total",
+			"Spliced connections (TLS passthrough, CONNECT tunnels, 101 upgrades) egressd closed, by reason (rules_changed: no rule allows them any more; max_lifetime).",
+			"reason"),
+		EgressRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "egressd_egress_proxy_retries_total",
+			Help: "New connections to the egress proxy tried again because the previous one failed before the proxy answered (refused, reset, closed: a gateway replica going away)."}),
 		Limits: o.Limits,
 		Mode:   modeGauge(o.Mode),
 	}
@@ -111,6 +101,11 @@ func New(reg prometheus.Registerer, o Options) (*Set, error) {
 		}
 	}
 	return m, nil
+}
+
+// counterVec is a counter of name, help and labels.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
 // modeDesc is egressd_mode: 1 for the mode in force.
