@@ -30,6 +30,8 @@
 #define VERDICT_REDIRECT 2
 /* Internal: the connect is to be failed closed (see fail_closed4). */
 #define VERDICT_FAIL_CLOSED 3
+/* Internal: the common checks (first_checks) did not decide. */
+#define VERDICT_UNDECIDED 4
 
 #define INADDR_LOOPBACK 0x7f000001
 
@@ -215,19 +217,20 @@ static __always_inline int udp_verdict(const __u32 a[4], __u16 port)
 	return VERDICT_REJECT;
 }
 
-/* policy decides a connect: allow, reject, fail closed or redirect. */
-static __always_inline int policy(struct bpf_sock_addr *ctx, const __u32 a[4], __u16 port)
+/* first_checks is what connect and sendmsg decide first: egressd's own
+ * upstream and resolver sockets (rewriting them would send the proxy's
+ * traffic back to the proxy; consume: a connect uses the registration up,
+ * see own_socket) and workloads the operator exempted (as if not attached)
+ * are allowed, the unspecified address is refused, exempt destinations are
+ * allowed; VERDICT_UNDECIDED otherwise. */
+static __always_inline int first_checks(struct bpf_sock_addr *ctx, const __u32 a[4], int consume)
 {
 	enum counter why;
-	int tcp = ctx->type == SOCK_STREAM;
 
-	/* egressd's own upstream and resolver sockets: rewriting them
-	 * would send the proxy's traffic back to the proxy. */
-	if (own_socket(ctx, 1)) {
+	if (own_socket(ctx, consume)) {
 		count(COUNTER_SKIP_OWN);
 		return VERDICT_ALLOW;
 	}
-	/* A workload the operator exempted: as if not attached. */
 	if (exempt_cgroup()) {
 		count(COUNTER_SKIP_EXEMPT);
 		return VERDICT_ALLOW;
@@ -241,6 +244,17 @@ static __always_inline int policy(struct bpf_sock_addr *ctx, const __u32 a[4], _
 		count(why);
 		return VERDICT_ALLOW;
 	}
+	return VERDICT_UNDECIDED;
+}
+
+/* policy decides a connect: allow, reject, fail closed or redirect. */
+static __always_inline int policy(struct bpf_sock_addr *ctx, const __u32 a[4], __u16 port)
+{
+	int tcp = ctx->type == SOCK_STREAM;
+	int v = first_checks(ctx, a, 1);
+
+	if (v != VERDICT_UNDECIDED)
+		return v;
 	if (ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP)
 		return udp_verdict(a, port);
 	/* Anything else but TCP (SCTP, or a socket made before the
@@ -419,25 +433,10 @@ int connect6(struct bpf_sock_addr *ctx)
  * any UDP socket); connected sockets were decided at connect. */
 static __always_inline int sendmsg_verdict(struct bpf_sock_addr *ctx, const __u32 a[4])
 {
-	enum counter why;
+	int v = first_checks(ctx, a, 0);
 
-	if (own_socket(ctx, 0)) {
-		count(COUNTER_SKIP_OWN);
-		return VERDICT_ALLOW;
-	}
-	if (exempt_cgroup()) {
-		count(COUNTER_SKIP_EXEMPT);
-		return VERDICT_ALLOW;
-	}
-	if (is_unspecified(a)) {
-		count(COUNTER_UNSPECIFIED);
-		return VERDICT_REJECT;
-	}
-	why = exempt(a);
-	if (why != COUNTER_MAX) {
-		count(why);
-		return VERDICT_ALLOW;
-	}
+	if (v != VERDICT_UNDECIDED)
+		return v;
 	return udp_verdict(a, bpf_ntohs(ctx->user_port));
 }
 
