@@ -334,3 +334,40 @@ func TestReloadRedecidesByTheConnectionsScope(t *testing.T) {
 	}
 	echoes(t, c[0], r[0])
 }
+
+// A reload that marks a host's port HTTPS reaches the next stream on a
+// kept h2c connection: the connection's cached upstream (h2cStreams.
+// targetFor) is the old rule's, and reusing it would send the stream in
+// plaintext where the rules now demand TLS. The upstream here speaks only
+// plain h2c: after the reload it must see nothing (the TLS handshake fails
+// and the client gets 502).
+func TestReloadH2CStreamNotSentByTheOldRule(t *testing.T) {
+	u, _ := newH2CUpstream(t, nil, false)
+	plain, tls := ruleDoc("api", "api.allowed.test", u.port, "HTTP2"), ruleDoc("api", "api.allowed.test", u.port, "HTTPS")
+	rl := newReloadable(t, plain)
+	e := newEnv(t, Config{Rules: rl.r, OriginalDst: fixedOrig{u.orig()}})
+	rl.p.Store(e.p)
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(e.dial().c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := &http.Client{Transport: cc, Timeout: 10 * time.Second}
+	status := func() int {
+		resp, err := c.Get(fmt.Sprintf("http://api.allowed.test:%d/", u.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status(); got != 200 {
+		t.Fatalf("before the reload: %d", got)
+	}
+	u.next(t)
+	rl.set(tls)
+	if got := status(); got != 502 {
+		t.Errorf("after the reload to HTTPS: %d, want 502 (TLS to a plain upstream)", got)
+	}
+	u.none(t) // no plaintext request after the reload
+}

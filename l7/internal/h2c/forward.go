@@ -69,7 +69,7 @@ func (s *Server) Forward(w http.ResponseWriter, r *http.Request, d *Target, grpc
 	}
 	out := r.WithContext(ctx) // shallow copy: the upstream request
 	u := *r.URL
-	u.Scheme, u.Host = scheme, d.poolKey()
+	u.Scheme, u.Host = scheme, d.key
 	out.URL, out.RequestURI, out.Close = &u, "", false
 	removeHopHeaders(out.Header)
 	var body *countingBody

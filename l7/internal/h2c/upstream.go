@@ -31,7 +31,7 @@ type Target struct {
 	// the TLS dial offers http/1.1 after h2, and an upstream choosing it
 	// makes the dial fail with errUpstreamH1 so the stream goes by h1tr.
 	h1 bool
-	// key is Key, computed once by Seal.
+	// key is Key, computed once by Seal (Forward seals what is not).
 	key string
 }
 
@@ -43,14 +43,6 @@ func Seal(t Target, grpc bool) *Target {
 	t.h1 = t.TLS && !grpc
 	t.key = t.Key()
 	return &t
-}
-
-// poolKey is Key, computed once where the Target was sealed.
-func (t *Target) poolKey() string {
-	if t.key != "" {
-		return t.key
-	}
-	return t.Key()
 }
 
 // newH2Transport builds the transport that carries allowed h2c streams
@@ -150,7 +142,7 @@ func (s *Server) dialH2Upstream(ctx context.Context, _, _ string, _ *tls.Config)
 	proto := tc.ConnectionState().NegotiatedProtocol
 	if d.h1 && (proto == "http/1.1" || proto == "") { // no ALPN: an HTTP/1.1 server from before it
 		tc.Close()
-		s.h1Only.Store(d.poolKey(), time.Now().Add(h1OnlyFor))
+		s.h1Only.Store(d.key, time.Now().Add(h1OnlyFor))
 		return nil, errUpstreamH1
 	}
 	if proto != http2.NextProtoTLS {
