@@ -268,12 +268,7 @@ func TestReloadDecidesFutureH2CStreams(t *testing.T) {
 	rl := newReloadable(t, keep, gone)
 	e := newEnv(t, Config{Rules: rl.r, OriginalDst: fixedOrig{u.orig()}})
 	rl.p.Store(e.p)
-	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(e.dial().c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	c := &http.Client{Transport: cc, Timeout: 10 * time.Second}
+	c := oneH2CConn(t, e)
 	status := func(host string) int {
 		resp, err := c.Get(fmt.Sprintf("http://%s:%d/", host, u.port))
 		if err != nil {
@@ -347,12 +342,7 @@ func TestReloadH2CStreamNotSentByTheOldRule(t *testing.T) {
 	rl := newReloadable(t, plain)
 	e := newEnv(t, Config{Rules: rl.r, OriginalDst: fixedOrig{u.orig()}})
 	rl.p.Store(e.p)
-	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(e.dial().c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	c := &http.Client{Transport: cc, Timeout: 10 * time.Second}
+	c := oneH2CConn(t, e)
 	status := func() int {
 		resp, err := c.Get(fmt.Sprintf("http://api.allowed.test:%d/", u.port))
 		if err != nil {
@@ -370,4 +360,16 @@ func TestReloadH2CStreamNotSentByTheOldRule(t *testing.T) {
 		t.Errorf("after the reload to HTTPS: %d, want 502 (TLS to a plain upstream)", got)
 	}
 	u.none(t) // no plaintext request after the reload
+}
+
+// oneH2CConn is an h2c client whose requests all go on one connection to
+// e's proxy (closed at the test's end).
+func oneH2CConn(t *testing.T, e *env) *http.Client {
+	t.Helper()
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(e.dial().c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return &http.Client{Transport: cc, Timeout: 10 * time.Second}
 }
