@@ -296,7 +296,10 @@ static __always_inline int fail_closed4(struct bpf_sock_addr *ctx)
 	return VERDICT_ALLOW;
 }
 
-static __always_inline int fail_closed6(struct bpf_sock_addr *ctx, int mapped)
+/* loopback6 points an IPv6 socket's connect at loopback: ::ffff:127.0.0.1
+ * for a v4-mapped destination (the socket may be dual-stack only), ::1
+ * otherwise. */
+static __always_inline void loopback6(struct bpf_sock_addr *ctx, int mapped)
 {
 	ctx->user_ip6[0] = 0;
 	ctx->user_ip6[1] = 0;
@@ -307,6 +310,11 @@ static __always_inline int fail_closed6(struct bpf_sock_addr *ctx, int mapped)
 		ctx->user_ip6[2] = 0;
 		ctx->user_ip6[3] = bpf_htonl(1);
 	}
+}
+
+static __always_inline int fail_closed6(struct bpf_sock_addr *ctx, int mapped)
+{
+	loopback6(ctx, mapped);
 	ctx->user_port = 0;
 	count(COUNTER_FAIL_CLOSED);
 	return VERDICT_ALLOW;
@@ -369,15 +377,7 @@ int connect4(struct bpf_sock_addr *ctx)
 static __always_inline int redirect6(struct bpf_sock_addr *ctx, int mapped)
 {
 	if (in_host_netns(ctx)) {
-		ctx->user_ip6[0] = 0;
-		ctx->user_ip6[1] = 0;
-		if (mapped) {
-			ctx->user_ip6[2] = bpf_htonl(0xffff);
-			ctx->user_ip6[3] = bpf_htonl(INADDR_LOOPBACK);
-		} else {
-			ctx->user_ip6[2] = 0;
-			ctx->user_ip6[3] = bpf_htonl(1);
-		}
+		loopback6(ctx, mapped);
 	} else if (mapped) {
 		if (!node_ip4)
 			return 0;
