@@ -12,32 +12,34 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/client"
 )
 
 // TestAccessLogEncodesAsSlog: the lines an AccessLog encodes itself are
 // byte for byte those slog's JSON and text handlers write for the same
 // record, odd strings included.
 func TestAccessLogEncodesAsSlog(t *testing.T) {
-	base := accessEntry{
-		client: netip.MustParseAddrPort("10.0.0.7:40000"), orig: netip.MustParseAddrPort("[2001:2::1]:443"),
-		host: "api.allowed.test", port: 443, protocol: protoNameHTTP1, upstream: "https", rule: "wild",
-		decision: "allow", status: 200, bytesIn: 12, bytesOut: 1 << 40,
+	base := client.Entry{
+		Client: netip.MustParseAddrPort("10.0.0.7:40000"), Orig: netip.MustParseAddrPort("[2001:2::1]:443"),
+		Host: "api.allowed.test", Port: 443, Protocol: client.ProtoHTTP1, Upstream: "https", Rule: "wild",
+		Decision: "allow", Status: 200, BytesIn: 12, BytesOut: 1 << 40,
 	}
 	odd := []string{"", "a b", "k=v", `q"uote\back`, "tab\tnl\nctl\x01\x7f", "bad\xffutf8", "sep\u2028\u2029", "héllo ünïcode", "<&>", "\u00a0nbsp"}
-	var entries []accessEntry
+	var entries []client.Entry
 	entries = append(entries, base)
 	for _, s := range odd {
 		e := base
-		e.host, e.reason, e.rule = s, "upstream said: "+s, s
-		e.clientText = "[::1]:9"
+		e.Host, e.Reason, e.Rule = s, "upstream said: "+s, s
+		e.ClientText = "[::1]:9"
 		entries = append(entries, e)
-		e.scope = &Scope{Namespace: s, Pod: "pod " + s}
+		e.Scope = &Scope{Namespace: s, Pod: "pod " + s}
 		entries = append(entries, e)
 	}
 	grpc := base
-	grpc.protocol, grpc.grpcStatus = protoNameGRPC, "7"
+	grpc.Protocol, grpc.GRPCStatus = client.ProtoGRPC, "7"
 	entries = append(entries, grpc)
-	grpc.reason = "denied"
+	grpc.Reason = "denied"
 	entries = append(entries, grpc)
 	now := time.Date(2026, 11, 26, 6, 30, 0, 123000000, time.FixedZone("x", 3600))
 	for _, asJSON := range []bool{true, false} {
@@ -125,10 +127,10 @@ func TestAccessLogBuffered(t *testing.T) {
 }
 
 func BenchmarkAccessLogEntry(b *testing.B) {
-	e := accessEntry{
-		client: netip.MustParseAddrPort("10.0.0.7:40000"), orig: netip.MustParseAddrPort("198.18.0.1:80"),
-		host: "api.allowed.test", port: 80, protocol: protoNameHTTP1, upstream: "http", rule: "wild",
-		decision: "allow", status: 200, bytesIn: 0, bytesOut: 1234,
+	e := client.Entry{
+		Client: netip.MustParseAddrPort("10.0.0.7:40000"), Orig: netip.MustParseAddrPort("198.18.0.1:80"),
+		Host: "api.allowed.test", Port: 80, Protocol: client.ProtoHTTP1, Upstream: "http", Rule: "wild",
+		Decision: "allow", Status: 200, BytesIn: 0, BytesOut: 1234,
 	}
 	for _, f := range []struct {
 		name string
@@ -182,8 +184,8 @@ func BenchmarkAccessLogEntry(b *testing.B) {
 func TestAccessLogConcurrent(t *testing.T) {
 	out := &syncBuffer{}
 	a := NewAccessLog(out, AccessLogOptions{JSON: true, FlushInterval: time.Millisecond, BufferSize: 4096})
-	e := accessEntry{client: netip.MustParseAddrPort("10.0.0.7:40000"), orig: netip.MustParseAddrPort("198.18.0.1:80"),
-		host: "api.allowed.test", port: 80, protocol: protoNameHTTP1, decision: "allow", status: 200}
+	e := client.Entry{Client: netip.MustParseAddrPort("10.0.0.7:40000"), Orig: netip.MustParseAddrPort("198.18.0.1:80"),
+		Host: "api.allowed.test", Port: 80, Protocol: client.ProtoHTTP1, Decision: "allow", Status: 200}
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
@@ -191,7 +193,7 @@ func TestAccessLogConcurrent(t *testing.T) {
 			defer wg.Done()
 			e := e
 			for i := range 200 {
-				e.bytesOut = int64(g*1000 + i)
+				e.BytesOut = int64(g*1000 + i)
 				l := accessLine(&e, time.Microsecond)
 				a.Log(time.Now(), &l)
 			}

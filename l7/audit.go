@@ -18,7 +18,10 @@ package l7
 //
 // Never through the egress proxy: no rule asked for it.
 
-import "github.com/egressd/egressd/rules"
+import (
+	"github.com/egressd/egressd/l7/internal/client"
+	"github.com/egressd/egressd/rules"
+)
 
 // reasonWouldDeny is the reason logged for a would-deny request.
 const reasonWouldDeny = "no egress rule allows the host and port (audit mode: forwarded)"
@@ -29,8 +32,8 @@ const reasonWouldDeny = "no egress rule allows the host and port (audit mode: fo
 // rule naming an IP literally exempts that IP from the address policy
 // (l7/internal/addrpolicy), and an app's IP-literal Host must not (Host: 127.0.0.1,
 // 169.254.169.254 or the node's address would reach them).
-func (p *Proxy) wouldDeny(e *accessEntry, host string, port uint16) rules.Match {
-	e.wouldDeny = true
+func (p *Proxy) wouldDeny(e *client.Entry, host string, port uint16) rules.Match {
+	e.WouldDeny = true
 	pt := rules.Port{Number: port, Protocol: rules.HTTP}
 	return rules.Match{Rule: &rules.Rule{Ports: []rules.Port{pt}}, Port: pt}
 }
@@ -38,16 +41,16 @@ func (p *Proxy) wouldDeny(e *accessEntry, host string, port uint16) rules.Match 
 // markWouldDeny turns an entry forwarded in audit mode into decision
 // would-deny before it is logged; a refusal for another reason (an upstream
 // error, a malformed exchange) keeps its decision and says it was audited.
-func markWouldDeny(e *accessEntry) {
-	e.rule = ""
-	if e.decision != decisionAllow {
+func markWouldDeny(e *client.Entry) {
+	e.Rule = ""
+	if e.Decision != client.DecisionAllow {
 		return
 	}
-	e.decision = decisionWouldDeny
-	if e.reason == "" {
-		e.reason = reasonWouldDeny
+	e.Decision = client.DecisionWouldDeny
+	if e.Reason == "" {
+		e.Reason = reasonWouldDeny
 	} else {
-		e.reason = reasonWouldDeny + "; " + e.reason
+		e.Reason = reasonWouldDeny + "; " + e.Reason
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/egressd/egressd/l7/internal/client"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -34,18 +35,16 @@ type OriginalDstCgroup interface {
 
 // Scope is whose rules decide the requests of a connection: a Kubernetes
 // namespace's (on top of the global ones), a cgroup's given its own rule
-// files, or the global ones (Config.Rules).
-type Scope struct {
-	// Rules decide the connection's requests, read again for each
-	// request; nil: Config.Rules.
-	Rules interface{ Current() *rules.Set }
-	// Namespace names the scope in the access log (namespace=) and in the
-	// metrics' namespace label; "": the global rules. It must come from a
-	// bounded set (namespaces, configured cgroups), not from the client.
-	Namespace string
-	// Pod is the pod's name in the access log (pod=); "": none.
-	Pod string
-}
+// files, or the global ones (Config.Rules). Its fields:
+//   - Rules decide the connection's requests, read again for each
+//     request; nil: Config.Rules.
+//   - Namespace names the scope in the access log (namespace=) and in the
+//     metrics' namespace label; "": the global rules. It must come from a
+//     bounded set (namespaces, configured cgroups), not from the client.
+//   - Pod is the pod's name in the access log (pod=); "": none.
+//
+// It is defined in l7/internal/client, beside the connection that holds it.
+type Scope = client.Scope
 
 // Scoper chooses the Scope of each connection, once, right after its
 // original destination was found, by the cgroup of the process that

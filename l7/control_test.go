@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/egressd/egressd/l7/internal/client"
 )
 
 // Config.Control runs on every upstream socket before connect, and on the
@@ -31,8 +33,8 @@ func TestControlRunsOnUpstreamSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := p.decide(new(accessEntry), "api.allowed.test", u.port)
-	nc, err := p.dialUpstream(context.Background(), m, "api.allowed.test", u.orig())
+	m, _ := p.decide(new(client.Entry), "api.allowed.test", u.port)
+	nc, err := p.dialer.Upstream(context.Background(), m, "api.allowed.test", u.orig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +43,7 @@ func TestControlRunsOnUpstreamSockets(t *testing.T) {
 		t.Errorf("Control ran %d times for one dial, want 1", calls.Load())
 	}
 	fail.Store(true)
-	if _, err := p.dialUpstream(context.Background(), m, "api.allowed.test", u.orig()); err == nil {
+	if _, err := p.dialer.Upstream(context.Background(), m, "api.allowed.test", u.orig()); err == nil {
 		t.Error("dial succeeded although Control failed")
 	}
 	if p.cfg.Resolver.Dial == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/l7/internal/client"
 	"github.com/egressd/egressd/l7/internal/dialer"
 )
 
@@ -118,8 +119,8 @@ func TestDefaultDialerMarksUpstreamSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := p.decide(new(accessEntry), "api.allowed.test", u.port)
-	nc, err := p.dialUpstream(context.Background(), m, "api.allowed.test", u.orig())
+	m, _ := p.decide(new(client.Entry), "api.allowed.test", u.port)
+	nc, err := p.dialer.Upstream(context.Background(), m, "api.allowed.test", u.orig())
 	if errors.Is(err, syscall.EPERM) {
 		t.Skip("setting SO_MARK needs CAP_NET_ADMIN")
 	}

@@ -50,41 +50,27 @@
 //     (accesslogbuf.go) the line is then in its buffer and reaches the
 //     writer up to FlushInterval later; Close it after Shutdown, before exit.
 //
-// The HTTP/1.x path is built for low cost per request: one goroutine per
-// client connection, pooled bufio buffers, a head parser that records fields
-// as offsets into a reused buffer (no maps, no per-field allocation), pooled
-// upstream connections, bodies streamed with a flush before every read that
-// would block (l7/internal/body), deadlines moved only when they must
-// (l7/internal/body/deadline.go: the
-// HTTP/1.x timeouts fire up to 1/16 of their length late, never early; a
-// request head already buffered whole gets no ReadHeaderTimeout deadline).
-// BenchmarkProxyAllowedKeepAlive measures it.
+// The HTTP/1.x path (l7/internal/http1) is built for low cost per
+// request; BenchmarkProxyAllowedKeepAlive measures it.
 //
 // Files, by concern (the parts that stand alone are packages under
 // l7/internal, each saying why in its doc):
 //   - the Proxy: proxy.go (Proxy, New, Serve, Shutdown), config.go (Config
 //     and its defaults, OriginalDst, Scope, DialMode), metrics.go (the
-//     decisions; the collectors are l7/internal/metrics);
-//   - accept: conn.go (accept path and protocol sniffing), limit.go
-//     (admission at accept through l7/internal/limit, which counts;
-//     temporary accept errors);
-//   - HTTP/1.x: http1.go (the per-connection request loop, deny; the head
-//     reader, parser and pre-match checks are l7/internal/h1), forward.go,
-//     exchange.go and relay.go (request to upstream, response back),
-//     headwrite.go (a request head written inside the wait for its answer,
-//     saving a read(2)), upload.go (the request body sent while the
-//     response is read), watch.go (a client leaving mid-exchange; bodies and
-//     the coarse connection deadlines are l7/internal/body), upgrade.go (101
-//     splice), respond.go (egressd's own answers), upconn.go and probe.go
-//     (upstream connections, kept idle by l7/internal/pool, and their
-//     liveness check on reuse, which looks at the socket through
-//     l7/internal/probe);
+//     collectors, l7/internal/metrics);
+//   - accept: conn.go (a connection's original destination, scope and
+//     protocol; the connection itself and the sniffing are
+//     l7/internal/client's), limit.go (admission at accept through
+//     l7/internal/limit, which counts; temporary accept errors);
+//   - HTTP/1.x: http1.go builds l7/internal/http1's server, which serves
+//     the requests of a connection (and the gateway's), each decided here
+//     through its Host interface;
 //   - deciding: dial.go (the decision against the rules, MarkControl and
-//     ChainControl, and the calls into l7/internal/dialer, which dials
-//     upstreams under the address policy, chains through the egress proxy
-//     and configures TLS origination), audit.go (audit mode: would-deny
-//     requests forwarded), redecide.go (spliced connections decided again
-//     when the rules change, MaxSpliceLifetime);
+//     ChainControl, upstream errors counted and logged; upstreams are
+//     dialed by l7/internal/dialer under the address policy, chained
+//     through the egress proxy, with TLS origination), audit.go (audit
+//     mode: would-deny requests forwarded), redecide.go (spliced
+//     connections decided again when the rules change, MaxSpliceLifetime);
 //   - HTTP/2: h2c.go admits, decides and logs each h2c or gRPC stream
 //     (streamlimit.go: the per-client stream bound); the HTTP/2 front end
 //     and forwarder are l7/internal/h2c (64 KiB flow-control windows, 16 KiB
@@ -92,15 +78,14 @@
 //   - TLS passthrough: passthrough.go (the ClientHello is read by
 //     l7/internal/sni; spliced connections, here and in tunnels and
 //     upgrades, are joined by l7/internal/bridge);
-//   - chaining and the gateway: egressproxy.go (rules with useEgressProxy
-//     through Config.EgressProxy: absolute form for plain HTTP, CONNECT
-//     tunnels for the rest, both l7/internal/dialer's; never a direct
-//     fallback), gateway.go (ServeGateway, the explicit proxy of `egressd
-//     gateway`: CONNECT and absolute form, decided against the same rules;
-//     the forms taken and the port each targets are l7/internal/gateway's);
-//   - logs: accesslog.go (the access-log record, logged through slog or
-//     l7/internal/accesslog's batched encoder, and observed in the request
-//     metrics), accesslogbuf.go (that handler's public names); upstream
-//     errors become statuses in l7/internal/dialer (failure.go) and are
-//     counted and logged by dial.go's upstreamError.
+//   - chaining and the gateway: egressproxy.go (the start-up check of
+//     rules with useEgressProxy; never a direct fallback), gateway.go
+//     (ServeGateway, the explicit proxy of `egressd gateway`: CONNECT and
+//     absolute form, decided against the same rules; its request flow is
+//     l7/internal/http1's, the forms taken and the port each targets
+//     l7/internal/gateway's);
+//   - logs: accesslog.go (the access-log record, client.Entry, logged
+//     through slog or l7/internal/accesslog's batched encoder, and
+//     observed in the request metrics), accesslogbuf.go (that handler's
+//     public names).
 package l7

@@ -178,7 +178,7 @@ func TestEgressProxySquidHTTPSPort(t *testing.T) {
 	}
 	mustContain(t, e.logs.String(), `"upstream":"https"`)
 	rc.c.Close()
-	e.p.pool.CloseAll() // Squid logs a CONNECT when its tunnel closes
+	e.p.h1.CloseIdle() // Squid logs a CONNECT when its tunnel closes
 	sq.waitLog(t, fmt.Sprintf("CONNECT secure.allowed.test:%d %s", svc.port, squidUser))
 }
 

@@ -1,268 +1,49 @@
 package l7
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
-	"net"
-	"os"
-	"sync"
 	"time"
 
-	"github.com/egressd/egressd/l7/internal/body"
-	"github.com/egressd/egressd/l7/internal/h1"
+	"github.com/egressd/egressd/l7/internal/client"
+	"github.com/egressd/egressd/l7/internal/http1"
 	"github.com/egressd/egressd/rules"
 )
 
-// h1conn is the HTTP/1.x state of one client connection, reused for every
-// request on it.
-type h1conn struct {
-	p        *Proxy
-	c        *clientConn
-	req      h1.Request
-	resp     h1.Head
-	entry    accessEntry
-	mc       metricsCache // the previous request's collectors
-	retrying bool         // forward is on its second attempt: no further retry
-	watch    *clientWatch // watch.go: a client leaving during an exchange; kept by release
-	scratch  []byte       // body of the proxy's own responses
-	num      [24]byte     // number formatting
-
-	clientText, origText string // for the access log, formatted once
-	lastHost             string // the previous request's authority, reused when repeated
-	canonOf, canon       string // rules.CanonicalHost(canonOf), for the pool key
-	// first: the next request is the connection's first, whose head must
-	// arrive within ReadHeaderTimeout of accept (not of its first byte).
-	first bool
+// newHTTP1 returns the Proxy's HTTP/1.x server (l7/internal/http1), which
+// serves redirected connections and the gateway's.
+func (p *Proxy) newHTTP1() *http1.Server {
+	cfg := &p.cfg
+	return http1.New(http1.Config{
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		ResponseTimeout:   cfg.ResponseTimeout,
+		ConnectTimeout:    cfg.ConnectTimeout,
+		DialOriginal:      cfg.DialMode == DialOriginal,
+		MaxIdlePerHost:    cfg.MaxIdlePerHost,
+		MaxIdlePerClient:  cfg.MaxIdlePerClient,
+		MaxIdleUpstream:   cfg.MaxIdleUpstream,
+		UpstreamIdle:      cfg.UpstreamIdle,
+		Dialer:            p.dialer,
+		OnEgressRetry:     p.metrics.EgressRetries.Inc,
+		Host:              http1Host{p},
+	})
 }
 
-// hostString returns b as a string, without allocating when it repeats the
-// previous request's authority (the common case on a keep-alive connection).
-func (s *h1conn) hostString(b []byte) string {
-	if string(b) != s.lastHost {
-		s.lastHost = string(b)
-	}
-	return s.lastHost
+// http1Host is what l7/internal/http1 needs of the Proxy.
+type http1Host struct{ p *Proxy }
+
+func (h http1Host) Decide(c *client.Conn, e *client.Entry, host string, port uint16) (rules.Match, bool) {
+	return h.p.decideConn(c, e, host, port)
 }
 
-// canonicalHost returns rules.CanonicalHost(host), computed again only when
-// host is not the previous request's (hostString makes a repeated one the
-// same string, so the comparison is a pointer's).
-func (s *h1conn) canonicalHost(host string) string {
-	if host != s.canonOf {
-		s.canonOf, s.canon = host, rules.CanonicalHost(host)
-	}
-	return s.canon
+func (h http1Host) Finish(e *client.Entry, now time.Time) { h.p.finishAt(e, now) }
+
+func (h http1Host) UpstreamError(err error) (int, string) { return h.p.upstreamError(err) }
+
+func (h http1Host) BeginSplice(c *client.Conn, sp *client.Splice) func() string {
+	return h.p.beginSplice(c, sp)
 }
 
-// serveHTTP1 serves HTTP/1.x requests on c, one after the other (pipelined
-// ones too), each decided on its own, until the connection ends.
-func (p *Proxy) serveHTTP1(c *clientConn) {
-	s := h1connPool.Get().(*h1conn)
-	orig := c.orig
-	if c.gateway { // no original destination: where the client connected (gatewayDecide logs the target)
-		orig = c.local
-	}
-	s.p, s.c, s.clientText, s.origText, s.first = p, c, c.client.String(), orig.String(), true
-	if s.watch == nil {
-		s.watch = new(clientWatch)
-	}
-	defer s.release()
-	// Not "until Shutdown": a response that promised keep-alive before
-	// Shutdown began may already have its next request on the way, which
-	// must be answered (with "Connection: close"), not reset; an idle
-	// connection is closed by Shutdown after idleGrace.
-	for s.serveOne() {
-	}
-	if c.linger && c.bw.Flush() == nil {
-		c.lingerClose()
-	}
-}
+func (h http1Host) ServeH2C(c *client.Conn) { h.p.serveH2C(c) }
 
-// h1connPool keeps h1conn values with their head buffers between connections,
-// so a new connection does not grow them again.
-var h1connPool = sync.Pool{New: func() any { return new(h1conn) }}
-
-// maxPooledHead: larger head buffers are dropped, not kept for everyone.
-const maxPooledHead = 16 << 10
-
-func (s *h1conn) release() {
-	keep := func(b []byte) []byte {
-		if cap(b) > maxPooledHead {
-			return nil
-		}
-		return b[:0]
-	}
-	*s = h1conn{
-		req:     h1.Request{Head: h1.Head{Buf: keep(s.req.Buf), Fields: s.req.Fields[:0]}},
-		resp:    h1.Head{Buf: keep(s.resp.Buf), Fields: s.resp.Fields[:0]},
-		scratch: keep(s.scratch),
-		watch:   s.watch, // its timer may still be set (watch.go)
-	}
-	h1connPool.Put(s)
-}
-
-// serveOne reads, decides and answers one request; false: close.
-func (s *h1conn) serveOne() bool {
-	c, p := s.c, s.p
-	first := s.first
-	s.first = false
-	if c.br.Buffered() == 0 {
-		if c.bw != nil && c.bw.Buffered() == 0 { // an idle connection holds no write buffer
-			c.bw.Reset(nil)
-			writerPool.Put(c.bw)
-			c.bw = nil
-		}
-		if !c.setIdle() {
-			return false
-		}
-		if first {
-			c.rdl.SetRead(c.nc, c.start, p.cfg.ReadHeaderTimeout)
-		} else {
-			c.rdl.SetRead(c.nc, time.Now(), p.cfg.IdleTimeout)
-		}
-		// Nor a read buffer: it goes back to the pool until the next
-		// request's first bytes (4 KiB per idle keep-alive connection).
-		var err error
-		if ready := c.readySocket(); ready.CanWait() {
-			c.dropReader()
-			err = ready.Wait()
-			c.takeReader()
-		} else {
-			_, err = c.br.Peek(1)
-		}
-		if !c.setActive() || err != nil {
-			return false
-		}
-	}
-	if c.bw == nil {
-		c.bw = writerPool.Get().(*bufio.Writer)
-		c.bw.Reset(c.nc)
-	}
-	now := time.Now()
-	if !headBuffered(c.br) { // reading the head may block: ReadHeaderTimeout from its first byte, or from accept for the first head
-		from := now
-		if first {
-			from = c.start
-		}
-		c.rdl.SetRead(c.nc, from, p.cfg.ReadHeaderTimeout)
-	}
-	s.req.Method = h1.Span{}
-	s.entry = accessEntry{start: now, client: c.client, orig: c.orig, port: c.orig.Port(), protocol: protoNameHTTP1,
-		clientText: s.clientText, origText: s.origText, mc: &s.mc, scope: &c.scope}
-	err := s.req.ReadHead(c.br, p.cfg.MaxHeaderBytes)
-	if err == nil {
-		err = s.req.Parse()
-	}
-	if err != nil {
-		return s.refuseHead(err)
-	}
-	if s.req.Minor == 0 {
-		s.entry.protocol = protoNameHTTP10
-	}
-	if c.gateway { // gateway.go: CONNECT and absolute form, each decided on its own
-		return s.serveGatewayRequest()
-	}
-	if status, reason := s.req.Check(); status != 0 {
-		s.entry.decision = decisionInvalid
-		s.local(status, reason, markerInvalid, true)
-		return false
-	}
-	s.entry.host = s.hostString(s.req.Bytes(s.req.Authority))
-	m, ok := p.decideConn(c, &s.entry, s.entry.host, s.entry.port)
-	if !ok {
-		return s.deny()
-	}
-	s.entry.decision = decisionAllow
-	s.entry.rule = m.Rule.Name
-	return s.forward(m)
-}
-
-// headBuffered reports whether br holds a whole request head already, so
-// that reading it cannot block (then its read deadline need not move). A
-// head behind leading empty lines does not count: readHead skips them.
-// Most often the buffer ends with the head (a request without a body,
-// not pipelined): that is checked first, without scanning it (a scan of
-// a 100-byte head was ~600 instructions, 3 % of the proxy's per request).
-func headBuffered(br *bufio.Reader) bool {
-	b, _ := br.Peek(br.Buffered())
-	return len(b) > 0 && b[0] != '\r' && b[0] != '\n' && (bytes.HasSuffix(b, crlfCRLF) || bytes.Contains(b, crlfCRLF))
-}
-
-var crlfCRLF = []byte("\r\n\r\n")
-
-// refuseHead answers a head that could not be read or parsed, and closes.
-func (s *h1conn) refuseHead(err error) bool {
-	var status int
-	var reason string
-	var ne net.Error
-	switch {
-	case errors.Is(err, h1.ErrHeadTooLarge):
-		status, reason = 431, "request head larger than the limit"
-	case errors.Is(err, h1.ErrBareLF):
-		status, reason = 400, "request head lines must end in CRLF"
-	case errors.Is(err, h1.ErrVersion):
-		status, reason = 505, "only HTTP/1.0 and HTTP/1.1 are supported here"
-	case errors.Is(err, h1.ErrMalformed):
-		status, reason = 400, "malformed request head"
-	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
-		status, reason = 408, "request head not received in time"
-	default:
-		return false // the client went away
-	}
-	s.entry.decision = decisionInvalid
-	s.local(status, reason, markerInvalid, true)
-	return false
-}
-
-// keepAlive reports whether the client connection may carry another
-// request after this one, as far as the request is concerned. During
-// Shutdown the answer is no, so the response says "Connection: close".
-func (s *h1conn) keepAlive() bool {
-	return s.req.Minor == 1 && !s.req.ConnClose && !s.p.closing.Load()
-}
-
-// maxDiscard is the most request body the proxy reads and drops to keep a
-// connection usable after answering without forwarding.
-const maxDiscard = 256 << 10
-
-// deny answers 403: no rule allows the host on this port.
-func (s *h1conn) deny() bool {
-	s.entry.decision = decisionDeny
-	s.entry.reason = "no egress rule allows the host and port"
-	keep := s.keepAlive() && s.discardBody()
-	b := append(s.scratch[:0], "egressd: no egress rule allows "...)
-	b = append(b, hostOnly(s.entry.host)...)
-	b = append(b, " on port "...)
-	b = appendUint(b, uint64(s.entry.port))
-	b = append(b, '\n')
-	s.scratch = b
-	s.writeLocal(403, b, markerDenied, !keep)
-	return keep
-}
-
-// discardBody reads and drops a small request body; false: the connection
-// cannot be reused (the body is too large, awaits 100-continue, or broken).
-func (s *h1conn) discardBody() bool {
-	r := &s.req
-	if !r.HasBody() {
-		return true
-	}
-	if r.ExpectContinue || r.ContentLength > maxDiscard {
-		return false
-	}
-	pm := s.clientPump(nil)
-	pm.Limit = maxDiscard
-	err := pm.RequestBody(r)
-	s.entry.bytesIn = pm.N
-	return err == nil
-}
-
-// clientPump reads the request body from the client into uc (nil: discard).
-func (s *h1conn) clientPump(uc *upConn) body.Pump {
-	pm := body.Pump{Src: s.c.br, SrcConn: s.c.nc, SrcDL: &s.c.rdl, Stall: s.p.cfg.IdleTimeout, MaxLines: s.p.cfg.MaxHeaderBytes}
-	if uc != nil {
-		pm.Dst, pm.DstConn, pm.DstDL = uc.bw, uc.nc, &uc.wdl
-	}
-	return pm
-}
+func (h http1Host) Closing() bool { return h.p.closing.Load() }

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/client"
 	"github.com/egressd/egressd/l7/internal/limit"
 )
 
@@ -28,12 +29,12 @@ func (p *Proxy) shed(reason string, client netip.AddrPort, now time.Time) {
 // with a reset (nothing of it is read), counted and logged. A host
 // process's connection (from loopback) is counted for its cgroup after the
 // lookup (admitCgroup) when OriginalDst tells cgroups.
-func (p *Proxy) admit(c *clientConn) bool {
-	c.limitKey = limit.Key{Addr: c.client.Addr()}
-	if _, byCgroup := p.cfg.OriginalDst.(OriginalDstCgroup); byCgroup && c.limitKey.Addr.IsLoopback() && !c.gateway {
-		c.limitKey = limit.Key{}
+func (p *Proxy) admit(c *client.Conn) bool {
+	c.LimitKey = limit.Key{Addr: c.Client.Addr()}
+	if _, byCgroup := p.cfg.OriginalDst.(OriginalDstCgroup); byCgroup && c.LimitKey.Addr.IsLoopback() && !c.Gateway {
+		c.LimitKey = limit.Key{}
 	}
-	reason := p.limits.Admit(c.limitKey, c.start)
+	reason := p.limits.Admit(c.LimitKey, c.Start)
 	if reason == "" {
 		return true
 	}
@@ -43,25 +44,25 @@ func (p *Proxy) admit(c *clientConn) bool {
 
 // admitCgroup counts a host process's connection for its cgroup (for its
 // address when the cgroup is unknown, 0); false: it was shed.
-func (p *Proxy) admitCgroup(c *clientConn, cgroup uint64) bool {
+func (p *Proxy) admitCgroup(c *client.Conn, cgroup uint64) bool {
 	key := limit.Key{Cgroup: cgroup}
 	if cgroup == 0 {
-		key = limit.Key{Addr: c.client.Addr()}
+		key = limit.Key{Addr: c.Client.Addr()}
 	}
 	if reason := p.limits.AdmitClient(key, time.Now()); reason != "" {
 		p.shedConn(c, reason)
 		return false
 	}
-	c.limitKey = key
+	c.LimitKey = key
 	return true
 }
 
-func (p *Proxy) shedConn(c *clientConn, reason string) {
-	p.shed(reason, c.client, time.Now()) // counted before the client can see it
-	if tc, ok := c.nc.(*net.TCPConn); ok {
+func (p *Proxy) shedConn(c *client.Conn, reason string) {
+	p.shed(reason, c.Client, time.Now()) // counted before the client can see it
+	if tc, ok := c.NC.(*net.TCPConn); ok {
 		tc.SetLinger(0) // RST: no FIN handshake nor TIME_WAIT kept for a shed connection
 	}
-	c.nc.Close()
+	c.NC.Close()
 }
 
 // temporaryAcceptError reports whether Accept may succeed again after a

@@ -7,15 +7,6 @@ import (
 	"github.com/egressd/egressd/l7/internal/metrics"
 )
 
-// Decisions, as logged and as the "decision" metric label.
-const (
-	decisionAllow   = "allow"   // matched a rule and forwarded (whatever the upstream answered)
-	decisionDeny    = "deny"    // no rule allows the host and port: 403
-	decisionInvalid = "invalid" // refused before matching: malformed request
-	// decisionWouldDeny: no rule allows it, forwarded in audit mode (audit.go)
-	decisionWouldDeny = "would-deny"
-)
-
 // newMetrics builds the proxy's collectors (l7/internal/metrics) and
 // registers them with reg (nil: none).
 func newMetrics(reg prometheus.Registerer, l *limit.Limiter, audit bool) (*metrics.Set, error) {

@@ -3,11 +3,11 @@ package l7
 import (
 	"context"
 	"errors"
-	"net"
 	"time"
 
 	"github.com/egressd/egressd/l7/internal/addrpolicy"
 	"github.com/egressd/egressd/l7/internal/bridge"
+	"github.com/egressd/egressd/l7/internal/client"
 	"github.com/egressd/egressd/l7/internal/sni"
 )
 
@@ -17,71 +17,55 @@ import (
 // is spliced byte for byte to the upstream, anything else (no SNI, no rule,
 // not a ClientHello) is closed. Nothing is decrypted. One access-log entry
 // covers the whole connection.
-func (p *Proxy) serveTLSPassthrough(c *clientConn) {
-	e := accessEntry{
-		start:    time.Now(),
-		client:   c.client,
-		orig:     c.orig,
-		port:     c.orig.Port(),
-		protocol: protoNameTLSPass,
-		decision: decisionInvalid,
-		scope:    &c.scope,
+func (p *Proxy) serveTLSPassthrough(c *client.Conn) {
+	e := client.Entry{
+		Start:    time.Now(),
+		Client:   c.Client,
+		Orig:     c.Orig,
+		Port:     c.Orig.Port(),
+		Protocol: client.ProtoTLSPass,
+		Decision: client.DecisionInvalid,
+		Scope:    &c.Scope,
 	}
 	defer p.finish(&e)
-	c.nc.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
-	hello, br, err := sni.Peek(c.br)
-	c.nc.SetReadDeadline(time.Time{})
+	c.NC.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
+	hello, br, err := sni.Peek(c.BR)
+	c.NC.SetReadDeadline(time.Time{})
 	if err != nil {
-		e.reason = err.Error()
+		e.Reason = err.Error()
 		return
 	}
-	e.host = hello.ServerName
+	e.Host = hello.ServerName
 	if hello.ServerName == "" {
-		e.decision = decisionDeny
-		e.reason = "tls client hello without server name (SNI)"
-		sendAlert(c.nc, alertUnrecognizedName)
+		e.Decision = client.DecisionDeny
+		e.Reason = "tls client hello without server name (SNI)"
+		sni.SendAlert(c.NC, sni.AlertUnrecognizedName)
 		return
 	}
-	m, ok := p.decide(&e, hello.ServerName, e.port)
+	m, ok := p.decide(&e, hello.ServerName, e.Port)
 	if !ok {
-		e.decision = decisionDeny
-		e.reason = "no egress rule allows the host and port"
-		sendAlert(c.nc, alertAccessDenied)
+		e.Decision = client.DecisionDeny
+		e.Reason = "no egress rule allows the host and port"
+		sni.SendAlert(c.NC, sni.AlertAccessDenied)
 		return
 	}
-	e.decision, e.rule, e.upstream = decisionAllow, m.Rule.Name, "tls"
-	up, err := p.dialUpstream(context.Background(), m, hello.ServerName, c.orig)
+	e.Decision, e.Rule, e.Upstream = client.DecisionAllow, m.Rule.Name, "tls"
+	up, err := p.dialer.Upstream(context.Background(), m, hello.ServerName, c.Orig)
 	if err != nil {
 		var refused *addrpolicy.RefusedError
-		if _, e.reason = p.upstreamError(err); errors.As(err, &refused) {
-			sendAlert(c.nc, alertAccessDenied)
+		if _, e.Reason = p.upstreamError(err); errors.As(err, &refused) {
+			sni.SendAlert(c.NC, sni.AlertAccessDenied)
 		} else {
-			sendAlert(c.nc, alertInternalError)
+			sni.SendAlert(c.NC, sni.AlertInternalError)
 		}
 		return
 	}
 	defer up.Close()
-	end := p.beginSplice(c, &splice{protocol: e.protocol, hosts: []string{hello.ServerName}, port: e.port, rule: m.Rule.Name, client: c.nc, up: up})
-	e.bytesIn, e.bytesOut, err = bridge.Conns(c.nc, br, up, p.cfg.IdleTimeout)
+	end := p.beginSplice(c, &client.Splice{Protocol: e.Protocol, Hosts: []string{hello.ServerName}, Port: e.Port, Rule: m.Rule.Name, Client: c.NC, Up: up})
+	e.BytesIn, e.BytesOut, err = bridge.Conns(c.NC, br, up, p.cfg.IdleTimeout)
 	if cut := end(); cut != "" {
-		e.reason = cut
+		e.Reason = cut
 	} else if err != nil && !bridge.IsPeerReset(err) {
-		e.reason = "spliced connection failed: " + err.Error()
+		e.Reason = "spliced connection failed: " + err.Error()
 	}
-}
-
-// TLS alert descriptions (RFC 8446 6) egressd sends in place of a
-// ServerHello when it will not splice a passthrough connection, so that the
-// app's error says why ("tls: access denied") instead of "EOF".
-const (
-	alertAccessDenied     = 49
-	alertInternalError    = 80
-	alertUnrecognizedName = 112
-)
-
-// sendAlert writes one fatal alert record (plaintext: no handshake has
-// happened), best effort: the connection is closed next anyway.
-func sendAlert(nc net.Conn, desc byte) {
-	nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = nc.Write([]byte{21, 3, 3, 0, 2, 2, desc})
 }

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/egressd/egressd/internal/tcptest"
 	"github.com/egressd/egressd/rules"
 	"golang.org/x/sys/unix"
 )
@@ -314,7 +313,7 @@ func TestOneClientCannotPoolASocketPerHost(t *testing.T) {
 			t.Fatalf("request %d: %d", i, resp.StatusCode)
 		}
 	}
-	if got := e.p.pool.Idle(); got != 4 {
+	if got := e.p.h1.IdleUpstreams(); got != 4 {
 		t.Fatalf("pool holds %d idle connections, want 4", got)
 	}
 	waitFor(t, func() bool { return u.open.Load() <= 4 })
@@ -344,19 +343,6 @@ func TestPooledConnectionIsReused(t *testing.T) {
 			t.Fatalf("upstream saw %d connections for 4 requests, want 1", n)
 		}
 	})
-}
-
-// BenchmarkReuseCheck prices the check every pooled connection passes
-// before it carries a request (one MSG_PEEK on a loopback socket).
-func BenchmarkReuseCheck(b *testing.B) {
-	nc, _ := tcptest.Pair(b)
-	uc := &upConn{nc: nc, br: bufio.NewReader(nc)}
-	b.ReportAllocs()
-	for b.Loop() {
-		if !uc.usable() {
-			b.Fatal("idle connection judged unusable")
-		}
-	}
 }
 
 // waitAcked returns once the peer has acknowledged every byte written on c

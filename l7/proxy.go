@@ -12,11 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/egressd/egressd/l7/internal/client"
 	"github.com/egressd/egressd/l7/internal/dialer"
 	"github.com/egressd/egressd/l7/internal/h2c"
+	"github.com/egressd/egressd/l7/internal/http1"
 	"github.com/egressd/egressd/l7/internal/limit"
 	"github.com/egressd/egressd/l7/internal/metrics"
-	"github.com/egressd/egressd/l7/internal/pool"
 )
 
 // ErrProxyClosed is returned by Serve after Shutdown.
@@ -24,11 +25,11 @@ var ErrProxyClosed = errors.New("l7: proxy closed")
 
 // lookup asks Config.OriginalDst where c was going (and its cgroup, when
 // known: 0 otherwise).
-func (p *Proxy) lookup(c *clientConn) (netip.AddrPort, uint64, bool) {
+func (p *Proxy) lookup(c *client.Conn) (netip.AddrPort, uint64, bool) {
 	if oc, ok := p.cfg.OriginalDst.(OriginalDstCgroup); ok {
-		return oc.LookupCgroup(c.client, c.local)
+		return oc.LookupCgroup(c.Client, c.Local)
 	}
-	orig, ok := p.cfg.OriginalDst.Lookup(c.client, c.local)
+	orig, ok := p.cfg.OriginalDst.Lookup(c.Client, c.Local)
 	return orig, 0, ok
 }
 
@@ -39,16 +40,16 @@ type Proxy struct {
 	access    *slog.Logger // access log: Config.AccessLog, else log
 	accessBuf *AccessLog   // access's handler when it is one: finish encodes lines itself; nil: via slog
 	metrics   *metrics.Set
-	pool      *pool.Pool[*upConn]
-	limits    *limit.Limiter // limit.go: admission at accept
-	dialer    *dialer.Dialer // l7/internal/dialer: upstream dials, the address policy, TLS origination
-	egress    *egressProxy   // the dialer's egress proxy (egressproxy.go); nil: none
-	h2        *h2c.Server    // l7/internal/h2c: HTTP/2 server and transports shared by h2c connections
+	h1        *http1.Server       // l7/internal/http1: HTTP/1.x connections and their upstream pool (http1.go builds it)
+	limits    *limit.Limiter      // limit.go: admission at accept
+	dialer    *dialer.Dialer      // l7/internal/dialer: upstream dials, the address policy, TLS origination
+	egress    *dialer.EgressProxy // the dialer's egress proxy (egressproxy.go); nil: none
+	h2        *h2c.Server         // l7/internal/h2c: HTTP/2 server and transports shared by h2c connections
 
 	closing  atomic.Bool
 	mu       sync.Mutex
 	lns      map[*net.Listener]struct{}
-	conns    map[*clientConn]struct{}
+	conns    map[*client.Conn]struct{}
 	connsWG  sync.WaitGroup
 	shutdown chan struct{} // closed by Shutdown
 }
@@ -87,7 +88,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		lns:      make(map[*net.Listener]struct{}),
-		conns:    make(map[*clientConn]struct{}),
+		conns:    make(map[*client.Conn]struct{}),
 		shutdown: make(chan struct{}),
 		dialer:   d,
 		egress:   d.EgressProxy(),
@@ -97,7 +98,6 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.access = cmp.Or(cfg.AccessLog, p.log)
 	p.accessBuf, _ = p.access.Handler().(*AccessLog)
-	p.pool = pool.New[*upConn](cfg.MaxIdlePerHost, cfg.MaxIdlePerClient, cfg.MaxIdleUpstream, cfg.UpstreamIdle)
 	p.limits = limit.New(cfg.MaxConns, cfg.MaxConnsPerClient, cfg.MaxStreamsPerClient, p.log)
 	m, err = newMetrics(cfg.Metrics, p.limits, cfg.Audit)
 	if err != nil {
@@ -105,6 +105,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.metrics = m
 	p.h2 = p.newH2C()
+	p.h1 = p.newHTTP1()
 	return p, nil
 }
 
@@ -142,8 +143,8 @@ func (p *Proxy) serve(ln net.Listener, gateway bool) error {
 			return fmt.Errorf("l7: accept: %w", err)
 		}
 		backoff = 0
-		c := newClientConn(nc)
-		c.gateway = gateway
+		c := client.New(nc)
+		c.Gateway = gateway
 		if !p.admit(c) {
 			continue
 		}
@@ -173,7 +174,7 @@ func (p *Proxy) trackListener(ln *net.Listener, add bool) bool {
 
 // trackConn registers an accepted connection (add) or its end. Called by
 // a registered accept loop, so connsWG is above zero when it adds.
-func (p *Proxy) trackConn(c *clientConn, add bool) {
+func (p *Proxy) trackConn(c *client.Conn, add bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if add {
@@ -221,7 +222,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	go func() { p.connsWG.Wait(); close(done) }()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	defer p.pool.CloseAll()
+	defer p.h1.CloseIdle()
 	defer p.h2.CloseIdle()
 	closeIdleFrom := time.Now().Add(idleGrace)
 	for {
@@ -245,9 +246,9 @@ func (p *Proxy) closeIdleConns(all, idle bool) {
 	defer p.mu.Unlock()
 	for c := range p.conns {
 		if all {
-			c.forceClose()
+			c.ForceClose()
 		} else {
-			c.closeIfIdle(idle)
+			c.CloseIfIdle(idle)
 		}
 	}
 }

@@ -4,16 +4,17 @@ package l7
 // one by one, so the next one on an open connection meets the rules in
 // force. A spliced connection — TLS passthrough, a gateway CONNECT tunnel
 // carrying TLS, a 101 upgrade — was decided once, at its start: it records
-// what allowed it (a splice on its clientConn) so that Redecide can decide
+// what allowed it (a client.Splice on its connection) so that Redecide can decide
 // it again when the rules change, and Config.MaxSpliceLifetime bounds how
 // long it may last at all.
 
 import (
-	"net"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
+
+	"github.com/egressd/egressd/l7/internal/client"
+	"github.com/egressd/egressd/rules"
 )
 
 // Reasons a spliced connection is cut (egressd_connections_cut_total).
@@ -24,23 +25,12 @@ const (
 
 var cutReasons = []string{cutRulesChanged, cutMaxLifetime}
 
-// splice is what allowed a spliced connection, and its two ends.
-type splice struct {
-	protocol string   // access-log protocol of the connection
-	hosts    []string // every name that must still be allowed on port (a tunnel: its target and the TLS server name)
-	port     uint16
-	rule     string // the rule that allowed it
-	client   net.Conn
-	up       net.Conn
-	cut      atomic.Pointer[string] // why egressd closed it; nil: it did not
-}
-
 // beginSplice registers sp as c's splice until the returned end is called
 // (when the splice is over; end reports why egressd cut it, "" if it did
 // not). sp is decided once more at once: a reload between the decision and
 // this registration would otherwise go unseen.
-func (p *Proxy) beginSplice(c *clientConn, sp *splice) (end func() string) {
-	c.splice.Store(sp)
+func (p *Proxy) beginSplice(c *client.Conn, sp *client.Splice) (end func() string) {
+	c.Splice.Store(sp)
 	var timer *time.Timer
 	if d := p.cfg.MaxSpliceLifetime; d > 0 {
 		timer = time.AfterFunc(d, func() {
@@ -52,8 +42,8 @@ func (p *Proxy) beginSplice(c *clientConn, sp *splice) (end func() string) {
 		if timer != nil {
 			timer.Stop()
 		}
-		c.splice.Store(nil)
-		if r := sp.cut.Load(); r != nil {
+		c.Splice.Store(nil)
+		if r := sp.Cut.Load(); r != nil {
 			return *r
 		}
 		return ""
@@ -75,13 +65,13 @@ func (p *Proxy) Redecide() int {
 		return 0
 	}
 	type open struct {
-		c  *clientConn
-		sp *splice
+		c  *client.Conn
+		sp *client.Splice
 	}
 	var spliced []open
 	p.mu.Lock()
 	for c := range p.conns {
-		if sp := c.splice.Load(); sp != nil {
+		if sp := c.Splice.Load(); sp != nil {
 			spliced = append(spliced, open{c, sp})
 		}
 	}
@@ -98,38 +88,38 @@ func (p *Proxy) Redecide() int {
 // redecide cuts sp when a name it needs is no longer allowed on its port
 // by the rules that decide c (its scope's, else Config.Rules); true: it
 // cut it now.
-func (p *Proxy) redecide(c *clientConn, sp *splice) bool {
+func (p *Proxy) redecide(c *client.Conn, sp *client.Splice) bool {
 	if p.cfg.Audit {
 		return false
 	}
 	src := p.cfg.Rules
-	if c.scope.Rules != nil {
-		src = c.scope.Rules
+	if c.Scope.Rules != nil {
+		src = c.Scope.Rules
 	}
 	set := src.Current()
-	for _, h := range sp.hosts {
+	for _, h := range sp.Hosts {
 		if set != nil {
-			if _, ok := set.Match(hostOnly(h), sp.port); ok {
+			if _, ok := set.Match(rules.HostOnly(h), sp.Port); ok {
 				continue
 			}
 		}
-		return p.cut(c, sp, cutRulesChanged, "no egress rule allows "+hostOnly(h)+" on port "+
-			strconv.Itoa(int(sp.port))+" any more (rules changed; rule "+sp.rule+" allowed it)")
+		return p.cut(c, sp, cutRulesChanged, "no egress rule allows "+rules.HostOnly(h)+" on port "+
+			strconv.Itoa(int(sp.Port))+" any more (rules changed; rule "+sp.Rule+" allowed it)")
 	}
 	return false
 }
 
 // cut closes both ends of sp once, logs why and counts it; false: it was
 // cut already.
-func (p *Proxy) cut(c *clientConn, sp *splice, code, reason string) bool {
+func (p *Proxy) cut(c *client.Conn, sp *client.Splice, code, reason string) bool {
 	text := "closed by egressd: " + reason
-	if !sp.cut.CompareAndSwap(nil, &text) {
+	if !sp.Cut.CompareAndSwap(nil, &text) {
 		return false
 	}
-	sp.client.Close()
-	sp.up.Close()
+	sp.Client.Close()
+	sp.Up.Close()
 	p.metrics.Cut.WithLabelValues(code).Inc()
-	p.log.Warn("spliced connection closed", "reason", reason, "client", c.client, "protocol", sp.protocol,
-		"host", strings.Join(sp.hosts, ","), "port", sp.port, "rule", sp.rule)
+	p.log.Warn("spliced connection closed", "reason", reason, "client", c.Client, "protocol", sp.Protocol,
+		"host", strings.Join(sp.Hosts, ","), "port", sp.Port, "rule", sp.Rule)
 	return true
 }

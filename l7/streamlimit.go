@@ -14,20 +14,24 @@ package l7
 // (gRPC: UNAVAILABLE), never forwarded, and counted in
 // egressd_streams_refused_total{reason}.
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/egressd/egressd/l7/internal/client"
+)
 
 // DefaultMaxStreamsPerClient bounds the h2c streams open at once from one
 // client (Config.MaxStreamsPerClient).
 const DefaultMaxStreamsPerClient = 1024
 
 // admitH2Stream admits a stream of c, or answers it 503 and returns false.
-func (p *Proxy) admitH2Stream(w http.ResponseWriter, c *clientConn, e *accessEntry, grpc bool) bool {
-	reason := p.limits.AdmitStream(c.limitKey, e.start)
+func (p *Proxy) admitH2Stream(w http.ResponseWriter, c *client.Conn, e *client.Entry, grpc bool) bool {
+	reason := p.limits.AdmitStream(c.LimitKey, e.Start)
 	if reason == "" {
 		return true
 	}
 	p.metrics.StreamsRefused.WithLabelValues(reason).Inc()
-	e.reason = "too many streams open from this client (" + reason + ")"
-	p.writeLocalH2(w, e, grpc, http.StatusServiceUnavailable, e.reason)
+	e.Reason = "too many streams open from this client (" + reason + ")"
+	p.writeLocalH2(w, e, grpc, http.StatusServiceUnavailable, e.Reason)
 	return false
 }

@@ -65,6 +65,26 @@ func CanonicalHost(host string) string {
 	return string(b)
 }
 
+// HostOnly strips a port and IPv6 brackets from an authority, keeping its
+// case ("Example.com:80" is "Example.com", "[2001:2::1]:443" is
+// "2001:2::1"); a bare IPv6 literal, which cannot carry a port, is kept
+// whole. Set.Match is given it; CanonicalHost is the form rules compare.
+func HostOnly(authority string) string {
+	if authority == "" {
+		return ""
+	}
+	if authority[0] == '[' {
+		if i := strings.IndexByte(authority, ']'); i > 0 {
+			return authority[1:i]
+		}
+		return authority
+	}
+	if i := strings.LastIndexByte(authority, ':'); i >= 0 && strings.IndexByte(authority, ':') == i {
+		return authority[:i]
+	}
+	return authority
+}
+
 // splitHost removes a port from host. v6 reports an IPv6 literal: one in
 // brackets ("[2001:2::1]:80"), or a bare one (more than one colon), which
 // cannot carry a port.

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -66,4 +67,23 @@ type Match struct {
 	Rule           *Rule
 	Port           Port // the rule's entry for the requested port
 	UseEgressProxy bool
+}
+
+// Literal is the IP address m's rule names literally as its service (the
+// address policy lets it through, and upstream connection pools are keyed
+// by it); zero for a name or no rule.
+func (m Match) Literal() netip.Addr {
+	if m.Rule == nil || !maybeIPLiteral(m.Rule.Service) {
+		return netip.Addr{}
+	}
+	a, _ := netip.ParseAddr(m.Rule.Service)
+	return a.Unmap()
+}
+
+// maybeIPLiteral: s could be an IP address (IPv4 starts with a digit, IPv6
+// holds a colon). Literal runs on every request: netip.ParseAddr allocates
+// its error for a name (48 B per request, the keep-alive path's only
+// allocation once).
+func maybeIPLiteral(s string) bool {
+	return s != "" && (s[0] >= '0' && s[0] <= '9' || strings.IndexByte(s, ':') >= 0)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/l7/internal/addrpolicy"
+	"github.com/egressd/egressd/rules"
 )
 
 // Config configures a Dialer; the proxy fills it from its own Config.
@@ -71,16 +72,20 @@ func (d *Dialer) EgressProxy() *EgressProxy { return d.egress }
 // ErrNoEgressProxy: a rule demands the egress proxy but none is configured.
 var ErrNoEgressProxy = errors.New("rule requires the egress proxy, and none is configured")
 
-// Upstream dials plain TCP to the upstream of an allowed request: host (a
-// name or an IP literal, no port; resolved unless Config.Original) or the
-// original destination IP, on the original port, within ConnectTimeout;
-// service is the rule's (the address policy lets an IP it names literally
-// through). viaProxy (the rule's useEgressProxy) makes it a tunnel through
-// the egress proxy, never a direct connection. TLS is layered by the
-// caller.
-func (d *Dialer) Upstream(ctx context.Context, host, service string, viaProxy bool, orig netip.AddrPort) (net.Conn, error) {
+// Upstream dials plain TCP to the upstream of a request m allowed for
+// authority (its port, if any, is ignored): the host (a name or an IP
+// literal; resolved unless Config.Original) or the original destination
+// IP, on the original port, within ConnectTimeout; the address policy lets
+// an IP the rule names literally through. m's useEgressProxy makes it a
+// tunnel through the egress proxy, never a direct connection. TLS is
+// layered by the caller.
+func (d *Dialer) Upstream(ctx context.Context, m rules.Match, authority string, orig netip.AddrPort) (net.Conn, error) {
+	host, service := rules.HostOnly(authority), ""
+	if m.Rule != nil {
+		service = m.Rule.Service
+	}
 	ctx = addrpolicy.WithIntent(ctx, addrpolicy.IntentFor(host, service))
-	if viaProxy {
+	if m.UseEgressProxy {
 		return d.ViaEgressProxy(ctx, host, orig.Port())
 	}
 	return d.direct(ctx, host, orig)

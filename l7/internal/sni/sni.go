@@ -1,7 +1,7 @@
 // Package sni reads what TLS passthrough needs from a ClientHello — the
 // server name and the offered ALPN protocols — without consuming a byte, so
-// the whole hello can still be relayed to the upstream. It has no
-// networking: it reads from a bufio.Reader and parses with
+// the whole hello can still be relayed to the upstream. It reads from a
+// bufio.Reader (no networking but the refusal alert) and parses with
 // golang.org/x/crypto/cryptobyte, whose length-prefixed reads check every
 // length against what encloses it, so garbage is an error, never a panic.
 //
@@ -11,7 +11,9 @@
 // of the proxy.
 //
 // Files: sni.go (record reassembly across TLS records, Peek; the hello's
-// body, Parse; the server-name check, ValidName). snitest records real hellos
+// body, Parse; the server-name check, ValidName), alert.go (SendAlert, the
+// fatal alert written instead of a ServerHello when a connection is
+// refused). snitest records real hellos
 // from crypto/tls for tests.
 package sni
 

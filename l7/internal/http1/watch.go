@@ -1,4 +1,4 @@
-package l7
+package http1
 
 import (
 	"sync"
@@ -103,12 +103,12 @@ func (w *clientWatch) fire() {
 	w.done = make(chan struct{})
 	c, uc := w.s.c, w.uc
 	w.mu.Unlock()
-	c.nc.SetReadDeadline(time.Time{})
-	_, err := c.br.Peek(1)
+	c.NC.SetReadDeadline(time.Time{})
+	_, err := c.BR.Peek(1)
 	w.mu.Lock()
 	if err != nil && !w.stopping {
 		w.gone = true
-		uc.nc.Close()
+		uc.NC.Close()
 	}
 	close(w.done)
 	w.mu.Unlock()
@@ -122,9 +122,9 @@ func (w *clientWatch) stop() bool {
 		w.stopping = true
 		done, c := w.done, w.s.c
 		w.mu.Unlock()
-		c.nc.SetReadDeadline(aLongTimeAgo)
+		c.NC.SetReadDeadline(aLongTimeAgo)
 		<-done
-		c.rdl = body.Deadline{}
+		c.RDL = body.Deadline{}
 		w.mu.Lock()
 	}
 	w.state, w.uc = watchOff, nil

@@ -1,8 +1,7 @@
-package l7
+package http1
 
 import (
 	"errors"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,12 +43,12 @@ func (s *h1conn) startUpload(uc *upConn) *upload {
 	pm := s.clientPump(uc)
 	pm.Stop = &up.stop
 	r := &s.req
-	timeout := s.p.cfg.ResponseTimeout
+	timeout := s.srv.cfg.ResponseTimeout
 	go func() {
 		err := pm.RequestBody(r)
 		if err == nil {
-			uc.wdl.SetWrite(uc.nc, time.Now(), s.p.cfg.IdleTimeout)
-			if ferr := uc.bw.Flush(); ferr != nil {
+			uc.WDL.SetWrite(uc.NC, time.Now(), s.srv.cfg.IdleTimeout)
+			if ferr := uc.BW.Flush(); ferr != nil {
 				err = &body.CopyError{Write: true, Err: ferr}
 			}
 		}
@@ -57,11 +56,11 @@ func (s *h1conn) startUpload(uc *upConn) *upload {
 		clientSide := err != nil && !(errors.As(err, &ce) && ce.Write)
 		up.mu.Lock()
 		if !up.headSeen && !clientSide {
-			uc.nc.SetReadDeadline(time.Now().Add(timeout))
+			uc.NC.SetReadDeadline(time.Now().Add(timeout))
 		}
 		up.mu.Unlock()
 		if clientSide && !up.stop.Load() {
-			uc.nc.Close()
+			uc.NC.Close()
 		}
 		up.err, up.n = err, pm.N
 		close(up.done)
@@ -118,35 +117,16 @@ func (s *h1conn) finishUpload(up *upload, uc *upConn) bool {
 	case <-up.done:
 	default:
 		up.stop.Store(true)
-		s.c.nc.SetReadDeadline(aLongTimeAgo)
-		uc.nc.SetWriteDeadline(aLongTimeAgo)
+		s.c.NC.SetReadDeadline(aLongTimeAgo)
+		uc.NC.SetWriteDeadline(aLongTimeAgo)
 		<-up.done
-		s.c.rdl, uc.wdl = body.Deadline{}, body.Deadline{}
+		s.c.RDL, uc.WDL = body.Deadline{}, body.Deadline{}
 	}
-	uc.rdl = body.Deadline{}
-	s.entry.bytesIn = up.n
+	uc.RDL = body.Deadline{}
+	s.entry.BytesIn = up.n
 	ok := up.err == nil && !up.stop.Load()
 	if !ok {
-		s.c.linger = true // the rest of the body is unread: a reset must not eat the response
+		s.c.Linger = true // the rest of the body is unread: a reset must not eat the response
 	}
 	return ok
-}
-
-// maxLinger and lingerFor bound what is read and dropped from a client
-// whose request body was cut, before its connection is closed.
-const (
-	maxLinger = 1 << 20
-	lingerFor = 500 * time.Millisecond
-)
-
-// lingerClose half-closes c and drops what it still sends for a while, so
-// that its unread body does not make the kernel reset the connection
-// before the client has read the response (net/http's server does the
-// same after an early answer).
-func (c *clientConn) lingerClose() {
-	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
-	c.nc.SetReadDeadline(time.Now().Add(lingerFor))
-	io.CopyN(io.Discard, c.br, maxLinger)
 }

@@ -1,4 +1,4 @@
-package l7
+package http1
 
 import (
 	"bufio"
@@ -17,20 +17,20 @@ import (
 // forward sends the allowed request upstream and relays the response; it
 // reports whether the client connection stays usable.
 func (s *h1conn) forward(m rules.Match) bool {
-	p := s.p
+	srv := s.srv
 	key := pool.Key{
 		TLS:     m.Port.Protocol == rules.HTTPS,
 		Proxy:   m.UseEgressProxy,
-		Host:    s.canonicalHost(s.entry.host),
-		Port:    s.entry.port,
-		Literal: ruleLiteral(m),
+		Host:    s.canonicalHost(s.entry.Host),
+		Port:    s.entry.Port,
+		Literal: m.Literal(),
 	}
-	if p.cfg.DialMode == DialOriginal {
-		key.Target = s.c.orig.Addr()
+	if srv.cfg.DialOriginal {
+		key.Target = s.c.Orig.Addr()
 	}
-	s.entry.upstream = "http"
+	s.entry.Upstream = "http"
 	if key.TLS {
-		s.entry.upstream = "https"
+		s.entry.Upstream = "https"
 	}
 	for attempt := 0; ; attempt++ {
 		s.retrying = attempt > 0
@@ -40,13 +40,13 @@ func (s *h1conn) forward(m rules.Match) bool {
 		}
 		if uc == nil {
 			var err error
-			if uc, err = p.connectUpstream(key, m, s.c.orig); err != nil {
+			if uc, err = srv.connectUpstream(key, m, s.c.Orig); err != nil {
 				return s.upstreamFailed(err, false)
 			}
 		}
-		s.c.setUpstream(uc)
+		s.c.SetUpstream(&uc.NC)
 		keep, retry := s.exchange(uc)
-		s.c.setUpstream(nil)
+		s.c.SetUpstream(nil)
 		if !retry || attempt > 0 {
 			return keep
 		}
@@ -57,33 +57,33 @@ func (s *h1conn) forward(m rules.Match) bool {
 // (probe.go), closing those that fail it, or nil.
 func (s *h1conn) pooled(key pool.Key) *upConn {
 	for {
-		uc := s.p.pool.Get(key, s.entry.start)
+		uc := s.srv.pool.Get(key, s.entry.Start)
 		if uc == nil || uc.usable() {
 			return uc
 		}
-		uc.nc.Close()
+		uc.NC.Close()
 	}
 }
 
 // connectUpstream opens a new upstream connection for key, originating TLS
 // (SNI = host, verified, ALPN http/1.1) on HTTPS ports. Plain HTTP with
-// useEgressProxy connects to the egress proxy itself (egressproxy.go).
-func (p *Proxy) connectUpstream(key pool.Key, m rules.Match, orig netip.AddrPort) (*upConn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+// useEgressProxy connects to the egress proxy itself (absolute form).
+func (srv *Server) connectUpstream(key pool.Key, m rules.Match, orig netip.AddrPort) (*upConn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), srv.cfg.ConnectTimeout)
 	defer cancel()
 	if m.UseEgressProxy && !key.TLS {
-		nc, err := p.dialEgressProxy(ctx)
+		nc, err := srv.cfg.Dialer.DialEgressProxy(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(nc, 4096), Node: pool.Node[*upConn]{Key: key}, via: p.egress}, nil
+		return &upConn{NC: nc, BR: bufio.NewReaderSize(nc, 4096), BW: bufio.NewWriterSize(nc, 4096), Node: pool.Node[*upConn]{Key: key}, Via: srv.cfg.Dialer.EgressProxy()}, nil
 	}
-	nc, err := p.dialUpstream(ctx, m, key.Host, orig)
+	nc, err := srv.cfg.Dialer.Upstream(ctx, m, key.Host, orig)
 	if err != nil {
 		return nil, err
 	}
 	if key.TLS {
-		tc := tls.Client(nc, p.tlsConfig(key.Host, []string{"http/1.1"}))
+		tc := tls.Client(nc, srv.cfg.Dialer.TLSConfig(key.Host, []string{"http/1.1"}))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			if strings.Contains(err.Error(), "no application protocol") {
@@ -94,7 +94,7 @@ func (p *Proxy) connectUpstream(key pool.Key, m rules.Match, orig netip.AddrPort
 		nc = tc
 	}
 	w, hw := newUpstreamWriter(nc) // headwrite.go
-	return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4096), bw: bufio.NewWriterSize(w, 4096), Node: pool.Node[*upConn]{Key: key}, hw: hw}, nil
+	return &upConn{NC: nc, BR: bufio.NewReaderSize(nc, 4096), BW: bufio.NewWriterSize(w, 4096), Node: pool.Node[*upConn]{Key: key}, hw: hw}, nil
 }
 
 // isRetryable: the upstream closed a reused connection instead of

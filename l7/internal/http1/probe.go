@@ -1,4 +1,4 @@
-package l7
+package http1
 
 import (
 	"crypto/tls"
@@ -20,12 +20,12 @@ import (
 // socket must be a session ticket (TLS 1.3 sends them after the
 // handshake), never application data.
 func (uc *upConn) usable() bool {
-	if uc.br.Buffered() > 0 {
+	if uc.BR.Buffered() > 0 {
 		return false // never pooled so; checked for what came through br
 	}
-	tc, isTLS := uc.nc.(*tls.Conn)
+	tc, isTLS := uc.NC.(*tls.Conn)
 	if uc.peeker == nil {
-		raw := uc.nc
+		raw := uc.NC
 		if isTLS {
 			raw = tc.NetConn()
 		}
@@ -38,7 +38,7 @@ func (uc *upConn) usable() bool {
 	if waiting == probe.Closed {
 		return false
 	}
-	uc.rdl = body.Deadline{} // unknown from here on: the next setRead sets it
+	uc.RDL = body.Deadline{} // unknown from here on: the next setRead sets it
 	if !probe.TLSQuiet(tc, time.Unix(1, 0)) {
 		return false
 	}

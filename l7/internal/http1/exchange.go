@@ -1,4 +1,4 @@
-package l7
+package http1
 
 import (
 	"crypto/tls"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/l7/internal/body"
+	"github.com/egressd/egressd/l7/internal/client"
 	"github.com/egressd/egressd/l7/internal/h1"
 )
 
@@ -23,21 +24,21 @@ import (
 func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 	r := &s.req
 	now := time.Now()
-	uc.wdl.SetWrite(uc.nc, now, s.p.cfg.IdleTimeout)
-	s.writeRequestHead(uc.bw, uc.via)
+	uc.WDL.SetWrite(uc.NC, now, s.srv.cfg.IdleTimeout)
+	s.writeRequestHead(uc.BW, uc.Via)
 	s.resp.Buf = s.resp.Buf[:0] // stays empty until a byte of the response arrives
 	s.watch.begin(s, uc)
 	defer s.watch.stop()
 	var up *upload
 	var err error
 	if r.HasBody() {
-		if err = uc.bw.Flush(); err == nil {
-			uc.rdl = body.Deadline{}
-			uc.nc.SetReadDeadline(time.Time{}) // the body's stalls bound the wait until it is sent
+		if err = uc.BW.Flush(); err == nil {
+			uc.RDL = body.Deadline{}
+			uc.NC.SetReadDeadline(time.Time{}) // the body's stalls bound the wait until it is sent
 			up = s.startUpload(uc)
 		}
 	} else {
-		uc.rdl.SetRead(uc.nc, now, s.p.cfg.ResponseTimeout)
+		uc.RDL.SetRead(uc.NC, now, s.srv.cfg.ResponseTimeout)
 		s.watch.arm(now)
 		err = flushHead(uc) // and wait for the answer (headwrite.go)
 	}
@@ -45,20 +46,20 @@ func (s *h1conn) exchange(uc *upConn) (keep, retry bool) {
 		err = s.readHeads(uc)
 	}
 	if err != nil {
-		uc.nc.Close()
+		uc.NC.Close()
 		return s.exchangeFailed(uc, up, err)
 	}
 	if s.resp.Status == 101 {
 		if up != nil || !r.WantsUpgrade() {
-			uc.nc.Close()
+			uc.NC.Close()
 			if up != nil {
 				s.finishUpload(up, uc)
 			}
-			s.local(502, "invalid upstream response: 101 without an Upgrade request", markerError, true)
+			s.local(502, "invalid upstream response: 101 without an Upgrade request", client.MarkerError, true)
 			return false, false
 		}
 		if s.watch.stop() {
-			uc.nc.Close()
+			uc.NC.Close()
 			s.clientGone()
 			return false, false
 		}
@@ -87,15 +88,15 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 	// A reused connection the upstream closed, or a new one to the egress
 	// proxy that a gateway going away closed: tried once more on a new
 	// connection (to the egress proxy again, never direct).
-	if up == nil && (uc.Reused || (uc.via != nil && !s.retrying)) && len(s.resp.Buf) == 0 && isRetryable(err) && s.req.Replayable() {
+	if up == nil && (uc.Reused || (uc.Via != nil && !s.retrying)) && len(s.resp.Buf) == 0 && isRetryable(err) && s.req.Replayable() {
 		if !uc.Reused {
-			s.p.metrics.EgressRetries.Inc()
+			s.srv.cfg.OnEgressRetry()
 		}
 		return false, true
 	}
 	if !bodySent { // part of the body is unread: the connection cannot carry another request
-		status, reason := s.p.upstreamError(err)
-		s.local(status, "upstream failed while receiving the request body: "+reason, markerError, true)
+		status, reason := s.srv.host.UpstreamError(err)
+		s.local(status, "upstream failed while receiving the request body: "+reason, client.MarkerError, true)
 		return false, false
 	}
 	return s.upstreamFailed(alpnHint(uc, err, len(s.resp.Buf) == 0), true), false
@@ -106,7 +107,7 @@ func (s *h1conn) exchangeFailed(uc *upConn, up *upload, err error) (keep, retry 
 // HTTP/1.x path offers ALPN http/1.1, and such servers accept the
 // handshake without ALPN, then drop the HTTP/1.1 request).
 func alpnHint(uc *upConn, err error, nothing bool) error {
-	tc, ok := uc.nc.(*tls.Conn)
+	tc, ok := uc.NC.(*tls.Conn)
 	if !ok || uc.Reused || !nothing || !body.IsEOF(err) {
 		return err
 	}
@@ -116,9 +117,9 @@ func alpnHint(uc *upConn, err error, nothing bool) error {
 
 // clientGone logs a request whose client went away before its answer.
 func (s *h1conn) clientGone() {
-	s.entry.status = 0
-	s.entry.reason = "client went away while waiting for the response"
-	s.p.finish(&s.entry)
+	s.entry.Status = 0
+	s.entry.Reason = "client went away while waiting for the response"
+	s.srv.finish(&s.entry)
 }
 
 // max1xx is the most interim (1xx) responses accepted before the final one
@@ -140,7 +141,7 @@ func (s *h1conn) readHeads(uc *upConn) error {
 		}
 		if s.req.Minor == 1 {
 			s.writeResponseHead(false, false)
-			if err := s.c.bw.Flush(); err != nil {
+			if err := s.c.BW.Flush(); err != nil {
 				return err
 			}
 		}
@@ -150,7 +151,7 @@ func (s *h1conn) readHeads(uc *upConn) error {
 // readResponseHead reads and parses one response head (under the read
 // deadline the caller set).
 func (s *h1conn) readResponseHead(uc *upConn) error {
-	if err := s.resp.ReadHead(uc.br, s.p.cfg.MaxHeaderBytes); err != nil {
+	if err := s.resp.ReadHead(uc.BR, s.srv.cfg.MaxHeaderBytes); err != nil {
 		if errors.Is(err, h1.ErrHeadTooLarge) || errors.Is(err, h1.ErrBareLF) || errors.Is(err, h1.ErrMalformed) {
 			return errors.Join(h1.ErrMalformedResponse, err)
 		}
@@ -159,8 +160,8 @@ func (s *h1conn) readResponseHead(uc *upConn) error {
 	if err := s.resp.ParseResponse(); err != nil {
 		return err
 	}
-	if uc.via != nil && s.resp.Status == 407 { // the egress proxy refused us, not the upstream
-		return uc.via.Fail(errProxyAuth)
+	if uc.Via != nil && s.resp.Status == 407 { // the egress proxy refused us, not the upstream
+		return uc.Via.Fail(errProxyAuth)
 	}
 	return nil
 }
@@ -168,20 +169,20 @@ func (s *h1conn) readResponseHead(uc *upConn) error {
 // upstreamFailed answers 502/504 for an upstream that could not be reached
 // or failed before a response head was relayed.
 func (s *h1conn) upstreamFailed(err error, bodyRead bool) bool {
-	status, reason := s.p.upstreamError(err)
+	status, reason := s.srv.host.UpstreamError(err)
 	keep := s.keepAlive() && (bodyRead || s.discardBody())
-	s.local(status, reason, markerError, !keep)
+	s.local(status, reason, client.MarkerError, !keep)
 	return keep
 }
 
 // bodyFailed handles a request body that could not be read from the client.
 func (s *h1conn) bodyFailed(err error) bool {
 	if errors.Is(err, body.ErrBadChunk) {
-		s.entry.decision = decisionInvalid
-		s.local(400, "invalid chunked request body", markerInvalid, true)
+		s.entry.Decision = client.DecisionInvalid
+		s.local(400, "invalid chunked request body", client.MarkerInvalid, true)
 		return false
 	}
-	s.entry.reason = "client went away during the request body"
-	s.p.finish(&s.entry)
+	s.entry.Reason = "client went away during the request body"
+	s.srv.finish(&s.entry)
 	return false
 }

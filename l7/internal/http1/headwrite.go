@@ -1,4 +1,4 @@
-package l7
+package http1
 
 import (
 	"io"
@@ -58,10 +58,10 @@ func newUpstreamWriter(nc net.Conn) (io.Writer, *headWriter) {
 func flushHead(uc *upConn) error {
 	hw := uc.hw
 	if hw == nil || !uc.Reused {
-		return uc.bw.Flush()
+		return uc.BW.Flush()
 	}
 	hw.armed = true
-	err := uc.bw.Flush()
+	err := uc.BW.Flush()
 	hw.armed = false
 	return err
 }

@@ -1,4 +1,4 @@
-package l7
+package http1
 
 import (
 	"bufio"
@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/l7/internal/body"
+	"github.com/egressd/egressd/l7/internal/dialer"
 	"github.com/egressd/egressd/l7/internal/h1"
+	"github.com/egressd/egressd/rules"
 )
 
 var (
@@ -51,7 +53,7 @@ func (s *h1conn) relayResponse(uc *upConn, up *upload) bool {
 		!(resp.Chunked && resp.ContentLength >= 0) // ambiguous framing: do not trust the rest
 	s.writeResponseHead(reframe, !keep)
 
-	pm := body.Pump{Dst: s.c.bw, DstConn: s.c.nc, DstDL: &s.c.wdl, Src: uc.br, SrcConn: uc.nc, SrcDL: &uc.rdl, Stall: s.p.cfg.IdleTimeout, MaxLines: s.p.cfg.MaxHeaderBytes}
+	pm := body.Pump{Dst: s.c.BW, DstConn: s.c.NC, DstDL: &s.c.WDL, Src: uc.BR, SrcConn: uc.NC, SrcDL: &uc.RDL, Stall: s.srv.cfg.IdleTimeout, MaxLines: s.srv.cfg.MaxHeaderBytes}
 	var err error
 	switch framing {
 	case bodyLength:
@@ -61,46 +63,46 @@ func (s *h1conn) relayResponse(uc *upConn, up *upload) bool {
 	case bodyUntilClose:
 		err = pm.CopyUntilEOF()
 	}
-	s.entry.status = resp.Status
-	s.entry.bytesOut = pm.N
+	s.entry.Status = resp.Status
+	s.entry.BytesOut = pm.N
 	if up != nil && !s.finishUpload(up, uc) {
 		keep, reusable = false, false
 	}
 	// Before uc can go back to the pool: the watch would close it.
 	gone := s.watch.stop()
 	if err != nil {
-		uc.nc.Close()
+		uc.NC.Close()
 		var ce *body.CopyError
 		if gone {
-			s.entry.reason = "client went away during the response body"
+			s.entry.Reason = "client went away during the response body"
 		} else if errors.As(err, &ce) && !ce.Write {
-			_, reason := s.p.upstreamError(err)
-			s.entry.reason = "response body cut: " + reason
+			_, reason := s.srv.host.UpstreamError(err)
+			s.entry.Reason = "response body cut: " + reason
 		} else {
-			s.entry.reason = "client went away during the response body"
+			s.entry.Reason = "client went away during the response body"
 		}
-		s.p.finish(&s.entry)
+		s.srv.finish(&s.entry)
 		return false
 	}
 	now := time.Now()
 	// Bytes after the response (the body of a HEAD answer, a second
 	// response) must never reach the next request's client.
-	if reusable && uc.br.Buffered() == 0 && !gone {
-		s.p.pool.Put(uc, s.c.client.Addr(), now)
+	if reusable && uc.BR.Buffered() == 0 && !gone {
+		s.srv.pool.Put(uc, s.c.Client.Addr(), now)
 	} else {
-		uc.nc.Close()
+		uc.NC.Close()
 	}
 	// Log and count before the last flush: whoever has read the whole
 	// response can rely on its log line and metrics being there.
-	s.p.finishAt(&s.entry, now)
-	return s.c.bw.Flush() == nil && keep
+	s.srv.host.Finish(&s.entry, now)
+	return s.c.BW.Flush() == nil && keep
 }
 
 // writeResponseHead writes the status line and the end-to-end fields of
 // s.resp to the client, with framing fields of its own.
 func (s *h1conn) writeResponseHead(chunked, close bool) {
-	bw, resp := s.c.bw, &s.resp
-	s.c.wdl.SetWrite(s.c.nc, time.Now(), s.p.cfg.IdleTimeout)
+	bw, resp := s.c.BW, &s.resp
+	s.c.WDL.SetWrite(s.c.NC, time.Now(), s.srv.cfg.IdleTimeout)
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(resp.Bytes(resp.Reason))
 	bw.WriteString("\r\n")
@@ -141,8 +143,8 @@ func writeFields(bw *bufio.Writer, h *h1.Head) {
 // writeRequestHead writes the request to send upstream: origin-form target,
 // Host = the effective authority, end-to-end fields, and framing of its own.
 // Through the egress proxy (via non-nil) the target is in absolute form and
-// the egress proxy's Proxy-Authorization is added (egressproxy.go).
-func (s *h1conn) writeRequestHead(bw *bufio.Writer, via *egressProxy) {
+// the egress proxy's Proxy-Authorization is added (l7/internal/dialer).
+func (s *h1conn) writeRequestHead(bw *bufio.Writer, via *dialer.EgressProxy) {
 	r := &s.req
 	bw.Write(r.Bytes(r.Method))
 	bw.WriteByte(' ')
@@ -181,3 +183,14 @@ func (s *h1conn) writeRequestHead(bw *bufio.Writer, via *egressProxy) {
 	}
 	bw.WriteString("\r\n")
 }
+
+// writeProxyTarget writes the current request's absolute-form target for
+// the egress proxy (dialer.WriteTarget), on the original destination port
+// it was matched on.
+func (s *h1conn) writeProxyTarget(bw *bufio.Writer) {
+	r := &s.req
+	dialer.WriteTarget(bw, rules.HostOnly(string(r.Bytes(r.Authority))), s.entry.Port, r.Bytes(r.Path))
+}
+
+// errProxyAuth: the egress proxy answered a plain request with 407.
+var errProxyAuth = errors.New("answered 407 Proxy Authentication Required: check the credentials in the egress proxy URL")

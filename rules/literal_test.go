@@ -1,4 +1,4 @@
-package l7
+package rules_test
 
 import (
 	"net/netip"
@@ -7,21 +7,21 @@ import (
 	"github.com/egressd/egressd/rules"
 )
 
-// ruleLiteral runs on every request: the IP a rule names, and nothing (and
+// Match.Literal runs on every request: the IP a rule names, and nothing (and
 // no allocation) for a name.
-func TestRuleLiteral(t *testing.T) {
+func TestMatchLiteral(t *testing.T) {
 	for service, want := range map[string]string{
 		"api.allowed.test": "", "*.allowed.test": "", "1password.test": "",
 		"192.0.2.7": "192.0.2.7", "2001:db8::7": "2001:db8::7", "::ffff:192.0.2.7": "192.0.2.7",
 	} {
 		m := rules.Match{Rule: &rules.Rule{Service: service}}
-		got := ruleLiteral(m)
+		got := m.Literal()
 		if (want == "" && got.IsValid()) || (want != "" && got != netip.MustParseAddr(want)) {
-			t.Errorf("ruleLiteral(%q) = %v, want %q", service, got, want)
+			t.Errorf("Match.Literal (%q) = %v, want %q", service, got, want)
 		}
 	}
 	m := rules.Match{Rule: &rules.Rule{Service: "api.allowed.test"}}
-	if n := testing.AllocsPerRun(100, func() { ruleLiteral(m) }); n != 0 {
-		t.Errorf("ruleLiteral of a name allocates %v times", n)
+	if n := testing.AllocsPerRun(100, func() { m.Literal() }); n != 0 {
+		t.Errorf("Match.Literal of a name allocates %v times", n)
 	}
 }

@@ -1,4 +1,4 @@
-package l7
+package http1
 
 import (
 	"net/http"
@@ -6,16 +6,9 @@ import (
 	"time"
 )
 
-// Values of the X-Egressd header on responses the proxy makes itself.
-const (
-	markerDenied  = "denied"  // 403: no rule allows the request
-	markerInvalid = "invalid" // 4xx/5xx: the request was refused before matching
-	markerError   = "error"   // 502/504: the upstream failed
-)
-
 // local answers with a text response made by egressd and logs the request.
 func (s *h1conn) local(status int, reason, marker string, close bool) {
-	s.entry.reason = reason
+	s.entry.Reason = reason
 	b := append(s.scratch[:0], "egressd: "...)
 	b = append(b, reason...)
 	b = append(b, '\n')
@@ -26,8 +19,8 @@ func (s *h1conn) local(status int, reason, marker string, close bool) {
 // writeLocal writes a response made by egressd with body, then logs the
 // request. close adds "Connection: close" (the caller then closes).
 func (s *h1conn) writeLocal(status int, body []byte, marker string, close bool) {
-	bw := s.c.bw
-	s.c.wdl.SetWrite(s.c.nc, time.Now(), s.p.cfg.IdleTimeout)
+	bw := s.c.BW
+	s.c.WDL.SetWrite(s.c.NC, time.Now(), s.srv.cfg.IdleTimeout)
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(appendUint(s.num[:0], uint64(status)))
 	bw.WriteByte(' ')
@@ -42,10 +35,10 @@ func (s *h1conn) writeLocal(status int, body []byte, marker string, close bool) 
 	bw.WriteString("\r\n\r\n")
 	if string(s.req.Bytes(s.req.Method)) != "HEAD" {
 		bw.Write(body)
-		s.entry.bytesOut = int64(len(body))
+		s.entry.BytesOut = int64(len(body))
 	}
-	s.entry.status = status
-	s.p.finish(&s.entry) // before the flush, as in relayResponse
+	s.entry.Status = status
+	s.srv.finish(&s.entry) // before the flush, as in relayResponse
 	bw.Flush()
 }
 
