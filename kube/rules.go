@@ -11,13 +11,12 @@ import (
 	"sync"
 	"sync/atomic"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/egressd/egressd/kube/internal/listwatch"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -97,7 +96,7 @@ func NewRules(opts RulesOptions) (*Rules, error) {
 	g := r.namespace(opts.GlobalNamespace)
 	r.mu.Unlock()
 	r.global = rules.NewLayered(opts.Files, g, r.dropped(opts.GlobalNamespace))
-	r.informer = dynamicinformer.NewFilteredDynamicInformer(opts.Client, EgressRuleGVR, metav1.NamespaceAll, 0, cache.Indexers{}, nil).Informer()
+	r.informer = listwatch.Informer(opts.Client, EgressRuleGVR, "")
 	var err error
 	r.handler, err = r.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.change(obj, false) },

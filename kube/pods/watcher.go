@@ -10,14 +10,13 @@ import (
 	"sync"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/egressd/egressd/cgroupid"
+	"github.com/egressd/egressd/kube/internal/listwatch"
 )
 
 // DefaultWait bounds how long Lookup waits for a pod the API has not told
@@ -105,8 +104,7 @@ func New(opts Options) (*Watcher, error) {
 	}
 	w.index = cgroupid.New(opts.Roots...)
 	node := fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
-	w.informer = dynamicinformer.NewFilteredDynamicInformer(opts.Client, GVR, metav1.NamespaceAll, 0, cache.Indexers{},
-		func(lo *metav1.ListOptions) { lo.FieldSelector = node }).Informer()
+	w.informer = listwatch.Informer(opts.Client, GVR, node)
 	var err error
 	w.handler, err = w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { w.upsert(obj) },
