@@ -12,16 +12,10 @@ import (
 // destination, admission by cgroup, the scope, then the protocol its first
 // bytes say (l7/internal/client's Sniff).
 func (p *Proxy) serveConn(c *client.Conn) {
-	defer func() { p.limits.Release(c.LimitKey) }()
-	defer p.trackConn(c, false)
-	defer func() {
-		if r := recover(); r != nil {
-			p.log.Error("panic serving connection", "client", c.Client, "orig", c.Orig, "panic", r, "stack", string(debug.Stack()))
-		}
-		c.Release()
-	}()
+	handedOff := false // to another goroutine, which ends c
+	defer func() { p.endConn(c, recover(), handedOff) }()
 	if c.Gateway {
-		p.serveGateway(c)
+		handedOff = p.serveGateway(c)
 		return
 	}
 	orig, cgroup, ok := p.lookup(c)
@@ -43,8 +37,30 @@ func (p *Proxy) serveConn(c *client.Conn) {
 	case client.TLS:
 		p.serveTLSPassthrough(c)
 	case client.HTTP1:
-		p.h1.Serve(c)
+		handedOff = p.h1.Serve(c)
 	}
+}
+
+// continueConn runs fn, the rest of c's serving that l7/internal/http1
+// handed to a new goroutine (an idle connection's wait, on a small stack),
+// and ends c as serveConn would.
+func (p *Proxy) continueConn(c *client.Conn, fn func() bool) {
+	handedOff := false
+	defer func() { p.endConn(c, recover(), handedOff) }()
+	handedOff = fn()
+}
+
+// endConn ends c, unless it was handed to another goroutine: the panic
+// that ended it logged (r), its buffers returned, its counts released.
+func (p *Proxy) endConn(c *client.Conn, r any, handedOff bool) {
+	if r != nil {
+		p.log.Error("panic serving connection", "client", c.Client, "orig", c.Orig, "panic", r, "stack", string(debug.Stack()))
+	} else if handedOff {
+		return
+	}
+	c.Release()
+	p.trackConn(c, false)
+	p.limits.Release(c.LimitKey)
 }
 
 // sniff waits for the first bytes (within ReadHeaderTimeout of accept) and

@@ -47,11 +47,10 @@ func (p *Proxy) ServeGateway(ln net.Listener) error {
 	return p.serve(ln, true)
 }
 
-// serveGateway serves one gateway client connection (HTTP/1.x only).
-func (p *Proxy) serveGateway(c *client.Conn) {
-	if c.AwaitFirstBytes(p.cfg.ReadHeaderTimeout) {
-		p.h1.Serve(c)
-	}
+// serveGateway serves one gateway client connection (HTTP/1.x only);
+// true: handed to another goroutine (l7/internal/http1's Serve).
+func (p *Proxy) serveGateway(c *client.Conn) bool {
+	return c.AwaitFirstBytes(p.cfg.ReadHeaderTimeout) && p.h1.Serve(c)
 }
 
 // decideConn is decide for a request on c. On a gateway connection (and in

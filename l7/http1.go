@@ -47,3 +47,5 @@ func (h http1Host) BeginSplice(c *client.Conn, sp *client.Splice) func() string 
 func (h http1Host) ServeH2C(c *client.Conn) { h.p.serveH2C(c) }
 
 func (h http1Host) Closing() bool { return h.p.closing.Load() }
+
+func (h http1Host) Go(c *client.Conn, fn func() bool) { go h.p.continueConn(c, fn) }

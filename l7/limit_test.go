@@ -356,13 +356,16 @@ func TestKeepAliveIdleHoldsNoReadBuffer(t *testing.T) {
 	e, u := limitEnv(t, Config{})
 	wantServed(t, e.dial()) // the upstream connection and the pools, before counting
 	u.next(t)
-	heap := func() int64 {
-		runtime.GC()
+	mem := func(gc bool) (heap, stack int64) {
+		if gc {
+			runtime.GC()
+		}
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		return int64(ms.HeapAlloc)
+		return int64(ms.HeapAlloc), int64(ms.StackInuse)
 	}
-	before := heap()
+	_, stackBefore := mem(false) // before a GC shrinks the test's own stacks, which would grow back below
+	before, _ := mem(true)
 	conns := make([]*rawClient, 0, n)
 	for range n {
 		rc := e.dial()
@@ -372,21 +375,55 @@ func TestKeepAliveIdleHoldsNoReadBuffer(t *testing.T) {
 		conns = append(conns, rc)
 	}
 	// Each server goroutine drops its reader once its response is out,
-	// which the client may have read before: wait for it, within a bound.
-	// Measured: ~3.3 KiB (both ends: sockets, the connection's state, its
-	// head buffers); ~8 KiB when each held its 4 KiB reader.
-	const limit = 5 << 10
-	var per int64
+	// which the client may have read before, and hands its wait to a
+	// goroutine with a small stack (l7/internal/http1's shedAfter): wait
+	// for both, within a bound. Measured: 3.9-4.1 KiB of heap (both ends:
+	// sockets, the connection's state, its head buffers; ~8 KiB when each
+	// held its 4 KiB reader) and 3.3-3.7 KiB of goroutine stack (5.5-5.8
+	// KiB when the serving goroutine waited on the stack its request grew,
+	// 12 KiB before the GCs of this test shrink some of them).
+	const heapLimit, stackLimit = 5 << 10, 4608
+	var per, stackPer int64
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if per = (heap() - before) / n; per < limit || time.Now().After(deadline) {
+		_, stack := mem(false)
+		heap, _ := mem(true)
+		per, stackPer = (heap-before)/n, (stack-stackBefore)/n
+		if per < heapLimit && stackPer < stackLimit || time.Now().After(deadline) {
 			break
 		}
 	}
-	t.Logf("heap per idle keep-alive connection (both ends): %d bytes", per)
-	if per >= limit {
-		t.Errorf("an idle keep-alive connection costs %d bytes of heap, want under %d (no read buffer)", per, limit)
+	t.Logf("per idle keep-alive connection (both ends): heap %d bytes, goroutine stacks %d bytes", per, stackPer)
+	if per >= heapLimit {
+		t.Errorf("an idle keep-alive connection costs %d bytes of heap, want under %d (no read buffer)", per, heapLimit)
+	}
+	if stackPer >= stackLimit {
+		t.Errorf("an idle keep-alive connection holds %d bytes of goroutine stack, want under %d (its wait on a new goroutine)", stackPer, stackLimit)
 	}
 	for _, rc := range conns {
 		rc.c.Close()
+	}
+}
+
+// TestIdleKeepAliveHandOff: an idle keep-alive connection waits for its
+// next request on a new goroutine (l7/internal/http1's shedAfter). That
+// goroutine must then read what came: the next request is answered, and a
+// client that closes its idle connection ends it at once (open connections
+// back to 0, without Shutdown's help). A wait that handed the connection on
+// again without reading would leave both unanswered, spinning.
+func TestIdleKeepAliveHandOff(t *testing.T) {
+	e, u := limitEnv(t, Config{})
+	rc := e.dial()
+	for i := range 3 { // the second and third requests come after a wait handed off
+		wantServed(t, rc)
+		u.next(t)
+		if i == 0 {
+			e.waitOpen(1)
+		}
+	}
+	g := runtime.NumGoroutine()
+	rc.c.Close()
+	e.waitOpen(0)
+	if n := runtime.NumGoroutine(); n > g {
+		t.Errorf("%d goroutines after the client left, %d before", n, g)
 	}
 }

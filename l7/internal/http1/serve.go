@@ -36,6 +36,11 @@ type h1conn struct {
 	// first: the next request is the connection's first, whose head must
 	// arrive within ReadHeaderTimeout of accept (not of its first byte).
 	first bool
+	// shed: wait for the next request on a new goroutine (shedAfter);
+	// waited: when the wait for the request being read began (zero: it
+	// was buffered).
+	shed   bool
+	waited time.Time
 }
 
 // hostString returns b as a string, without allocating when it repeats the
@@ -61,26 +66,103 @@ func (s *h1conn) canonicalHost(host string) string {
 // ones too), each decided on its own, until the connection ends. c.BR
 // holds the first bytes; on a gateway connection (c.Gateway) the requests
 // are a proxy's: CONNECT and absolute form (gateway.go).
-func (srv *Server) Serve(c *client.Conn) {
+//
+// Serve returns false when c is done, and true when it has handed the
+// wait for c's next request to a new goroutine (Host.Go, which ends c when
+// that is done): an idle connection then holds a small stack, not the
+// one its last request grew (see shedAfter).
+func (srv *Server) Serve(c *client.Conn) (handedOff bool) {
 	s := h1connPool.Get().(*h1conn)
 	orig := c.Orig
 	if c.Gateway { // no original destination: where the client connected (gatewayDecide logs the target)
 		orig = c.Local
 	}
-	s.srv, s.c, s.clientText, s.origText, s.first = srv, c, c.Client.String(), orig.String(), true
+	s.srv, s.c, s.clientText, s.origText, s.first, s.shed = srv, c, c.Client.String(), orig.String(), true, true
 	if s.watch == nil {
 		s.watch = new(clientWatch)
 	}
-	defer s.release()
-	// Not "until Shutdown": a response that promised keep-alive before
-	// Shutdown began may already have its next request on the way, which
-	// must be answered (with "Connection: close"), not reset; an idle
-	// connection is closed by Shutdown after its grace.
-	for s.serveOne() {
+	return s.run(false)
+}
+
+// shedAfter: a connection whose last wait for a request lasted longer
+// waits for its next one on a new goroutine, as does every connection for
+// its second request. The serving goroutine's stack grows to 8-16 KiB with
+// a request (measured: 12 KiB per idle keep-alive connection, 8 KiB after
+// two GCs) and shrinks only at a GC, by half; a new goroutine waits on
+// 2 KiB and grows its stack again for the request that wakes it (a few
+// copies, microseconds). Connections that send requests back to back keep
+// their goroutine.
+const shedAfter = time.Second
+
+// run serves requests until the connection ends (false: s is released) or
+// until the wait for the next one is handed to a new goroutine (true).
+// ready: the wait for the next request is over (its bytes are in the
+// socket, not yet in c.BR).
+//
+// Not "until Shutdown": a response that promised keep-alive before
+// Shutdown began may already have its next request on the way, which
+// must be answered (with "Connection: close"), not reset; an idle
+// connection is closed by Shutdown after its grace.
+func (s *h1conn) run(ready bool) bool {
+	for ; ; ready = false {
+		if !ready && s.c.BR.Buffered() == 0 {
+			if s.shed {
+				s.srv.host.Go(s.c, s.resume)
+				return true
+			}
+			if !s.waitNext() {
+				break
+			}
+		}
+		if !s.serveOne() {
+			break
+		}
 	}
-	if c.Linger && c.BW.Flush() == nil {
-		c.LingerClose()
+	if s.c.Linger && s.c.BW.Flush() == nil {
+		s.c.LingerClose()
 	}
+	s.release()
+	return false
+}
+
+// resume is run on the new goroutine Host.Go started: the wait for the
+// next request, then the requests.
+func (s *h1conn) resume() bool {
+	if !s.waitNext() {
+		s.release()
+		return false
+	}
+	return s.run(true)
+}
+
+// waitNext waits for the next request's first bytes, holding no buffer;
+// false: the connection ended, timed out or was closed by Shutdown.
+func (s *h1conn) waitNext() bool {
+	c, srv := s.c, s.srv
+	if c.BW != nil && c.BW.Buffered() == 0 { // an idle connection holds no write buffer
+		c.DropWriter()
+	}
+	if !c.SetIdle() {
+		return false
+	}
+	since := time.Now()
+	if s.first {
+		c.RDL.SetRead(c.NC, c.Start, srv.cfg.ReadHeaderTimeout)
+	} else {
+		c.RDL.SetRead(c.NC, since, srv.cfg.IdleTimeout)
+	}
+	// Nor a read buffer: it goes back to the pool until the next
+	// request's first bytes (4 KiB per idle keep-alive connection).
+	var err error
+	if ready := c.ReadySocket(); ready.CanWait() {
+		c.DropReader()
+		err = ready.Wait()
+		c.TakeReader()
+	} else {
+		_, err = c.BR.Peek(1)
+	}
+	s.waited = since
+	return c.SetActive() && err == nil
 }
 
 // h1connPool keeps h1conn values with their head buffers between connections,
@@ -111,34 +193,11 @@ func (s *h1conn) serveOne() bool {
 	c, srv := s.c, s.srv
 	first := s.first
 	s.first = false
-	if c.BR.Buffered() == 0 {
-		if c.BW != nil && c.BW.Buffered() == 0 { // an idle connection holds no write buffer
-			c.DropWriter()
-		}
-		if !c.SetIdle() {
-			return false
-		}
-		if first {
-			c.RDL.SetRead(c.NC, c.Start, srv.cfg.ReadHeaderTimeout)
-		} else {
-			c.RDL.SetRead(c.NC, time.Now(), srv.cfg.IdleTimeout)
-		}
-		// Nor a read buffer: it goes back to the pool until the next
-		// request's first bytes (4 KiB per idle keep-alive connection).
-		var err error
-		if ready := c.ReadySocket(); ready.CanWait() {
-			c.DropReader()
-			err = ready.Wait()
-			c.TakeReader()
-		} else {
-			_, err = c.BR.Peek(1)
-		}
-		if !c.SetActive() || err != nil {
-			return false
-		}
-	}
 	c.TakeWriter()
 	now := time.Now()
+	if !s.waited.IsZero() { // it waited for this request: was that long?
+		s.shed, s.waited = now.Sub(s.waited) > shedAfter, time.Time{}
+	}
 	if !headBuffered(c.BR) { // reading the head may block: ReadHeaderTimeout from its first byte, or from accept for the first head
 		from := now
 		if first {

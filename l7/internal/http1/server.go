@@ -31,6 +31,10 @@ type Host interface {
 	// Closing reports whether Shutdown has begun: responses then say
 	// "Connection: close".
 	Closing() bool
+	// Go runs fn, the rest of c's serving, on a new goroutine, and ends c
+	// (as its first goroutine would have) when fn returns false; true: fn
+	// handed c on again.
+	Go(c *client.Conn, fn func() (handedOff bool))
 }
 
 // Config configures a Server; the proxy fills it from its own Config,
