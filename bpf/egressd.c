@@ -297,8 +297,8 @@ static __always_inline int fail_closed4(struct bpf_sock_addr *ctx)
 }
 
 /* loopback6 points an IPv6 socket's connect at loopback: ::ffff:127.0.0.1
- * for a v4-mapped destination (the socket may be dual-stack only), ::1
- * otherwise. */
+ * for a v4-mapped destination (an IPv4 connect through a dual-stack socket
+ * stays IPv4), ::1 otherwise. */
 static __always_inline void loopback6(struct bpf_sock_addr *ctx, int mapped)
 {
 	ctx->user_ip6[0] = 0;
