@@ -116,9 +116,9 @@ func (p *Proxy) cut(c *client.Conn, sp *client.Splice, code, reason string) bool
 	if !sp.Cut.CompareAndSwap(nil, &text) {
 		return false
 	}
+	p.metrics.Cut.WithLabelValues(code).Inc() // before the close: whoever sees the connection end can count it
 	sp.Client.Close()
 	sp.Up.Close()
-	p.metrics.Cut.WithLabelValues(code).Inc()
 	p.log.Warn("spliced connection closed", "reason", reason, "client", c.Client, "protocol", sp.Protocol,
 		"host", strings.Join(sp.Hosts, ","), "port", sp.Port, "rule", sp.Rule)
 	return true
