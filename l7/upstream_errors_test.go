@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,13 +77,7 @@ func TestHTTP10ClientGetsADecodedBodyAndClose(t *testing.T) {
 }
 
 func TestResponseWithoutLengthIsReadUntilClose(t *testing.T) {
-	u := newRawUpstream(t, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nstreamed until close")
-	e := newEnv(t, Config{
-		Rules:       compileRules(t, httpRule("raw", "*.allowed.test", u.port)),
-		OriginalDst: fixedOrig{u.orig()},
-	})
-	rc := e.dial()
-	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	_, u, rc := rawExchange(t, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nstreamed until close")
 	resp, body := rc.read("GET")
 	if resp.StatusCode != 200 || body != "streamed until close" || !resp.Close {
 		t.Fatalf("got %d %q close=%v", resp.StatusCode, body, resp.Close)
@@ -126,6 +121,37 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 type rawUpstream struct {
 	port uint16
 	got  chan string
+}
+
+// A response whose Transfer-Encoding list has an empty element (", chunked":
+// net/http refuses it, RFC 9110 would read past it) is framed by nobody:
+// the client gets 502, none of the upstream's body, and the upstream
+// connection is not kept (FuzzResponseDifferential found egressd reading
+// it as chunked).
+func TestResponseWithAnEmptyTransferCodingIs502(t *testing.T) {
+	e, u, rc := rawExchange(t, "HTTP/1.1 200 OK\r\nTransfer-Encoding: , chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+	resp, body := rc.read("GET")
+	if resp.StatusCode != 502 || resp.Header.Get("X-Egressd") != "error" || strings.Contains(body, "hello") {
+		t.Fatalf("got %d %q, want egressd's 502", resp.StatusCode, body)
+	}
+	<-u.got
+	if n := e.p.h1.IdleUpstreams(); n != 0 {
+		t.Errorf("%d upstream connections kept after an unframable response", n)
+	}
+}
+
+// rawExchange sends one allowed GET through a proxy to a raw upstream that
+// answers response.
+func rawExchange(t *testing.T, response string) (*env, *rawUpstream, *rawClient) {
+	t.Helper()
+	u := newRawUpstream(t, response)
+	e := newEnv(t, Config{
+		Rules:       compileRules(t, httpRule("raw", "*.allowed.test", u.port)),
+		OriginalDst: fixedOrig{u.orig()},
+	})
+	rc := e.dial()
+	rc.send("GET / HTTP/1.1\r\nHost: a.allowed.test\r\n\r\n")
+	return e, u, rc
 }
 
 func newRawUpstream(t testing.TB, response string) *rawUpstream {

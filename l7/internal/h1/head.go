@@ -286,6 +286,13 @@ func (h *Head) noteField(f *Field) error {
 			return ErrMalformed
 		}
 	case fieldTransferEncoding:
+		if hasEmptyElement(v) {
+			// ", chunked", "chunked,", "": a list RFC 9110 5.6.1 says to
+			// read past, which net/http refuses; framing a body by a field
+			// that peers read differently is how requests are smuggled and
+			// responses cross, so it is refused here too.
+			return ErrMalformed
+		}
 		h.TeFields++
 		h.Te = f.Value
 		last := false // the last coding so far is chunked

@@ -1,5 +1,7 @@
 package h1
 
+import "bytes"
+
 // Small byte-level helpers of the HTTP/1.x parser (RFC 9110 5.6).
 
 // tokens yields the non-empty comma-separated elements of a list value,
@@ -20,6 +22,21 @@ func tokens(v []byte) func(yield func([]byte) bool) {
 				return
 			}
 		}
+	}
+}
+
+// hasEmptyElement reports whether the list v has an element that is empty
+// or only whitespace (an empty v is one).
+func hasEmptyElement(v []byte) bool {
+	for {
+		i := bytes.IndexByte(v, ',')
+		if i < 0 {
+			return len(TrimOWS(v)) == 0
+		}
+		if len(TrimOWS(v[:i])) == 0 {
+			return true
+		}
+		v = v[i+1:]
 	}
 }
 
