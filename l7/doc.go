@@ -36,8 +36,9 @@
 //   - Every HTTP/1.x request on a keep-alive connection is decided on its own;
 //     the previous request's decision is never reused.
 //   - Requests with ambiguous framing (no or several Host headers, conflicting
-//     Content-Length, Content-Length with Transfer-Encoding, bare LF, invalid
-//     chunks) are refused with 400 and the connection is closed.
+//     Content-Length, Content-Length with Transfer-Encoding, a
+//     Transfer-Encoding list with an empty element, bare LF, invalid chunks)
+//     are refused with 400 and the connection is closed.
 //   - Upstream sockets carry Config.Mark so that the BPF programs let them go
 //     out instead of redirecting them back to the proxy.
 //   - A Proxy's Metrics registerer receives its collectors once; use one
