@@ -175,6 +175,10 @@ func (s *succession) events() <-chan handover.Event {
 	return s.srv.Events()
 }
 
+// offering reports whether a successor holds the sockets and is taking
+// over (handover.Server.Offering), even before its Offered event arrives.
+func (s *succession) offering() bool { return s != nil && s.srv != nil && s.srv.Offering() }
+
 // await waits up to timeout for the successor under way to be ready or fail.
 func (s *succession) await(timeout time.Duration) handover.Event {
 	t := time.NewTimer(timeout)

@@ -116,7 +116,11 @@ func serve(ctx context.Context, shutdownTimeout time.Duration, reloader ruleWatc
 				return handedOver(ctx, shutdownTimeout, proxy, serveErr, ready, succ, log)
 			}
 		case <-ctx.Done():
-			if succeeding {
+			// Not succeeding alone: the Offered event may still be in the
+			// channel, which select picks from at random when the signal
+			// is there too (an agent drained on its own once, with its
+			// successor already holding the sockets, in TestE2EHandOver).
+			if succeeding || succ.offering() {
 				log.Info("shutting down once the successor taking over is ready (or failed)", "timeout", shutdownTimeout)
 				if succ.await(shutdownTimeout) == handover.HandedOver {
 					return handedOver(ctx, shutdownTimeout, proxy, serveErr, ready, succ, log)

@@ -1,12 +1,15 @@
 package handover
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +29,7 @@ type fixture struct {
 	srv   *Server
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, log ...*slog.Logger) *fixture {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -42,7 +45,11 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lf.Close() })
-	f.srv, err = Listen(testName(t), Offer{Proxy: lf, AdminAddr: "127.0.0.1:1", Verify: f.verify})
+	o := Offer{Proxy: lf, AdminAddr: "127.0.0.1:1", Verify: f.verify}
+	if len(log) > 0 {
+		o.Logger = log[0]
+	}
+	f.srv, err = Listen(testName(t), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +111,11 @@ func TestHandOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
+	// The successor holds the sockets: the serving agent must already know
+	// it, whether or not it has read Offered yet (a SIGTERM now waits).
+	if !f.srv.Offering() {
+		t.Error("Offering is false while the successor holds the sockets")
+	}
 	wantEvent(t, f.srv, Offered)
 	if g.Admin != nil || g.AdminAddr != "127.0.0.1:1" {
 		t.Errorf("admin %v %q, want none and the address", g.Admin, g.AdminAddr)
@@ -152,6 +164,9 @@ func TestRefusedAndFailed(t *testing.T) {
 	g.Proxy.Close()
 	g.Close()
 	wantEvent(t, f.srv, Failed)
+	if f.srv.Offering() {
+		t.Error("Offering is still true after the successor failed")
+	}
 	g, err = Acquire(testName(t), open(t, f.token), 5*time.Second)
 	if err != nil {
 		t.Fatalf("the next successor: %v", err)
@@ -159,4 +174,48 @@ func TestRefusedAndFailed(t *testing.T) {
 	defer g.Close()
 	g.Proxy.Close()
 	wantEvent(t, f.srv, Offered)
+}
+
+// TestOfferingBeforeTheSuccessorKnows: by the time a successor holds the
+// sockets, Offering is true, even while the serving side has not yet gone
+// on from sending them (held here in its log line, written between the
+// offer and the Offered event). An agent told to stop in that window waits
+// for the successor instead of draining on its own.
+func TestOfferingBeforeTheSuccessorKnows(t *testing.T) {
+	held, release := make(chan struct{}), make(chan struct{})
+	f := newFixture(t, slog.New(&holdHandler{msg: "hand-over: a successor holds", held: held, release: release}))
+	defer close(release)
+	g, err := Acquire(testName(t), open(t, f.token), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	<-held
+	if !f.srv.Offering() {
+		t.Fatal("Offering is false while the successor holds the sockets")
+	}
+	select {
+	case e := <-f.srv.Events():
+		t.Fatalf("event %v before the serving side went on", e)
+	default:
+	}
+}
+
+// holdHandler blocks the log call whose message starts with msg until
+// release is closed, after closing held.
+type holdHandler struct {
+	msg           string
+	held, release chan struct{}
+	once          sync.Once
+}
+
+func (h *holdHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *holdHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *holdHandler) WithGroup(string) slog.Handler            { return h }
+func (h *holdHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, h.msg) {
+		h.once.Do(func() { close(h.held) })
+		<-h.release
+	}
+	return nil
 }

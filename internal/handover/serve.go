@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,9 +53,14 @@ type Server struct {
 	offer  Offer
 	log    *slog.Logger
 	events chan Event
-	stop   chan struct{}
-	done   chan struct{}
-	once   sync.Once
+	// offering: a successor has been (or is being) sent the sockets and
+	// has not failed. Set before the offer leaves, so that whoever learns
+	// that a successor holds the sockets finds it set (Offering), which
+	// the buffered Offered event cannot promise.
+	offering atomic.Bool
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
 }
 
 // Listen starts waiting for successors under name with o.
@@ -74,6 +80,13 @@ func Listen(name string, o Offer) (*Server, error) {
 	go s.loop()
 	return s, nil
 }
+
+// Offering reports whether a successor holds (or is being sent) the
+// listening sockets and has not failed (it stays true once the hand-over
+// is done): an agent told to stop then waits for its HandedOver or Failed
+// event instead of draining on its own. It is true before the successor can know it has the
+// sockets, while Offered may still be on its way.
+func (s *Server) Offering() bool { return s.offering.Load() }
 
 // Events reports what successors did, in order.
 func (s *Server) Events() <-chan Event { return s.events }
@@ -129,8 +142,11 @@ func (s *Server) serve(c *net.UnixConn) bool {
 		offer.HasAdmin = true
 		fds = append(fds, s.offer.Admin)
 	}
+	s.offering.Store(true)
 	if err := send(c, offer, fds...); err != nil {
 		s.log.Warn("hand-over: offer not sent", "err", err)
+		s.offering.Store(false)
+		s.emit(Failed) // an agent stopping may wait for this successor (Offering)
 		return false
 	}
 	s.log.Info("hand-over: a successor holds the listening sockets, taking over; still serving")
@@ -143,6 +159,7 @@ func (s *Server) serve(c *net.UnixConn) bool {
 	}
 	if err != nil {
 		s.log.Warn("hand-over: the successor failed before it was ready; still serving", "err", err)
+		s.offering.Store(false)
 		s.emit(Failed)
 		return false
 	}
