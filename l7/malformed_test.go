@@ -27,7 +27,7 @@ func TestMalformedRequestsGetADefinedStatusAndClose(t *testing.T) {
 		{"TE not chunked", "POST / HTTP/1.1\r\nHost: a.allowed.test\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
 		{"TE with an empty element", "POST / HTTP/1.1\r\nHost: a.allowed.test\r\nTransfer-Encoding: , chunked\r\n\r\n0\r\n\r\n", 400},
 		{"TE ending in a comma", "POST / HTTP/1.1\r\nHost: a.allowed.test\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n", 400},
-		{"empty TE", "POST / HTTP/1.1\r\nHost: a.allowed.test\r\nTransfer-Encoding: \r\n\r\n0\r\n\r\n", 400},
+		{"empty TE", "POST / HTTP/1.1\r\nHost: a.allowed.test\r\nTransfer-Encoding: \r\n\r\n0\r\n\r\n", 501},
 		{"TE in HTTP/1.0", "POST / HTTP/1.0\r\nHost: a.allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"bare LF", "GET / HTTP/1.1\nHost: a.allowed.test\n\n", 400},
 		{"bare LF in a field", "GET / HTTP/1.1\r\nHost: a.allowed.test\nX: y\r\n\r\n", 400},

@@ -286,8 +286,8 @@ func (h *Head) noteField(f *Field) error {
 			return ErrMalformed
 		}
 	case fieldTransferEncoding:
-		if hasEmptyElement(v) {
-			// ", chunked", "chunked,", "": a list RFC 9110 5.6.1 says to
+		if len(TrimOWS(v)) > 0 && hasEmptyElement(v) {
+			// ", chunked", "chunked,": a list RFC 9110 5.6.1 says to
 			// read past, which net/http refuses; framing a body by a field
 			// that peers read differently is how requests are smuggled and
 			// responses cross, so it is refused here too.
