@@ -79,7 +79,7 @@ type collectorFunc struct {
 }
 
 func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.d }
-func (c collectorFunc) Collect(ch chan<- prometheus.Metric)  { c.f(ch) }
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.f(ch) }
 
 // TestSameTextAsClientGolang writes the same families as client_golang and
 // compares the text byte for byte: sorting, label order, escaping, float
