@@ -64,7 +64,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	for k, v := range map[string]float64{
 		"egressd_rules{namespace=}": 3, "egressd_rules{namespace=" + ns + "}": 1,
-		"egressd_rules_reloads_total{namespace=,result=applied}":         2,
+		"egressd_rules_reloads_total{namespace=,result=applied}":           2,
 		"egressd_rules_reloads_total{namespace=" + ns + ",result=refused}": 1,
 		"egressd_rules_last_reload_failed{namespace=" + ns + "}":           1,
 		"promhttp_metric_handler_errors_total{cause=gathering}":            0,
