@@ -82,6 +82,8 @@ type Registry struct {
 	mu         sync.Mutex
 	collectors []Collector
 	names      map[string]bool
+
+	handlerErrors *CounterVec // promhttp_metric_handler_errors_total (Handler)
 }
 
 // NewRegistry returns an empty registry.

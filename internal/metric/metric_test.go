@@ -355,3 +355,19 @@ func TestNoAllocs(t *testing.T) {
 		t.Errorf("%v allocs per update", n)
 	}
 }
+
+// TestTwoHandlers: the handlers of one registry share their errors family
+// (a hand-over serves the admin socket with a handler of its own).
+func TestTwoHandlers(t *testing.T) {
+	reg := metric.NewRegistry()
+	reg.MustRegister(metric.Func(func(*metric.Emitter) error { return errors.New("boom") }, metric.NewDesc("x", "X.", metric.GaugeType)))
+	for range 2 {
+		metric.Handler(reg, slog.New(slog.DiscardHandler)).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/metrics", nil))
+	}
+	fams, _ := reg.Gather()
+	for _, f := range fams {
+		if f.Name == "promhttp_metric_handler_errors_total" && f.Points[1].Value != 2 {
+			t.Errorf("gathering errors = %v, want 2", f.Points[1])
+		}
+	}
+}

@@ -23,8 +23,11 @@ var (
 	netInDesc    = &Desc{"process_network_receive_bytes_total", "Number of bytes received by the process over the network.", CounterType, nil}
 	netOutDesc   = &Desc{"process_network_transmit_bytes_total", "Number of bytes sent by the process over the network.", CounterType, nil}
 	processDescs = []*Desc{cpuDesc, openFDsDesc, maxFDsDesc, vsizeDesc, maxVsizeDesc, rssDesc, startDesc, netInDesc, netOutDesc}
-	userHZ       = 100.0 // clock ticks of /proc/self/stat, as procfs assumes
 )
+
+// userHZ is the clock ticks per second of /proc/self/stat, as procfs
+// assumes.
+const userHZ = 100.0
 
 // NewProcessCollector is the process_* families of client_golang's process
 // collector for this process. A file of /proc it cannot read fails the

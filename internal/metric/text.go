@@ -134,11 +134,17 @@ func appendFloat(b []byte, f float64) []byte {
 // error, logged to log; a write error stops the answer. Both are counted
 // in promhttp_metric_handler_errors_total{cause}, registered on r. A
 // name[] query parameter keeps only the families named.
+// The handlers of one registry share the family.
 func Handler(r *Registry, log *slog.Logger) http.Handler {
-	errs := NewCounterVec("promhttp_metric_handler_errors_total",
-		"Total number of internal errors encountered by the promhttp metric handler.", "cause")
+	r.mu.Lock()
+	if r.handlerErrors == nil {
+		r.handlerErrors = NewCounterVec("promhttp_metric_handler_errors_total",
+			"Total number of internal errors encountered by the promhttp metric handler.", "cause")
+	}
+	errs := r.handlerErrors
+	r.mu.Unlock()
 	gathering, encoding := errs.With("gathering"), errs.With("encoding")
-	r.MustRegister(errs)
+	_ = r.Register(errs) // an error: registered by an earlier Handler
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		fams, err := r.Gather()
 		if err != nil {
