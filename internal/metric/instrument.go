@@ -72,10 +72,12 @@ func (h *Histogram) point() Point {
 	return p
 }
 
-// NewCounter is a counter family without labels.
+// NewCounter is a counter family without labels: register the family,
+// count on its one Counter, With().
 func NewCounter(name, help string) *CounterVec { return NewCounterVec(name, help) }
 
-// NewGauge is a gauge family without labels.
+// NewGauge is a gauge family without labels: register the family, set
+// its one Gauge, With().
 func NewGauge(name, help string) *GaugeVec { return NewGaugeVec(name, help) }
 
 // CounterVec is a counter family: a Counter per set of label values.
