@@ -11,8 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
+	"github.com/egressd/egressd/internal/metric"
 	"github.com/egressd/egressd/l7/internal/client"
 	"github.com/egressd/egressd/rules"
 )
@@ -139,7 +138,7 @@ type Config struct {
 	// the access log off at no cost; an *AccessLog handler (NewAccessLog)
 	// encodes lines without slog and saves the write(2) per request.
 	AccessLog *slog.Logger
-	Metrics   prometheus.Registerer // nil: metrics are kept but not registered
+	Metrics   *metric.Registry // nil: metrics are kept but not registered
 
 	MaxHeaderBytes    int           // request/response head size limit (431 / 502); 0: DefaultMaxHeaderBytes
 	ReadHeaderTimeout time.Duration // time to read a request head once it started (slowloris); 0: DefaultReadHeaderTimeout

@@ -82,10 +82,10 @@ func ChainControl(fs ...func(network, address string, c syscall.RawConn) error) 
 // client. Helper for every protocol handler.
 func (p *Proxy) upstreamError(err error) (status int, reason string) {
 	status, kind, reason := dialer.Failure(err)
-	p.metrics.UpstreamErrors.WithLabelValues(kind).Inc()
+	p.metrics.UpstreamErrors.With(kind).Inc()
 	var refused *addrpolicy.RefusedError
 	if errors.As(err, &refused) {
-		p.metrics.AddrRefused.WithLabelValues(refused.Code).Inc()
+		p.metrics.AddrRefused.With(refused.Code).Inc()
 		p.log.Warn("upstream address refused", "addr", refused.Addr, "host", refused.Host, "reason", refused.Reason)
 	}
 	return status, reason

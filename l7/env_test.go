@@ -18,9 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/egressd/egressd/internal/metric"
+	"github.com/egressd/egressd/internal/metric/metrictest"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -75,7 +76,7 @@ type env struct {
 	t     testing.TB
 	p     *Proxy
 	addr  string // proxy listen address
-	reg   *prometheus.Registry
+	reg   *metric.Registry
 	logs  *syncBuffer
 	dials chan string // addresses the proxy dialed (test Dial)
 }
@@ -108,7 +109,7 @@ func newEnv(t testing.TB, cfg Config) *env {
 	if cfg.AllowUpstream == nil {
 		cfg.AllowUpstream = testLoopback
 	}
-	e := &env{t: t, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, dials: make(chan string, 64)}
+	e := &env{t: t, reg: metric.NewRegistry(), logs: &syncBuffer{}, dials: make(chan string, 64)}
 	if cfg.Dial == nil && cfg.Resolver == nil { // a test with a Resolver wants the default dialer
 		cfg.Dial = e.localDial
 	}
@@ -163,7 +164,7 @@ func (e *env) dialFrom(src string) *rawClient {
 // counter reads a counter from the proxy's registry.
 func (e *env) counter(name string, labels ...string) float64 {
 	e.t.Helper()
-	mfs, err := e.reg.Gather()
+	mfs, err := metrictest.Gather(e.reg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

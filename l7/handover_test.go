@@ -1,6 +1,8 @@
 package l7
 
 import (
+	"github.com/egressd/egressd/internal/metric"
+
 	"context"
 	"fmt"
 	"io"
@@ -10,8 +12,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestShutdownSharedListener is the proxy's part of an agent hand-over: two
@@ -96,9 +96,9 @@ func TestShutdownSharedListener(t *testing.T) {
 
 // sharedProxy serves ln with a Proxy allowing *.allowed.test to u; the
 // returned registry holds its metrics.
-func sharedProxy(t *testing.T, u *upstream, ln net.Listener) (*Proxy, *prometheus.Registry) {
+func sharedProxy(t *testing.T, u *upstream, ln net.Listener) (*Proxy, *metric.Registry) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
+	reg := metric.NewRegistry()
 	p, err := New(Config{
 		Rules:         compileRules(t, httpRule("wild", "*.allowed.test", u.port)),
 		OriginalDst:   fixedOrig{u.orig()},
@@ -156,7 +156,7 @@ func sharedClientLoop(u *upstream, addr string, keepAlive bool, stop <-chan stru
 	}
 }
 
-func countRequests(t *testing.T, reg *prometheus.Registry) float64 {
+func countRequests(t *testing.T, reg *metric.Registry) float64 {
 	t.Helper()
 	e := &env{t: t, reg: reg}
 	return e.counter("egressd_requests_total", "decision", "allow")

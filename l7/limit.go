@@ -21,7 +21,7 @@ import (
 // shed records a shed connection: the metric, and a log line unless one
 // for the same reason was written less than 5 s ago (limit.Limiter.Shed).
 func (p *Proxy) shed(reason string, client netip.AddrPort, now time.Time) {
-	p.metrics.Shed.WithLabelValues(reason).Inc()
+	p.metrics.Shed.With(reason).Inc()
 	p.limits.Shed(reason, client, now)
 }
 

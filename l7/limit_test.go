@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressd/egressd/internal/metric/metrictest"
 	"github.com/egressd/egressd/l7/internal/limit"
 )
 
@@ -33,7 +34,7 @@ func (e *env) waitOpen(n int) {
 // limit reads egressd_limit{limit=name}.
 func (e *env) limit(name string) float64 {
 	e.t.Helper()
-	mfs, err := e.reg.Gather()
+	mfs, err := metrictest.Gather(e.reg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

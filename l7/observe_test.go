@@ -1,6 +1,8 @@
 package l7
 
 import (
+	"github.com/egressd/egressd/internal/metric/metrictest"
+
 	"encoding/json"
 	"log/slog"
 	"strings"
@@ -59,7 +61,7 @@ func TestAccessLogLineAndMetrics(t *testing.T) {
 		t.Errorf("open connections after close = %v", n)
 	}
 	// No label carries the requested host.
-	mfs, _ := e.reg.Gather()
+	mfs, _ := metrictest.Gather(e.reg)
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
 			for _, lp := range m.GetLabel() {
@@ -73,7 +75,7 @@ func TestAccessLogLineAndMetrics(t *testing.T) {
 
 // gauge reads an unlabelled gauge from the proxy's registry.
 func (e *env) gauge(name string) float64 {
-	mfs, _ := e.reg.Gather()
+	mfs, _ := metrictest.Gather(e.reg)
 	for _, mf := range mfs {
 		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
 			return mf.GetMetric()[0].GetGauge().GetValue()
@@ -84,7 +86,7 @@ func (e *env) gauge(name string) float64 {
 
 // histogramCount sums the sample counts of a histogram's series.
 func (e *env) histogramCount(name string) uint64 {
-	mfs, _ := e.reg.Gather()
+	mfs, _ := metrictest.Gather(e.reg)
 	var n uint64
 	for _, mf := range mfs {
 		if mf.GetName() == name {

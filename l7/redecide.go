@@ -116,7 +116,7 @@ func (p *Proxy) cut(c *client.Conn, sp *client.Splice, code, reason string) bool
 	if !sp.Cut.CompareAndSwap(nil, &text) {
 		return false
 	}
-	p.metrics.Cut.WithLabelValues(code).Inc() // before the close: whoever sees the connection end can count it
+	p.metrics.Cut.With(code).Inc() // before the close: whoever sees the connection end can count it
 	sp.Client.Close()
 	sp.Up.Close()
 	p.log.Warn("spliced connection closed", "reason", reason, "client", c.Client, "protocol", sp.Protocol,

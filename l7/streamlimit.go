@@ -30,7 +30,7 @@ func (p *Proxy) admitH2Stream(w http.ResponseWriter, c *client.Conn, e *client.E
 	if reason == "" {
 		return true
 	}
-	p.metrics.StreamsRefused.WithLabelValues(reason).Inc()
+	p.metrics.StreamsRefused.With(reason).Inc()
 	e.Reason = "too many streams open from this client (" + reason + ")"
 	p.writeLocalH2(w, e, grpc, http.StatusServiceUnavailable, e.Reason)
 	return false

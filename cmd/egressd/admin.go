@@ -10,8 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/egressd/egressd/internal/metric"
 )
 
 // readiness is what /readyz reports: ready only while the BPF programs are
@@ -46,15 +45,12 @@ func (r *readiness) notReady() string {
 
 // adminHandler serves /metrics from reg, /healthz (the process is alive and
 // serving HTTP), /readyz and what more adds (the agent's /exempt).
-func adminHandler(reg *prometheus.Registry, ready *readiness, log *slog.Logger, more ...func(*http.ServeMux)) http.Handler {
+func adminHandler(reg *metric.Registry, ready *readiness, log *slog.Logger, more ...func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
 	for _, add := range more {
 		add(mux)
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError),
-		Registry: reg, // counts its own scrapes and errors
-	}))
+	mux.Handle("GET /metrics", metric.Handler(reg, log)) // counts its own errors in reg
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -8,8 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/egressd/egressd/internal/metric"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -25,8 +24,8 @@ func get(t *testing.T, url string) (int, string) {
 
 func TestAdminEndpoints(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector())
+	reg := metric.NewRegistry()
+	reg.MustRegister(metric.NewGoCollector())
 	var ready readiness
 	a, err := startAdmin("127.0.0.1:0", adminHandler(reg, &ready, log), log)
 	if err != nil {

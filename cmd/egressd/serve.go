@@ -12,10 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/egressd/egressd/internal/handover"
+	"github.com/egressd/egressd/internal/metric"
 	"github.com/egressd/egressd/l7"
 	"github.com/egressd/egressd/rules"
 )
@@ -71,10 +69,9 @@ func routeStdLog(log *slog.Logger) {
 
 // newRegistry is the metrics registry of the admin endpoint: Go runtime,
 // process and rules collectors (the proxy and redirect add theirs).
-func newRegistry(sets func() []ruleSetStats) *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		rulesCollector{sets})
+func newRegistry(sets func() []ruleSetStats) *metric.Registry {
+	reg := metric.NewRegistry()
+	reg.MustRegister(metric.NewGoCollector(), metric.NewProcessCollector(), rulesCollector{sets})
 	return reg
 }
 

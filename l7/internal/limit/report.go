@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/egressd/egressd/internal/metric"
 )
 
 // shedLogEvery is the least time between two log lines of one shed reason.
@@ -41,18 +41,13 @@ func (l *Limiter) Shed(reason string, client netip.AddrPort, now time.Time) {
 // Collector exports the limits in force: the connection limits (0:
 // none) and the runtime's memory limit with the level above which new
 // connections are shed (0: no limit).
-func (l *Limiter) Collector() prometheus.Collector { return limitsCollector{l} }
+func (l *Limiter) Collector() metric.Collector { return metric.Func(l.collect, limitDesc) }
 
-type limitsCollector struct{ l *Limiter }
-
-var limitDesc = prometheus.NewDesc("egressd_limit",
+var limitDesc = metric.NewDesc("egressd_limit",
 	"Limits in force: max_conns, max_conns_per_client, max_streams_per_client (0: none), memory_bytes (the Go runtime's memory limit, GOMEMLIMIT) and memory_shed_bytes (new connections are shed above it); 0: none.",
-	[]string{"limit"}, nil)
+	metric.GaugeType, "limit")
 
-func (c limitsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- limitDesc }
-
-func (c limitsCollector) Collect(ch chan<- prometheus.Metric) {
-	l := c.l
+func (l *Limiter) collect(e *metric.Emitter) error {
 	l.readMemory(time.Now())
 	memLimit := l.memLimit.Load()
 	if memLimit == math.MaxInt64 {
@@ -64,6 +59,7 @@ func (c limitsCollector) Collect(ch chan<- prometheus.Metric) {
 	}{{"max_conns", int64(max(l.maxConns, 0))}, {"max_conns_per_client", int64(max(l.perClient, 0))},
 		{"max_streams_per_client", int64(max(l.perClientStreams, 0))},
 		{"memory_bytes", memLimit}, {"memory_shed_bytes", l.memShed.Load()}} {
-		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(v.v), v.name)
+		e.Emit(limitDesc, float64(v.v), v.name)
 	}
+	return nil
 }
