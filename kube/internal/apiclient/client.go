@@ -52,8 +52,11 @@ func New(kubeconfig string) (*Client, error) {
 }
 
 func newClient(cfg *config) *Client {
+	// A watch reads for minutes: HTTP/2 pings notice a dead connection
+	// (client-go relies on the same), Watch's own deadline an HTTP/1 one.
 	tr := &http.Transport{TLSClientConfig: cfg.tls, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,
-		IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: listTimeout}
+		IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: listTimeout,
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}}
 	return &Client{cfg: cfg, hc: &http.Client{Transport: tr}}
 }
 
@@ -182,6 +185,8 @@ func (c *Client) Watch(ctx context.Context, r Resource, fieldSelector, rv string
 	if fieldSelector != "" {
 		q.Set("fieldSelector", fieldSelector)
 	}
+	ctx, cancel := context.WithTimeout(ctx, (watchSeconds+30)*time.Second) // the server ends it at watchSeconds
+	defer cancel()
 	resp, err := c.get(ctx, r.path(""), q)
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", r, err)
