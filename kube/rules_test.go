@@ -13,7 +13,7 @@ import (
 )
 
 // These tests drive Rules' handler with objects as the informer hands
-// them over (unstructured, as decoded from the API's JSON); the informer
+// them over (maps, as decoded from the API's JSON); the informer
 // against a real API server is tested on the cluster (e2e/k8s).
 
 type fixedSource struct{ s *rules.Set }

@@ -73,8 +73,10 @@ func (in *Informer) Run(ctx context.Context) {
 				continue
 			}
 			listed = true
+			b.reset()
 		}
-		err := in.client.Watch(ctx, in.res, in.fieldSelector, in.rv, in.event)
+		from := in.rv
+		err := in.client.Watch(ctx, in.res, in.fieldSelector, from, in.event)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -82,6 +84,9 @@ func (in *Informer) Run(ctx context.Context) {
 			in.log.Info("kubernetes: watch expired, listing again", "resource", in.res.String(), "err", err.Error())
 			listed = false
 		case err != nil:
+			if in.rv != from {
+				b.reset() // the watch worked for a while: a new failure
+			}
 			in.fail(ctx, &b, "watch", err)
 		default:
 			b.reset() // the server ended the watch: go on from in.rv
