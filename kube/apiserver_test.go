@@ -17,6 +17,7 @@ import (
 
 	"github.com/egressd/egressd/cgroupid"
 	"github.com/egressd/egressd/internal/kubetest"
+	"github.com/egressd/egressd/kube/internal/apiclient"
 	"github.com/egressd/egressd/kube/pods"
 	"github.com/egressd/egressd/rules"
 )
@@ -34,7 +35,11 @@ import (
 func TestAPIServer(t *testing.T) {
 	kubetest.Require(t)
 	srv := kubetest.Start(t, 21600, "") // kubetest.MinimalCRD: the agent's checks, not the CRD's
-	client := srv.Client
+	client := srv.Client                // the test's writes
+	api, err := Client(srv.Kubeconfig)  // the agent's reads, as --kubeconfig gives them
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for _, ns := range []string{"team-a", "team-b", "egressd"} {
@@ -51,7 +56,7 @@ func TestAPIServer(t *testing.T) {
 	var logBuf syncBuffer
 	log := slog.New(slog.NewTextHandler(&logBuf, nil))
 	changed := make(chan struct{}, 64)
-	kr, err := NewRules(RulesOptions{Client: client, Files: fixedSource{files}, GlobalNamespace: "egressd", Logger: log,
+	kr, err := NewRules(RulesOptions{Client: api, Files: fixedSource{files}, GlobalNamespace: "egressd", Logger: log,
 		OnChange: func() { changed <- struct{}{} }})
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +111,7 @@ func TestAPIServer(t *testing.T) {
 		t.Fatalf("a.example:80 is %v now; the refused object displaced the good one", m.Port.Protocol)
 	}
 	// explain --namespace lists the same: the clash named as refused.
-	listed, refused, err := NamespaceRules(ctx, client, "team-a")
+	listed, refused, err := NamespaceRules(ctx, api, "team-a")
 	if err == nil {
 		t.Fatalf("NamespaceRules compiled a namespace whose objects clash (%d rules)", listed.Len())
 	}
@@ -114,19 +119,19 @@ func TestAPIServer(t *testing.T) {
 		t.Fatalf("NamespaceRules: refused %v, err %v", refused, err)
 	}
 	// Deleting an object closes what it opened.
-	if err := client.Resource(EgressRuleGVR).Namespace("team-a").Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {
+	if err := client.Resource(gvr(EgressRuleGVR)).Namespace("team-a").Delete(ctx, "a", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// The refused object is tried again: with a gone, it fits.
 	waitFor("the deletion", func() bool { return isHTTPS(a) })
-	if err := client.Resource(EgressRuleGVR).Namespace("team-a").Delete(ctx, "clash", metav1.DeleteOptions{}); err != nil {
+	if err := client.Resource(gvr(EgressRuleGVR)).Namespace("team-a").Delete(ctx, "clash", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("the second deletion", func() bool { return !allows(a, "a.example", 80) })
 
 	// Pods: only this node's, found by the UID in a cgroup path.
 	root := filepath.Join(t.TempDir(), "kubepods")
-	w, err := pods.New(pods.Options{Client: client, NodeName: "node-1", Roots: []string{root}, Logger: log, Wait: 5 * time.Second})
+	w, err := pods.New(pods.Options{Client: api, NodeName: "node-1", Roots: []string{root}, Logger: log, Wait: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,19 +158,19 @@ func TestAPIServer(t *testing.T) {
 		t.Fatalf("Scope of team-a's pod: %+v", sc)
 	}
 	// A label change and the deletion reach a subscriber.
-	pod, err := client.Resource(pods.GVR).Namespace("team-a").Get(ctx, "client", metav1.GetOptions{})
+	pod, err := client.Resource(gvr(pods.GVR)).Namespace("team-a").Get(ctx, "client", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pod.SetLabels(map[string]string{"egressd.io/exempt": "true"})
-	if _, err := client.Resource(pods.GVR).Namespace("team-a").Update(ctx, pod, metav1.UpdateOptions{}); err != nil {
+	if _, err := client.Resource(gvr(pods.GVR)).Namespace("team-a").Update(ctx, pod, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	nextEvent(t, events, "the label", func(e pods.Event) bool {
 		return e.New != nil && e.New.Name == "client" && e.New.Labels["egressd.io/exempt"] == "true"
 	})
 	zero := int64(0)
-	if err := client.Resource(pods.GVR).Namespace("team-a").Delete(ctx, "client", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+	if err := client.Resource(gvr(pods.GVR)).Namespace("team-a").Delete(ctx, "client", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
 	}
 	nextEvent(t, events, "the deletion", func(e pods.Event) bool { return e.New == nil && e.Old != nil && e.Old.Name == "client" })
@@ -220,7 +225,7 @@ func (s *syncBuffer) String() string {
 
 func createRule(t *testing.T, srv *kubetest.Server, ns, name, service string, port int64, protocol string) {
 	t.Helper()
-	srv.Create(t, EgressRuleGVR, ns, map[string]any{
+	srv.Create(t, gvr(EgressRuleGVR), ns, map[string]any{
 		"apiVersion": "config.istio.io/v1alpha2", "kind": "EgressRule",
 		"metadata": map[string]any{"name": name, "namespace": ns},
 		"spec": map[string]any{"destination": map[string]any{"service": service},
@@ -232,11 +237,16 @@ func createRule(t *testing.T, srv *kubetest.Server, ns, name, service string, po
 // its UID.
 func createPod(t *testing.T, srv *kubetest.Server, ns, name, node string) string {
 	t.Helper()
-	u := srv.Create(t, pods.GVR, ns, map[string]any{
+	u := srv.Create(t, gvr(pods.GVR), ns, map[string]any{
 		"apiVersion": "v1", "kind": "Pod",
 		"metadata": map[string]any{"name": name, "namespace": ns},
 		"spec": map[string]any{"nodeName": node,
 			"containers": []any{map[string]any{"name": "c", "image": "egressd.invalid/client:1"}}},
 	})
 	return string(u.GetUID())
+}
+
+// gvr is r as client-go names it, for the test's own writes.
+func gvr(r apiclient.Resource) schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: r.Group, Version: r.Version, Resource: r.Resource}
 }

@@ -1,13 +1,10 @@
 package kube
 
 import (
-	"fmt"
 	"os"
 	"strings"
 
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+	"github.com/egressd/egressd/kube/internal/apiclient"
 )
 
 // serviceAccountNamespace is where the kubelet writes the pod's namespace
@@ -18,26 +15,11 @@ const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/n
 // tell its own.
 const FallbackGlobalNamespace = "egressd"
 
-// Client returns a dynamic client for the API server: from the kubeconfig
-// file, or the in-cluster config (the pod's service account) when
-// kubeconfig is "".
-func Client(kubeconfig string) (dynamic.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		if kubeconfig == "" {
-			return nil, fmt.Errorf("kubernetes: in-cluster config: %w (outside a pod, give --kubeconfig)", err)
-		}
-		return nil, fmt.Errorf("kubernetes: %w", err)
-	}
-	cfg.UserAgent = "egressd"
-	return dynamic.NewForConfig(cfg)
-}
+// Client returns a client of the API server: from the kubeconfig file,
+// or the in-cluster config (the pod's service account) when kubeconfig
+// is "". Its type is internal: callers hand it to NewRules, pods.New and
+// NamespaceRules.
+func Client(kubeconfig string) (*apiclient.Client, error) { return apiclient.New(kubeconfig) }
 
 // DefaultGlobalNamespace is the agent's own namespace: the service
 // account's namespace file, else $EGRESSD_POD_NAMESPACE, else

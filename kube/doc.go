@@ -10,7 +10,8 @@
 // package pods' job; Scoper joins the two for the proxy (l7.Scoper).
 //
 // Files:
-//   - client.go: the API client (in-cluster or a kubeconfig) and the
+//   - client.go: the API client (in-cluster or a kubeconfig; our own,
+//     kube/internal/apiclient, not client-go: see its doc) and the
 //     default global namespace (the agent's own).
 //   - rules.go: Rules, the EgressRule informer and the per-namespace
 //     sets; Document, an object as the rules package reads it.

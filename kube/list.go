@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
-
+	"github.com/egressd/egressd/kube/internal/apiclient"
 	"github.com/egressd/egressd/rules"
 )
 
@@ -14,14 +12,14 @@ import (
 // explain --namespace) and compiles those the agent would accept, each
 // checked alone as Rules does; refused names every object left out, with
 // its problems.
-func NamespaceRules(ctx context.Context, client dynamic.Interface, ns string) (s *rules.Set, refused []error, err error) {
-	list, err := client.Resource(EgressRuleGVR).Namespace(ns).List(ctx, metav1.ListOptions{})
+func NamespaceRules(ctx context.Context, client *apiclient.Client, ns string) (s *rules.Set, refused []error, err error) {
+	items, _, err := client.List(ctx, EgressRuleGVR, ns, "")
 	if err != nil {
 		return nil, nil, fmt.Errorf("list EgressRules of namespace %s: %w", ns, err)
 	}
 	var docs []rules.Document
-	for i := range list.Items {
-		d, err := Document(&list.Items[i])
+	for _, item := range items {
+		d, err := Document(item)
 		if err == nil {
 			_, _, err = rules.LoadDocuments(d)
 		}

@@ -11,22 +11,17 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/tools/cache"
-
-	"github.com/egressd/egressd/kube/internal/listwatch"
+	"github.com/egressd/egressd/kube/internal/apiclient"
 	"github.com/egressd/egressd/rules"
 )
 
 // EgressRuleGVR is the resource of EgressRule objects: Istio 0.x's group
 // and version, which Istio no longer serves (deploy/ has the CRD).
-var EgressRuleGVR = schema.GroupVersionResource{Group: "config.istio.io", Version: "v1alpha2", Resource: "egressrules"}
+var EgressRuleGVR = apiclient.Resource{Group: "config.istio.io", Version: "v1alpha2", Resource: "egressrules"}
 
 // RulesOptions configures Rules.
 type RulesOptions struct {
-	Client dynamic.Interface // required
+	Client *apiclient.Client // required (Client)
 	// Files are the rules of --rules; with the global namespace's objects
 	// they are the global set. Required.
 	Files rules.Source
@@ -52,9 +47,8 @@ type RulesOptions struct {
 type Rules struct {
 	opts     RulesOptions
 	log      *slog.Logger
-	global   *rules.Layered // Files, then the global namespace's own
-	informer cache.SharedIndexInformer
-	handler  cache.ResourceEventHandlerRegistration // HasSynced: the first list went through change
+	global   *rules.Layered      // Files, then the global namespace's own
+	informer *apiclient.Informer // synced: the first list went through change
 
 	mu  sync.Mutex // serializes changes; guards ns
 	ns  map[string]*Namespace
@@ -96,28 +90,25 @@ func NewRules(opts RulesOptions) (*Rules, error) {
 	g := r.namespace(opts.GlobalNamespace)
 	r.mu.Unlock()
 	r.global = rules.NewLayered(opts.Files, g, r.dropped(opts.GlobalNamespace))
-	r.informer = listwatch.Informer(opts.Client, EgressRuleGVR, "")
-	var err error
-	r.handler, err = r.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { r.change(obj, false) },
-		UpdateFunc: func(_, obj any) { r.change(obj, false) },
-		DeleteFunc: func(obj any) { r.change(obj, true) },
-	})
-	if err != nil {
-		return nil, err
-	}
+	r.informer = apiclient.NewInformer(opts.Client, EgressRuleGVR, "", apiclient.Handlers{
+		Add:    func(obj apiclient.Object) { r.change(obj, false) },
+		Update: func(_, obj apiclient.Object) { r.change(obj, false) },
+		Delete: func(obj apiclient.Object) { r.change(obj, true) },
+	}, r.log)
 	return r, nil
 }
 
 // Run watches the EgressRules until ctx ends.
-func (r *Rules) Run(ctx context.Context) { r.informer.RunWithContext(ctx) }
+func (r *Rules) Run(ctx context.Context) { r.informer.Run(ctx) }
 
 // WaitSynced waits until the first list of EgressRules is applied.
 func (r *Rules) WaitSynced(ctx context.Context) error {
-	if !cache.WaitForCacheSync(ctx.Done(), r.handler.HasSynced) {
-		return fmt.Errorf("EgressRules (%s) not listed: %w", EgressRuleGVR.GroupResource(), context.Cause(ctx))
+	select {
+	case <-r.informer.Synced():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("EgressRules (%s.%s) not listed: %w", EgressRuleGVR.Resource, EgressRuleGVR.Group, context.Cause(ctx))
 	}
-	return nil
 }
 
 // Global returns the global rules: the files', then the global
@@ -177,15 +168,8 @@ func (r *Rules) dropped(ns string) func([]string) {
 // or conflicts with the global rules is refused as a whole, and tried
 // again at the next change of the namespace (deleting the object another
 // one clashed with lets that one in).
-func (r *Rules) change(obj any, deleted bool) {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj, deleted = d.Obj, true
-	}
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return
-	}
-	ns, name := u.GetNamespace(), u.GetName()
+func (r *Rules) change(u apiclient.Object, deleted bool) {
+	ns, name := apiclient.Namespace(u), apiclient.Name(u)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := r.namespace(ns)
@@ -248,18 +232,20 @@ func (r *Rules) refuse(n *Namespace, name string, err error, kept string) {
 // Document turns an EgressRule object into the document the rules
 // package reads: its apiVersion, kind, name and spec (the rest of the
 // metadata and any status are not rules).
-func Document(u *unstructured.Unstructured) (rules.Document, error) {
+func Document(u map[string]any) (rules.Document, error) {
+	apiVersion, _ := u["apiVersion"].(string)
+	kind, _ := u["kind"].(string)
 	doc := map[string]any{
-		"apiVersion": u.GetAPIVersion(),
-		"kind":       u.GetKind(),
-		"metadata":   map[string]any{"name": u.GetName()},
+		"apiVersion": apiVersion,
+		"kind":       kind,
+		"metadata":   map[string]any{"name": apiclient.Name(u)},
 	}
-	if spec, ok := u.Object["spec"]; ok {
+	if spec, ok := u["spec"]; ok {
 		doc["spec"] = spec
 	}
 	data, err := json.Marshal(doc)
 	if err != nil {
 		return rules.Document{}, err
 	}
-	return rules.Document{Source: "EgressRule " + u.GetNamespace() + "/" + u.GetName(), Data: data}, nil
+	return rules.Document{Source: "EgressRule " + apiclient.Namespace(u) + "/" + apiclient.Name(u), Data: data}, nil
 }

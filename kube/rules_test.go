@@ -7,32 +7,29 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
-
+	"github.com/egressd/egressd/kube/internal/apiclient"
 	"github.com/egressd/egressd/kube/pods"
 	"github.com/egressd/egressd/rules"
 )
 
 // These tests drive Rules' handler with objects as the informer hands
-// them over (unstructured, as decoded from the API's JSON); the informer
+// them over (maps, as decoded from the API's JSON); the informer
 // against a real API server is tested on the cluster (e2e/k8s).
 
 type fixedSource struct{ s *rules.Set }
 
 func (f fixedSource) Current() *rules.Set { return f.s }
 
-func egressRule(ns, name, service string, ports ...any) *unstructured.Unstructured {
+func egressRule(ns, name, service string, ports ...any) apiclient.Object {
 	ps := make([]any, 0, len(ports)/2)
 	for i := 0; i+1 < len(ports); i += 2 {
 		ps = append(ps, map[string]any{"port": ports[i], "protocol": ports[i+1]})
 	}
-	return &unstructured.Unstructured{Object: map[string]any{
+	return apiclient.Object{
 		"apiVersion": "config.istio.io/v1alpha2", "kind": "EgressRule",
 		"metadata": map[string]any{"namespace": ns, "name": name, "uid": "u-" + name, "resourceVersion": "1"},
 		"spec":     map[string]any{"destination": map[string]any{"service": service}, "ports": ps},
-	}}
+	}
 }
 
 func newTestRules(t *testing.T, files string, log *bytes.Buffer) (*Rules, *int) {
@@ -41,10 +38,7 @@ func newTestRules(t *testing.T, files string, log *bytes.Buffer) (*Rules, *int) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := dynamic.NewForConfig(&rest.Config{Host: "http://127.0.0.1:1"}) // never dialed
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := apiclient.ForServer("http://127.0.0.1:1") // never dialed
 	changes := new(int)
 	r, err := NewRules(RulesOptions{Client: client, Files: fixedSource{s}, GlobalNamespace: "egressd",
 		OnChange: func() { *changes++ }, Logger: slog.New(slog.NewTextHandler(log, nil))})
@@ -119,15 +113,15 @@ func TestRulesBadVersionKeepsLastGood(t *testing.T) {
 	}
 	for _, c := range []struct {
 		what string
-		obj  *unstructured.Unstructured
+		obj  apiclient.Object
 		want string // in the log line
 	}{
 		{"a port out of range", egressRule("team-a", "api", "api.example", int64(70000), "HTTPS"), "70000 is out of range"},
 		{"an unknown protocol", egressRule("team-a", "api", "api.example", int64(443), "ftp"), `\"ftp\" is not a protocol`},
 		{"a bad wildcard", egressRule("team-a", "api", "api.*.example", int64(443), "HTTPS"), "spec.destination.service"},
-		{"an unknown field", func() *unstructured.Unstructured {
+		{"an unknown field", func() apiclient.Object {
 			u := egressRule("team-a", "api", "api.example", int64(443), "HTTPS")
-			u.Object["spec"].(map[string]any)["use_egress_proxy"] = true
+			u["spec"].(map[string]any)["use_egress_proxy"] = true
 			return u
 		}(), "did you mean useEgressProxy"},
 		{"a clash with another object", egressRule("team-a", "other", "api.example", int64(443), "HTTP"), "443"},
@@ -146,12 +140,12 @@ func TestRulesBadVersionKeepsLastGood(t *testing.T) {
 			t.Errorf("%s: stats %+v; want one more refusal, last failed", c.what, st)
 		}
 		line := log.String()
-		for _, want := range []string{"EgressRule refused", "namespace=team-a", "name=" + c.obj.GetName(), c.want} {
+		for _, want := range []string{"EgressRule refused", "namespace=team-a", "name=" + apiclient.Name(c.obj), c.want} {
 			if !strings.Contains(line, want) {
 				t.Errorf("%s: log %q lacks %q", c.what, line, want)
 			}
 		}
-		if c.obj.GetName() != "api" {
+		if apiclient.Name(c.obj) != "api" {
 			// Gone, the refused object no longer holds the namespace back.
 			r.change(c.obj, true)
 		}
@@ -176,8 +170,8 @@ func TestRulesBadVersionKeepsLastGood(t *testing.T) {
 
 func TestDocument(t *testing.T) {
 	u := egressRule("team-a", "foo", "*.foo.com", int64(80), "http", int64(443), "https")
-	u.SetAnnotations(map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{}"})
-	u.Object["status"] = map[string]any{"x": 1}
+	u["metadata"].(map[string]any)["annotations"] = map[string]any{"kubectl.kubernetes.io/last-applied-configuration": "{}"}
+	u["status"] = map[string]any{"x": 1}
 	d, err := Document(u)
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +187,7 @@ func TestDocument(t *testing.T) {
 		t.Errorf("api.foo.com:443 = %+v, %v", m, ok)
 	}
 	// An object without a spec is refused with the decoder's message.
-	delete(u.Object, "spec")
+	delete(u, "spec")
 	d, _ = Document(u)
 	if _, _, err := rules.LoadDocuments(d); err == nil || !strings.Contains(err.Error(), "EgressRule team-a/foo: spec: missing") {
 		t.Errorf("no spec: err %v", err)

@@ -3,12 +3,11 @@ package pods
 import (
 	"maps"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
+	"github.com/egressd/egressd/kube/internal/apiclient"
 )
 
 // GVR is the resource the Watcher lists and watches: core v1 pods.
-var GVR = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+var GVR = apiclient.Resource{Version: "v1", Resource: "pods"}
 
 // MirrorAnnotation holds, on a static pod's mirror, the config hash the
 // kubelet names the static pod's cgroup after.
@@ -53,15 +52,15 @@ func (p *Pod) sameAs(q *Pod) bool {
 }
 
 // fromObject reads the fields the Watcher uses from a pod object.
-func fromObject(u *unstructured.Unstructured) *Pod {
+func fromObject(u apiclient.Object) *Pod {
 	p := &Pod{
-		Namespace: u.GetNamespace(),
-		Name:      u.GetName(),
-		UID:       string(u.GetUID()),
-		Labels:    u.GetLabels(),
-		Mirror:    u.GetAnnotations()[MirrorAnnotation],
+		Namespace: apiclient.Namespace(u),
+		Name:      apiclient.Name(u),
+		UID:       apiclient.UID(u),
+		Labels:    apiclient.StringMap(u, "labels"),
+		Mirror:    apiclient.StringMap(u, "annotations")[MirrorAnnotation],
 	}
-	p.HostNetwork, _, _ = unstructured.NestedBool(u.Object, "spec", "hostNetwork")
-	p.Phase, _, _ = unstructured.NestedString(u.Object, "status", "phase")
+	p.HostNetwork, _ = apiclient.Nested(u, "spec", "hostNetwork").(bool)
+	p.Phase, _ = apiclient.Nested(u, "status", "phase").(string)
 	return p
 }

@@ -10,13 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/tools/cache"
-
 	"github.com/egressd/egressd/cgroupid"
-	"github.com/egressd/egressd/kube/internal/listwatch"
+	"github.com/egressd/egressd/kube/internal/apiclient"
 )
 
 // DefaultWait bounds how long Lookup waits for a pod the API has not told
@@ -25,7 +20,7 @@ const DefaultWait = 2 * time.Second
 
 // Options configures a Watcher.
 type Options struct {
-	Client   dynamic.Interface // required
+	Client   *apiclient.Client // required (kube.Client)
 	NodeName string            // required: only the pods with spec.nodeName == NodeName are watched
 	// Roots are the cgroup v2 directories the pods' cgroups are in or
 	// below (egressd's --cgroup directories).
@@ -64,9 +59,8 @@ type Watcher struct {
 	opts     Options
 	log      *slog.Logger
 	index    *cgroupid.Index
-	informer cache.SharedIndexInformer
-	handler  cache.ResourceEventHandlerRegistration // HasSynced: the first list went through upsert
-	rescan   chan struct{}                          // asks the rescan loop to walk the cgroups now
+	informer *apiclient.Informer // synced: the first list went through upsert
+	rescan   chan struct{}       // asks the rescan loop to walk the cgroups now
 
 	mu     sync.Mutex
 	byKey  map[string]*Pod              // by cgroupKey; a static pod is found by its hash
@@ -103,26 +97,20 @@ func New(opts Options) (*Watcher, error) {
 		w.log = slog.New(slog.DiscardHandler)
 	}
 	w.index = cgroupid.New(opts.Roots...)
-	node := fields.OneTermEqualSelector("spec.nodeName", opts.NodeName).String()
-	w.informer = listwatch.Informer(opts.Client, GVR, node)
-	var err error
-	w.handler, err = w.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { w.upsert(obj) },
-		UpdateFunc: func(_, obj any) { w.upsert(obj) },
-		DeleteFunc: w.remove,
-	})
-	if err != nil {
-		return nil, err
-	}
+	w.informer = apiclient.NewInformer(opts.Client, GVR, "spec.nodeName="+opts.NodeName, apiclient.Handlers{
+		Add:    w.upsert,
+		Update: func(_, obj apiclient.Object) { w.upsert(obj) },
+		Delete: w.remove,
+	}, w.log)
 	return w, nil
 }
 
 // Run watches the API and the cgroups until ctx ends.
 func (w *Watcher) Run(ctx context.Context) {
-	go w.informer.RunWithContext(ctx)
+	go w.informer.Run(ctx)
 	go w.dispatch(ctx)
 	go func() {
-		if cache.WaitForCacheSync(ctx.Done(), w.handler.HasSynced) {
+		if w.WaitSynced(ctx) == nil {
 			w.mu.Lock()
 			w.wakeLookups()
 			w.mu.Unlock()
@@ -133,14 +121,16 @@ func (w *Watcher) Run(ctx context.Context) {
 
 // WaitSynced waits until the first list of the node's pods is in.
 func (w *Watcher) WaitSynced(ctx context.Context) error {
-	if !cache.WaitForCacheSync(ctx.Done(), w.handler.HasSynced) {
+	select {
+	case <-w.informer.Synced():
+		return nil
+	case <-ctx.Done():
 		return fmt.Errorf("pods of node %s not listed: %w", w.opts.NodeName, context.Cause(ctx))
 	}
-	return nil
 }
 
 // Synced reports whether the first list of pods is in.
-func (w *Watcher) Synced() bool { return w.handler.HasSynced() }
+func (w *Watcher) Synced() bool { return w.informer.HasSynced() }
 
 // Lookup returns the pod whose cgroup (or a cgroup below it) has ID id.
 // An ID not seen yet makes it walk the cgroups again (cgroupid.Index). A
@@ -223,11 +213,7 @@ func (w *Watcher) Subscribe(fn func(Event)) (cancel func()) {
 }
 
 // upsert takes a pod added or updated in the API.
-func (w *Watcher) upsert(obj any) {
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return
-	}
+func (w *Watcher) upsert(u apiclient.Object) {
 	p := fromObject(u)
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -250,14 +236,7 @@ func (w *Watcher) upsert(obj any) {
 }
 
 // remove takes a pod deleted from the API.
-func (w *Watcher) remove(obj any) {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return
-	}
+func (w *Watcher) remove(u apiclient.Object) {
 	key := fromObject(u).cgroupKey()
 	w.mu.Lock()
 	defer w.mu.Unlock()

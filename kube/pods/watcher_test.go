@@ -9,11 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
-
 	"github.com/egressd/egressd/cgroupid"
+	"github.com/egressd/egressd/kube/internal/apiclient"
 )
 
 // These tests drive the Watcher's handlers with pod objects as the
@@ -28,25 +25,24 @@ const (
 	uidB = "1c8f4b63-ad2f-4e3b-907c-2b3c4d5e6f70"
 )
 
-func podObject(ns, name, uid string, labels map[string]string) *unstructured.Unstructured {
-	u := &unstructured.Unstructured{Object: map[string]any{
+func podObject(ns, name, uid string, labels map[string]string) apiclient.Object {
+	ls := map[string]any{}
+	for k, v := range labels {
+		ls[k] = v
+	}
+	return apiclient.Object{
 		"apiVersion": "v1", "kind": "Pod",
-		"metadata": map[string]any{"namespace": ns, "name": name, "uid": uid},
+		"metadata": map[string]any{"namespace": ns, "name": name, "uid": uid, "labels": ls},
 		"spec":     map[string]any{"nodeName": "node-1"},
 		"status":   map[string]any{"phase": "Running"},
-	}}
-	u.SetLabels(labels)
-	return u
+	}
 }
 
 func newTestWatcher(t *testing.T, wait time.Duration) (*Watcher, string) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "kubepods")
 	mkdir(t, filepath.Join(root, "besteffort"))
-	client, err := dynamic.NewForConfig(&rest.Config{Host: "http://127.0.0.1:1"}) // never dialed: the informer does not run
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := apiclient.ForServer("http://127.0.0.1:1") // never dialed: the informer does not run
 	w, err := New(Options{Client: client, NodeName: "node-1", Roots: []string{root}, Wait: wait})
 	if err != nil {
 		t.Fatal(err)
