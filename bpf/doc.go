@@ -26,7 +26,8 @@
 //	go generate ./bpf
 //
 // The generated egressd_bpfel.go, guard_bpfel.go and their .o files are
-// committed, so go build needs no clang. Regeneration is byte-reproducible (bpf2go maps
+// committed, so go build needs no clang; so is sources.sha256, the hashes
+// of the sources they were built from (gen.go). Regeneration is byte-reproducible (bpf2go maps
 // debug paths to relative ones and strips DWARF); CI regenerates and fails
 // on git diff.
 //

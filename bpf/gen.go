@@ -10,3 +10,10 @@ package bpf
 // The packet-socket guard is an object of its own: it needs what the
 // others don't (the bpf LSM, CAP_PERFMON), and egressd runs without it.
 //go:generate sh -c "exec go tool bpf2go -tags linux -target bpfel Guard guard.c -- -I/usr/include/$(clang -print-multiarch) -Wall -Werror -O2"
+
+// sources.sha256 records the sources the committed objects were built
+// from. A change to them that changes no byte of the objects (a comment)
+// still changes this file, so CI's regeneration check (go generate ./bpf,
+// then git diff) also fails when the sources moved on without a go
+// generate, and the generated output is always committed after them.
+//go:generate sh -c "sha256sum counters.h egressd.h egressd.c guard.c > sources.sha256"
