@@ -28,7 +28,10 @@ import (
 // delete, with the object's last version, and the update.
 func TestInformerAgainstAPIServer(t *testing.T) {
 	kubetest.Require(t)
-	srv := kubetest.Start(t, 46110, "")
+	// Ports 21620-21622: below the ephemeral range (32768-60999 here), where
+	// any outgoing connection may hold one (46110 was taken once in CI),
+	// and apart from kube's 21600 and e2e's 21610.
+	srv := kubetest.Start(t, 21620, "")
 	gvr := schema.GroupVersionResource{Group: "config.istio.io", Version: "v1alpha2", Resource: "egressrules"}
 	srv.Create(t, schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, "", map[string]any{
 		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "ns"}})
