@@ -296,6 +296,9 @@ func (h *Head) noteField(f *Field) error {
 		h.TeFields++
 		h.Te = f.Value
 		last := false // the last coding so far is chunked
+		if len(TrimOWS(v)) == 0 {
+			h.TeOther = true // no coding: not only chunked, also beside a chunked field
+		}
 		for tok := range tokens(v) {
 			if h.Chunked {
 				h.TeOther = true // a coding after chunked
